@@ -1,0 +1,86 @@
+"""The Celery app: two queues, routing per task, and reliability settings chosen on purpose.
+
+- ``default``: imports, cleaning, batch work, maintenance. Short tasks that are idempotent opt
+  into ``acks_late`` one by one (a crash then redelivers them, and running twice is harmless).
+- ``gpu``: training and evaluation, one worker per GPU with prefetch 1, so a worker never holds
+  a second run in its buffer while the first one trains for hours. These tasks do *not* use
+  ``acks_late``: Redis redelivers an unacknowledged message once ``visibility_timeout`` passes,
+  even while the first copy still runs. Recovery of long jobs is ours instead: each job row
+  writes a heartbeat and the sweeper (below, run by beat) requeues or fails silent jobs.
+"""
+
+import os
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+from kombu import Exchange, Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lepton_web.settings")
+
+app = Celery("lepton_web")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+app.conf.update(
+    task_queues=(
+        Queue("default", Exchange("default"), routing_key="default"),
+        Queue("gpu", Exchange("gpu"), routing_key="gpu"),
+    ),
+    task_default_queue="default",
+    task_default_exchange="default",
+    task_default_routing_key="default",
+    # Per-task routing lives beside each task (``@shared_task(queue=...)``); these patterns
+    # catch any training/evaluation task that forgets to name its queue.
+    task_routes={
+        "training_app.tasks.*": {"queue": "gpu"},
+        "models_app.tasks.model_version_evaluate*": {"queue": "gpu"},
+    },
+    # One message at a time per worker process: long jobs must not sit in a busy worker's buffer.
+    worker_prefetch_multiplier=1,
+    # Default limits for any task that does not set its own; long tasks set larger ones.
+    task_soft_time_limit=30 * 60,
+    task_time_limit=35 * 60,
+    # Results live on job rows in the database, not in a result backend.
+    task_ignore_result=True,
+    task_acks_late=False,
+    # Idempotent acks_late tasks come back when their pool process dies mid-task.
+    task_reject_on_worker_lost=True,
+    task_serializer="json",
+    accept_content=["json"],
+    broker_connection_retry_on_startup=True,
+    # Publishing from a web request must fail fast when the broker is down, so the user sees
+    # a clear message instead of a hung page (see lepton_web.jobs.job_enqueue).
+    broker_connection_timeout=3,
+    broker_connection_max_retries=1,
+    worker_send_task_events=False,
+    beat_schedule={
+        "sweep-silent-jobs": {
+            "task": "lepton_web.tasks.jobs_sweep_task",
+            "schedule": float(os.environ.get("JOB_SWEEP_INTERVAL_SECONDS", "30")),
+            "options": {"queue": "default", "expires": 60},
+        },
+    },
+    timezone="UTC",
+)
+app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def _on_worker_ready(sender, **kwargs) -> None:
+    """Announce the worker in the database and sweep jobs a crashed predecessor left behind.
+
+    The filesystem broker loses a message when the whole worker is killed, so the sweep must
+    also run at start-up, not only on beat's schedule.
+    """
+    from lepton_web.services import worker_presence_start
+
+    queues = sorted(q.name for q in sender.task_consumer.queues)
+    worker_presence_start(hostname=sender.hostname, queues=queues)
+    jobs_sweep_task = app.tasks["lepton_web.tasks.jobs_sweep_task"]
+    jobs_sweep_task.apply_async(queue="default")
+
+
+@worker_shutdown.connect
+def _on_worker_shutdown(sender, **kwargs) -> None:
+    from lepton_web.services import worker_presence_stop
+
+    worker_presence_stop(hostname=sender.hostname)

@@ -1,0 +1,297 @@
+"""The shared job base: long work is a row, not only a Celery message.
+
+Imports, training runs, evaluations and batch predictions each subclass ``Job``. A row moves
+through ``queued -> running -> succeeded | failed | cancelled`` and every transition is one
+guarded conditional UPDATE, so two workers (or a worker and a user pressing Cancel) can never
+both win. Running jobs write ``heartbeat_at``; ``jobs_sweep`` hands silent ones to the job type's
+``recover`` hook, which by default requeues (the task resumes from whatever the job saved) up
+to ``max_attempts`` and then fails the job with a message that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.apps import apps
+from django.conf import settings
+from django.db import connection, models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerOperationalError
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The task queue could not be reached; nothing was started."""
+
+    message = (
+        "The task queue (Celery broker) cannot be reached, so the job was not started and "
+        "nothing was saved. Check that the broker is running, then try again."
+    )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Job(models.Model):
+    """Abstract base of every long-running job row."""
+
+    Status = JobStatus
+
+    # What a subclass sets: the Celery task that executes it, the access-rule resource that
+    # guards it, and how many times a lost worker may be replaced before the job fails.
+    task_name: str = ""
+    access_resource: str = ""
+    max_attempts: int = 3
+    verbose_kind: str = "job"
+
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+    )
+    progress = models.PositiveSmallIntegerField(default=0)
+    message = models.CharField(max_length=500, blank=True)
+    error_message = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__lte=100), name="%(app_label)s_%(class)s_progress_lte_100"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in JobStatus]),
+                name="%(app_label)s_%(class)s_status_valid",
+            ),
+        ]
+
+    # --- reading --------------------------------------------------------------------------
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @classmethod
+    def label(cls) -> str:
+        return cls._meta.label_lower
+
+    # --- guarded transitions ------------------------------------------------------------------
+    # Each is one conditional UPDATE that returns whether it won; the in-memory row is refreshed.
+    def _transition(self, *, allowed: tuple[str, ...], **changes) -> bool:
+        changes.setdefault("updated_at", timezone.now())
+        won = type(self).objects.filter(pk=self.pk, status__in=allowed).update(**changes)
+        self.refresh_from_db()
+        return bool(won)
+
+    def claim(self) -> bool:
+        """queued -> running. False when another worker took it or it was cancelled."""
+        now = timezone.now()
+        return self._transition(
+            allowed=(JobStatus.QUEUED,),
+            status=JobStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+            attempts=F("attempts") + 1,
+            message="Started.",
+        )
+
+    def report(self, *, progress: int | None = None, message: str | None = None) -> bool:
+        """Write progress and heartbeat. False once the job is no longer running (stop work)."""
+        changes: dict = {"heartbeat_at": timezone.now()}
+        if progress is not None:
+            changes["progress"] = max(0, min(100, int(progress)))
+        if message is not None:
+            changes["message"] = message[:500]
+        still_running = self._transition(allowed=(JobStatus.RUNNING,), **changes)
+        return still_running
+
+    def succeed(self, *, message: str = "Finished.") -> bool:
+        return self._transition(
+            allowed=(JobStatus.RUNNING,),
+            status=JobStatus.SUCCEEDED,
+            progress=100,
+            message=message[:500],
+            finished_at=timezone.now(),
+        )
+
+    def fail(self, *, error: str) -> bool:
+        """running or queued -> failed, with a sentence the user can act on."""
+        return self._transition(
+            allowed=ACTIVE_STATUSES,
+            status=JobStatus.FAILED,
+            error_message=error,
+            message="Failed.",
+            finished_at=timezone.now(),
+        )
+
+    def cancel(self) -> bool:
+        """queued or running -> cancelled; a running worker notices at its next report()."""
+        return self._transition(
+            allowed=ACTIVE_STATUSES,
+            status=JobStatus.CANCELLED,
+            message="Cancelled.",
+            finished_at=timezone.now(),
+        )
+
+    def requeue(self, *, message: str) -> bool:
+        """running -> queued, used when the worker running it was lost."""
+        return self._transition(
+            allowed=(JobStatus.RUNNING,), status=JobStatus.QUEUED, message=message[:500]
+        )
+
+    # --- queueing -------------------------------------------------------------------------------
+    def task_queue(self) -> str | None:
+        """The queue to publish on; None follows the task's own routing."""
+        return None
+
+    def enqueue(self) -> None:
+        """Publish the task for this row; raise BrokerUnavailable when the broker is down."""
+        from lepton_web.celery import app
+
+        options = {"queue": self.task_queue()} if self.task_queue() else {}
+        try:
+            app.send_task(self.task_name, args=[self.pk], retry=False, **options)
+        except (BrokerOperationalError, OSError) as exc:
+            logger.warning("Could not publish %s %s: %s", self.label(), self.pk, exc)
+            raise BrokerUnavailable() from exc
+
+    # --- recovery hook ---------------------------------------------------------------------------
+    def recover(self) -> str:
+        """Called by the sweeper when this running job's heartbeat went silent.
+
+        The default requeues the job so a worker resumes it, up to ``max_attempts`` starts, then
+        fails it. Subclasses that cannot resume override this. Returns what was done.
+        """
+        if self.attempts >= self.max_attempts:
+            self.fail(
+                error=(
+                    f"The worker running this {self.verbose_kind} stopped responding "
+                    f"{self.attempts} times, so it was not restarted again. "
+                    "Whatever it saved is kept; start it again to retry."
+                )
+            )
+            return "failed"
+        if not self.requeue(
+            message=f"The worker was lost; restarting (attempt {self.attempts + 1} of "
+            f"{self.max_attempts})."
+        ):
+            return "skipped"
+        try:
+            self.enqueue()
+        except BrokerUnavailable:
+            # It stays queued; the next sweep publishes it again once the broker is back.
+            return "queued"
+        return "requeued"
+
+
+def job_models() -> list[type[Job]]:
+    """Every concrete job type installed in this project."""
+    return [m for m in apps.get_models() if issubclass(m, Job) and not m._meta.abstract]
+
+
+def job_model_for_label(label: str) -> type[Job] | None:
+    for model in job_models():
+        if model.label() == label:
+            return model
+    return None
+
+
+def job_create_and_enqueue(*, model: type[Job], **fields) -> Job:
+    """Create a queued job row and publish its task; no row survives a broker failure."""
+    with transaction.atomic():
+        job = model.objects.create(**fields)
+    try:
+        job.enqueue()
+    except BrokerUnavailable:
+        job.delete()
+        raise
+    return job
+
+
+def jobs_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
+    """Hand every running job whose heartbeat went silent to its type's recovery hook.
+
+    Also republishes jobs left queued for longer than the stale window (their message may have
+    been lost with a killed worker on the filesystem broker, or never sent while it was down).
+    Publishing twice is safe: a task only works on a job it can claim.
+    """
+    stale_after = stale_after_seconds or settings.JOB_STALE_AFTER_SECONDS
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    outcome: dict[str, int] = {}
+    for model in job_models():
+        silent = model.objects.filter(status=JobStatus.RUNNING).filter(
+            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+        )
+        for job in silent:
+            result = job.recover()
+            logger.warning("Sweeper: %s %s went silent -> %s", model.label(), job.pk, result)
+            outcome[result] = outcome.get(result, 0) + 1
+        forgotten = model.objects.filter(status=JobStatus.QUEUED, updated_at__lt=cutoff)
+        for job in forgotten:
+            try:
+                job.enqueue()
+            except BrokerUnavailable:
+                break
+            model.objects.filter(pk=job.pk).update(updated_at=timezone.now())
+            outcome["republished"] = outcome.get("republished", 0) + 1
+    return outcome
+
+
+@contextmanager
+def job_heartbeat(
+    job: Job, *, interval_seconds: float | None = None
+) -> Iterator[Callable[[], bool]]:
+    """Keep ``heartbeat_at`` fresh from a background thread while a long step runs.
+
+    Yields a function that says whether the job should stop (cancelled or no longer running).
+    A killed process takes the thread with it, which is exactly what the sweeper detects.
+    """
+    interval = interval_seconds or settings.JOB_HEARTBEAT_INTERVAL_SECONDS
+    stop = threading.Event()
+    should_stop = threading.Event()
+    model = type(job)
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                alive = model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+                if not alive:
+                    should_stop.set()
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job.label()}-{job.pk}", daemon=True)
+    thread.start()
+    try:
+        yield should_stop.is_set
+    finally:
+        stop.set()
+        thread.join(timeout=interval + 5)

@@ -1,0 +1,108 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from lepton_web.access import access_required
+from lepton_web.jobs import BrokerUnavailable
+from lepton_web.models import WorkerCheck
+from lepton_web.selectors import dashboard_counts, database_health, job_get_for_user, system_health
+from lepton_web.services import worker_checks_start_all
+
+
+@require_GET
+@access_required("dashboard", "view")
+def dashboard(request):
+    context = {
+        "counts": dashboard_counts(),
+        "health": system_health(),
+        "worker_checks": WorkerCheck.objects.order_by("-created_at")[:4],
+    }
+    return render(request, "lepton_web/dashboard.html", context)
+
+
+@require_GET
+@access_required("dashboard", "view")
+def dashboard_health(request):
+    return render(request, "lepton_web/_health.html", {"health": system_health()})
+
+
+@require_POST
+@access_required("worker_check", "create")
+def worker_checks_start(request):
+    try:
+        worker_checks_start_all(user=request.user)
+    except BrokerUnavailable as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Worker checks queued on the default and gpu queues.")
+    return redirect("dashboard")
+
+
+@require_GET
+def job_progress(request, label: str, job_id: int):
+    job = job_get_for_user(user=request.user, label=label, job_id=job_id)
+    return render(request, "components/_job_progress.html", {"job": job})
+
+
+@login_not_required
+@never_cache
+@require_GET
+def healthz(request):
+    """Liveness and readiness for load balancers: 503 only when the database is unreachable."""
+    database = database_health()
+    if not database["ok"]:
+        return JsonResponse({"status": "unavailable", "database": database}, status=503)
+    health = system_health()
+    body = {
+        "status": "ok" if health["ok"] else "degraded",
+        "database": health["database"],
+        "broker": health["broker"],
+        "workers": [
+            {"hostname": w["hostname"], "queues": w["queues"], "online": w["online"]}
+            for w in health["workers"]
+        ],
+        "queues": health["queues"],
+    }
+    return JsonResponse(body, status=200)
+
+
+def _wants_json(request) -> bool:
+    return request.path_info.startswith("/api/") or "application/json" in request.headers.get(
+        "Accept", ""
+    )
+
+
+def error_403(request, exception=None):
+    detail = (
+        str(exception) if exception and str(exception) else "You do not have permission to do this."
+    )
+    if _wants_json(request):
+        return JsonResponse({"detail": detail, "errors": {}}, status=403)
+    return render(request, "403.html", {"detail": detail}, status=403)
+
+
+def error_404(request, exception=None):
+    detail = "This page does not exist. It may have been deleted, or the address is mistyped."
+    if _wants_json(request):
+        return JsonResponse({"detail": "Not found.", "errors": {}}, status=404)
+    return render(request, "404.html", {"detail": detail}, status=404)
+
+
+def error_500(request):
+    detail = "Something went wrong on the server. The error was logged; please try again."
+    if _wants_json(request):
+        return JsonResponse({"detail": detail, "errors": {}}, status=500)
+    return render(request, "500.html", {"detail": detail}, status=500)
+
+
+def csrf_failure(request, reason=""):
+    detail = (
+        "Your form expired or was sent from another site, so it was not accepted. "
+        "Reload the page and try again."
+    )
+    if _wants_json(request):
+        return JsonResponse({"detail": detail, "errors": {}}, status=403)
+    return render(request, "403.html", {"detail": detail}, status=403)
