@@ -40,7 +40,10 @@ def env_list(name: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
-VAR_DIR = Path(os.environ.get("LEPTON_VAR_DIR") or BASE_DIR / "var").resolve()
+# pytest (which sets PYTEST_VERSION) gets its own var/ so tests never touch a running console's
+# database file or broker folder.
+_default_var = BASE_DIR / "var" / ("test" if os.environ.get("PYTEST_VERSION") else "")
+VAR_DIR = Path(os.environ.get("LEPTON_VAR_DIR") or _default_var).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 # The embedded default is a development install on one machine, so DEBUG defaults to true;
@@ -145,6 +148,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # A file, not memory, so worker processes started by integration tests share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Accounts ---------------------------------------------------------------------------------
