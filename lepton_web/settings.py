@@ -172,6 +172,7 @@ USE_TZ = True
 # --- Files --------------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Front-end libraries come from npm (package-lock.json pins them); served from our own origin.
 NODE_MODULES_DIR = BASE_DIR / "node_modules"

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from kombu import pools as kombu_pools
 from django.conf import settings as django_settings
 from django.db import connection
 
@@ -129,8 +130,7 @@ def broker_for_this_process(url: str, transport_options: dict | None = None) -> 
     saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
 
     def reset_pools() -> None:
-        if celery_app._pool is not None:
-            celery_app._pool.force_close_all()
+        kombu_pools.reset()  # celery's pools live in kombu's global registry
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
