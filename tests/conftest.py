@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from kombu import pools as kombu_pools
 from django.conf import settings as django_settings
 from django.db import connection
+from kombu import pools as kombu_pools
 
 from lepton_web.celery import app as celery_app
 from tests.factories import UserFactory
@@ -164,10 +164,31 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "lepton_web", "worker", "--queues", queues,
-             "--concurrency", "1", "--prefetch-multiplier", "1", "--hostname", self.hostname,
-             "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "lepton_web",
+                "worker",
+                "--queues",
+                queues,
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "--hostname",
+                self.hostname,
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log(self) -> str:
@@ -222,7 +243,9 @@ def redis_worker(redis_url, transactional_db, tmp_path) -> Iterator:
             LEPTON_VAR_DIR=str(tmp_path / "worker-var"),
             **env_overrides,
         )
-        worker = WorkerProcess(env=env, queues=queues, log_path=tmp_path / f"worker{len(workers)}.log")
+        worker = WorkerProcess(
+            env=env, queues=queues, log_path=tmp_path / f"worker{len(workers)}.log"
+        )
         workers.append(worker)
         worker.wait_online()
         return worker

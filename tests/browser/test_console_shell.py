@@ -24,7 +24,9 @@ def test_wrong_password_shows_a_sentence_and_keeps_the_username(page, live_serve
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Log in").click()
 
-    expect(page.get_by_role("alert")).to_contain_text("Please enter a correct username and password")
+    expect(page.get_by_role("alert")).to_contain_text(
+        "Please enter a correct username and password"
+    )
     expect(page.get_by_label("Username")).to_have_value("ana")
 
 

@@ -17,7 +17,9 @@ from tests.conftest import ROOT, WorkerProcess, worker_env
 pytestmark = pytest.mark.integration
 
 
-def watch(job: WorkerCheck, *, until: tuple[str, ...], timeout: float = 60) -> list[tuple[str, int]]:
+def watch(
+    job: WorkerCheck, *, until: tuple[str, ...], timeout: float = 60
+) -> list[tuple[str, int]]:
     """Poll the row; return every distinct (status, progress) seen until it reaches ``until``."""
     seen: list[tuple[str, int]] = []
     deadline = time.monotonic() + timeout
@@ -131,7 +133,11 @@ def test_embedded_default_runs_a_job_with_sqlite_and_the_filesystem_broker(tmp_p
     try:
         result = subprocess.run(
             [*manage, "shell", "-c", EMBEDDED_SCRIPT],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     finally:
         worker.stop()
