@@ -5,5 +5,20 @@ from datasets_app import views
 app_name = "datasets"
 urlpatterns = [
     path("", views.dataset_list, name="dataset_list"),
+    path("upload/", views.dataset_upload, name="dataset_upload"),
+    path("demo/", views.dataset_demo, name="dataset_demo"),
     path("labeling/", views.labeling, name="labeling"),
+    path("<id:dataset_id>/", views.dataset_detail, name="dataset_detail"),
+    path("<id:dataset_id>/detect/", views.dataset_detect, name="dataset_detect"),
+    path("<id:dataset_id>/import/", views.dataset_import, name="dataset_import"),
+    path(
+        "<id:dataset_id>/import/cancel/", views.dataset_import_cancel, name="dataset_import_cancel"
+    ),
+    path("<id:dataset_id>/clean/", views.dataset_clean, name="dataset_clean"),
+    path("<id:dataset_id>/clean/undo/", views.dataset_clean_undo, name="dataset_clean_undo"),
+    path("<id:dataset_id>/split/", views.dataset_split, name="dataset_split"),
+    path("<id:dataset_id>/snapshots/", views.snapshot_create, name="snapshot_create"),
+    path("<id:dataset_id>/delete/", views.dataset_delete, name="dataset_delete"),
+    path("<id:dataset_id>/records/", views.dataset_records, name="dataset_records"),
+    path("<id:dataset_id>/export/", views.dataset_export, name="dataset_export"),
 ]

@@ -1,13 +1,337 @@
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
 
+from datasets_app import services
+from datasets_app.api.views import export_response
+from datasets_app.forms import (
+    CleanForm,
+    DetectForm,
+    MappingForm,
+    SnapshotForm,
+    SplitForm,
+    UploadForm,
+)
+from datasets_app.limits import human_bytes, import_limits
+from datasets_app.selectors import (
+    FLAG_FILTERS,
+    dataset_get_for_user,
+    dataset_latest_jobs,
+    dataset_list_for_user,
+    record_page,
+)
 from lepton_web.access import access_required
+from lepton_web.jobs import BrokerUnavailable
+
+
+def _error_text(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return " ".join(m for msgs in exc.message_dict.values() for m in msgs)
+    return " ".join(exc.messages)
+
+
+def _limits_context() -> dict:
+    limits = import_limits()
+    return {
+        "max_file": human_bytes(limits.max_file_bytes),
+        "max_columns": limits.max_columns,
+        "max_text_chars": limits.max_text_chars,
+    }
 
 
 @require_GET
 @access_required("dataset", "view")
 def dataset_list(request):
-    return render(request, "datasets_app/dataset_list.html", {})
+    context = {
+        "datasets": dataset_list_for_user(user=request.user),
+        "upload_form": UploadForm(),
+        "limits": _limits_context(),
+    }
+    return render(request, "datasets_app/dataset_list.html", context)
+
+
+@require_POST
+@access_required("dataset", "create")
+def dataset_upload(request):
+    """Multipart upload from the drop zone (XHR, JSON answer) or the plain form (redirect)."""
+    wants_json = request.headers.get("Accept", "").startswith("application/json")
+    form = UploadForm(request.POST, request.FILES)
+    error = None
+    if form.is_valid():
+        try:
+            dataset = services.dataset_upload(
+                user=request.user, file=form.cleaned_data["file"], name=form.cleaned_data["name"]
+            )
+        except ValidationError as exc:
+            error = _error_text(exc)
+        else:
+            url = reverse("datasets:dataset_detail", args=[dataset.pk])
+            if wants_json:
+                return JsonResponse({"redirect": url}, status=201)
+            return redirect(url)
+    else:
+        error = " ".join(e for errs in form.errors.values() for e in errs)
+        if "file" in form.errors:
+            error = "Choose a file to upload (CSV, TSV, JSON Lines, optionally .gz)."
+    if wants_json:
+        return JsonResponse({"detail": error, "errors": {"file": [error]}}, status=400)
+    context = {
+        "datasets": dataset_list_for_user(user=request.user),
+        "upload_form": form,
+        "upload_error": error,
+        "limits": _limits_context(),
+    }
+    return render(request, "datasets_app/dataset_list.html", context, status=400)
+
+
+@require_POST
+@access_required("dataset", "create")
+def dataset_demo(request):
+    try:
+        dataset = services.demo_dataset_load(user=request.user)
+    except BrokerUnavailable as exc:
+        messages.error(request, str(exc))
+        return redirect("datasets:dataset_list")
+    messages.success(request, "The demo dataset is being imported.")
+    return redirect("datasets:dataset_detail", dataset.pk)
+
+
+def _detail_context(request, dataset, **extra) -> dict:
+    jobs = dataset_latest_jobs(dataset)
+    columns = dataset.detection.get("columns", [])
+    mapping = dataset.mapping or {}
+    mapping_initial = {
+        "text_columns": mapping.get("text_columns", []),
+        "text_separator": (mapping.get("text_separator") or "\n")
+        .replace("\n", "\\n")
+        .replace("\t", "\\t"),
+        "label_column": mapping.get("label_column") or "",
+        "split_column": mapping.get("split_column") or "",
+        "id_column": mapping.get("id_column") or "",
+    }
+    report = dataset.quality_report or {}
+    label_counts = dataset.label_counts or {}
+    context = {
+        "dataset": dataset,
+        "import_job": jobs["import"],
+        "report_job": jobs["report"],
+        "detect_form": DetectForm(),
+        "mapping_form": MappingForm(initial=mapping_initial, columns=columns) if columns else None,
+        "split_form": SplitForm(
+            initial={"mode": "file" if mapping.get("split_column") else "random"}
+        ),
+        "snapshot_form": SnapshotForm(),
+        "snapshots": dataset.snapshots.all(),
+        "cleaning_actions": dataset.cleaning_actions.all()[:10],
+        "report": report,
+        "label_chart": {
+            "labels": list(label_counts)[:40],
+            "values": list(label_counts.values())[:40],
+        },
+        "limits": _limits_context(),
+        **extra,
+    }
+    return context
+
+
+@require_GET
+@access_required("dataset", "view")
+def dataset_detail(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    return render(request, "datasets_app/dataset_detail.html", _detail_context(request, dataset))
+
+
+def _run(request, dataset, action, *, success: str | None = None):
+    try:
+        action()
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+    except BrokerUnavailable as exc:
+        messages.error(request, str(exc))
+    else:
+        if success:
+            messages.success(request, success)
+    return redirect("datasets:dataset_detail", dataset.pk)
+
+
+@require_POST
+@access_required("dataset", "change")
+def dataset_detect(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    form = DetectForm(request.POST)
+    form.is_valid()
+    return _run(
+        request,
+        dataset,
+        lambda: services.dataset_detect(dataset=dataset, **form.overrides()),
+        success="The file was read again with your settings.",
+    )
+
+
+@require_POST
+@access_required("dataset", "change")
+def dataset_import(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    form = MappingForm(request.POST, columns=dataset.detection.get("columns", []))
+    if not form.is_valid():
+        context = _detail_context(request, dataset, mapping_form=form)
+        return render(request, "datasets_app/dataset_detail.html", context, status=400)
+    return _run(
+        request,
+        dataset,
+        lambda: services.dataset_import_start(
+            dataset=dataset, user=request.user, mapping=form.mapping()
+        ),
+        success="Import started.",
+    )
+
+
+@require_POST
+@access_required("dataset", "change")
+def dataset_import_cancel(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    job = dataset_latest_jobs(dataset)["import"]
+    if job is None:
+        return redirect("datasets:dataset_detail", dataset.pk)
+    return _run(
+        request,
+        dataset,
+        lambda: services.dataset_import_cancel(job=job, user=request.user),
+        success="Import cancelled.",
+    )
+
+
+@require_POST
+@access_required("dataset", "change")
+def dataset_clean(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    form = CleanForm(request.POST)
+    kind = form.data.get("kind", "")
+    return _run(
+        request,
+        dataset,
+        lambda: services.dataset_clean_apply(dataset=dataset, user=request.user, kind=kind),
+        success="Done. The quality report is being refreshed; you can undo this step.",
+    )
+
+
+@require_POST
+@access_required("dataset", "change")
+def dataset_clean_undo(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    return _run(
+        request,
+        dataset,
+        lambda: services.dataset_clean_undo(dataset=dataset, user=request.user),
+        success="The last cleaning step was undone.",
+    )
+
+
+@require_POST
+@access_required("dataset", "change")
+def dataset_split(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    form = SplitForm(request.POST)
+    if not form.is_valid():
+        context = _detail_context(request, dataset, split_form=form)
+        return render(request, "datasets_app/dataset_detail.html", context, status=400)
+    return _run(
+        request,
+        dataset,
+        lambda: services.dataset_split(
+            dataset=dataset,
+            user=request.user,
+            mode=form.cleaned_data["mode"],
+            ratios=form.ratios(),
+            seed=form.cleaned_data["seed"],
+        ),
+        success="Splits assigned.",
+    )
+
+
+@require_POST
+@access_required("dataset", "change")
+def snapshot_create(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    form = SnapshotForm(request.POST)
+    form.is_valid()
+    return _run(
+        request,
+        dataset,
+        lambda: services.snapshot_create(
+            dataset=dataset, user=request.user, note=form.cleaned_data.get("note", "")
+        ),
+        success="Snapshot created.",
+    )
+
+
+@require_POST
+@access_required("dataset", "delete")
+def dataset_delete(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="delete")
+    services.dataset_delete(dataset=dataset, user=request.user)
+    messages.success(request, f"Deleted {dataset.name}.")
+    return redirect("datasets:dataset_list")
+
+
+@require_GET
+@access_required("dataset", "view")
+def dataset_records(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    params = request.GET
+    try:
+        after = int(params.get("after") or 0) or None
+    except ValueError:
+        after = None
+    if after is not None and after >= 2**63:
+        after = None
+    filters = {
+        "label": params.get("label")
+        if "label" in params and params.get("label") != "__any__"
+        else None,
+        "split": params.get("split")
+        if "split" in params and params.get("split") != "__any__"
+        else None,
+        "flag": params.get("flag") or None,
+        "search": params.get("search", "")[:200],
+    }
+    page = record_page(dataset=dataset, after=after, **filters)
+    query = request.GET.copy()
+    query.pop("after", None)
+    context = {
+        "dataset": dataset,
+        "page": page,
+        "filters": filters,
+        "flag_filters": FLAG_FILTERS,
+        "labels": list(dataset.label_counts),
+        "query_without_after": query.urlencode(),
+    }
+    return render(request, "datasets_app/dataset_records.html", context)
+
+
+@require_GET
+@access_required("dataset", "view")
+def dataset_export(request, dataset_id: int):
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    snapshot = None
+    raw = request.GET.get("snapshot", "")
+    if raw:
+        snapshot = (
+            dataset.snapshots.filter(pk=int(raw)).first()
+            if raw.isdigit() and len(raw) < 18
+            else None
+        )
+        if snapshot is None:
+            messages.error(request, "This dataset has no such snapshot.")
+            return redirect("datasets:dataset_detail", dataset.pk)
+    fmt = request.GET.get("format", "csv")
+    if fmt not in ("csv", "jsonl"):
+        messages.error(request, "Choose CSV or JSON Lines for the export.")
+        return redirect("datasets:dataset_detail", dataset.pk)
+    return export_response(dataset=dataset, snapshot=snapshot, fmt=fmt)
 
 
 @require_GET

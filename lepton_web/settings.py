@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -291,3 +292,11 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 CSRF_FAILURE_VIEW = "lepton_web.views.csrf_failure"
+
+# --- Dataset import limits (shown on the upload page) ----------------------------------------
+DATASET_MAX_FILE_BYTES = env_int("DATASET_MAX_FILE_MB", default=2048) * 1024 * 1024
+DATASET_MAX_COLUMNS = env_int("DATASET_MAX_COLUMNS", default=200)
+# Longer texts are cut at this many characters and flagged "truncated"; nothing else is lost.
+DATASET_MAX_TEXT_CHARS = env_int("DATASET_MAX_TEXT_CHARS", default=20000)
+# Uploads larger than this stream to a temporary file instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

@@ -20,6 +20,7 @@ api_v1 = [
         name="api_worker_check",
     ),
     path("", include("models_app.api.urls")),
+    path("", include("datasets_app.api.urls")),
 ]
 
 urlpatterns = [

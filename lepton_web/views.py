@@ -44,7 +44,15 @@ def worker_checks_start(request):
 @require_GET
 def job_progress(request, label: str, job_id: int):
     job = job_get_for_user(user=request.user, label=label, job_id=job_id)
-    return render(request, "components/_job_progress.html", {"job": job})
+    reload_on_finish = request.GET.get("reload") == "1"
+    response = render(
+        request,
+        "components/_job_progress.html",
+        {"job": job, "reload_on_finish": reload_on_finish},
+    )
+    if reload_on_finish and job.is_finished:
+        response["HX-Refresh"] = "true"  # the page around the job changes once it ends
+    return response
 
 
 @login_not_required

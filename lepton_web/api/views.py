@@ -20,6 +20,7 @@ class ApiRootApi(APIView):
                 "health": reverse("api_health", request=request),
                 "worker-checks": reverse("api_worker_checks", request=request),
                 "base-models": reverse("api_base_models", request=request),
+                "datasets": reverse("api_datasets", request=request),
                 "schema": reverse("schema", request=request),
                 "docs": reverse("api_docs", request=request),
             }

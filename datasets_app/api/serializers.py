@@ -1,0 +1,100 @@
+from rest_framework import serializers
+
+from datasets_app.models import Dataset, DatasetJob, Record, Snapshot
+
+
+class DatasetJobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DatasetJob
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "progress",
+            "message",
+            "error_message",
+            "problems",
+            "rows_done",
+            "rows_per_second",
+            "seconds_left",
+            "attempts",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    latest_import = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "id",
+            "name",
+            "description",
+            "status",
+            "status_message",
+            "source_filename",
+            "source_size_bytes",
+            "source_sha256",
+            "detection",
+            "mapping",
+            "record_count",
+            "label_counts",
+            "split_counts",
+            "licence",
+            "attribution",
+            "created_at",
+            "latest_import",
+        ]
+
+    def get_latest_import(self, dataset: Dataset) -> dict | None:
+        job = dataset.jobs.filter(kind=DatasetJob.Kind.IMPORT).order_by("-created_at").first()
+        return DatasetJobSerializer(job).data if job else None
+
+
+class DatasetDetailSerializer(DatasetSerializer):
+    class Meta(DatasetSerializer.Meta):
+        fields = [*DatasetSerializer.Meta.fields, "quality_report"]
+
+
+class RecordSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Record
+        fields = [
+            "id",
+            "source_row",
+            "text",
+            "original_text",
+            "label",
+            "original_label",
+            "split",
+            "external_id",
+            "metadata",
+            "flags",
+            "is_excluded",
+            "exclusion_reason",
+        ]
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Snapshot
+        fields = [
+            "id",
+            "dataset",
+            "number",
+            "note",
+            "record_count",
+            "label_counts",
+            "split_counts",
+            "created_at",
+        ]
+
+
+class MappingSerializer(serializers.Serializer):
+    text_columns = serializers.ListField(child=serializers.CharField(), min_length=1)
+    text_separator = serializers.CharField(default="\n", trim_whitespace=False, allow_blank=True)
+    label_column = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    split_column = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    id_column = serializers.CharField(required=False, allow_blank=True, allow_null=True)

@@ -1,0 +1,51 @@
+from django.urls import path
+
+from datasets_app.api import views
+
+urlpatterns = [
+    path("datasets/", views.DatasetListApi.as_view(), name="api_datasets"),
+    path("datasets/demo/", views.DemoDatasetApi.as_view(), name="api_dataset_demo"),
+    path("datasets/<id:dataset_id>/", views.DatasetDetailApi.as_view(), name="api_dataset"),
+    path(
+        "datasets/<id:dataset_id>/detect/",
+        views.DatasetDetectApi.as_view(),
+        name="api_dataset_detect",
+    ),
+    path(
+        "datasets/<id:dataset_id>/import/",
+        views.DatasetImportApi.as_view(),
+        name="api_dataset_import",
+    ),
+    path(
+        "datasets/<id:dataset_id>/import/cancel/",
+        views.DatasetImportCancelApi.as_view(),
+        name="api_dataset_import_cancel",
+    ),
+    path(
+        "datasets/<id:dataset_id>/records/",
+        views.RecordListApi.as_view(),
+        name="api_dataset_records",
+    ),
+    path(
+        "datasets/<id:dataset_id>/clean/", views.DatasetCleanApi.as_view(), name="api_dataset_clean"
+    ),
+    path(
+        "datasets/<id:dataset_id>/clean/undo/",
+        views.DatasetCleanUndoApi.as_view(),
+        name="api_dataset_clean_undo",
+    ),
+    path(
+        "datasets/<id:dataset_id>/split/", views.DatasetSplitApi.as_view(), name="api_dataset_split"
+    ),
+    path(
+        "datasets/<id:dataset_id>/snapshots/",
+        views.SnapshotListApi.as_view(),
+        name="api_dataset_snapshots",
+    ),
+    path(
+        "datasets/<id:dataset_id>/export/",
+        views.DatasetExportApi.as_view(),
+        name="api_dataset_export",
+    ),
+    path("snapshots/<id:snapshot_id>/", views.SnapshotDetailApi.as_view(), name="api_snapshot"),
+]

@@ -1,0 +1,310 @@
+import json
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datasets_app import services
+from datasets_app.api.serializers import (
+    DatasetDetailSerializer,
+    DatasetJobSerializer,
+    DatasetSerializer,
+    MappingSerializer,
+    RecordSerializer,
+    SnapshotSerializer,
+)
+from datasets_app.models import DatasetJob
+from datasets_app.selectors import (
+    dataset_get_for_user,
+    dataset_list_for_user,
+    export_stream,
+    record_page,
+    snapshot_get_for_user,
+)
+from lepton_web.access import RolePermission
+
+
+class DatasetApiBase(APIView):
+    access_resource = "dataset"
+    permission_classes = [RolePermission]
+    access_actions = {"POST": "change", "DELETE": "delete"}
+
+
+class DatasetListApi(DatasetApiBase):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    access_actions = {"POST": "create"}
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField()
+        name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+        description = serializers.CharField(required=False, allow_blank=True)
+        mapping = serializers.JSONField(
+            required=False, help_text="Optional: start the import at once with this column mapping."
+        )
+
+    @extend_schema(responses={200: DatasetSerializer(many=True)})
+    def get(self, request):
+        datasets = dataset_list_for_user(user=request.user)
+        return Response(DatasetSerializer(datasets, many=True).data)
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer}, responses={201: DatasetSerializer}
+    )
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        mapping = data.validated_data.get("mapping")
+        if isinstance(mapping, str):
+            try:
+                mapping = json.loads(mapping)
+            except json.JSONDecodeError:
+                raise ApiValidationError(
+                    {"mapping": ["The mapping must be a JSON object."]}
+                ) from None
+        if mapping is not None:
+            mapped = MappingSerializer(data=mapping)
+            mapped.is_valid(raise_exception=True)
+            mapping = mapped.validated_data
+        dataset = services.dataset_upload(
+            user=request.user,
+            file=data.validated_data["file"],
+            name=data.validated_data.get("name", ""),
+            description=data.validated_data.get("description", ""),
+        )
+        if mapping is not None and dataset.detection:
+            services.dataset_import_start(dataset=dataset, user=request.user, mapping=mapping)
+            dataset.refresh_from_db()
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailApi(DatasetApiBase):
+    @extend_schema(responses={200: DatasetDetailSerializer})
+    def get(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        return Response(DatasetDetailSerializer(dataset).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="delete")
+        services.dataset_delete(dataset=dataset, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DatasetDetectApi(DatasetApiBase):
+    class InputSerializer(serializers.Serializer):
+        encoding = serializers.CharField(required=False, allow_blank=True, max_length=40)
+        delimiter = serializers.CharField(
+            required=False, allow_blank=True, max_length=1, trim_whitespace=False
+        )
+        has_header = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+    @extend_schema(request=InputSerializer, responses={200: DatasetSerializer})
+    def post(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = services.dataset_detect(dataset=dataset, **data.validated_data)
+        return Response(DatasetSerializer(dataset).data)
+
+
+class DatasetImportApi(DatasetApiBase):
+    @extend_schema(request=MappingSerializer, responses={202: DatasetJobSerializer})
+    def post(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        mapping = None
+        if request.data:
+            data = MappingSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            mapping = data.validated_data
+        job = services.dataset_import_start(dataset=dataset, user=request.user, mapping=mapping)
+        return Response(DatasetJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetImportCancelApi(DatasetApiBase):
+    @extend_schema(request=None, responses={200: DatasetJobSerializer})
+    def post(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        job = dataset.jobs.filter(kind=DatasetJob.Kind.IMPORT).order_by("-created_at").first()
+        if job is None:
+            raise ApiValidationError("This dataset has no import to cancel.")
+        job = services.dataset_import_cancel(job=job, user=request.user)
+        return Response(DatasetJobSerializer(job).data)
+
+
+class RecordListApi(DatasetApiBase):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "after", OpenApiTypes.INT, description="Continue after this record id."
+            ),
+            OpenApiParameter("label", OpenApiTypes.STR),
+            OpenApiParameter("split", OpenApiTypes.STR),
+            OpenApiParameter(
+                "flag", OpenApiTypes.STR, enum=["excluded", "edited", "empty", "truncated"]
+            ),
+            OpenApiParameter("search", OpenApiTypes.STR),
+            OpenApiParameter("page_size", OpenApiTypes.INT),
+        ],
+        responses={200: RecordSerializer(many=True)},
+    )
+    def get(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        params = request.query_params
+        try:
+            after = int(params["after"]) if params.get("after") else None
+            page_size = min(500, max(1, int(params.get("page_size", 50))))
+        except ValueError:
+            raise ApiValidationError(
+                {"after": ["'after' and 'page_size' must be whole numbers."]}
+            ) from None
+        if after is not None and not 0 <= after < 2**63:
+            raise ApiValidationError({"after": ["'after' is out of range."]})
+        page = record_page(
+            dataset=dataset,
+            after=after,
+            label=params.get("label"),
+            split=params.get("split"),
+            flag=params.get("flag"),
+            search=params.get("search", "")[:200],
+            page_size=page_size,
+        )
+        return Response(
+            {
+                "results": RecordSerializer(page.records, many=True).data,
+                "next_after": page.next_after,
+            }
+        )
+
+
+class DatasetCleanApi(DatasetApiBase):
+    class InputSerializer(serializers.Serializer):
+        kind = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses={200: DatasetSerializer})
+    def post(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.dataset_clean_apply(
+            dataset=dataset, user=request.user, kind=data.validated_data["kind"]
+        )
+        dataset.refresh_from_db()
+        return Response(DatasetSerializer(dataset).data)
+
+
+class DatasetCleanUndoApi(DatasetApiBase):
+    @extend_schema(request=None, responses={200: DatasetSerializer})
+    def post(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        services.dataset_clean_undo(dataset=dataset, user=request.user)
+        dataset.refresh_from_db()
+        return Response(DatasetSerializer(dataset).data)
+
+
+class DatasetSplitApi(DatasetApiBase):
+    class InputSerializer(serializers.Serializer):
+        mode = serializers.ChoiceField(choices=["random", "file"], default="random")
+        ratios = serializers.ListField(
+            child=serializers.FloatField(min_value=0, max_value=1),
+            min_length=3,
+            max_length=3,
+            default=[0.8, 0.1, 0.1],
+        )
+        seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=13)
+
+    @extend_schema(request=InputSerializer, responses={200: DatasetSerializer})
+    def post(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = services.dataset_split(
+            dataset=dataset,
+            user=request.user,
+            mode=data.validated_data["mode"],
+            ratios=tuple(data.validated_data["ratios"]),
+            seed=data.validated_data["seed"],
+        )
+        return Response(DatasetSerializer(dataset).data)
+
+
+class SnapshotListApi(DatasetApiBase):
+    class InputSerializer(serializers.Serializer):
+        note = serializers.CharField(required=False, allow_blank=True, max_length=300)
+
+    @extend_schema(responses={200: SnapshotSerializer(many=True)})
+    def get(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        return Response(SnapshotSerializer(dataset.snapshots.all(), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: SnapshotSerializer})
+    def post(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        snapshot = services.snapshot_create(
+            dataset=dataset, user=request.user, **data.validated_data
+        )
+        return Response(SnapshotSerializer(snapshot).data, status=status.HTTP_201_CREATED)
+
+
+class SnapshotDetailApi(DatasetApiBase):
+    @extend_schema(responses={200: SnapshotSerializer})
+    def get(self, request, snapshot_id: int):
+        snapshot = snapshot_get_for_user(user=request.user, snapshot_id=snapshot_id)
+        return Response(SnapshotSerializer(snapshot).data)
+
+
+def export_response(*, dataset, snapshot, fmt: str) -> StreamingHttpResponse:
+    if fmt not in ("csv", "jsonl"):
+        raise ApiValidationError({"format": ["Choose format=csv or format=jsonl."]})
+    stem = f"{dataset.name}-v{snapshot.number}" if snapshot else f"{dataset.name}-current"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100]
+    response = StreamingHttpResponse(
+        export_stream(dataset=dataset, snapshot=snapshot, fmt=fmt),
+        content_type="text/csv; charset=utf-8"
+        if fmt == "csv"
+        else "application/x-ndjson; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="{safe}.{fmt}"'
+    return response
+
+
+class DatasetExportApi(DatasetApiBase):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", OpenApiTypes.STR, enum=["csv", "jsonl"]),
+            OpenApiParameter(
+                "snapshot", OpenApiTypes.INT, description="Export this snapshot instead."
+            ),
+        ],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        snapshot = None
+        if request.query_params.get("snapshot"):
+            try:
+                snapshot = dataset.snapshots.filter(
+                    pk=int(request.query_params["snapshot"])
+                ).first()
+            except (ValueError, OverflowError):
+                snapshot = None
+            if snapshot is None:
+                raise ApiValidationError({"snapshot": ["This dataset has no such snapshot."]})
+        return export_response(
+            dataset=dataset, snapshot=snapshot, fmt=request.query_params.get("format", "csv")
+        )
+
+
+class DemoDatasetApi(DatasetApiBase):
+    access_actions = {"POST": "create"}
+
+    @extend_schema(request=None, responses={201: DatasetSerializer})
+    def post(self, request):
+        dataset = services.demo_dataset_load(user=request.user)
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)

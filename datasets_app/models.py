@@ -1,0 +1,212 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from lepton_web.jobs import Job
+
+
+class Dataset(models.Model):
+    """An uploaded file and the records imported from it.
+
+    The raw file is stored first, unchanged, with its checksum. Records become visible only
+    when an import succeeds (``active_import``), so a failed or cancelled import never leaves
+    half a dataset behind, and the mapping can be changed and the import retried without
+    uploading again.
+    """
+
+    class Status(models.TextChoices):
+        UPLOADED = "uploaded", "Uploaded"
+        IMPORTING = "importing", "Importing"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Import failed"
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
+    status_message = models.TextField(blank=True)
+    source_file = models.FileField(upload_to="datasets/raw/%Y/%m/", max_length=500)
+    source_filename = models.CharField(max_length=255)
+    source_size_bytes = models.PositiveBigIntegerField(default=0)
+    source_sha256 = models.CharField(max_length=64)
+    # What the import found in the file (encoding, delimiter, header, columns, estimated rows).
+    detection = models.JSONField(default=dict, blank=True)
+    # How columns map to fields; see csv_io.ColumnMapping.
+    mapping = models.JSONField(default=dict, blank=True)
+    active_import = models.ForeignKey(
+        "datasets_app.DatasetJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    record_count = models.PositiveIntegerField(default=0)
+    label_counts = models.JSONField(default=dict, blank=True)
+    split_counts = models.JSONField(default=dict, blank=True)
+    quality_report = models.JSONField(default=dict, blank=True)
+    licence = models.CharField(max_length=200, blank=True)
+    attribution = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="datasets"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == self.Status.READY
+
+
+class DatasetJob(Job):
+    """Background work on a dataset: an import of its file, or a quality report."""
+
+    access_resource = "dataset"
+    max_attempts = 2
+    task_name = "datasets_app.tasks.dataset_job_execute_task"
+
+    class Kind(models.TextChoices):
+        IMPORT = "import", "Import"
+        REPORT = "report", "Quality report"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    mapping = models.JSONField(default=dict, blank=True)
+    rows_done = models.PositiveIntegerField(default=0)
+    rows_per_second = models.FloatField(null=True, blank=True)
+    seconds_left = models.FloatField(null=True, blank=True)
+    # Up to 20 problems: {"line": int | None, "column": str | None, "message": str}.
+    problems = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="dataset_jobs",
+    )
+
+    class Meta(Job.Meta):
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of {self.dataset.name}"
+
+    @property
+    def verbose_kind(self) -> str:
+        return "import" if self.kind == self.Kind.IMPORT else "quality report"
+
+
+class Record(models.Model):
+    """One row of a dataset. Cleaning never deletes: it excludes, or edits keeping the original."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="records")
+    import_run = models.ForeignKey(DatasetJob, on_delete=models.CASCADE, related_name="records")
+    source_row = models.PositiveIntegerField(help_text="1-based row number in the file.")
+    text = models.TextField()
+    original_text = models.TextField(null=True, blank=True)  # noqa: DJ001 NULL = never edited
+    label = models.CharField(max_length=500, blank=True)
+    original_label = models.CharField(max_length=500, null=True, blank=True)  # noqa: DJ001 NULL = never edited
+    split = models.CharField(max_length=16, blank=True)
+    external_id = models.CharField(max_length=255, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # Comma-wrapped tokens (",empty,truncated,") so any database can filter with LIKE.
+    flags = models.CharField(max_length=200, blank=True)
+    text_hash = models.BigIntegerField(null=True, blank=True)
+    is_excluded = models.BooleanField(default=False)
+    exclusion_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["import_run", "id"], name="record_run_id"),
+            models.Index(fields=["import_run", "label", "id"], name="record_run_label_id"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(split__in=["", "train", "validation", "test"]),
+                name="record_split_valid",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset_id}:{self.source_row}"
+
+
+class CleaningAction(models.Model):
+    """One applied fix; its changes keep the previous values so the fix can be undone."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="cleaning_actions")
+    kind = models.CharField(max_length=40)
+    description = models.CharField(max_length=300)
+    affected_count = models.PositiveIntegerField(default=0)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class CleaningChange(models.Model):
+    action = models.ForeignKey(CleaningAction, on_delete=models.CASCADE, related_name="changes")
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="+")
+    old_text = models.TextField()
+    old_label = models.CharField(max_length=500, blank=True)
+    old_is_excluded = models.BooleanField()
+    old_exclusion_reason = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.action_id}:{self.record_id}"
+
+
+class Snapshot(models.Model):
+    """An immutable, numbered version of a dataset: which records, their text, label and split."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="snapshots")
+    number = models.PositiveIntegerField()
+    note = models.CharField(max_length=300, blank=True)
+    record_count = models.PositiveIntegerField(default=0)
+    label_counts = models.JSONField(default=dict, blank=True)
+    split_counts = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["dataset", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "number"], name="snapshot_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name} v{self.number}"
+
+    @property
+    def has_labels(self) -> bool:
+        return bool({k for k in self.label_counts if k})
+
+
+class SnapshotRecord(models.Model):
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="records")
+    record_id = models.BigIntegerField()
+    source_row = models.PositiveIntegerField()
+    text = models.TextField()
+    label = models.CharField(max_length=500, blank=True)
+    split = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["snapshot", "split", "id"], name="snaprec_snap_split_id")]
+
+    def __str__(self) -> str:
+        return f"{self.snapshot_id}:{self.record_id}"

@@ -1,0 +1,140 @@
+"""Reads of datasets: access-checked lookups, keyset-paged records, streamed exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import QuerySet
+from django.http import Http404
+
+from datasets_app.cleaning import spreadsheet_safe
+from datasets_app.models import Dataset, DatasetJob, Record, Snapshot, SnapshotRecord
+from lepton_web.access import access_check
+
+PAGE_SIZE = 50
+FLAG_FILTERS = {
+    "excluded": "Excluded by cleaning",
+    "edited": "Edited by cleaning",
+    "empty": "Empty text",
+    "truncated": "Cut at the length limit",
+}
+
+
+def dataset_list_for_user(*, user) -> QuerySet[Dataset]:
+    access_check(user, "dataset", "view")
+    return Dataset.objects.select_related("created_by").order_by("-created_at")
+
+
+def dataset_get_for_user(*, user, dataset_id: int, action: str = "view") -> Dataset:
+    access_check(user, "dataset", action)
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    if dataset is None:
+        raise Http404("This dataset does not exist or was deleted.")
+    return dataset
+
+
+def snapshot_get_for_user(*, user, snapshot_id: int) -> Snapshot:
+    access_check(user, "dataset", "view")
+    snapshot = Snapshot.objects.select_related("dataset").filter(pk=snapshot_id).first()
+    if snapshot is None:
+        raise Http404("This snapshot does not exist.")
+    return snapshot
+
+
+def dataset_latest_jobs(dataset: Dataset) -> dict[str, DatasetJob | None]:
+    return {
+        "import": dataset.jobs.filter(kind=DatasetJob.Kind.IMPORT).order_by("-created_at").first(),
+        "report": dataset.jobs.filter(kind=DatasetJob.Kind.REPORT).order_by("-created_at").first(),
+    }
+
+
+@dataclass
+class RecordPage:
+    records: list[Record]
+    next_after: int | None
+    has_previous: bool
+
+
+def record_page(
+    *,
+    dataset: Dataset,
+    after: int | None = None,
+    label: str | None = None,
+    split: str | None = None,
+    flag: str | None = None,
+    search: str = "",
+    page_size: int = PAGE_SIZE,
+) -> RecordPage:
+    """One page of records in id order, continuing after record ``after`` (keyset, not OFFSET,
+    so page 20,000 costs the same as page 1)."""
+    records = Record.objects.filter(import_run_id=dataset.active_import_id)
+    if flag == "excluded":
+        records = records.filter(is_excluded=True)
+    elif flag == "edited":
+        records = records.exclude(original_text__isnull=True, original_label__isnull=True)
+    elif flag in FLAG_FILTERS:
+        records = records.filter(flags__contains=f",{flag},")
+    if label is not None and label != "__any__":
+        records = records.filter(label=label)
+    if split is not None and split != "__any__":
+        records = records.filter(split=split)
+    if search:
+        if connection.vendor == "postgresql":
+            from django.contrib.postgres.search import SearchQuery, SearchVector
+
+            records = records.annotate(search=SearchVector("text", config="simple")).filter(
+                search=SearchQuery(search, config="simple", search_type="websearch")
+            )
+        else:
+            records = records.filter(text__icontains=search)
+    if after:
+        records = records.filter(id__gt=after)
+    rows = list(records.order_by("id")[: page_size + 1])
+    next_after = rows[page_size - 1].id if len(rows) > page_size else None
+    return RecordPage(records=rows[:page_size], next_after=next_after, has_previous=bool(after))
+
+
+# --- export ---------------------------------------------------------------------------------------
+EXPORT_FIELDS = ["source_row", "text", "label", "split"]
+
+
+def _export_rows(*, dataset: Dataset | None, snapshot: Snapshot | None) -> Iterator[tuple]:
+    if snapshot is not None:
+        rows = SnapshotRecord.objects.filter(snapshot=snapshot).order_by("id")
+    else:
+        rows = Record.objects.filter(
+            import_run_id=dataset.active_import_id, is_excluded=False
+        ).order_by("id")
+    yield from rows.values_list(*EXPORT_FIELDS).iterator(chunk_size=5000)
+
+
+def export_stream(
+    *, dataset: Dataset | None = None, snapshot: Snapshot | None = None, fmt: str
+) -> Iterator[str]:
+    """Yield an export chunk by chunk. CSV cells that a spreadsheet would run as a formula are
+    escaped; JSON Lines (read by programs, not spreadsheets) keeps texts exactly."""
+    if fmt == "jsonl":
+        batch: list[str] = []
+        for row in _export_rows(dataset=dataset, snapshot=snapshot):
+            batch.append(json.dumps(dict(zip(EXPORT_FIELDS, row, strict=True)), ensure_ascii=False))
+            if len(batch) >= 1000:
+                yield "\n".join(batch) + "\n"
+                batch = []
+        if batch:
+            yield "\n".join(batch) + "\n"
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_FIELDS)
+    for count, row in enumerate(_export_rows(dataset=dataset, snapshot=snapshot), start=1):
+        writer.writerow([row[0], *(spreadsheet_safe(value) for value in row[1:])])
+        if count % 1000 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

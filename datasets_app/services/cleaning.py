@@ -1,0 +1,218 @@
+"""The quality report job, and cleaning fixes that never delete and can be undone."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from datasets_app import cleaning
+from datasets_app.models import CleaningAction, CleaningChange, Dataset, DatasetJob, Record
+from lepton_web.access import access_check
+
+logger = logging.getLogger(__name__)
+
+BATCH = 5000
+FIXES = {
+    "drop_exact_duplicates": "Exclude exact duplicates, keeping the first of each",
+    "drop_near_duplicates": "Exclude near-duplicates, keeping the first of each",
+    "drop_empty": "Exclude empty texts",
+    "resolve_conflicts_majority": "Relabel conflicting copies with the majority label",
+    "resolve_conflicts_drop": "Exclude every copy of texts with conflicting labels",
+    "repair_mojibake": "Repair mis-decoded characters (mojibake)",
+    "strip_markup": "Strip HTML markup and entities",
+}
+
+
+def records_frame(dataset: Dataset) -> pd.DataFrame:
+    """The current (not excluded) records as a frame: id, text, label, split, text_hash."""
+    rows = Record.objects.filter(
+        import_run_id=dataset.active_import_id, is_excluded=False
+    ).values_list("id", "text", "label", "split", "text_hash")
+    frame = pd.DataFrame.from_records(
+        list(rows.iterator(chunk_size=20000)), columns=["id", "text", "label", "split", "text_hash"]
+    )
+    return frame.astype({"id": "int64"}) if len(frame) else frame
+
+
+# --- the report job ---------------------------------------------------------------------------------
+def dataset_report_start(*, dataset: Dataset, user) -> DatasetJob:
+    from lepton_web.jobs import job_create_and_enqueue
+
+    return job_create_and_enqueue(
+        model=DatasetJob, dataset=dataset, kind=DatasetJob.Kind.REPORT, created_by=user
+    )
+
+
+def _storable(report: dict) -> dict:
+    """The report without the full id lists (fixes recompute them), small enough for a JSON cell."""
+    findings = [{k: v for k, v in f.items() if k != "record_ids"} for f in report["findings"]]
+    return {**report, "findings": findings, "created_at": timezone.now().isoformat()}
+
+
+def dataset_report_execute(*, job_id: int) -> DatasetJob | None:
+    job = DatasetJob.objects.select_related("dataset").filter(pk=job_id).first()
+    if job is None or not job.claim():
+        return None
+    dataset = job.dataset
+    job.report(progress=10, message="Reading records.")
+    frame = records_frame(dataset)
+    job.report(progress=40, message=f"Checking {len(frame):,} records.")
+    report = cleaning.quality_report(frame.drop(columns=["text_hash"]))
+    Dataset.objects.filter(pk=dataset.pk).update(quality_report=_storable(report))
+    found = sum(f["count"] for f in report["findings"])
+    job.succeed(message=f"Checked {len(frame):,} records; {found:,} findings.")
+    return job
+
+
+# --- fixes -----------------------------------------------------------------------------------------
+def _changes_for(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+    if kind == "drop_exact_duplicates":
+        return cleaning.fix_drop_duplicates(frame, "exact_duplicate")
+    if kind == "drop_near_duplicates":
+        return cleaning.fix_drop_duplicates(frame, "near_duplicate")
+    if kind == "drop_empty":
+        return cleaning.fix_drop_empty(frame)
+    if kind == "resolve_conflicts_majority":
+        return cleaning.fix_resolve_conflicts(frame, "majority")
+    if kind == "resolve_conflicts_drop":
+        return cleaning.fix_resolve_conflicts(frame, "drop")
+    if kind == "repair_mojibake":
+        return cleaning.fix_repair_mojibake(frame)
+    if kind == "strip_markup":
+        return cleaning.fix_strip_markup(frame)
+    raise ValidationError({"kind": f"Unknown fix '{kind}'. Choose one of: {', '.join(FIXES)}."})
+
+
+def dataset_clean_apply(*, dataset: Dataset, user, kind: str) -> CleaningAction:
+    """Apply one fix: exclude or edit records, keeping every previous value for undo."""
+    access_check(user, "dataset", "change")
+    if kind not in FIXES:
+        raise ValidationError({"kind": f"Unknown fix '{kind}'. Choose one of: {', '.join(FIXES)}."})
+    if not dataset.is_ready:
+        raise ValidationError("This dataset has no imported records to clean yet.")
+    changes = _changes_for(kind, records_frame(dataset).drop(columns=["text_hash"]))
+    if changes.empty:
+        raise ValidationError("Nothing to fix: no record matches this finding any more.")
+    ids = changes["id"].astype("int64").tolist()
+    with transaction.atomic():
+        action = CleaningAction.objects.create(
+            dataset=dataset,
+            kind=kind,
+            description=FIXES[kind],
+            affected_count=len(ids),
+            created_by=user,
+        )
+        old = Record.objects.in_bulk(ids)
+        CleaningChange.objects.bulk_create(
+            [
+                CleaningChange(
+                    action=action,
+                    record_id=record.id,
+                    old_text=record.text,
+                    old_label=record.label,
+                    old_is_excluded=record.is_excluded,
+                    old_exclusion_reason=record.exclusion_reason,
+                )
+                for record in old.values()
+            ],
+            batch_size=BATCH,
+        )
+        updated = []
+        for row in changes.to_dict("records"):
+            record = old[int(row["id"])]
+            if row.get("exclude"):
+                record.is_excluded = True
+                record.exclusion_reason = str(row.get("reason") or FIXES[kind])[:200]
+            new_text = row.get("new_text")
+            if isinstance(new_text, str) and new_text != record.text:
+                if record.original_text is None:
+                    record.original_text = record.text
+                record.text = new_text
+                record.text_hash = int(cleaning.text_hashes(pd.Series([new_text])).iloc[0])
+            new_label = row.get("new_label")
+            if isinstance(new_label, str) and new_label != record.label:
+                if record.original_label is None:
+                    record.original_label = record.label
+                record.label = new_label
+            updated.append(record)
+        Record.objects.bulk_update(
+            updated,
+            [
+                "is_excluded",
+                "exclusion_reason",
+                "text",
+                "original_text",
+                "text_hash",
+                "label",
+                "original_label",
+            ],
+            batch_size=BATCH,
+        )
+        _after_cleaning(dataset)
+    return action
+
+
+def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
+    """Undo the most recent fix that is still applied (fixes are undone last-first)."""
+    access_check(user, "dataset", "change")
+    with transaction.atomic():
+        action = (
+            CleaningAction.objects.select_for_update()
+            .filter(dataset=dataset, undone_at__isnull=True)
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if action is None:
+            raise ValidationError("There is no cleaning step to undo.")
+        records = Record.objects.in_bulk(list(action.changes.values_list("record_id", flat=True)))
+        restored = []
+        for change in action.changes.all().iterator(chunk_size=BATCH):
+            record = records.get(change.record_id)
+            if record is None:
+                continue
+            record.text = change.old_text
+            record.label = change.old_label
+            record.is_excluded = change.old_is_excluded
+            record.exclusion_reason = change.old_exclusion_reason
+            if record.original_text == record.text:
+                record.original_text = None
+            if record.original_label == record.label:
+                record.original_label = None
+            record.text_hash = int(cleaning.text_hashes(pd.Series([record.text])).iloc[0])
+            restored.append(record)
+        Record.objects.bulk_update(
+            restored,
+            [
+                "text",
+                "label",
+                "is_excluded",
+                "exclusion_reason",
+                "original_text",
+                "original_label",
+                "text_hash",
+            ],
+            batch_size=BATCH,
+        )
+        action.undone_at = timezone.now()
+        action.save(update_fields=["undone_at", "updated_at"])
+        _after_cleaning(dataset)
+    return action
+
+
+def _after_cleaning(dataset: Dataset) -> None:
+    from datasets_app.services.imports import dataset_refresh_counts
+    from lepton_web.jobs import BrokerUnavailable
+
+    dataset_refresh_counts(dataset)
+
+    def refresh_report() -> None:
+        try:
+            dataset_report_start(dataset=dataset, user=None)
+        except BrokerUnavailable:
+            logger.warning("Quality report for dataset %s not queued: broker down", dataset.pk)
+
+    transaction.on_commit(refresh_report)

@@ -1,0 +1,414 @@
+"""Upload, detection and the import job: stream the stored file into records, all or nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.db import connection, transaction
+from django.db.models import Count
+
+from datasets_app.csv_io import ColumnMapping, Detection, ImportProblem, detect, iter_records
+from datasets_app.limits import human_bytes, import_limits
+from datasets_app.models import Dataset, DatasetJob, Record
+from lepton_web.access import access_check
+from lepton_web.jobs import BrokerUnavailable, JobStatus
+
+logger = logging.getLogger(__name__)
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+MAX_PROBLEMS = 20
+
+
+# --- upload and detection ---------------------------------------------------------------------
+def dataset_upload(
+    *,
+    user,
+    file,
+    name: str = "",
+    description: str = "",
+    licence: str = "",
+    attribution: str = "",
+) -> Dataset:
+    """Store the raw file unchanged (with its SHA-256) first, then look at it.
+
+    A file that cannot be read still becomes a dataset in state "failed" with the reason, so
+    nothing the user sent is lost and a different encoding or delimiter can be tried.
+    """
+    access_check(user, "dataset", "create")
+    limits = import_limits()
+    if file.size > limits.max_file_bytes:
+        raise ValidationError(
+            {
+                "file": f"Files can be up to {human_bytes(limits.max_file_bytes)}; "
+                f"this one is {human_bytes(file.size)}."
+            }
+        )
+    if file.size == 0:
+        raise ValidationError({"file": "The file is empty. Choose a file with a header and rows."})
+    digest = hashlib.sha256()
+    for chunk in file.chunks():
+        digest.update(chunk)
+    file.seek(0)
+    filename = Path(file.name or "upload.csv").name
+    dataset = Dataset(
+        name=(name or Path(filename).stem)[:200],
+        description=description,
+        source_filename=filename[:255],
+        source_size_bytes=file.size,
+        source_sha256=digest.hexdigest(),
+        licence=licence,
+        attribution=attribution,
+        created_by=user,
+    )
+    # Storage upload happens outside any transaction (it may be slow or remote).
+    dataset.source_file.save(filename, file, save=False)
+    dataset.save()
+    return dataset_detect(dataset=dataset)
+
+
+@contextmanager
+def local_copy(field_file) -> Iterator[Path]:
+    """A local path to a stored file: the file itself on disk storage, else a temporary copy."""
+    try:
+        yield Path(field_file.path)
+        return
+    except NotImplementedError:
+        pass
+    suffix = Path(field_file.name).suffix
+    with tempfile.NamedTemporaryFile(suffix=suffix) as temp:
+        with field_file.open("rb") as source:
+            shutil.copyfileobj(source, temp, length=1024 * 1024)
+        temp.flush()
+        yield Path(temp.name)
+
+
+def dataset_detect(
+    *,
+    dataset: Dataset,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    has_header: bool | None = None,
+) -> Dataset:
+    """(Re)detect how to read the stored file; user overrides win over detection."""
+    try:
+        with local_copy(dataset.source_file) as path:
+            detection = detect(
+                path,
+                filename=dataset.source_filename,
+                limits=import_limits(),
+                encoding=encoding or None,
+                delimiter=delimiter or None,
+                has_header=has_header,
+            )
+    except ImportProblem as problem:
+        dataset.detection = {}
+        dataset.status = Dataset.Status.READY if dataset.active_import_id else Dataset.Status.FAILED
+        dataset.status_message = problem.message
+        dataset.save(update_fields=["detection", "status", "status_message", "updated_at"])
+        return dataset
+    from datasets_app.csv_io import suggest_mapping
+
+    dataset.detection = detection.as_dict()
+    current = ColumnMapping.from_dict(dataset.mapping) if dataset.mapping else None
+    try:
+        if current is None:
+            raise ImportProblem("no mapping yet")
+        current.validate(detection.columns)
+    except ImportProblem:
+        dataset.mapping = suggest_mapping(detection.columns).as_dict()
+    if not dataset.active_import_id:
+        dataset.status = Dataset.Status.UPLOADED
+    dataset.status_message = ""
+    dataset.save(update_fields=["detection", "mapping", "status", "status_message", "updated_at"])
+    return dataset
+
+
+# --- starting, cancelling ------------------------------------------------------------------------
+def dataset_import_start(*, dataset: Dataset, user, mapping: dict | None = None) -> DatasetJob:
+    """Queue an import of the stored file with ``mapping``; nothing is queued when it is invalid."""
+    access_check(user, "dataset", "change")
+    with transaction.atomic():
+        dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        if dataset.jobs.filter(
+            kind=DatasetJob.Kind.IMPORT, status__in=["queued", "running"]
+        ).exists():
+            raise ValidationError(
+                "An import of this dataset is already running. Wait for it or cancel it."
+            )
+        if not dataset.detection:
+            raise ValidationError(
+                dataset.status_message or "The file has not been read yet. Detect its format first."
+            )
+        column_mapping = ColumnMapping.from_dict(
+            mapping if mapping is not None else dataset.mapping
+        )
+        try:
+            column_mapping.validate(dataset.detection["columns"])
+        except ImportProblem as problem:
+            raise ValidationError({"mapping": problem.message}) from None
+        previous_status = dataset.status
+        dataset.mapping = column_mapping.as_dict()
+        dataset.status = Dataset.Status.IMPORTING
+        dataset.status_message = ""
+        dataset.save(update_fields=["mapping", "status", "status_message", "updated_at"])
+        job = DatasetJob.objects.create(
+            dataset=dataset, kind=DatasetJob.Kind.IMPORT, mapping=dataset.mapping, created_by=user
+        )
+    try:
+        job.enqueue()
+    except BrokerUnavailable:
+        job.delete()
+        Dataset.objects.filter(pk=dataset.pk).update(status=previous_status)
+        raise
+    return job
+
+
+def _dataset_settle(dataset_id: int, *, message: str) -> None:
+    """After an import ends without success: back to the previous records, or to 'failed'."""
+    dataset = Dataset.objects.get(pk=dataset_id)
+    dataset.status = Dataset.Status.READY if dataset.active_import_id else Dataset.Status.FAILED
+    dataset.status_message = message
+    dataset.save(update_fields=["status", "status_message", "updated_at"])
+
+
+def dataset_import_cancel(*, job: DatasetJob, user) -> DatasetJob:
+    access_check(user, "dataset", "change")
+    if not job.cancel():
+        raise ValidationError("This import has already finished.")
+    _dataset_settle(
+        job.dataset_id, message="The import was cancelled; no records from it were kept."
+    )
+    return job
+
+
+def dataset_delete(*, dataset: Dataset, user) -> None:
+    access_check(user, "dataset", "delete")
+    stored = dataset.source_file
+    dataset.delete()
+    transaction.on_commit(lambda: stored.storage.delete(stored.name))
+
+
+# --- the import job -------------------------------------------------------------------------------
+RECORD_COLUMNS = [
+    "dataset_id",
+    "import_run_id",
+    "source_row",
+    "text",
+    "label",
+    "split",
+    "external_id",
+    "metadata",
+    "flags",
+    "text_hash",
+    "is_excluded",
+    "exclusion_reason",
+]
+
+
+class RecordWriter:
+    """Write record frames: COPY on PostgreSQL, executemany on SQLite. Each chunk commits."""
+
+    def __init__(self, *, dataset_id: int, import_run_id: int):
+        self.dataset_id, self.import_run_id = dataset_id, import_run_id
+        self.table = Record._meta.db_table
+
+    def write(self, frame: pd.DataFrame) -> None:
+        from datasets_app.cleaning import text_hashes
+
+        frame = frame.assign(
+            dataset_id=self.dataset_id,
+            import_run_id=self.import_run_id,
+            text_hash=text_hashes(frame["text"]),
+            is_excluded=False,
+            exclusion_reason="",
+        )[RECORD_COLUMNS]
+        if connection.vendor == "postgresql":
+            self._copy(frame)
+        else:
+            self._insert(frame)
+
+    def _copy(self, frame: pd.DataFrame) -> None:
+        buffer = io.StringIO()
+        frame.to_csv(buffer, header=False, index=False)
+        buffer.seek(0)
+        not_null = "text, label, split, external_id, flags, exclusion_reason"
+        sql = (
+            f"COPY {self.table} ({', '.join(RECORD_COLUMNS)}) FROM STDIN "
+            f"WITH (FORMAT csv, FORCE_NOT_NULL ({not_null}))"
+        )
+        with connection.cursor() as cursor:
+            cursor.copy_expert(sql, buffer)
+
+    def _insert(self, frame: pd.DataFrame) -> None:
+        placeholders = ", ".join(["%s"] * len(RECORD_COLUMNS))
+        sql = f"INSERT INTO {self.table} ({', '.join(RECORD_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+        rows = list(frame.itertuples(index=False, name=None))
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+
+def dataset_job_execute(*, job_id: int) -> None:
+    job = DatasetJob.objects.filter(pk=job_id).only("kind").first()
+    if job is None:
+        return
+    if job.kind == DatasetJob.Kind.IMPORT:
+        dataset_import_execute(job_id=job_id)
+    else:
+        from datasets_app.services.cleaning import dataset_report_execute
+
+        dataset_report_execute(job_id=job_id)
+
+
+def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
+    """Stream the file into staged records; make them visible only if every row was good."""
+    job = DatasetJob.objects.select_related("dataset").filter(pk=job_id).first()
+    if job is None or not job.claim():
+        return None  # taken by another worker, finished, or cancelled: never a second copy
+    # A restart after a lost worker begins again from the first row.
+    Record.objects.filter(import_run=job).delete()
+    dataset = job.dataset
+    detection = Detection.from_dict(dataset.detection)
+    mapping = ColumnMapping.from_dict(job.mapping)
+    writer = RecordWriter(dataset_id=dataset.pk, import_run_id=job.pk)
+    problems: list[ImportProblem] = []
+    rows = 0
+    started = time.monotonic()
+    estimated = max(1, detection.estimated_rows)
+    try:
+        with local_copy(dataset.source_file) as path:
+            for chunk in iter_records(path, detection, mapping, limits=import_limits()):
+                problems.extend(chunk.problems)
+                if not problems:
+                    writer.write(chunk.frame)
+                rows += len(chunk.frame)
+                if len(problems) >= MAX_PROBLEMS:
+                    break
+                elapsed = max(time.monotonic() - started, 1e-6)
+                rate = rows / elapsed
+                left = max(0.0, (estimated - rows) / rate) if estimated > rows else None
+                DatasetJob.objects.filter(pk=job.pk).update(
+                    rows_done=rows, rows_per_second=round(rate, 1), seconds_left=left
+                )
+                if not job.report(
+                    progress=min(95, int(95 * rows / estimated)),
+                    message=f"{rows:,} rows read at {rate:,.0f} rows/s.",
+                ):
+                    Record.objects.filter(import_run=job).delete()
+                    return job  # cancelled: the cancel service already settled the dataset
+        if rows == 0 and not problems:
+            problems.append(ImportProblem("The file has a header but no rows under it."))
+    except ImportProblem as problem:
+        problems.append(problem)
+    except Exception:
+        logger.exception("Import %s crashed", job.pk)
+        Record.objects.filter(import_run=job).delete()
+        job.fail(
+            error="The import stopped because of an internal error, which was logged. Retry it."
+        )
+        _dataset_settle(dataset.pk, message="The import stopped because of an internal error.")
+        raise
+
+    if problems:
+        return _import_fail(job, problems, rows_read=rows)
+    return _import_finish(job, rows=rows, seconds=time.monotonic() - started)
+
+
+def _import_fail(job: DatasetJob, problems: list[ImportProblem], *, rows_read: int) -> DatasetJob:
+    Record.objects.filter(import_run=job).delete()
+    shown = problems[:MAX_PROBLEMS]
+    DatasetJob.objects.filter(pk=job.pk).update(problems=[p.as_dict() for p in shown])
+    more = " (and more)" if len(problems) > MAX_PROBLEMS else ""
+    count = f"{len(shown)} problem{'s' if len(shown) != 1 else ''}{more}"
+    summary = (
+        f"Nothing was imported: {count} found. First: {shown[0].message} "
+        "Fix the file or change the mapping, then retry."
+    )
+    job.fail(error=summary)
+    _dataset_settle(job.dataset_id, message=summary)
+    return job
+
+
+def _import_finish(job: DatasetJob, *, rows: int, seconds: float) -> DatasetJob:
+    with transaction.atomic():
+        dataset = Dataset.objects.select_for_update().get(pk=job.dataset_id)
+        # The job must still be ours: a cancel that raced the last chunk wins.
+        if not DatasetJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists():
+            Record.objects.filter(import_run=job).delete()
+            return job
+        previous = dataset.active_import_id
+        dataset.active_import = job
+        dataset.status = Dataset.Status.READY
+        dataset.status_message = ""
+        dataset_refresh_counts(dataset, save=False)
+        dataset.quality_report = {}
+        dataset.save()
+        job.succeed(message=f"Imported {rows:,} records in {seconds:.1f} s.")
+    if previous:
+        Record.objects.filter(import_run_id=previous).delete()
+    from datasets_app.services.cleaning import dataset_report_start
+
+    try:
+        dataset_report_start(dataset=dataset, user=None)
+    except BrokerUnavailable:
+        logger.warning("Quality report for dataset %s not queued: broker down", dataset.pk)
+    return job
+
+
+def dataset_refresh_counts(dataset: Dataset, *, save: bool = True) -> Dataset:
+    active = Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=False)
+    dataset.record_count = active.count()
+    dataset.label_counts = {
+        row["label"]: row["n"]
+        for row in active.values("label").annotate(n=Count("id")).order_by("-n", "label")
+    }
+    dataset.split_counts = {
+        row["split"]: row["n"]
+        for row in active.values("split").annotate(n=Count("id")).order_by("split")
+    }
+    if save:
+        dataset.save(update_fields=["record_count", "label_counts", "split_counts", "updated_at"])
+    return dataset
+
+
+# --- demo data -----------------------------------------------------------------------------------------
+DEMO_FILE = DEMO_DIR / "banking77_sample.csv"
+DEMO_NAME = "Banking77 sample (demo)"
+DEMO_LICENCE = "CC BY 4.0"
+DEMO_ATTRIBUTION = (
+    "A stratified sample of BANKING77 (PolyAI): Casanueva, Temčinas, Gerz, Henderson, Vulić (2020), "
+    "Efficient Intent Detection with Dual Sentence Encoders, NLP4ConvAI workshop, ACL 2020. "
+    "Source: github.com/PolyAI-LDN/task-specific-datasets, banking_data/train.csv. "
+    "Licensed under CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)."
+)
+
+
+def demo_dataset_load(*, user) -> Dataset:
+    """Load the shipped demo dataset and start its import (idempotent while it exists)."""
+    access_check(user, "dataset", "create")
+    existing = Dataset.objects.filter(name=DEMO_NAME).first()
+    if existing is not None:
+        return existing
+    with DEMO_FILE.open("rb") as handle:
+        dataset = dataset_upload(
+            user=user,
+            file=File(handle, name=DEMO_FILE.name),
+            name=DEMO_NAME,
+            description="Customer-service messages labelled with one of 77 banking intents.",
+            licence=DEMO_LICENCE,
+            attribution=DEMO_ATTRIBUTION,
+        )
+    dataset_import_start(
+        dataset=dataset, user=user, mapping={"text_columns": ["text"], "label_column": "label"}
+    )
+    return dataset

@@ -1,0 +1,113 @@
+"""Splits and immutable snapshots."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Count, Max
+
+from datasets_app import cleaning
+from datasets_app.models import Dataset, Record, Snapshot, SnapshotRecord
+from lepton_web.access import access_check
+
+SPLITS = ("train", "validation", "test")
+ID_BATCH = 20000
+
+
+def dataset_split(
+    *,
+    dataset: Dataset,
+    user,
+    mode: str = "random",
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 13,
+) -> Dataset:
+    """Assign train/validation/test: stratified by label, near-duplicates kept together; or
+    keep the split column the file brought (``mode="file"``)."""
+    from datasets_app.services.cleaning import records_frame
+    from datasets_app.services.imports import dataset_refresh_counts
+
+    access_check(user, "dataset", "change")
+    if not dataset.is_ready:
+        raise ValidationError("This dataset has no imported records to split yet.")
+    if mode == "file":
+        if not dataset.mapping.get("split_column"):
+            raise ValidationError(
+                {"mode": "The file had no split column mapped. Choose a random split."}
+            )
+        active = Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=False)
+        missing = active.filter(split="").count()
+        if missing:
+            raise ValidationError(
+                {
+                    "mode": f"{missing:,} records have no split in the file. Fill them in, or split at random."
+                }
+            )
+        return dataset_refresh_counts(dataset)
+    if mode != "random":
+        raise ValidationError({"mode": "Mode must be 'random' or 'file'."})
+    ratios = tuple(float(r) for r in ratios)
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+        raise ValidationError(
+            {"ratios": "Give three ratios (train, validation, test) that add up to 1."}
+        )
+    if ratios[0] <= 0:
+        raise ValidationError({"ratios": "The train ratio must be above 0."})
+    frame = records_frame(dataset)
+    if frame.empty:
+        raise ValidationError("All records are excluded; there is nothing to split.")
+    try:
+        splits = cleaning.assign_splits(
+            frame,
+            ratios=ratios,
+            seed=int(seed),
+            group_key=frame["text_hash"].fillna(0).astype("int64"),
+        )
+    except ValueError as exc:
+        raise ValidationError({"ratios": str(exc)}) from None
+    with transaction.atomic():
+        for split in SPLITS:
+            ids = frame.loc[splits.to_numpy() == split, "id"].tolist()
+            for start in range(0, len(ids), ID_BATCH):
+                Record.objects.filter(id__in=ids[start : start + ID_BATCH]).update(split=split)
+        dataset_refresh_counts(dataset)
+    return dataset
+
+
+def snapshot_create(*, dataset: Dataset, user, note: str = "") -> Snapshot:
+    """Freeze the current records (text, label, split) as the next numbered snapshot.
+
+    One INSERT ... SELECT copies the rows inside the database, so a million records never pass
+    through Python.
+    """
+    access_check(user, "dataset", "change")
+    with transaction.atomic():
+        locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        if not locked.is_ready or not locked.active_import_id:
+            raise ValidationError("This dataset has no imported records to snapshot yet.")
+        number = (locked.snapshots.aggregate(n=Max("number"))["n"] or 0) + 1
+        snapshot = Snapshot.objects.create(
+            dataset=locked, number=number, note=note[:300], created_by=user
+        )
+        target, source = SnapshotRecord._meta.db_table, Record._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {target} (snapshot_id, record_id, source_row, text, label, split) "  # noqa: S608
+                f"SELECT %s, id, source_row, text, label, split FROM {source} "
+                "WHERE import_run_id = %s AND NOT is_excluded ORDER BY id",
+                [snapshot.pk, locked.active_import_id],
+            )
+        counts = SnapshotRecord.objects.filter(snapshot=snapshot)
+        snapshot.record_count = counts.count()
+        snapshot.label_counts = {
+            r["label"]: r["n"]
+            for r in counts.values("label").annotate(n=Count("id")).order_by("-n", "label")
+        }
+        snapshot.split_counts = {
+            r["split"]: r["n"]
+            for r in counts.values("split").annotate(n=Count("id")).order_by("split")
+        }
+        if snapshot.record_count == 0:
+            raise ValidationError("Every record is excluded; a snapshot needs at least one record.")
+        snapshot.save(update_fields=["record_count", "label_counts", "split_counts", "updated_at"])
+    return snapshot
