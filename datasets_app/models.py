@@ -103,8 +103,14 @@ class DatasetJob(Job):
 class Record(models.Model):
     """One row of a dataset. Cleaning never deletes: it excludes, or edits keeping the original."""
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="records")
-    import_run = models.ForeignKey(DatasetJob, on_delete=models.CASCADE, related_name="records")
+    # No single-column FK indexes: (import_run, id) serves every read, and each extra index
+    # is paid on every row of every import.
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.CASCADE, related_name="records", db_index=False
+    )
+    import_run = models.ForeignKey(
+        DatasetJob, on_delete=models.CASCADE, related_name="records", db_index=False
+    )
     source_row = models.PositiveIntegerField(help_text="1-based row number in the file.")
     text = models.TextField()
     original_text = models.TextField(null=True, blank=True)  # noqa: DJ001 NULL = never edited
@@ -115,7 +121,6 @@ class Record(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     # Comma-wrapped tokens (",empty,truncated,") so any database can filter with LIKE.
     flags = models.CharField(max_length=200, blank=True)
-    text_hash = models.BigIntegerField(null=True, blank=True)
     is_excluded = models.BooleanField(default=False)
     exclusion_reason = models.CharField(max_length=200, blank=True)
 

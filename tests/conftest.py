@@ -241,6 +241,7 @@ def redis_worker(redis_url, transactional_db, tmp_path) -> Iterator:
             DATABASE_URL=database_url_of_test_session(),
             CELERY_BROKER_URL=redis_url,
             LEPTON_VAR_DIR=str(tmp_path / "worker-var"),
+            MEDIA_ROOT=str(tmp_path / "media"),  # the test's storage (see _test_settings)
             **env_overrides,
         )
         worker = WorkerProcess(

@@ -28,12 +28,12 @@ FIXES = {
 
 
 def records_frame(dataset: Dataset) -> pd.DataFrame:
-    """The current (not excluded) records as a frame: id, text, label, split, text_hash."""
+    """The current (not excluded) records as a frame: id, text, label, split."""
     rows = Record.objects.filter(
         import_run_id=dataset.active_import_id, is_excluded=False
-    ).values_list("id", "text", "label", "split", "text_hash")
+    ).values_list("id", "text", "label", "split")
     frame = pd.DataFrame.from_records(
-        list(rows.iterator(chunk_size=20000)), columns=["id", "text", "label", "split", "text_hash"]
+        list(rows.iterator(chunk_size=20000)), columns=["id", "text", "label", "split"]
     )
     return frame.astype({"id": "int64"}) if len(frame) else frame
 
@@ -61,7 +61,7 @@ def dataset_report_execute(*, job_id: int) -> DatasetJob | None:
     job.report(progress=10, message="Reading records.")
     frame = records_frame(dataset)
     job.report(progress=40, message=f"Checking {len(frame):,} records.")
-    report = cleaning.quality_report(frame.drop(columns=["text_hash"]))
+    report = cleaning.quality_report(frame)
     Dataset.objects.filter(pk=dataset.pk).update(quality_report=_storable(report))
     found = sum(f["count"] for f in report["findings"])
     job.succeed(message=f"Checked {len(frame):,} records; {found:,} findings.")
@@ -94,7 +94,7 @@ def dataset_clean_apply(*, dataset: Dataset, user, kind: str) -> CleaningAction:
         raise ValidationError({"kind": f"Unknown fix '{kind}'. Choose one of: {', '.join(FIXES)}."})
     if not dataset.is_ready:
         raise ValidationError("This dataset has no imported records to clean yet.")
-    changes = _changes_for(kind, records_frame(dataset).drop(columns=["text_hash"]))
+    changes = _changes_for(kind, records_frame(dataset))
     if changes.empty:
         raise ValidationError("Nothing to fix: no record matches this finding any more.")
     ids = changes["id"].astype("int64").tolist()
@@ -132,7 +132,6 @@ def dataset_clean_apply(*, dataset: Dataset, user, kind: str) -> CleaningAction:
                 if record.original_text is None:
                     record.original_text = record.text
                 record.text = new_text
-                record.text_hash = int(cleaning.text_hashes(pd.Series([new_text])).iloc[0])
             new_label = row.get("new_label")
             if isinstance(new_label, str) and new_label != record.label:
                 if record.original_label is None:
@@ -146,7 +145,6 @@ def dataset_clean_apply(*, dataset: Dataset, user, kind: str) -> CleaningAction:
                 "exclusion_reason",
                 "text",
                 "original_text",
-                "text_hash",
                 "label",
                 "original_label",
             ],
@@ -182,7 +180,6 @@ def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
                 record.original_text = None
             if record.original_label == record.label:
                 record.original_label = None
-            record.text_hash = int(cleaning.text_hashes(pd.Series([record.text])).iloc[0])
             restored.append(record)
         Record.objects.bulk_update(
             restored,
@@ -193,7 +190,6 @@ def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
                 "exclusion_reason",
                 "original_text",
                 "original_label",
-                "text_hash",
             ],
             batch_size=BATCH,
         )

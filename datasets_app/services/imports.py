@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,10 +83,16 @@ def dataset_upload(
 def local_copy(field_file) -> Iterator[Path]:
     """A local path to a stored file: the file itself on disk storage, else a temporary copy."""
     try:
-        yield Path(field_file.path)
-        return
+        path = Path(field_file.path)
     except NotImplementedError:
-        pass
+        path = None
+    if path is not None:
+        if not path.is_file():
+            raise ImportProblem(
+                "The uploaded file is no longer in storage, so it cannot be read. Upload it again."
+            )
+        yield path
+        return
     suffix = Path(field_file.name).suffix
     with tempfile.NamedTemporaryFile(suffix=suffix) as temp:
         with field_file.open("rb") as source:
@@ -210,38 +218,65 @@ RECORD_COLUMNS = [
     "external_id",
     "metadata",
     "flags",
-    "text_hash",
     "is_excluded",
     "exclusion_reason",
 ]
 
 
 class RecordWriter:
-    """Write record frames: COPY on PostgreSQL, executemany on SQLite. Each chunk commits."""
+    """Write record frames: COPY on PostgreSQL, executemany on SQLite. Each chunk commits.
+
+    On PostgreSQL the COPY runs on a second thread with its own connection, so the database
+    server (a separate process: parsing rows, building the search index) works on one chunk
+    while this process parses the next; a bounded queue keeps memory flat.
+    """
 
     def __init__(self, *, dataset_id: int, import_run_id: int):
         self.dataset_id, self.import_run_id = dataset_id, import_run_id
         self.table = Record._meta.db_table
+        self.postgres = connection.vendor == "postgresql"
+        # Inside a transaction (tests, or a caller's atomic block) a second connection could
+        # not see the uncommitted dataset row, so COPY runs inline there.
+        self.pipelined = self.postgres and not connection.in_atomic_block
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if self.pipelined:
+            self._thread = threading.Thread(target=self._copy_loop, name="record-copy", daemon=True)
+            self._thread.start()
 
     def write(self, frame: pd.DataFrame) -> None:
-        from datasets_app.cleaning import text_hashes
-
         frame = frame.assign(
             dataset_id=self.dataset_id,
             import_run_id=self.import_run_id,
-            text_hash=text_hashes(frame["text"]),
             is_excluded=False,
             exclusion_reason="",
         )[RECORD_COLUMNS]
-        if connection.vendor == "postgresql":
-            self._copy(frame)
-        else:
+        if not self.postgres:
             self._insert(frame)
-
-    def _copy(self, frame: pd.DataFrame) -> None:
+            return
+        self._raise_if_failed()
         buffer = io.StringIO()
         frame.to_csv(buffer, header=False, index=False)
         buffer.seek(0)
+        if self.pipelined:
+            self._queue.put(buffer)
+        else:
+            self._copy(buffer)
+
+    def close(self) -> None:
+        """Wait until every chunk is written; re-raise a failure of the writing thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _copy(self, buffer: io.StringIO) -> None:
         not_null = "text, label, split, external_id, flags, exclusion_reason"
         sql = (
             f"COPY {self.table} ({', '.join(RECORD_COLUMNS)}) FROM STDIN "
@@ -249,6 +284,18 @@ class RecordWriter:
         )
         with connection.cursor() as cursor:
             cursor.copy_expert(sql, buffer)
+
+    def _copy_loop(self) -> None:
+        try:
+            while (buffer := self._queue.get()) is not None:
+                if self._error is None:
+                    self._copy(buffer)
+        except BaseException as exc:  # handed to the importing thread at its next write/close
+            self._error = exc
+            while self._queue.get() is not None:  # drain so the producer never blocks
+                pass
+        finally:
+            connection.close()
 
     def _insert(self, frame: pd.DataFrame) -> None:
         placeholders = ", ".join(["%s"] * len(RECORD_COLUMNS))
@@ -304,14 +351,21 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
                     progress=min(95, int(95 * rows / estimated)),
                     message=f"{rows:,} rows read at {rate:,.0f} rows/s.",
                 ):
+                    writer.close()
                     Record.objects.filter(import_run=job).delete()
                     return job  # cancelled: the cancel service already settled the dataset
+        writer.close()
         if rows == 0 and not problems:
             problems.append(ImportProblem("The file has a header but no rows under it."))
     except ImportProblem as problem:
+        writer.close()
         problems.append(problem)
     except Exception:
         logger.exception("Import %s crashed", job.pk)
+        try:
+            writer.close()
+        except Exception:
+            logger.exception("Writing records of import %s failed too", job.pk)
         Record.objects.filter(import_run=job).delete()
         job.fail(
             error="The import stopped because of an internal error, which was logged. Retry it."

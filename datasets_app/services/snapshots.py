@@ -61,7 +61,7 @@ def dataset_split(
             frame,
             ratios=ratios,
             seed=int(seed),
-            group_key=frame["text_hash"].fillna(0).astype("int64"),
+            group_key=cleaning.text_hashes(frame["text"]),
         )
     except ValueError as exc:
         raise ValidationError({"ratios": str(exc)}) from None
