@@ -300,3 +300,8 @@ DATASET_MAX_COLUMNS = env_int("DATASET_MAX_COLUMNS", default=200)
 DATASET_MAX_TEXT_CHARS = env_int("DATASET_MAX_TEXT_CHARS", default=20000)
 # Uploads larger than this stream to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- Training -------------------------------------------------------------------------------
+# Local scratch space of a gpu worker: tokenised caches, checkpoints, artifacts before upload.
+# Put it on storage every gpu worker shares if runs should resume on another machine.
+TRAINING_WORK_DIR = Path(os.environ.get("TRAINING_WORK_DIR") or VAR_DIR / "training")

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -35,3 +36,78 @@ class BaseModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class RegisteredModel(models.Model):
+    """A named model in the registry (after MLflow); its versions are trained networks."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="registered_models",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.CASCADE, related_name="versions"
+    )
+    version = models.PositiveIntegerField()
+    # Lazy reference: the registry and serving stand alone without training_app.
+    training_run = models.OneToOneField(
+        "training_app.TrainingRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="model_version",
+    )
+    snapshot = models.ForeignKey(
+        "datasets_app.Snapshot",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="model_versions",
+    )
+    base_model = models.ForeignKey(
+        BaseModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
+    )
+    task = models.CharField(max_length=20)
+    method = models.CharField(max_length=20, blank=True)
+    label_names = models.JSONField(default=list, blank=True)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    test_metrics = models.JSONField(default=dict, blank=True)
+    artifact_uri = models.CharField(
+        max_length=500, help_text="Storage prefix of the Hugging Face folder."
+    )
+    artifact_files = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["registered_model", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "version"], name="model_version_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registered_model.name} v{self.version}"

@@ -1,0 +1,126 @@
+from django.conf import settings
+from django.db import models
+
+from lepton_web.jobs import Job
+
+
+class TrainingRun(Job):
+    """One fine-tuning run: a snapshot, a base model, a task, a method and hyperparameters."""
+
+    task_name = "training_app.tasks.training_run_execute_task"
+    access_resource = "training_run"
+    max_attempts = 3
+    verbose_kind = "training run"
+
+    class Task(models.TextChoices):
+        SINGLE_LABEL = "single_label", "Single-label classification"
+        MULTI_LABEL = "multi_label", "Multi-label classification"
+        REGRESSION = "regression", "Regression"
+
+    class Method(models.TextChoices):
+        FULL = "full", "Full fine-tuning"
+        LORA = "lora", "LoRA"
+        ADALORA = "adalora", "AdaLoRA"
+        PREFIX = "prefix", "Prefix tuning"
+        IA3 = "ia3", "(IA)3"
+
+    name = models.CharField(max_length=200)
+    snapshot = models.ForeignKey(
+        "datasets_app.Snapshot", on_delete=models.PROTECT, related_name="training_runs"
+    )
+    base_model = models.ForeignKey(
+        "models_app.BaseModel", on_delete=models.PROTECT, related_name="training_runs"
+    )
+    task = models.CharField(max_length=20, choices=Task.choices)
+    method = models.CharField(max_length=20, choices=Method.choices)
+    params = models.JSONField(default=dict, help_text="The full, resolved training config.")
+    estimate = models.JSONField(default=dict, blank=True)
+    label_names = models.JSONField(default=list, blank=True)
+    total_steps = models.PositiveIntegerField(default=0)
+    steps_done = models.PositiveIntegerField(default=0)
+    examples_per_second = models.FloatField(null=True, blank=True)
+    seconds_left = models.FloatField(null=True, blank=True)
+    batch_size_used = models.PositiveIntegerField(null=True, blank=True)
+    best_step = models.PositiveIntegerField(null=True, blank=True)
+    best_metrics = models.JSONField(default=dict, blank=True)
+    test_metrics = models.JSONField(default=dict, blank=True)
+    test_report = models.JSONField(default=dict, blank=True)
+    worst_examples = models.JSONField(default=list, blank=True)
+    stopped_early = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="training_runs"
+    )
+
+    class Meta(Job.Meta):
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name or f"Run #{self.pk}"
+
+    def task_queue(self) -> str:
+        return "gpu"
+
+
+class TrainingMetric(models.Model):
+    """One scalar at one step: training loss, or a validation/test metric. Reruns overwrite."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    epoch = models.FloatField(default=0)
+    name = models.CharField(max_length=60)
+    value = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step", "name"], name="training_metric_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}@{self.step} {self.name}={self.value:.4g}"
+
+
+class TrainingEvent(models.Model):
+    """The run's log: started, evaluated, checkpoint saved, resumed, early-stopped, ..."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=40)
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message[:60]}"
+
+
+class Evaluation(Job):
+    """Evaluate a model version on a split of any snapshot (runs on the gpu queue)."""
+
+    task_name = "training_app.tasks.evaluation_execute_task"
+    access_resource = "training_run"
+    verbose_kind = "evaluation"
+
+    model_version = models.ForeignKey(
+        "models_app.ModelVersion", on_delete=models.CASCADE, related_name="evaluations"
+    )
+    snapshot = models.ForeignKey(
+        "datasets_app.Snapshot", on_delete=models.CASCADE, related_name="evaluations"
+    )
+    split = models.CharField(max_length=16, default="test")
+    metrics = models.JSONField(default=dict, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
+
+    class Meta(Job.Meta):
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Evaluation of {self.model_version} on {self.split}"
+
+    def task_queue(self) -> str:
+        return "gpu"

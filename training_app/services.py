@@ -1,0 +1,495 @@
+"""Training runs and evaluations: validation at creation, execution on a gpu worker, registry.
+
+The engine (``training_app.trainer``) imports torch, so it is imported inside the functions
+that need it, never at module import: the web process pays for it only when a run is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from datasets_app.models import Snapshot, SnapshotRecord
+from lepton_web.access import access_check
+from lepton_web.jobs import BrokerUnavailable, JobStatus
+from models_app.models import BaseModel
+from training_app.models import Evaluation, TrainingEvent, TrainingMetric, TrainingRun
+
+logger = logging.getLogger(__name__)
+
+MULTI_LABEL_SEPARATOR = "|"
+# Hyperparameters users may set; everything else in TrainingConfig is derived.
+PARAM_NAMES = (
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "max_length",
+    "warmup_ratio",
+    "weight_decay",
+    "dropout",
+    "optimizer",
+    "scheduler",
+    "gradient_accumulation",
+    "class_weighting",
+    "early_stopping_metric",
+    "early_stopping_patience",
+    "eval_every_steps",
+    "seed",
+    "device",
+    "precision",
+    "lora_r",
+    "lora_alpha",
+)
+
+
+def run_dir(run_id: int) -> Path:
+    return Path(settings.TRAINING_WORK_DIR) / f"run-{run_id}"
+
+
+# --- reading a snapshot ---------------------------------------------------------------------------
+def snapshot_splits(snapshot: Snapshot) -> dict[str, tuple[list[str], list[str]]]:
+    rows = (
+        SnapshotRecord.objects.filter(snapshot=snapshot)
+        .order_by("id")
+        .values_list("split", "text", "label")
+    )
+    splits: dict[str, tuple[list[str], list[str]]] = {
+        s: ([], []) for s in ("train", "validation", "test")
+    }
+    for split, text, label in rows.iterator(chunk_size=10000):
+        if split in splits:
+            splits[split][0].append(text)
+            splits[split][1].append(label)
+    return splits
+
+
+def _labels_for_task(task: str, labels: list[str], split: str) -> tuple[list, list[str]]:
+    """Convert label strings for ``task``; returns (labels, problems)."""
+    problems: list[str] = []
+    if task == "regression":
+        values = []
+        for index, label in enumerate(labels):
+            try:
+                values.append(float(label))
+            except ValueError:
+                problems.append(
+                    f"Regression needs numeric labels, but the {split} split has {label!r} "
+                    f"(record {index + 1}). Choose a classification task or fix the labels."
+                )
+                break
+        return values, problems
+    if task == "multi_label":
+        return [
+            [p.strip() for p in label.split(MULTI_LABEL_SEPARATOR) if p.strip()] for label in labels
+        ], problems
+    return labels, problems
+
+
+def _check_snapshot(snapshot: Snapshot, task: str) -> tuple[dict, list[str], dict[str, list[str]]]:
+    """Return (splits, label_names, errors by field) for a snapshot and task."""
+    errors: dict[str, list[str]] = {}
+    splits = snapshot_splits(snapshot)
+    train_texts, train_labels = splits["train"]
+    if not train_texts:
+        errors.setdefault("snapshot", []).append(
+            "This snapshot has no train split. Assign splits on the dataset and take a new snapshot."
+        )
+        return splits, [], errors
+    for name in ("validation", "test"):
+        if not splits[name][0]:
+            errors.setdefault("snapshot", []).append(
+                f"This snapshot has no {name} split. Assign train/validation/test splits and take a new snapshot."
+            )
+    all_labels = [label for name in splits for label in splits[name][1]]
+    if not any(label.strip() for label in all_labels):
+        errors.setdefault("snapshot", []).append(
+            "This snapshot has no labels. Label the records first."
+        )
+        return splits, [], errors
+    missing = sum(1 for label in train_labels if not label.strip())
+    if missing:
+        errors.setdefault("snapshot", []).append(
+            f"{missing:,} training records have no label. Label them or exclude them, then take a new snapshot."
+        )
+    label_names: list[str] = []
+    for name in ("train", "validation", "test"):
+        converted, problems = _labels_for_task(task, splits[name][1], name)
+        if problems:
+            errors.setdefault("task", []).extend(problems)
+        if task == "single_label":
+            label_names.extend(converted)
+        elif task == "multi_label":
+            label_names.extend(x for labels in converted for x in labels)
+    if task in ("single_label", "multi_label") and "task" not in errors:
+        label_names = sorted({x for x in label_names if x})
+        if len(label_names) < 2:
+            errors.setdefault("snapshot", []).append(
+                f"Classification needs at least two classes; this snapshot has only "
+                f"{label_names[0] if label_names else 'none'}."
+            )
+        elif task == "single_label":
+            counts = {name: {} for name in ("train", "validation", "test")}
+            for name in counts:
+                for label in splits[name][1]:
+                    counts[name][label] = counts[name].get(label, 0) + 1
+            too_small = [label for label in label_names if counts["train"].get(label, 0) < 2]
+            if too_small:
+                shown = ", ".join(repr(x) for x in too_small[:5])
+                errors.setdefault("snapshot", []).append(
+                    f"Class {shown} has fewer than 2 training examples"
+                    + (f" (and {len(too_small) - 5} more)" if len(too_small) > 5 else "")
+                    + ". Add examples, merge or exclude the class, then take a new snapshot."
+                )
+    return splits, label_names, errors
+
+
+def _check_base_model(base_model: BaseModel) -> str | None:
+    if base_model.source in (
+        BaseModel.Source.BUNDLED,
+        BaseModel.Source.LOCAL,
+        BaseModel.Source.UPLOAD,
+    ):
+        folder = Path(base_model.location)
+        if not (folder / "config.json").is_file():
+            return (
+                f"The base model folder {folder} has no config.json, so it is not a Hugging Face "
+                "model folder. Check the path or register the model again."
+            )
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(base_model.location, timeout=5)
+    except Exception as exc:  # offline, unknown id, gated: all mean "cannot load"
+        return (
+            f"The base model {base_model.location!r} could not be found on the Hugging Face Hub "
+            f"from this server ({type(exc).__name__}). Without internet access, use a model "
+            "folder on the server or the bundled all-MiniLM-L6-v2."
+        )
+    return None
+
+
+def training_config_build(*, task: str, method: str, params: dict):
+    from training_app.trainer import TrainingConfig
+
+    unknown = sorted(set(params) - set(PARAM_NAMES))
+    if unknown:
+        raise ValidationError({"params": [f"Unknown hyperparameter {name!r}." for name in unknown]})
+    config = TrainingConfig(
+        task=task, method=method, **{k: v for k, v in params.items() if v is not None}
+    )
+    problems = config.validate()
+    if problems:
+        raise ValidationError({"params": problems})
+    return config
+
+
+def training_run_estimate(
+    *, snapshot: Snapshot, base_model: BaseModel, task: str, method: str, params: dict
+) -> dict:
+    from training_app.trainer import estimate
+
+    config = training_config_build(task=task, method=method, params=params)
+    train = SnapshotRecord.objects.filter(snapshot=snapshot, split="train")
+    n_train = train.count()
+    sample = list(train.values_list("text", flat=True)[:2000])
+    mean_chars = sum(len(t) for t in sample) / max(1, len(sample))
+    mean_tokens = min(config.max_length, mean_chars / 4.2 + 2)  # ~4.2 characters per WordPiece
+    return estimate(config, n_train, mean_tokens, base_model.parameter_count or 22_700_000)
+
+
+# --- creating, cancelling -----------------------------------------------------------------------------
+def training_run_start(
+    *,
+    user,
+    snapshot: Snapshot,
+    base_model: BaseModel,
+    task: str,
+    method: str = "full",
+    params: dict | None = None,
+    name: str = "",
+) -> TrainingRun:
+    """Validate everything, then create a queued run; nothing is queued when anything is wrong."""
+    access_check(user, "training_run", "create")
+    params = dict(params or {})
+    errors: dict[str, list[str]] = {}
+    if task not in TrainingRun.Task.values:
+        errors["task"] = [f"Task must be one of {', '.join(TrainingRun.Task.values)}."]
+    if method not in TrainingRun.Method.values:
+        errors["method"] = [f"Method must be one of {', '.join(TrainingRun.Method.values)}."]
+    config = None
+    if not errors:
+        try:
+            config = training_config_build(task=task, method=method, params=params)
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+    if "task" not in errors:
+        _, label_names, snapshot_errors = _check_snapshot(snapshot, task)
+        for key, messages in snapshot_errors.items():
+            errors.setdefault(key, []).extend(messages)
+    problem = _check_base_model(base_model)
+    if problem:
+        errors.setdefault("base_model", []).append(problem)
+    if errors:
+        raise ValidationError(errors)
+    estimate = training_run_estimate(
+        snapshot=snapshot, base_model=base_model, task=task, method=method, params=params
+    )
+    resolved = {k: v for k, v in dataclasses.asdict(config).items() if k in PARAM_NAMES}
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            name=(
+                name or f"{snapshot.dataset.name} v{snapshot.number} · {base_model.name} · {method}"
+            )[:200],
+            snapshot=snapshot,
+            base_model=base_model,
+            task=task,
+            method=method,
+            params=resolved,
+            estimate=estimate,
+            label_names=label_names,
+            created_by=user,
+        )
+    try:
+        run.enqueue()
+    except BrokerUnavailable:
+        run.delete()
+        raise
+    return run
+
+
+def training_run_cancel(*, run: TrainingRun, user) -> TrainingRun:
+    access_check(user, "training_run", "cancel")
+    if not run.cancel():
+        raise ValidationError("This run has already finished.")
+    TrainingEvent.objects.create(
+        run=run,
+        kind="cancel_requested",
+        message="Cancel requested; the run stops at the next step.",
+    )
+    return run
+
+
+# --- execution -----------------------------------------------------------------------------------------
+class RunCallbacks:
+    """Bridges the engine's callbacks to the run row: metrics, events, progress, heartbeat, cancel."""
+
+    def __init__(self, run: TrainingRun):
+        self.run = run
+        self._last_cancel_check = 0.0
+        self._stop = False
+
+    def write_metrics(self, *, step: int, epoch: float, metrics: dict, prefix: str) -> None:
+        rows = [
+            TrainingMetric(
+                run=self.run, step=step, epoch=epoch, name=f"{prefix}{key}", value=float(value)
+            )
+            for key, value in metrics.items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and value == value
+        ]
+        TrainingMetric.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["run", "step", "name"],
+            update_fields=["value", "epoch"],
+        )
+
+    def on_log(self, *, step: int, epoch: float, metrics: dict) -> None:
+        self.write_metrics(step=step, epoch=epoch, metrics=metrics, prefix="train_")
+        total = int(metrics.get("total_steps") or self.run.total_steps or 0)
+        progress = int(99 * step / total) if total else None
+        TrainingRun.objects.filter(pk=self.run.pk).update(
+            steps_done=step,
+            total_steps=total,
+            examples_per_second=metrics.get("examples_per_second"),
+            seconds_left=metrics.get("seconds_left"),
+        )
+        loss = metrics.get("loss")
+        still = self.run.report(
+            progress=progress,
+            message=f"Step {step:,} of {total:,}"
+            + (f", loss {loss:.4f}." if isinstance(loss, float) else "."),
+        )
+        if not still:
+            self._stop = True
+
+    def on_evaluate(self, *, step: int, epoch: float, metrics: dict) -> None:
+        self.write_metrics(step=step, epoch=epoch, metrics=metrics, prefix="val_")
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))[:300]
+        TrainingEvent.objects.create(
+            run=self.run, kind="evaluated", message=f"Step {step}: {shown}"
+        )
+
+    def on_checkpoint(self, *, step: int, path: str) -> None:
+        TrainingEvent.objects.create(
+            run=self.run, kind="checkpoint", message=f"Checkpoint saved at step {step}."
+        )
+
+    def on_event(self, *, kind: str, message: str) -> None:
+        TrainingEvent.objects.create(run=self.run, kind=kind, message=message[:2000])
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._stop and now - self._last_cancel_check > 1.0:
+            self._last_cancel_check = now
+            self._stop = not TrainingRun.objects.filter(
+                pk=self.run.pk, status=JobStatus.RUNNING
+            ).exists()
+        return self._stop
+
+
+def training_run_execute(*, run_id: int) -> TrainingRun | None:
+    """Run (or resume) a claimed run on this worker; a second delivery does nothing."""
+    from lepton_web.jobs import job_heartbeat
+    from training_app import trainer
+
+    run = TrainingRun.objects.select_related("snapshot", "base_model").filter(pk=run_id).first()
+    if run is None or not run.claim():
+        return None
+    resumed = run.attempts > 1
+    TrainingEvent.objects.create(
+        run=run,
+        kind="resumed" if resumed else "started",
+        message=(
+            f"Resumed on a new worker after the previous one was lost (attempt {run.attempts})."
+            if resumed
+            else "Started."
+        ),
+    )
+    splits = snapshot_splits(run.snapshot)
+    converted = {
+        name: _labels_for_task(run.task, labels, name)[0] for name, (_, labels) in splits.items()
+    }
+    data = trainer.TrainingData(
+        train_texts=splits["train"][0],
+        train_labels=converted["train"],
+        validation_texts=splits["validation"][0],
+        validation_labels=converted["validation"],
+        test_texts=splits["test"][0],
+        test_labels=converted["test"],
+        label_names=run.label_names or None,
+    )
+    config = trainer.TrainingConfig(task=run.task, method=run.method, **run.params)
+    workdir = run_dir(run.pk)
+    callbacks = RunCallbacks(run)
+    try:
+        with job_heartbeat(run):
+            result = trainer.train(
+                base_model_path=run.base_model.location,
+                data=data,
+                config=config,
+                output_dir=str(workdir / "artifact"),
+                checkpoint_dir=str(workdir / "checkpoints"),
+                callbacks=callbacks,
+                resume=True,
+            )
+    except trainer.TrainingError as exc:
+        run.fail(error=str(exc))
+        TrainingEvent.objects.create(run=run, kind="failed", message=str(exc))
+        return run
+    except Exception:
+        logger.exception("Training run %s crashed", run.pk)
+        run.fail(
+            error="The run stopped because of an internal error, which was logged. Its last checkpoint is kept."
+        )
+        raise
+
+    TrainingRun.objects.filter(pk=run.pk).update(
+        best_step=result.best_step,
+        best_metrics=result.best_metrics,
+        test_metrics=result.test_metrics,
+        test_report=result.test_report,
+        worst_examples=result.worst_examples,
+        batch_size_used=result.final_batch_size,
+        examples_per_second=result.examples_per_second,
+        stopped_early=result.stopped_early,
+        steps_done=result.steps_done,
+        total_steps=result.total_steps or run.total_steps,
+        seconds_left=0,
+    )
+    if result.test_metrics:
+        callbacks.write_metrics(
+            step=result.steps_done, epoch=0, metrics=result.test_metrics, prefix="test_"
+        )
+    if result.status == "cancelled":
+        TrainingEvent.objects.create(
+            run=run,
+            kind="cancelled",
+            message="Stopped at a step boundary; metrics so far are kept.",
+        )
+        return run
+    from models_app.services import model_version_register
+
+    version = model_version_register(run=run, artifact_dir=Path(result.artifact_dir))
+    run.succeed(
+        message=f"Finished in {result.elapsed_seconds:.0f} s; registered {version}."
+        + (" Stopped early." if result.stopped_early else "")
+    )
+    TrainingEvent.objects.create(run=run, kind="succeeded", message=f"Registered {version}.")
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    return run
+
+
+# --- evaluations ----------------------------------------------------------------------------------------
+def evaluation_start(*, user, model_version, snapshot: Snapshot, split: str = "test") -> Evaluation:
+    from lepton_web.jobs import job_create_and_enqueue
+
+    access_check(user, "training_run", "create")
+    if split not in ("train", "validation", "test"):
+        raise ValidationError({"split": "Split must be train, validation or test."})
+    if not SnapshotRecord.objects.filter(snapshot=snapshot, split=split).exists():
+        raise ValidationError({"split": f"Snapshot v{snapshot.number} has no {split} records."})
+    if model_version.status != "ready":
+        raise ValidationError({"model_version": "This model version is not ready."})
+    return job_create_and_enqueue(
+        model=Evaluation,
+        model_version=model_version,
+        snapshot=snapshot,
+        split=split,
+        created_by=user,
+    )
+
+
+def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
+    from models_app.services import model_version_local_dir
+    from training_app import trainer
+
+    evaluation = (
+        Evaluation.objects.select_related("model_version", "snapshot")
+        .filter(pk=evaluation_id)
+        .first()
+    )
+    if evaluation is None or not evaluation.claim():
+        return None
+    version = evaluation.model_version
+    texts, labels = snapshot_splits(evaluation.snapshot)[evaluation.split]
+    converted, problems = _labels_for_task(version.task, labels, evaluation.split)
+    if problems:
+        evaluation.fail(error=problems[0])
+        return evaluation
+    evaluation.report(progress=10, message=f"Evaluating on {len(texts):,} records.")
+    try:
+        with model_version_local_dir(version) as folder:
+            report = trainer.evaluate_artifact(
+                str(folder),
+                texts,
+                converted,
+                task=version.task,
+                label_names=version.label_names or None,
+            )
+    except trainer.TrainingError as exc:
+        evaluation.fail(error=str(exc))
+        return evaluation
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        metrics={k: v for k, v in report.items() if isinstance(v, int | float)}, report=report
+    )
+    evaluation.succeed(message=f"Evaluated {len(texts):,} records at {timezone.now():%H:%M}.")
+    return evaluation
