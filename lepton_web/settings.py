@@ -233,7 +233,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "lepton_web.api.schema.ConsoleAutoSchema",
     "EXCEPTION_HANDLER": "lepton_web.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -248,6 +248,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "lepton_web.jobs.JobStatus",
+        "DatasetStatusEnum": "datasets_app.models.Dataset.Status",
+        "ModelVersionStatusEnum": "models_app.models.ModelVersion.Status",
+    },
 }
 
 # --- Celery -------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ api_v1 = [
     ),
     path("", include("models_app.api.urls")),
     path("", include("datasets_app.api.urls")),
+    path("", include("training_app.api.urls")),
 ]
 
 urlpatterns = [

@@ -21,6 +21,9 @@ class ApiRootApi(APIView):
                 "worker-checks": reverse("api_worker_checks", request=request),
                 "base-models": reverse("api_base_models", request=request),
                 "datasets": reverse("api_datasets", request=request),
+                "runs": reverse("api_runs", request=request),
+                "evaluations": reverse("api_evaluations", request=request),
+                "model-versions": reverse("api_model_versions", request=request),
                 "schema": reverse("schema", request=request),
                 "docs": reverse("api_docs", request=request),
             }

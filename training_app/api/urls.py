@@ -1,0 +1,17 @@
+from django.urls import path
+
+from training_app.api import views
+
+urlpatterns = [
+    path("runs/", views.RunListApi.as_view(), name="api_runs"),
+    path("runs/estimate/", views.RunEstimateApi.as_view(), name="api_run_estimate"),
+    path("runs/<id:run_id>/", views.RunDetailApi.as_view(), name="api_run"),
+    path("runs/<id:run_id>/metrics/", views.RunMetricsApi.as_view(), name="api_run_metrics"),
+    path("runs/<id:run_id>/cancel/", views.RunCancelApi.as_view(), name="api_run_cancel"),
+    path("evaluations/", views.EvaluationListApi.as_view(), name="api_evaluations"),
+    path(
+        "evaluations/<id:evaluation_id>/",
+        views.EvaluationDetailApi.as_view(),
+        name="api_evaluation",
+    ),
+]

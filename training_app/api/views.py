@@ -1,0 +1,227 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datasets_app.models import Snapshot
+from lepton_web.access import RolePermission
+from models_app.models import BaseModel, ModelVersion
+from training_app import services
+from training_app.models import Evaluation, TrainingEvent, TrainingRun
+from training_app.selectors import (
+    evaluation_get_for_user,
+    run_get_for_user,
+    run_list_for_user,
+    run_metric_series,
+    run_model_version,
+)
+
+
+class RunOutputSerializer(serializers.ModelSerializer):
+    dataset = serializers.CharField(source="snapshot.dataset.name")
+    snapshot_number = serializers.IntegerField(source="snapshot.number")
+    base_model_name = serializers.CharField(source="base_model.name")
+    model_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "name",
+            "status",
+            "progress",
+            "message",
+            "error_message",
+            "attempts",
+            "snapshot",
+            "dataset",
+            "snapshot_number",
+            "base_model",
+            "base_model_name",
+            "task",
+            "method",
+            "params",
+            "estimate",
+            "label_names",
+            "steps_done",
+            "total_steps",
+            "examples_per_second",
+            "seconds_left",
+            "batch_size_used",
+            "best_step",
+            "best_metrics",
+            "test_metrics",
+            "stopped_early",
+            "started_at",
+            "finished_at",
+            "created_at",
+            "model_version",
+        ]
+
+    def get_model_version(self, run: TrainingRun) -> int | None:
+        version = run_model_version(run)
+        return version.pk if version else None
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TrainingEvent
+        fields = ["kind", "message", "created_at"]
+
+
+class RunDetailSerializer(RunOutputSerializer):
+    events = EventSerializer(many=True, read_only=True)
+
+    class Meta(RunOutputSerializer.Meta):
+        fields = [*RunOutputSerializer.Meta.fields, "test_report", "worst_examples", "events"]
+
+
+class RunInputSerializer(serializers.Serializer):
+    snapshot = serializers.PrimaryKeyRelatedField(queryset=Snapshot.objects.all())
+    base_model = serializers.PrimaryKeyRelatedField(
+        queryset=BaseModel.objects.all(), required=False
+    )
+    task = serializers.ChoiceField(choices=TrainingRun.Task.choices, default="single_label")
+    method = serializers.ChoiceField(choices=TrainingRun.Method.choices, default="full")
+    params = serializers.DictField(
+        required=False, default=dict, help_text="Omitted values take the defaults."
+    )
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+def _default_base_model() -> BaseModel | None:
+    return BaseModel.objects.filter(is_default=True).first()
+
+
+class RunListApi(APIView):
+    access_resource = "training_run"
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses={200: RunOutputSerializer(many=True)})
+    def get(self, request):
+        try:
+            dataset_id = int(request.query_params.get("dataset") or 0) or None
+        except ValueError:
+            dataset_id = None
+        runs = run_list_for_user(
+            user=request.user, status=request.query_params.get("status"), dataset_id=dataset_id
+        )
+        return Response(RunOutputSerializer(runs[:200], many=True).data)
+
+    @extend_schema(request=RunInputSerializer, responses={201: RunDetailSerializer})
+    def post(self, request):
+        data = RunInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        base_model = values.get("base_model") or _default_base_model()
+        if base_model is None:
+            raise serializers.ValidationError(
+                {"base_model": ["No base model is registered; run the bootstrap."]}
+            )
+        run = services.training_run_start(
+            user=request.user,
+            snapshot=values["snapshot"],
+            base_model=base_model,
+            task=values["task"],
+            method=values["method"],
+            params=values["params"],
+            name=values.get("name", ""),
+        )
+        return Response(RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunEstimateApi(APIView):
+    access_resource = "training_run"
+    permission_classes = [RolePermission]
+
+    @extend_schema(request=RunInputSerializer, responses={200: dict})
+    def post(self, request):
+        data = RunInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        estimate = services.training_run_estimate(
+            snapshot=values["snapshot"],
+            base_model=values.get("base_model") or _default_base_model(),
+            task=values["task"],
+            method=values["method"],
+            params=values["params"],
+        )
+        return Response(estimate)
+
+
+class RunDetailApi(APIView):
+    access_resource = "training_run"
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses={200: RunDetailSerializer})
+    def get(self, request, run_id: int):
+        run = run_get_for_user(user=request.user, run_id=run_id)
+        return Response(RunDetailSerializer(run).data)
+
+
+class RunMetricsApi(APIView):
+    access_resource = "training_run"
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, run_id: int):
+        run = run_get_for_user(user=request.user, run_id=run_id)
+        return Response({"status": run.status, "series": run_metric_series(run)})
+
+
+class RunCancelApi(APIView):
+    access_resource = "training_run"
+    access_actions = {"POST": "cancel"}
+    permission_classes = [RolePermission]
+
+    @extend_schema(request=None, responses={200: RunOutputSerializer})
+    def post(self, request, run_id: int):
+        run = run_get_for_user(user=request.user, run_id=run_id)
+        run = services.training_run_cancel(run=run, user=request.user)
+        return Response(RunOutputSerializer(run).data)
+
+
+class EvaluationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Evaluation
+        fields = [
+            "id",
+            "model_version",
+            "snapshot",
+            "split",
+            "status",
+            "progress",
+            "message",
+            "error_message",
+            "metrics",
+            "report",
+            "created_at",
+            "finished_at",
+        ]
+
+
+class EvaluationListApi(APIView):
+    access_resource = "training_run"
+    permission_classes = [RolePermission]
+
+    class InputSerializer(serializers.Serializer):
+        model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+        snapshot = serializers.PrimaryKeyRelatedField(queryset=Snapshot.objects.all())
+        split = serializers.ChoiceField(choices=["train", "validation", "test"], default="test")
+
+    @extend_schema(request=InputSerializer, responses={201: EvaluationSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        evaluation = services.evaluation_start(user=request.user, **data.validated_data)
+        return Response(EvaluationSerializer(evaluation).data, status=status.HTTP_201_CREATED)
+
+
+class EvaluationDetailApi(APIView):
+    access_resource = "training_run"
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses={200: EvaluationSerializer})
+    def get(self, request, evaluation_id: int):
+        evaluation = evaluation_get_for_user(user=request.user, evaluation_id=evaluation_id)
+        return Response(EvaluationSerializer(evaluation).data)
