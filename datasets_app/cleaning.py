@@ -651,11 +651,12 @@ def _split_counts(records: _Records) -> dict[str, int]:
 def _stats(records: _Records) -> dict[str, Any]:
     lengths = records.lengths
     if records.size:
-        # Whole-character bins of equal width, at most 20, up to the 99th percentile; clipping
-        # puts the longest 1% into the last bin instead of stretching the axis.
-        upper = max(math.ceil(np.percentile(lengths, 99)), 1)
-        width = math.ceil(upper / 20)
-        edges = np.arange(0, width * math.ceil(upper / width) + 1, width)
+        # Whole-character bins of equal width, at most 20, up to the 99th percentile. Bins are
+        # [start, end); the last also holds every longer text, clipped, instead of stretching
+        # the axis for the longest 1%.
+        upper = math.ceil(np.percentile(lengths, 99))
+        width = math.ceil((upper + 1) / 20)
+        edges = np.arange(0, width * math.ceil((upper + 1) / width) + 1, width)
         counts, _ = np.histogram(np.minimum(lengths, upper), bins=edges)
         histogram = {"edges": [int(edge) for edge in edges], "counts": counts.tolist()}
     else:
@@ -677,8 +678,11 @@ def quality_report(
 ) -> dict[str, Any]:
     """Statistics and the problems found, as JSON-ready values; only kinds with a count > 0.
 
-    Duplicates and conflicts ignore empty texts and texts that are only punctuation; "first"
-    means first in frame order. Examples cut texts at EXAMPLE_TEXT_MAX_CHARS characters.
+    exact_duplicate is the same text *and* label (a copy with another label is a
+    label_conflict); near_duplicate is the same normalised text and label without being an exact
+    copy. Both, and label_conflict and split_leakage, ignore empty texts and texts that are only
+    punctuation; "first" means first in frame order. label_counts and split_counts count ''
+    (unlabelled, unsplit) too. Examples cut texts at EXAMPLE_TEXT_MAX_CHARS characters.
     """
     records = _Records(frame)
     findings = [
@@ -703,14 +707,15 @@ def quality_report(
 def _changes(ids: np.ndarray, **columns: Any) -> pd.DataFrame:
     changes = pd.DataFrame({"id": np.asarray(ids, dtype=np.int64), **columns})
     # Fixed dtypes even when nothing changes, so callers can rely on them.
-    for column, dtype in (
-        ("new_text", str),
-        ("new_label", object),
-        ("exclude", bool),
-        ("reason", str),
-    ):
+    for column, dtype in (("new_text", str), ("exclude", bool), ("reason", str)):
         if column in changes.columns:
             changes[column] = changes[column].astype(dtype)
+    if "new_label" in changes.columns:
+        # None, not NaN, where a record is excluded instead of relabelled.
+        changes["new_label"] = pd.Series(
+            [label if isinstance(label, str) else None for label in changes["new_label"]],
+            dtype=object,
+        )
     return changes.reset_index(drop=True)
 
 
@@ -859,15 +864,23 @@ def _checked_ratios(ratios: tuple[float, float, float]) -> np.ndarray:
     return np.asarray(values, dtype=np.float64) / total
 
 
+def _largest_remainder(totals: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Split each total into whole parts proportional to its row of weights, summing exactly."""
+    row_sums = weights.sum(axis=1, keepdims=True)
+    shares = np.divide(weights, row_sums, out=np.zeros_like(weights), where=row_sums > 0)
+    raw = totals[:, None] * shares
+    # The small epsilon keeps 0.1 * 30 = 3.0000000000000004 from being floored to 2.
+    parts = np.floor(raw + 1e-9).astype(np.int64)
+    remainder = totals - parts.sum(axis=1)
+    fraction_rank = np.argsort(np.argsort(-(raw - parts), axis=1, kind="stable"), axis=1)
+    return parts + (fraction_rank < remainder[:, None])
+
+
 def _split_targets(
     stratum_sizes: np.ndarray, group_counts: np.ndarray, ratios: np.ndarray
 ) -> np.ndarray:
     """Records per (stratum, split): largest remainder, then one per used split where possible."""
-    raw = stratum_sizes[:, None] * ratios[None, :]
-    targets = np.floor(raw + 1e-9).astype(np.int64)
-    remainder = stratum_sizes - targets.sum(axis=1)
-    fraction_rank = np.argsort(np.argsort(-(raw - targets), axis=1, kind="stable"), axis=1)
-    targets += fraction_rank < remainder[:, None]
+    targets = _largest_remainder(stratum_sizes, np.tile(ratios, (len(stratum_sizes), 1)))
     used = ratios > 0
     eligible = (stratum_sizes >= 3) & (group_counts >= used.sum())
     for split in np.flatnonzero(used):
@@ -877,6 +890,41 @@ def _split_targets(
             targets[np.flatnonzero(needs), donors] -= 1
             targets[needs, split] = 1
     return targets
+
+
+def _place_large_groups(
+    group_split: np.ndarray,
+    group_stratum: np.ndarray,
+    group_sizes: np.ndarray,
+    priority: np.ndarray,
+    targets: np.ndarray,
+    ratios: np.ndarray,
+) -> np.ndarray:
+    """Put groups of two or more records, largest first, where their stratum lacks most.
+
+    Returns the records placed per (stratum, split). Cutting a shuffled list would let one big
+    group land in a small split (four near-duplicates filling a one-record test share), so these
+    go first, greedily; singletons then fill what is left exactly, vectorised. The loop runs once
+    per multi-record group, not per record.
+    """
+    placed = np.zeros_like(targets)
+    large = np.flatnonzero(group_sizes > 1)
+    if not len(large):
+        return placed
+    large = large[np.lexsort((priority[large], -group_sizes[large]))]
+    room = (targets - placed).astype(np.float64)
+    room[:, ratios <= 0] = -np.inf  # a split with ratio 0 takes nothing
+    room_rows = room.tolist()
+    placed_rows = placed.tolist()
+    for group, stratum, size in zip(
+        large.tolist(), group_stratum[large].tolist(), group_sizes[large].tolist(), strict=True
+    ):
+        space = room_rows[stratum]
+        split = max(range(3), key=space.__getitem__)  # ties: the earlier split
+        group_split[group] = split
+        space[split] -= size
+        placed_rows[stratum][split] += size
+    return np.array(placed_rows, dtype=np.int64)
 
 
 def assign_splits(
@@ -929,26 +977,32 @@ def assign_splits(
     group_sizes = np.bincount(group_codes, minlength=group_count)
     priority = np.random.default_rng(seed).permutation(group_count)
 
-    order = np.lexsort((priority, group_stratum))
-    strata = group_stratum[order]
-    sizes = group_sizes[order]
     stratum_count = int(group_stratum.max()) + 1
-    stratum_sizes = np.bincount(group_stratum, weights=group_sizes, minlength=stratum_count).astype(
-        np.int64
-    )
+    stratum_sizes = np.bincount(group_stratum, weights=group_sizes, minlength=stratum_count)
+    stratum_sizes = stratum_sizes.astype(np.int64)
     groups_per_stratum = np.bincount(group_stratum, minlength=stratum_count)
     targets = _split_targets(stratum_sizes, groups_per_stratum, ratio_values)
 
-    # Walk each stratum's shuffled groups and cut at the target counts; a group goes where its
-    # middle falls, so a large group straddling a cut lands on the side it mostly covers.
-    stratum_start = np.concatenate(([0], np.cumsum(stratum_sizes)[:-1]))
-    offsets = np.cumsum(sizes) - sizes - stratum_start[strata]
-    middles = offsets + sizes / 2
-    cut_train = targets[strata, 0]
-    cut_validation = cut_train + targets[strata, 1]
-    split_sorted = np.where(middles < cut_train, 0, np.where(middles < cut_validation, 1, 2))
-    group_split = np.empty(group_count, dtype=np.int64)
-    group_split[order] = split_sorted
+    group_split = np.zeros(group_count, dtype=np.int64)
+    placed = _place_large_groups(
+        group_split, group_stratum, group_sizes, priority, targets, ratio_values
+    )
+    # Singletons, shuffled within each stratum, are cut at the counts still missing. Where a
+    # large group overshot its split, the rest is shared out in proportion to what is missing.
+    singles = np.flatnonzero(group_sizes == 1)
+    if len(singles):
+        singles = singles[np.lexsort((priority[singles], group_stratum[singles]))]
+        strata = group_stratum[singles]
+        single_counts = np.bincount(strata, minlength=stratum_count)
+        missing_counts = np.clip(targets - placed, 0, None).astype(np.float64)
+        shares = _largest_remainder(single_counts, missing_counts)
+        stratum_start = np.concatenate(([0], np.cumsum(single_counts)[:-1]))
+        offsets = np.arange(len(singles)) - stratum_start[strata]
+        cut_train = shares[strata, 0]
+        cut_validation = cut_train + shares[strata, 1]
+        group_split[singles] = np.where(
+            offsets < cut_train, 0, np.where(offsets < cut_validation, 1, 2)
+        )
 
     _fill_empty_splits(
         group_split, group_stratum, group_sizes, priority, ratio_values, stratum_sizes

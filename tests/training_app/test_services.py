@@ -1,0 +1,159 @@
+"""Rules of training_run_start: every bad input is rejected with a sentence, nothing queued."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from models_app.models import BaseModel
+from models_app.services import base_model_register_bundled
+from tests.conftest import broker_for_this_process
+from tests.training_app.snapshot_helpers import make_snapshot, toy_rows
+from training_app.models import TrainingRun
+from training_app.services import training_run_execute, training_run_start
+
+
+@pytest.fixture
+def bundled(db):
+    return base_model_register_bundled()
+
+
+def start(user, snapshot, base_model, **kwargs):
+    return training_run_start(user=user, snapshot=snapshot, base_model=base_model, **kwargs)
+
+
+def rejected(user, snapshot, base_model, **kwargs) -> dict:
+    with pytest.raises(ValidationError) as caught:
+        start(user, snapshot, base_model, **{"task": "single_label", **kwargs})
+    assert TrainingRun.objects.count() == 0
+    return caught.value.message_dict
+
+
+def test_snapshot_without_labels_is_rejected(analyst, bundled):
+    snapshot = make_snapshot([(t, "", s) for t, _, s in toy_rows()])
+
+    errors = rejected(analyst, snapshot, bundled)
+
+    assert errors == {"snapshot": ["This snapshot has no labels. Label the records first."]}
+
+
+def test_snapshot_with_one_class_is_rejected(analyst, bundled):
+    snapshot = make_snapshot([(t, "positive", s) for t, _, s in toy_rows()])
+
+    errors = rejected(analyst, snapshot, bundled)
+
+    assert errors == {
+        "snapshot": ["Classification needs at least two classes; this snapshot has only positive."]
+    }
+
+
+def test_class_with_too_few_training_examples_is_rejected(analyst, bundled):
+    rows = [*toy_rows(), ("rare thing", "rare", "train")]
+    errors = rejected(analyst, make_snapshot(rows), bundled)
+
+    assert errors == {
+        "snapshot": [
+            "Class 'rare' has fewer than 2 training examples. Add examples, merge or exclude "
+            "the class, then take a new snapshot."
+        ]
+    }
+
+
+def test_snapshot_without_validation_split_is_rejected(analyst, bundled):
+    rows = [(t, lab, "train" if s == "validation" else s) for t, lab, s in toy_rows()]
+
+    errors = rejected(analyst, make_snapshot(rows), bundled)
+
+    assert errors == {
+        "snapshot": [
+            "This snapshot has no validation split. Assign train/validation/test splits and take a new snapshot."
+        ]
+    }
+
+
+def test_regression_on_text_labels_is_rejected(analyst, bundled):
+    errors = rejected(analyst, make_snapshot(toy_rows()), bundled, task="regression")
+
+    assert errors["task"][0].startswith(
+        "Regression needs numeric labels, but the train split has 'positive'"
+    )
+
+
+def test_bad_hyperparameters_are_rejected_with_one_sentence_each(analyst, bundled):
+    errors = rejected(
+        analyst, make_snapshot(toy_rows()), bundled, params={"learning_rate": 5, "batch_size": 0}
+    )
+
+    assert errors == {
+        "params": [
+            "Learning rate must be between 1e-7 and 1; got 5.",
+            "Batch size must be between 1 and 4096; got 0.",
+        ]
+    }
+
+
+def test_unknown_hyperparameter_is_rejected(analyst, bundled):
+    errors = rejected(analyst, make_snapshot(toy_rows()), bundled, params={"learnin_rate": 0.1})
+
+    assert errors == {"params": ["Unknown hyperparameter 'learnin_rate'."]}
+
+
+def test_unloadable_base_model_folder_is_rejected(analyst, tmp_path, db):
+    broken = BaseModel.objects.create(name="broken", source="local", location=str(tmp_path))
+
+    errors = rejected(analyst, make_snapshot(toy_rows()), broken)
+
+    assert errors == {
+        "base_model": [
+            f"The base model folder {tmp_path} has no config.json, so it is not a Hugging Face "
+            "model folder. Check the path or register the model again."
+        ]
+    }
+
+
+def test_unreachable_hub_model_is_rejected_with_a_clear_message(analyst, db):
+    hub = BaseModel.objects.create(name="hub", source="hub", location="bert-base-uncased")
+
+    errors = rejected(analyst, make_snapshot(toy_rows()), hub)
+
+    assert errors["base_model"][0].startswith(
+        "The base model 'bert-base-uncased' could not be found on the Hugging Face Hub from this server"
+    )
+
+
+def test_viewer_cannot_start_a_run(make_user, bundled):
+    from django.core.exceptions import PermissionDenied
+
+    with pytest.raises(PermissionDenied):
+        start(make_user("viewer"), make_snapshot(toy_rows()), bundled, task="single_label")
+    assert TrainingRun.objects.count() == 0
+
+
+def test_broker_down_leaves_no_run(analyst, bundled):
+    from lepton_web.jobs import BrokerUnavailable
+
+    with broker_for_this_process("redis://127.0.0.1:1/0"), pytest.raises(BrokerUnavailable):
+        start(analyst, make_snapshot(toy_rows()), bundled, task="single_label")
+    assert TrainingRun.objects.count() == 0
+
+
+def test_valid_run_is_queued_with_resolved_defaults_and_an_estimate(analyst, bundled, redis_url):
+    with broker_for_this_process(redis_url):
+        run = start(analyst, make_snapshot(toy_rows()), bundled, task="single_label", method="lora")
+
+    assert run.status == "queued"
+    assert run.label_names == ["negative", "positive"]
+    assert run.params["batch_size"] == 32
+    assert run.params["epochs"] == 3
+    assert run.estimate["seconds"] > 0
+    assert run.estimate["memory_bytes"] > 0
+
+
+def test_a_second_delivery_of_a_running_run_does_nothing(analyst, bundled, redis_url):
+    with broker_for_this_process(redis_url):
+        run = start(analyst, make_snapshot(toy_rows()), bundled, task="single_label")
+    assert run.claim()
+
+    assert training_run_execute(run_id=run.pk) is None
+
+    run.refresh_from_db()
+    assert run.attempts == 1
+    assert run.events.count() == 0
