@@ -354,16 +354,13 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     run = TrainingRun.objects.select_related("snapshot", "base_model").filter(pk=run_id).first()
     if run is None or not run.claim():
         return None
-    resumed = run.attempts > 1
-    TrainingEvent.objects.create(
-        run=run,
-        kind="resumed" if resumed else "started",
-        message=(
-            f"Resumed on a new worker after the previous one was lost (attempt {run.attempts})."
-            if resumed
-            else "Started."
-        ),
-    )
+    if run.attempts > 1:
+        # The engine then says "resumed" (from a checkpoint) or "started" (none was saved yet).
+        TrainingEvent.objects.create(
+            run=run,
+            kind="worker_replaced",
+            message=f"A new worker took over after the previous one was lost (attempt {run.attempts}).",
+        )
     splits = snapshot_splits(run.snapshot)
     converted = {
         name: _labels_for_task(run.task, labels, name)[0] for name, (_, labels) in splits.items()
