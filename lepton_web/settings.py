@@ -310,3 +310,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Local scratch space of a gpu worker: tokenised caches, checkpoints, artifacts before upload.
 # Put it on storage every gpu worker shares if runs should resume on another machine.
 TRAINING_WORK_DIR = Path(os.environ.get("TRAINING_WORK_DIR") or VAR_DIR / "training")
+# Folders on the server that may be registered as base models (comma-separated); uploads of
+# zipped model folders are unpacked under MEDIA_ROOT and limited to this many bytes.
+BASE_MODEL_ROOTS = env_list("BASE_MODEL_ROOTS") or [str(VAR_DIR / "models")]
+BASE_MODEL_MAX_UNPACKED_BYTES = env_int("BASE_MODEL_MAX_UNPACKED_MB", default=4096) * 1024 * 1024

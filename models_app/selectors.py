@@ -36,3 +36,14 @@ def model_version_download_response(version: ModelVersion) -> FileResponse:
         filename=f"{safe}.zip",
         content_type="application/zip",
     )
+
+
+def registered_model_list_for_user(*, user) -> QuerySet:
+    """Registered models with their versions (newest first), for the Models page."""
+    from django.db.models import Prefetch
+
+    from models_app.models import RegisteredModel
+
+    access_check(user, "model_version", "view")
+    versions = ModelVersion.objects.select_related("base_model").order_by("-version")
+    return RegisteredModel.objects.prefetch_related(Prefetch("versions", queryset=versions))

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import struct
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max
 
+from lepton_web.access import access_check
 from models_app.models import BaseModel, ModelVersion, RegisteredModel
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -159,3 +164,140 @@ def model_version_zip(version: ModelVersion) -> tempfile.SpooledTemporaryFile:
                 shutil.copyfileobj(source, target, 1024 * 1024)
     archive.seek(0)
     return archive
+
+
+# --- base-model catalogue -------------------------------------------------------------------------
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+MAX_UPLOAD_FILES = 200
+
+
+def _base_model_roots() -> list[Path]:
+    return [Path(p).resolve() for p in settings.BASE_MODEL_ROOTS]
+
+
+def base_model_register(
+    *, user, name: str, source: str, location: str, description: str = ""
+) -> BaseModel:
+    """Add a folder on the server (inside BASE_MODEL_ROOTS) or a Hugging Face Hub id."""
+    access_check(user, "base_model", "create")
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Give the base model a name."})
+    if BaseModel.objects.filter(name=name).exists():
+        raise ValidationError({"name": f"A base model named {name!r} already exists."})
+    if source == BaseModel.Source.LOCAL:
+        folder = Path(location).expanduser().resolve()
+        roots = _base_model_roots()
+        # Only folders under the configured roots: a user must not point the server at /etc.
+        if not any(folder == root or root in folder.parents for root in roots):
+            allowed = ", ".join(str(r) for r in roots) or "none configured (set BASE_MODEL_ROOTS)"
+            raise ValidationError({"location": f"Model folders must be inside: {allowed}."})
+        if not (folder / "config.json").is_file():
+            raise ValidationError(
+                {
+                    "location": f"{folder} has no config.json, so it is not a Hugging Face model folder."
+                }
+            )
+        described = _describe_folder(folder)
+        location = str(folder)
+    elif source == BaseModel.Source.HUB:
+        if not HUB_ID.match(location):
+            raise ValidationError({"location": "A hub id looks like 'organisation/model-name'."})
+        described = {"architecture": "", "parameter_count": None}
+    else:
+        raise ValidationError(
+            {
+                "source": "Register a server folder ('local') or a hub id ('hub'); upload a zip to add your own."
+            }
+        )
+    return BaseModel.objects.create(
+        name=name, source=source, location=location, description=description, **described
+    )
+
+
+def base_model_upload(*, user, name: str, archive, description: str = "") -> BaseModel:
+    """Add a model uploaded as a zip of a Hugging Face folder, unpacked safely.
+
+    The archive is hostile until proven otherwise: no absolute paths or '..' (zip slip), no
+    links, a bounded number of files and unpacked size (zip bombs), and a config.json inside.
+    """
+    access_check(user, "base_model", "create")
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Give the base model a name."})
+    if BaseModel.objects.filter(name=name).exists():
+        raise ValidationError({"name": f"A base model named {name!r} already exists."})
+    limit = settings.BASE_MODEL_MAX_UNPACKED_BYTES
+    try:
+        zipped = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        raise ValidationError(
+            {"file": "This file is not a zip archive. Zip the model folder and upload the .zip."}
+        ) from None
+    with zipped:
+        members = [m for m in zipped.infolist() if not m.is_dir()]
+        if len(members) > MAX_UPLOAD_FILES:
+            raise ValidationError(
+                {
+                    "file": f"The archive holds {len(members)} files; a model folder has at most {MAX_UPLOAD_FILES}."
+                }
+            )
+        total = sum(m.file_size for m in members)
+        if total > limit:
+            raise ValidationError(
+                {
+                    "file": f"The archive unpacks to {total / 1024**3:.1f} GB; the limit is {limit / 1024**3:.1f} GB."
+                }
+            )
+        for member in members:
+            parts = Path(member.filename).parts
+            is_link = (member.external_attr >> 16) & 0o170000 == 0o120000
+            if (
+                member.filename.startswith(("/", "\\"))
+                or ".." in parts
+                or is_link
+                or ":" in member.filename
+            ):
+                raise ValidationError(
+                    {"file": f"The archive contains an unsafe path: {member.filename!r}."}
+                )
+        configs = [m for m in members if Path(m.filename).name == "config.json"]
+        if not configs:
+            raise ValidationError(
+                {
+                    "file": "The archive has no config.json, so it is not a Hugging Face model folder."
+                }
+            )
+        prefix = str(Path(configs[0].filename).parent)
+        target = Path(settings.MEDIA_ROOT) / "base_models" / f"{uuid.uuid4().hex}"
+        target.mkdir(parents=True)
+        written = 0
+        for member in members:
+            relative = (
+                Path(member.filename).relative_to(prefix)
+                if prefix != "."
+                else Path(member.filename)
+            )
+            destination = (target / relative).resolve()
+            if target.resolve() not in destination.parents:
+                continue  # outside the model folder's prefix: ignore stray files
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with zipped.open(member) as source, destination.open("wb") as out:
+                while chunk := source.read(1024 * 1024):
+                    written += len(chunk)
+                    if written > limit:  # sizes in the header can lie
+                        shutil.rmtree(target, ignore_errors=True)
+                        raise ValidationError(
+                            {
+                                "file": "The archive unpacks to more than it declares; it was rejected."
+                            }
+                        )
+                    out.write(chunk)
+    described = _describe_folder(target)
+    return BaseModel.objects.create(
+        name=name,
+        source=BaseModel.Source.UPLOAD,
+        location=str(target),
+        description=description,
+        **described,
+    )

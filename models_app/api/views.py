@@ -1,6 +1,7 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -12,6 +13,7 @@ from models_app.selectors import (
     model_version_get_for_user,
     model_version_list_for_user,
 )
+from models_app.services import base_model_register, base_model_upload
 
 
 class BaseModelOutputSerializer(serializers.ModelSerializer):
@@ -36,10 +38,51 @@ class BaseModelListApi(APIView):
     access_resource = "base_model"
     permission_classes = [RolePermission]
 
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        source = serializers.ChoiceField(choices=["local", "hub", "upload"])
+        location = serializers.CharField(
+            required=False, max_length=500, help_text="Server folder (local) or hub id (hub)."
+        )
+        file = serializers.FileField(
+            required=False, help_text="A zip of a Hugging Face folder (upload)."
+        )
+        description = serializers.CharField(required=False, allow_blank=True)
+
     @extend_schema(responses={200: BaseModelOutputSerializer(many=True)})
     def get(self, request):
         base_models = base_model_list_for_user(user=request.user)
         return Response(BaseModelOutputSerializer(base_models, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: BaseModelOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        if values["source"] == "upload":
+            if "file" not in values:
+                raise serializers.ValidationError({"file": ["Attach the zipped model folder."]})
+            base_model = base_model_upload(
+                user=request.user,
+                name=values["name"],
+                archive=values["file"],
+                description=values.get("description", ""),
+            )
+        else:
+            if not values.get("location"):
+                raise serializers.ValidationError(
+                    {"location": ["Give the folder path or the hub id."]}
+                )
+            base_model = base_model_register(
+                user=request.user,
+                name=values["name"],
+                source=values["source"],
+                location=values["location"],
+                description=values.get("description", ""),
+            )
+        return Response(BaseModelOutputSerializer(base_model).data, status=status.HTTP_201_CREATED)
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

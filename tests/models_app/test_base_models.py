@@ -1,0 +1,148 @@
+"""Registering base models: server folders inside the allowed roots, hub ids, hostile zips."""
+
+import io
+import json
+import zipfile
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from models_app.models import BaseModel
+from models_app.services import base_model_register, base_model_upload
+
+
+def model_folder(path):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    return path
+
+
+def zip_of(files: dict[str, bytes]) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return SimpleUploadedFile("model.zip", buffer.getvalue(), content_type="application/zip")
+
+
+def test_folder_inside_the_allowed_roots_is_registered(analyst, settings, tmp_path):
+    settings.BASE_MODEL_ROOTS = [str(tmp_path)]
+    folder = model_folder(tmp_path / "my-bert")
+
+    base_model = base_model_register(
+        user=analyst, name="my bert", source="local", location=str(folder)
+    )
+
+    assert base_model.location == str(folder.resolve())
+    assert base_model.architecture == "BertModel"
+
+
+def test_folder_outside_the_allowed_roots_is_refused(analyst, settings, tmp_path):
+    settings.BASE_MODEL_ROOTS = [str(tmp_path / "models")]
+
+    with pytest.raises(ValidationError) as caught:
+        base_model_register(user=analyst, name="etc", source="local", location="/etc")
+
+    assert caught.value.message_dict == {
+        "location": [f"Model folders must be inside: {tmp_path / 'models'}."]
+    }
+    assert not BaseModel.objects.filter(name="etc").exists()
+
+
+def test_dot_dot_cannot_escape_the_allowed_root(analyst, settings, tmp_path):
+    settings.BASE_MODEL_ROOTS = [str(tmp_path / "models")]
+    model_folder(tmp_path / "secret")
+
+    with pytest.raises(ValidationError):
+        base_model_register(
+            user=analyst,
+            name="x",
+            source="local",
+            location=str(tmp_path / "models" / ".." / "secret"),
+        )
+
+
+def test_bad_hub_id_is_refused(analyst, db):
+    with pytest.raises(ValidationError) as caught:
+        base_model_register(user=analyst, name="x", source="hub", location="https://evil.example/x")
+
+    assert caught.value.message_dict == {
+        "location": ["A hub id looks like 'organisation/model-name'."]
+    }
+
+
+def test_uploaded_zip_of_a_model_folder_is_unpacked(analyst, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    archive = zip_of(
+        {"bert/config.json": b'{"architectures": ["BertModel"]}', "bert/vocab.txt": b"[PAD]\n"}
+    )
+
+    base_model = base_model_upload(user=analyst, name="uploaded", archive=archive)
+
+    assert base_model.source == "upload"
+    folder = tmp_path / "base_models"
+    assert (next(folder.iterdir()) / "vocab.txt").read_bytes() == b"[PAD]\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"../evil/config.json": b"{}"},
+            "The archive contains an unsafe path: '../evil/config.json'.",
+        ),
+        ({"/abs/config.json": b"{}"}, "The archive contains an unsafe path: '/abs/config.json'."),
+        (
+            {"readme.txt": b"hi"},
+            "The archive has no config.json, so it is not a Hugging Face model folder.",
+        ),
+    ],
+)
+def test_hostile_or_wrong_zips_are_refused(analyst, settings, tmp_path, files, message):
+    settings.MEDIA_ROOT = tmp_path
+
+    with pytest.raises(ValidationError) as caught:
+        base_model_upload(user=analyst, name="bad", archive=zip_of(files))
+
+    assert caught.value.message_dict == {"file": [message]}
+    assert not BaseModel.objects.filter(name="bad").exists()
+
+
+def test_zip_bomb_is_refused_before_unpacking(analyst, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    settings.BASE_MODEL_MAX_UNPACKED_BYTES = 1000
+    archive = zip_of({"config.json": b"{}", "weights.bin": b"\0" * 5000})
+
+    with pytest.raises(ValidationError) as caught:
+        base_model_upload(user=analyst, name="bomb", archive=archive)
+
+    assert caught.value.message_dict["file"][0].startswith("The archive unpacks to")
+    assert not (tmp_path / "base_models").exists()
+
+
+def test_not_a_zip_is_refused(analyst, db):
+    with pytest.raises(ValidationError) as caught:
+        base_model_upload(user=analyst, name="x", archive=SimpleUploadedFile("x.zip", b"not a zip"))
+
+    assert caught.value.message_dict == {
+        "file": ["This file is not a zip archive. Zip the model folder and upload the .zip."]
+    }
+
+
+def test_viewer_cannot_register_base_models(make_user, db):
+    with pytest.raises(PermissionDenied):
+        base_model_register(user=make_user("viewer"), name="x", source="hub", location="org/model")
+
+
+def test_api_registers_a_hub_id(api_client_as):
+    api = api_client_as("analyst")
+
+    response = api.post(
+        "/api/v1/base-models/",
+        {"name": "hub bert", "source": "hub", "location": "org/bert"},
+        format="json",
+    )
+
+    assert response.status_code == 201
+    assert response.json()["location"] == "org/bert"
