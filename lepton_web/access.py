@@ -74,15 +74,29 @@ def can(user, resource: str, action: str) -> bool:
     return ADMIN in roles or bool(roles & allowed)
 
 
+NOUNS = {
+    "dashboard": "the dashboard",
+    "labeling": "the labeling queue",
+    "worker_check": "worker checks",
+    "dataset": "datasets",
+    "base_model": "base models",
+    "training_run": "training runs",
+    "model_version": "model versions",
+    "deployment": "deployments",
+    "user": "users",
+}
+PHRASES = {
+    ("labeling", "label"): "label records",
+    ("deployment", "predict"): "call deployed models",
+}
+
+
 def denial_message(user, resource: str, action: str) -> str:
     roles = sorted(user_roles(user))
     who = f"Your role ({', '.join(roles)})" if roles else "Your account has no role yet and"
-    noun = resource.replace("_", " ")
+    what = PHRASES.get((resource, action)) or f"{action} {NOUNS.get(resource, resource)}"
     allowed = sorted(RULES[resource][action])
-    return (
-        f"{who} cannot {action} {noun}s here. Ask an admin for one of these roles: "
-        f"{', '.join(allowed)}."
-    )
+    return f"{who} cannot {what} here. Ask an admin for one of these roles: {', '.join(allowed)}."
 
 
 def access_check(user, resource: str, action: str) -> None:

@@ -176,7 +176,13 @@ class Job(models.Model):
 
         options = {"queue": self.task_queue()} if self.task_queue() else {}
         try:
-            app.send_task(self.task_name, args=[self.pk], retry=False, **options)
+            # Connect with one quick attempt first: kombu's own publish path retries the
+            # connection for several seconds, which would hang the user's request.
+            with app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+                app.send_task(
+                    self.task_name, args=[self.pk], retry=False, connection=connection, **options
+                )
         except (BrokerOperationalError, OSError) as exc:
             logger.warning("Could not publish %s %s: %s", self.label(), self.pk, exc)
             raise BrokerUnavailable() from exc

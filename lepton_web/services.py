@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from lepton_web.access import access_check
-from lepton_web.jobs import job_create_and_enqueue
+from lepton_web.jobs import BrokerUnavailable, job_create_and_enqueue
 from lepton_web.models import WorkerCheck, WorkerPresence
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,15 @@ def worker_check_start(*, user: AbstractBaseUser, queue: str, steps: int = 5) ->
 
 
 def worker_checks_start_all(*, user: AbstractBaseUser) -> list[WorkerCheck]:
-    return [worker_check_start(user=user, queue=queue) for queue in WorkerCheck.Queue.values]
+    """One check per queue; if the broker fails part-way, none of them is kept."""
+    started: list[WorkerCheck] = []
+    try:
+        for queue in WorkerCheck.Queue.values:
+            started.append(worker_check_start(user=user, queue=queue))
+    except BrokerUnavailable:
+        WorkerCheck.objects.filter(pk__in=[job.pk for job in started]).delete()
+        raise
+    return started
 
 
 def worker_check_execute(*, job_id: int, worker_hostname: str) -> WorkerCheck | None:

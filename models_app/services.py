@@ -41,7 +41,12 @@ def _safetensors_parameter_count(path: Path) -> int | None:
     with weights.open("rb") as handle:
         header_length = struct.unpack("<Q", handle.read(8))[0]
         header = json.loads(handle.read(header_length))
-    return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    # Floating-point tensors only: integer ones are buffers (BERT's position_ids), not weights.
+    return sum(
+        math.prod(t["shape"])
+        for name, t in header.items()
+        if name != "__metadata__" and t["dtype"] in ("F64", "F32", "F16", "BF16")
+    )
 
 
 def _describe_folder(path: Path) -> dict:

@@ -89,15 +89,15 @@ API_POST_WORKER_CHECK = {
 
 # What a denied user is told at each address: the refused action and the roles that may.
 DENIAL_REASON = {
-    "/": ("view dashboards", "admin, analyst, annotator, viewer"),
+    "/": ("view the dashboard", "admin, analyst, annotator, viewer"),
     "/datasets/": ("view datasets", "admin, analyst, annotator, viewer"),
-    "/datasets/labeling/": ("view labelings", "admin, analyst, annotator, viewer"),
+    "/datasets/labeling/": ("view the labeling queue", "admin, analyst, annotator, viewer"),
     "/training/": ("view training runs", "admin, analyst, viewer"),
     "/models/": ("view model versions", "admin, analyst, viewer"),
     "/models/deployments/": ("view deployments", "admin, analyst, viewer"),
     "/api/v1/base-models/": ("view base models", "admin, analyst, viewer"),
     "/api/v1/worker-checks/": ("view worker checks", "admin, analyst, annotator, viewer"),
-    "/api/v1/health/": ("view dashboards", "admin, analyst, annotator, viewer"),
+    "/api/v1/health/": ("view the dashboard", "admin, analyst, annotator, viewer"),
 }
 POST_DENIAL = ("create worker checks", "admin, analyst")
 
@@ -109,7 +109,9 @@ def denial_sentence(role_key: str, reason: tuple[str, str]) -> str:
 
 
 def cases(grid: dict[str, dict[str, str]], status: str) -> list[tuple[str, str]]:
-    return [(role, row) for row, cells in grid.items() for role, cell in cells.items() if cell == status]
+    return [
+        (role, row) for row, cells in grid.items() for role, cell in cells.items() if cell == status
+    ]
 
 
 @pytest.fixture
@@ -254,7 +256,9 @@ def test_allowed_role_starts_worker_check_through_api(user_for, queue_redis, rol
     api.force_authenticate(user)
 
     with broker_for_this_process(url):
-        response = api.post("/api/v1/worker-checks/", {"queue": "default", "steps": 2}, format="json")
+        response = api.post(
+            "/api/v1/worker-checks/", {"queue": "default", "steps": 2}, format="json"
+        )
 
     assert response.status_code == 201
     job = WorkerCheck.objects.get()

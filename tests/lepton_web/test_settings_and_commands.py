@@ -1,0 +1,284 @@
+"""Production settings refuse to start half-configured; bootstrap and lepton_user commands."""
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import authenticate, get_user_model
+from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
+
+from models_app.models import BaseModel
+
+ROOT = Path(__file__).resolve().parents[2]
+# Every variable settings.py reads (by name or by prefix), so a subprocess sees only what its
+# test gives it.
+SETTINGS_VARIABLES = (
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "PYTEST_VERSION",
+    "TIME_ZONE",
+    "MEDIA_ROOT",
+    "BEHIND_TLS_PROXY",
+    "WORKER_ONLINE_WINDOW_SECONDS",
+    "LOG_LEVEL",
+)
+SETTINGS_PREFIXES = (
+    "LEPTON_",
+    "DATABASE_",
+    "SESSION_",
+    "STORAGE_",
+    "SECURE_",
+    "CELERY_",
+    "JOB_",
+    "DATASET_",
+    "DJANGO_",
+)
+
+
+def manage_check_deploy(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SETTINGS_VARIABLES and not k.startswith(SETTINGS_PREFIXES)
+    }
+    # Empty values, not absent ones, so a developer's .env cannot fill them in (load_dotenv
+    # never overrides a variable that is set, even to "").
+    env.update(SECRET_KEY="", ALLOWED_HOSTS="", DATABASE_URL="", CELERY_BROKER_URL="")
+    env.update(LEPTON_VAR_DIR=str(tmp_path), **variables)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def password_in(output: str) -> str:
+    return re.search(r"^\s*password: (\S+)$", output, re.MULTILINE).group(1)
+
+
+# --- settings ---------------------------------------------------------------------------------
+def test_production_settings_pass_the_deploy_check(tmp_path):
+    result = manage_check_deploy(
+        tmp_path,
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="console.example.com",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_debug_false_without_secret_key_refuses_to_start(tmp_path):
+    result = manage_check_deploy(tmp_path, DEBUG="false", ALLOWED_HOSTS="console.example.com")
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG=false" in result.stderr
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_debug_false_without_allowed_hosts_refuses_to_start(tmp_path):
+    result = manage_check_deploy(tmp_path, DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50))
+
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS must be set when DEBUG=false" in result.stderr
+
+
+def test_debug_that_is_not_true_or_false_refuses_to_start(tmp_path):
+    result = manage_check_deploy(tmp_path, DEBUG="yes")
+
+    assert result.returncode != 0
+    assert "DEBUG must be 'true' or 'false', not 'yes'." in result.stderr
+
+
+# --- lepton_bootstrap -------------------------------------------------------------------------
+@pytest.fixture
+def bootstrap(db, monkeypatch):
+    monkeypatch.delenv("LEPTON_ADMIN_USERNAME", raising=False)
+    monkeypatch.delenv("LEPTON_URL", raising=False)
+
+    def run() -> str:
+        out = StringIO()
+        call_command("lepton_bootstrap", stdout=out)
+        return out.getvalue()
+
+    return run
+
+
+def test_bootstrap_creates_exactly_one_superuser_named_admin(bootstrap):
+    bootstrap()
+
+    users = get_user_model().objects.all()
+    assert [(u.username, u.is_superuser, u.is_staff) for u in users] == [("admin", True, True)]
+    assert list(users[0].groups.values_list("name", flat=True)) == ["admin"]
+
+
+def test_bootstrap_prints_a_password_that_logs_the_admin_in(bootstrap):
+    output = bootstrap()
+
+    user = authenticate(username="admin", password=password_in(output))
+    assert user == get_user_model().objects.get(username="admin")
+
+
+def test_bootstrap_prints_the_console_url(bootstrap):
+    output = bootstrap()
+
+    assert output.splitlines()[-1] == "Lepton Console: open http://127.0.0.1:8000/"
+
+
+def test_bootstrap_registers_the_bundled_model_as_the_default(bootstrap):
+    bootstrap()
+
+    base_model = BaseModel.objects.get()
+    assert (base_model.name, base_model.source, base_model.is_default, base_model.architecture) == (
+        "all-MiniLM-L6-v2",
+        "bundled",
+        True,
+        "BertModel",
+    )
+    assert Path(base_model.location, "config.json").is_file()
+
+
+def test_bootstrap_records_the_bundled_models_real_parameter_count(bootstrap):
+    bootstrap()
+
+    assert BaseModel.objects.get().parameter_count == 22713216
+
+
+def test_bootstrap_takes_the_default_from_another_base_model(bootstrap):
+    BaseModel.objects.create(
+        name="my-bert", source="local", location="/models/bert", is_default=True
+    )
+
+    bootstrap()
+
+    assert list(BaseModel.objects.values_list("name", "is_default")) == [
+        ("all-MiniLM-L6-v2", True),
+        ("my-bert", False),
+    ]
+
+
+def test_second_bootstrap_creates_nothing_and_prints_no_password(bootstrap):
+    bootstrap()
+    users_before = list(get_user_model().objects.values_list("pk", "username", "password"))
+    models_before = list(BaseModel.objects.values_list("pk", "name", "is_default"))
+
+    output = bootstrap()
+
+    assert list(get_user_model().objects.values_list("pk", "username", "password")) == users_before
+    assert list(BaseModel.objects.values_list("pk", "name", "is_default")) == models_before
+    assert "password:" not in output
+    assert (
+        "An admin account already exists. Forgot its password? "
+        "Run: python manage.py lepton_user password admin"
+    ) in output.splitlines()
+
+
+# --- lepton_user -------------------------------------------------------------------------------
+def lepton_user(*args: str) -> str:
+    out = StringIO()
+    call_command("lepton_user", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_user_create_makes_a_user_in_the_role_with_a_working_password(db):
+    output = lepton_user("create", "ana", "--role", "analyst", "--email", "ana@example.com")
+
+    user = get_user_model().objects.get()
+    assert (user.username, user.email, user.is_superuser, user.is_staff) == (
+        "ana",
+        "ana@example.com",
+        False,
+        False,
+    )
+    assert list(user.groups.values_list("name", flat=True)) == ["analyst"]
+    assert output.splitlines()[0] == "Created ana (analyst)."
+    assert authenticate(username="ana", password=password_in(output)) == user
+
+
+def test_user_create_as_admin_makes_a_superuser(db):
+    lepton_user("create", "root", "--role", "admin")
+
+    user = get_user_model().objects.get()
+    assert (user.is_superuser, user.is_staff) == (True, True)
+
+
+def test_user_create_with_token_prints_the_users_api_token(db):
+    output = lepton_user("create", "bot", "--role", "viewer", "--token")
+
+    token = Token.objects.get(user__username="bot")
+    assert output.splitlines()[-1] == f"token: {token.key}"
+
+
+def test_user_create_refuses_an_unknown_role_and_creates_nobody(db):
+    with pytest.raises(CommandError, match=r"argument --role: invalid choice: 'boss'"):
+        lepton_user("create", "ana", "--role", "boss")
+
+    assert not get_user_model().objects.exists()
+
+
+def test_user_create_refuses_an_existing_username_and_keeps_the_user(db):
+    lepton_user("create", "ana", "--role", "viewer")
+    before = list(get_user_model().objects.values_list("pk", "password", "is_superuser"))
+
+    with pytest.raises(CommandError, match=r"^A user named 'ana' already exists\.$"):
+        lepton_user("create", "ana", "--role", "admin")
+
+    assert list(get_user_model().objects.values_list("pk", "password", "is_superuser")) == before
+    assert list(get_user_model().objects.get().groups.values_list("name", flat=True)) == ["viewer"]
+
+
+def test_user_token_prints_the_same_token_every_time(db):
+    lepton_user("create", "bot", "--role", "viewer")
+
+    first = lepton_user("token", "bot").strip()
+    second = lepton_user("token", "bot").strip()
+
+    assert first == second == Token.objects.get(user__username="bot").key
+
+
+def test_user_token_authenticates_api_requests(client, db):
+    lepton_user("create", "bot", "--role", "viewer")
+    key = lepton_user("token", "bot").strip()
+
+    response = client.get("/api/v1/me/", headers={"Authorization": f"Token {key}"})
+
+    assert response.status_code == 200
+    assert response.json()["username"] == "bot"
+    assert response.json()["roles"] == ["viewer"]
+
+
+def test_user_token_for_an_unknown_user_is_refused_and_creates_no_token(db):
+    with pytest.raises(CommandError, match=r"^No user named 'ghost'\.$"):
+        lepton_user("token", "ghost")
+
+    assert not Token.objects.exists()
+
+
+def test_user_password_sets_a_new_password_that_replaces_the_old_one(db):
+    old = password_in(lepton_user("create", "ana", "--role", "analyst"))
+
+    new = password_in(lepton_user("password", "ana"))
+
+    assert new != old
+    assert authenticate(username="ana", password=new) == get_user_model().objects.get()
+    assert authenticate(username="ana", password=old) is None
+
+
+def test_user_password_for_an_unknown_user_is_refused(db):
+    with pytest.raises(CommandError, match=r"^No user named 'ghost'\.$"):
+        lepton_user("password", "ghost")
+
+    assert not get_user_model().objects.exists()
