@@ -111,7 +111,8 @@ class Evaluation(Job):
     )
     split = models.CharField(max_length=16, default="test")
     metrics = models.JSONField(default=dict, blank=True)
-    report = models.JSONField(default=dict, blank=True)
+    # Not "report": Job.report() is the progress method every job has.
+    evaluation_report = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="evaluations"
     )

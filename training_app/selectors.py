@@ -80,3 +80,156 @@ def runs_compare(runs: list[TrainingRun]) -> dict:
         for name in metric_names
     ]
     return {"runs": runs, "params": rows, "metrics": metrics}
+
+
+# --- pages ------------------------------------------------------------------------------------------
+# Added for the server-rendered training pages; the functions above serve the API as well.
+HEADLINE_METRICS = {"single_label": "macro_f1", "multi_label": "macro_f1", "regression": "mse"}
+METRIC_TITLES = {
+    "macro_f1": "macro-F1",
+    "micro_f1": "micro-F1",
+    "accuracy": "accuracy",
+    "subset_accuracy": "subset accuracy",
+    "loss": "loss",
+    "mse": "MSE",
+    "mae": "MAE",
+    "r2": "R²",
+    "spearman": "Spearman",
+}
+MAX_COMPARED_RUNS = 8
+
+
+def snapshot_choices_for_user(*, user) -> QuerySet:
+    """Snapshots a run can train on, newest first."""
+    from datasets_app.models import Snapshot
+
+    access_check(user, "training_run", "view")
+    return (
+        Snapshot.objects.select_related("dataset")
+        .filter(record_count__gt=0)
+        .order_by("-created_at", "-id")
+    )
+
+
+def base_model_choices_for_user(*, user) -> QuerySet:
+    """The base-model catalogue, the default first."""
+    from models_app.selectors import base_model_list_for_user
+
+    return base_model_list_for_user(user=user)
+
+
+def run_dataset_choices_for_user(*, user) -> QuerySet:
+    """Datasets that have at least one run (the run list's dataset filter)."""
+    from datasets_app.models import Dataset
+
+    access_check(user, "training_run", "view")
+    return (
+        Dataset.objects.filter(snapshots__training_runs__isnull=False).distinct().order_by("name")
+    )
+
+
+def run_headline_metric(run: TrainingRun) -> dict | None:
+    """The one number the run list shows: test macro-F1 (MSE for regression), else the best
+    validation value so far. None before the first evaluation."""
+    name = HEADLINE_METRICS.get(run.task, "macro_f1")
+    for source, metrics in (("test", run.test_metrics), ("best", run.best_metrics)):
+        value = (metrics or {}).get(name)
+        if isinstance(value, int | float):
+            return {"name": METRIC_TITLES.get(name, name), "value": value, "source": source}
+    return None
+
+
+def runs_get_for_user(*, user, run_ids: list[int]) -> list[TrainingRun]:
+    """The runs named by ``run_ids``, in that order, without repeats; unknown ids are skipped."""
+    access_check(user, "training_run", "view")
+    wanted = list(dict.fromkeys(run_ids))[:MAX_COMPARED_RUNS]
+    found = TrainingRun.objects.select_related("snapshot__dataset", "base_model").in_bulk(wanted)
+    return [found[run_id] for run_id in wanted if run_id in found]
+
+
+def runs_validation_series(runs: list[TrainingRun]) -> dict:
+    """Validation curves of several runs: {"metrics": [...], "runs": [{id, name, series}]}."""
+    by_run: dict[int, dict[str, list[dict]]] = {run.pk: {} for run in runs}
+    rows = (
+        TrainingMetric.objects.filter(run__in=runs, name__startswith="val_")
+        .order_by("run_id", "step")
+        .values_list("run_id", "name", "step", "value")
+    )
+    for run_id, name, step, value in rows:
+        by_run[run_id].setdefault(name, []).append({"step": step, "value": value})
+    names = sorted({name for series in by_run.values() for name in series})
+    preferred = [f"val_{HEADLINE_METRICS.get(run.task, 'macro_f1')}" for run in runs]
+    first = next((name for name in preferred if name in names), names[0] if names else None)
+    if first:
+        names.remove(first)
+        names.insert(0, first)
+    return {
+        "metrics": names,
+        "runs": [
+            {"id": run.pk, "name": f"#{run.pk} {run}", "series": by_run[run.pk]} for run in runs
+        ],
+    }
+
+
+def run_events(run: TrainingRun) -> QuerySet:
+    return run.events.order_by("created_at", "id")
+
+
+def _label_text(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "(none)"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def run_test_report(run: TrainingRun) -> dict:
+    """The finished run's test report, shaped for the page: metrics, per-class rows, the
+    confusion matrix with row-normalised shares, and the worst mistakes."""
+    report = run.test_report or {}
+    metrics = [
+        {"name": METRIC_TITLES.get(name, name), "value": value}
+        for name, value in (run.test_metrics or {}).items()
+        if isinstance(value, int | float)
+    ]
+    per_class = [
+        {"label": label, **values} for label, values in (report.get("per_class") or {}).items()
+    ]
+    confusion = None
+    matrix = report.get("confusion_matrix")
+    labels = report.get("labels") or []
+    if matrix and len(matrix) == len(labels):
+        rows = []
+        for row_index, (label, counts) in enumerate(zip(labels, matrix, strict=True)):
+            total = sum(counts)
+            cells = [
+                {
+                    "count": count,
+                    "share": count / total if total else 0.0,
+                    # A CSS alpha; formatted here so the decimal point never follows a locale.
+                    "shade": f"{count / total if total else 0.0:.3f}",
+                    "is_diagonal": column == row_index,
+                }
+                for column, count in enumerate(counts)
+            ]
+            rows.append({"label": label, "total": total, "cells": cells})
+        confusion = {"labels": labels, "rows": rows}
+    worst = [
+        {
+            "text": example.get("text", ""),
+            "label": _label_text(example.get("label")),
+            "predicted": _label_text(example.get("predicted")),
+            "loss": example.get("loss"),
+        }
+        for example in (run.worst_examples or [])
+    ]
+    return {"metrics": metrics, "per_class": per_class, "confusion": confusion, "worst": worst}
+
+
+def evaluation_list_for_version(*, user, model_version) -> QuerySet[Evaluation]:
+    access_check(user, "training_run", "view")
+    return (
+        Evaluation.objects.filter(model_version=model_version)
+        .select_related("snapshot__dataset")
+        .order_by("-created_at", "-id")
+    )

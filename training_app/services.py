@@ -178,14 +178,16 @@ def _check_base_model(base_model: BaseModel) -> str | None:
 
 
 def training_config_build(*, task: str, method: str, params: dict):
-    from training_app.trainer import TrainingConfig
+    from training_app.trainer import METRICS_BY_TASK, TrainingConfig
 
     unknown = sorted(set(params) - set(PARAM_NAMES))
     if unknown:
         raise ValidationError({"params": [f"Unknown hyperparameter {name!r}." for name in unknown]})
-    config = TrainingConfig(
-        task=task, method=method, **{k: v for k, v in params.items() if v is not None}
-    )
+    values = {k: v for k, v in params.items() if v is not None}
+    if task in METRICS_BY_TASK:
+        # The engine's default metric (macro-F1) only fits classification; follow the task.
+        values.setdefault("early_stopping_metric", METRICS_BY_TASK[task][0])
+    config = TrainingConfig(task=task, method=method, **values)
     problems = config.validate()
     if problems:
         raise ValidationError({"params": problems})
@@ -486,7 +488,8 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
         evaluation.fail(error=str(exc))
         return evaluation
     Evaluation.objects.filter(pk=evaluation.pk).update(
-        metrics={k: v for k, v in report.items() if isinstance(v, int | float)}, report=report
+        metrics={k: v for k, v in report.items() if isinstance(v, int | float)},
+        evaluation_report=report,
     )
     evaluation.succeed(message=f"Evaluated {len(texts):,} records at {timezone.now():%H:%M}.")
     return evaluation

@@ -5,4 +5,15 @@ from training_app import views
 app_name = "training"
 urlpatterns = [
     path("", views.run_list, name="run_list"),
+    path("compare/", views.run_compare, name="run_compare"),
+    path("new/", views.run_create, name="run_create"),
+    path("estimate/", views.run_estimate, name="run_estimate"),
+    path("<id:run_id>/", views.run_detail, name="run_detail"),
+    path("<id:run_id>/events/", views.run_events_fragment, name="run_events"),
+    path("<id:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path(
+        "model-versions/<id:version_id>/evaluations/",
+        views.version_evaluations,
+        name="version_evaluations",
+    ),
 ]

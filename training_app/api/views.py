@@ -139,9 +139,14 @@ class RunEstimateApi(APIView):
         data = RunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
+        base_model = values.get("base_model") or _default_base_model()
+        if base_model is None:
+            raise serializers.ValidationError(
+                {"base_model": ["No base model is registered; run the bootstrap."]}
+            )
         estimate = services.training_run_estimate(
             snapshot=values["snapshot"],
-            base_model=values.get("base_model") or _default_base_model(),
+            base_model=base_model,
             task=values["task"],
             method=values["method"],
             params=values["params"],
@@ -194,7 +199,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "message",
             "error_message",
             "metrics",
-            "report",
+            "evaluation_report",
             "created_at",
             "finished_at",
         ]

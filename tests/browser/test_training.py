@@ -1,0 +1,103 @@
+"""Training in real headless Chromium: an analyst starts a run of a tiny BERT on a snapshot, a
+real Celery worker trains it on the CPU, and the run page follows it live to the test report."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.training_app.conftest import make_snapshot, register_tiny_base_model, save_tiny_bert
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "correct horse battery staple"
+
+
+def log_in(page, live_server, username: str) -> None:
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_test_id("current-user")).to_have_text(username)
+
+
+def test_start_a_run_watch_it_train_live_and_read_the_test_report(
+    page, live_server, redis_worker, make_user, tmp_path
+):
+    redis_worker(OMP_NUM_THREADS="1")  # tiny models train fastest on one thread
+    analyst = make_user("analyst", username="ana")
+    base_model = register_tiny_base_model(save_tiny_bert(tmp_path / "tiny-bert"))
+    snapshot = make_snapshot(user=analyst, name="Reviews", train=120, validation=30, test=30)
+    log_in(page, live_server, "ana")
+
+    page.goto(f"{live_server.url}/training/")
+    page.get_by_role("link", name="New run").click()
+    expect(page).to_have_url(f"{live_server.url}/training/new/")
+    page.get_by_label("Snapshot", exact=True).select_option(str(snapshot.pk))
+    page.get_by_label("Base model", exact=True).select_option(str(base_model.pk))
+    page.get_by_label("Epochs", exact=True).fill("2")
+    page.get_by_label("Batch size", exact=True).fill("8")
+    page.get_by_label("Max length", exact=True).fill("32")
+    estimate = page.get_by_test_id("estimate")
+    expect(estimate).to_contain_text(re.compile(r"About \d+ minutes?, about \d+\.\d GB memory\."))
+    expect(estimate).to_contain_text("120 training records.")
+
+    page.get_by_role("button", name="Start run").click()
+
+    expect(page).to_have_url(re.compile(r"/training/\d+/$"))
+    expect(page.get_by_role("status").first).to_contain_text("is queued")
+    progress = page.get_by_test_id("job-progress").get_by_role("progressbar")
+    expect(progress).to_have_attribute("aria-valuenow", re.compile(r"^[1-9]\d*$"), timeout=120_000)
+    # When the run ends, the progress component reloads the page, which shows the report.
+    expect(page.get_by_test_id("run-status")).to_have_text("Succeeded", timeout=120_000)
+    expect(page.get_by_test_id("test-report")).to_be_visible()
+    matrix = page.get_by_test_id("confusion-matrix")
+    expect(matrix).to_be_visible()
+    expect(matrix.locator("th.heatmap-col")).to_have_text(["negative", "neutral", "positive"])
+    expect(matrix.locator("th.heatmap-row")).to_have_text(["negative", "neutral", "positive"])
+    expect(page.get_by_test_id("per-class")).to_contain_text("neutral")
+    expect(page.get_by_test_id("worst-examples")).to_be_visible()
+    expect(page.get_by_test_id("events")).to_contain_text("evaluated")
+    assert page.evaluate("Chart.getChart('loss-chart').data.datasets[0].data.length") > 0
+    assert page.evaluate("Chart.getChart('validation-chart').data.datasets.length") >= 2
+    expect(page.get_by_test_id("download")).to_have_text("Download (Hugging Face folder, zip)")
+
+    page.get_by_test_id("model-version-link").click()
+    expect(page.get_by_test_id("version-files")).to_contain_text("config.json")
+    expect(page.get_by_test_id("evaluate-form")).to_be_visible()
+
+
+def test_run_page_charts_poll_the_metrics_api_while_the_run_is_active(
+    page, live_server, transactional_db, make_user, tmp_path
+):
+    """Without a worker: metrics written to the database show up in the charts within a poll."""
+    from training_app.models import TrainingMetric, TrainingRun
+
+    analyst = make_user("analyst", username="ana")
+    base_model = register_tiny_base_model(save_tiny_bert(tmp_path / "tiny-bert"))
+    snapshot = make_snapshot(user=analyst)
+    run = TrainingRun.objects.create(
+        name="Polled",
+        snapshot=snapshot,
+        base_model=base_model,
+        task="single_label",
+        method="full",
+        status="running",
+        progress=10,
+        created_by=analyst,
+    )
+    log_in(page, live_server, "ana")
+    page.goto(f"{live_server.url}/training/{run.pk}/")
+    assert page.evaluate("Chart.getChart('loss-chart').data.datasets[0].data.length") == 0
+
+    TrainingMetric.objects.create(run=run, step=1, name="train_loss", value=1.2)
+    TrainingMetric.objects.create(run=run, step=1, name="train_examples_per_second", value=321.5)
+    TrainingMetric.objects.create(run=run, step=2, name="val_macro_f1", value=0.4)
+
+    page.wait_for_function(
+        "() => Chart.getChart('loss-chart').data.datasets[0].data.length === 1", timeout=10_000
+    )
+    page.wait_for_function(
+        "() => Chart.getChart('validation-chart').data.datasets.length === 1", timeout=10_000
+    )
+    expect(page.locator("#run-throughput")).to_have_text("321.5")

@@ -1,0 +1,259 @@
+"""Forms of the training pages: they check the shape of input; the services check the rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from training_app.models import TrainingRun
+
+SPLITS = [("test", "test"), ("validation", "validation"), ("train", "train")]
+# Hyperparameter fields, in the order the form shows them. The labels are the names the engine
+# uses in its validation sentences ("Epochs must be ..."), which is how each sentence finds the
+# field it belongs next to.
+BASIC_PARAMS = ("learning_rate", "epochs", "batch_size", "max_length")
+ADVANCED_PARAMS = (
+    "warmup_ratio",
+    "weight_decay",
+    "dropout",
+    "optimizer",
+    "scheduler",
+    "gradient_accumulation",
+    "class_weighting",
+    "early_stopping_metric",
+    "early_stopping_patience",
+    "eval_every_steps",
+    "seed",
+    "device",
+    "precision",
+    "lora_r",
+    "lora_alpha",
+)
+
+
+@functools.cache
+def engine_options() -> dict:
+    """Defaults and choices of the training engine.
+
+    The engine imports torch (seconds), so it is read on first use, not at import: the web
+    process pays only once someone opens the new-run form.
+    """
+    from training_app import trainer
+
+    defaults = {
+        field.name: field.default
+        for field in dataclasses.fields(trainer.TrainingConfig)
+        if field.default is not dataclasses.MISSING
+    }
+    metrics: list[str] = []
+    for names in trainer.METRICS_BY_TASK.values():
+        metrics.extend(name for name in names if name not in metrics)
+    return {
+        "defaults": defaults,
+        "learning_rates": dict(trainer.DEFAULT_LEARNING_RATES),
+        "metrics_by_task": {task: list(names) for task, names in trainer.METRICS_BY_TASK.items()},
+        "metrics": metrics,
+        "optimizers": list(trainer.OPTIMIZERS),
+        "schedulers": list(trainer.SCHEDULERS),
+        "devices": list(trainer.DEVICES),
+        "precisions": list(trainer.PRECISIONS),
+    }
+
+
+def _learning_rate_placeholder(rates: dict[str, float]) -> str:
+    names = {"full": "full", "lora": "LoRA", "adalora": "AdaLoRA", "ia3": "IA3", "prefix": "prefix"}
+
+    def short(rate: float) -> str:  # 5e-05 -> 5e-5
+        mantissa, exponent = f"{rate:e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+
+    shown = ", ".join(
+        f"{short(rate)} {names.get(method, method)}" for method, rate in rates.items()
+    )
+    return f"auto ({shown})"
+
+
+class SnapshotChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj) -> str:
+        return f"{obj.dataset.name} v{obj.number} ({obj.record_count:,} records)"
+
+
+def _number(**attrs) -> forms.NumberInput:
+    return forms.NumberInput(attrs={"step": "any", **attrs})
+
+
+class RunForm(forms.Form):
+    """The new-run form. Blank hyperparameters take the engine's defaults."""
+
+    snapshot = SnapshotChoiceField(queryset=None, empty_label="Choose a snapshot", label="Snapshot")
+    base_model = forms.ModelChoiceField(queryset=None, empty_label=None, label="Base model")
+    task = forms.ChoiceField(choices=TrainingRun.Task.choices, label="Task")
+    method = forms.ChoiceField(choices=TrainingRun.Method.choices, label="Method")
+    name = forms.CharField(
+        max_length=200,
+        required=False,
+        label="Name",
+        widget=forms.TextInput(attrs={"placeholder": "dataset vN · base model · method"}),
+    )
+    learning_rate = forms.FloatField(required=False, label="Learning rate", widget=_number())
+    epochs = forms.FloatField(required=False, label="Epochs", widget=_number())
+    batch_size = forms.IntegerField(required=False, label="Batch size")
+    max_length = forms.IntegerField(required=False, label="Max length", help_text="tokens")
+    warmup_ratio = forms.FloatField(required=False, label="Warmup ratio", widget=_number())
+    weight_decay = forms.FloatField(required=False, label="Weight decay", widget=_number())
+    dropout = forms.FloatField(
+        required=False, label="Dropout", widget=_number(placeholder="the model's own")
+    )
+    optimizer = forms.ChoiceField(required=False, label="Optimizer")
+    scheduler = forms.ChoiceField(required=False, label="Scheduler")
+    gradient_accumulation = forms.IntegerField(required=False, label="Gradient accumulation")
+    class_weighting = forms.BooleanField(
+        required=False, label="Class weighting", help_text="weigh rare classes up"
+    )
+    early_stopping_metric = forms.ChoiceField(required=False, label="Early stopping metric")
+    early_stopping_patience = forms.IntegerField(
+        required=False, label="Early stopping patience", help_text="evaluations; 0 turns it off"
+    )
+    eval_every_steps = forms.IntegerField(
+        required=False,
+        label="Evaluation interval",
+        help_text="steps",
+        widget=forms.NumberInput(attrs={"placeholder": "once per epoch"}),
+    )
+    seed = forms.IntegerField(required=False, label="Seed")
+    device = forms.ChoiceField(required=False, label="Device")
+    precision = forms.ChoiceField(required=False, label="Precision")
+    lora_r = forms.IntegerField(required=False, label="LoRA rank", help_text="LoRA and AdaLoRA")
+    lora_alpha = forms.IntegerField(
+        required=False, label="LoRA alpha", help_text="LoRA and AdaLoRA"
+    )
+
+    def __init__(self, *args, snapshots, base_models, **kwargs):
+        options = engine_options()
+        defaults = options["defaults"]
+        initial = {
+            name: defaults.get(name)
+            for name in (*BASIC_PARAMS, *ADVANCED_PARAMS)
+            if defaults.get(name) is not None
+        }
+        initial.pop("early_stopping_metric", None)  # blank: the task's own first metric
+        initial["base_model"] = next((b for b in base_models if b.is_default), None)
+        initial.update(kwargs.pop("initial", None) or {})
+        super().__init__(*args, initial=initial, **kwargs)
+        self.fields["snapshot"].queryset = snapshots
+        self.fields["base_model"].queryset = base_models
+        self.fields["learning_rate"].widget.attrs["placeholder"] = _learning_rate_placeholder(
+            options["learning_rates"]
+        )
+        for name, key in (
+            ("optimizer", "optimizers"),
+            ("scheduler", "schedulers"),
+            ("device", "devices"),
+            ("precision", "precisions"),
+        ):
+            self.fields[name].choices = [(value, value) for value in options[key]]
+        first = {task: names[0] for task, names in options["metrics_by_task"].items()}
+        auto = ", ".join(f"{names} for {task.replace('_', '-')}" for task, names in first.items())
+        self.fields["early_stopping_metric"].choices = [
+            ("", f"auto ({auto})"),
+            *((name, name) for name in options["metrics"]),
+        ]
+
+    # --- what the template loops over --------------------------------------------------------
+    def basic_fields(self) -> list:
+        return [self[name] for name in BASIC_PARAMS]
+
+    def advanced_fields(self) -> list:
+        return [self[name] for name in ADVANCED_PARAMS]
+
+    def advanced_has_errors(self) -> bool:
+        return any(self.errors.get(name) for name in ADVANCED_PARAMS)
+
+    # --- what the service receives ----------------------------------------------------------
+    def params(self) -> dict:
+        """The hyperparameters the user set; blanks are left out so the engine's defaults apply."""
+        data = self.cleaned_data
+        params = {}
+        for name in (*BASIC_PARAMS, *ADVANCED_PARAMS):
+            value = data.get(name)
+            if value is None or value == "":
+                continue
+            params[name] = value
+        if "early_stopping_metric" not in params:
+            task_metrics = engine_options()["metrics_by_task"].get(data.get("task"), [])
+            if task_metrics:
+                params["early_stopping_metric"] = task_metrics[0]
+        return params
+
+    def service_arguments(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "snapshot": data["snapshot"],
+            "base_model": data["base_model"],
+            "task": data["task"],
+            "method": data["method"],
+            "params": self.params(),
+        }
+
+    def add_service_errors(self, error: ValidationError) -> None:
+        """Put each of the service's sentences next to the field it is about."""
+        if not hasattr(error, "error_dict"):
+            for message in error.messages:
+                self.add_error(None, message)
+            return
+        by_label = sorted(
+            ((self.fields[name].label, name) for name in (*BASIC_PARAMS, *ADVANCED_PARAMS)),
+            key=lambda pair: -len(pair[0]),
+        )
+        for key, messages in error.message_dict.items():
+            for message in messages:
+                if key == "params":
+                    field = next(
+                        (name for label, name in by_label if message.startswith(label + " ")),
+                        None,
+                    )
+                elif key in self.fields:
+                    field = key
+                else:
+                    field = None
+                self.add_error(field, message)
+
+
+class EvaluationForm(forms.Form):
+    snapshot = SnapshotChoiceField(queryset=None, empty_label="Choose a snapshot", label="Snapshot")
+    split = forms.ChoiceField(choices=SPLITS, label="Split")
+
+    def __init__(self, *args, snapshots, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["snapshot"].queryset = snapshots
+
+    def add_service_errors(self, error: ValidationError) -> None:
+        if not hasattr(error, "error_dict"):
+            for message in error.messages:
+                self.add_error(None, message)
+            return
+        for key, messages in error.message_dict.items():
+            for message in messages:
+                self.add_error(key if key in self.fields else None, message)
+
+    def error_sentences(self) -> list[str]:
+        """Every error as a sentence that names its field, for a flash message."""
+        sentences = list(self.non_field_errors())
+        for name, errors in self.errors.items():
+            if name in self.fields:
+                sentences.extend(f"{self.fields[name].label}: {message}" for message in errors)
+        return sentences
+
+
+class RunFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        required=False, choices=[("", "All statuses"), *TrainingRun.Status.choices]
+    )
+    dataset = forms.ModelChoiceField(queryset=None, required=False, empty_label="All datasets")
+
+    def __init__(self, *args, datasets, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"].queryset = datasets
