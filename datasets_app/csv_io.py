@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from zlib import error as zlib_error
 
 import charset_normalizer
 import pandas as pd
@@ -190,6 +191,7 @@ def detect_encoding(sample: bytes, *, complete: bool) -> str:
         # A sample cut in the middle of a multi-byte character is still UTF-8.
         if not complete and exc.start >= len(sample) - 3 and exc.reason == "unexpected end of data":
             return "utf-8"
+        _raise_if_mostly_utf8(sample, exc)
     best = charset_normalizer.from_bytes(sample).best()
     if best is None:
         raise ImportProblem(
@@ -208,6 +210,27 @@ def detect_encoding(sample: bytes, *, complete: bool) -> str:
     return ENCODING_ALIASES.get(name, best.encoding)
 
 
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
+
+
+def _raise_if_mostly_utf8(sample: bytes, error: UnicodeDecodeError) -> None:
+    """A UTF-8 file with a few stray bytes is a damaged UTF-8 file, not a cp1252 one.
+
+    Guessing another encoding would import every accented letter as mojibake, so name the line.
+    """
+    decoded = sample.decode("utf-8", errors="replace")
+    bad = decoded.count("\ufffd")
+    good = sum(1 for ch in decoded if ord(ch) > 127 and ch != "\ufffd")
+    if good >= 3 and bad * 20 <= good and _UTF8_MULTIBYTE.search(sample):
+        line = sample[: error.start].count(b"\n") + 1
+        raise ImportProblem(
+            f"Line {line} has a byte that is not valid UTF-8 (0x{sample[error.start]:02x}), "
+            "while the rest of the file is UTF-8. Fix or remove that line, or choose the "
+            "encoding yourself if the file is not UTF-8.",
+            line=line,
+        )
+
+
 def _binary_kind(sample: bytes) -> str | None:
     for signature, kind in BINARY_SIGNATURES:
         if sample.startswith(signature):
@@ -220,13 +243,29 @@ def _line_of(text: str, index: int) -> int:
 
 
 def _sniff_delimiter(lines: list[str]) -> str:
-    sample = "\n".join(lines[:50])
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-    except csv.Error:
-        counts = {d: sum(line.count(d) for line in lines[:50]) for d in ",;\t|"}
-        best = max(counts, key=counts.get)
-        return best if counts[best] else ","
+    """The delimiter that splits the first lines into the most consistent number of fields.
+
+    csv.Sniffer is fooled by quotes next to ';' or '|' inside texts; counting fields per line
+    with a real CSV parser for each candidate is not.
+    """
+    sample = lines[:50]
+    best, best_score = ",", (-1.0, 0)
+    for candidate in (",", ";", "\t", "|"):
+        try:
+            counts = [len(row) for row in csv.reader(sample, delimiter=candidate)]
+        except csv.Error:
+            continue
+        if not counts:
+            continue
+        mode = max(set(counts), key=counts.count)
+        if mode < 2:
+            continue
+        consistency = counts.count(mode) / len(counts)
+        header_agrees = 1.0 if counts[0] == mode else 0.0
+        score = (consistency + header_agrees, mode)
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
 
 
 def _clean_header(names: list[str]) -> list[str]:
@@ -301,6 +340,8 @@ def detect(
             line=1,
         )
     lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ImportProblem("The file is empty.")
     if not complete and len(lines) > 1:
         lines = lines[:-1]  # the last line of a partial sample may be cut short
 
@@ -375,8 +416,8 @@ def _read_preview(text: str, *, delimiter: str, complete: bool) -> pd.DataFrame:
             )
     except pd.errors.EmptyDataError:
         raise ImportProblem("The file is empty.") from None
-    except pd.errors.ParserError as exc:
-        raise ImportProblem(f"The file could not be read as delimited text: {exc}") from None
+    except (pd.errors.ParserError, csv.Error) as exc:
+        raise ImportProblem(f"The file could not be read as delimited text: {exc}.") from None
 
 
 def _detect_jsonl(lines, encoding, compression, size, complete, sample_len, limits) -> Detection:
@@ -473,16 +514,26 @@ def iter_records(
                 ) from None
             except pd.errors.ParserError as exc:
                 raise ImportProblem(_parser_message(str(exc))) from None
-            except ValueError as exc:  # JSON Lines
+            except (EOFError, gzip.BadGzipFile, zlib_error) as exc:
+                raise ImportProblem(
+                    f"The compressed file is cut short or damaged after about row {row_offset}: "
+                    f"{exc}. Compress it again and upload it."
+                ) from None
+            except (ValueError, TypeError) as exc:  # JSON Lines
                 raise ImportProblem(
                     f"A line after row {row_offset} is not valid JSON: {exc}. "
                     "JSON Lines files hold one object per line."
                 ) from None
+        ragged = [
+            tuple(int(g) for g in match.groups())
+            for warning in caught
+            for match in _BAD_LINE.finditer(str(warning.message))
+        ]
         problems = []
-        for warning in caught:
-            match = _BAD_LINE.search(str(warning.message))
-            if match:
-                line, expected, saw = (int(g) for g in match.groups())
+        if ragged:
+            lines = _physical_lines(path, detection, [record for record, _, _ in ragged])
+            for record, expected, saw in ragged:
+                line = lines.get(record, record)
                 problems.append(
                     ImportProblem(
                         f"Line {line} has {saw} fields but the header has {expected}. "
@@ -493,6 +544,34 @@ def iter_records(
         frame = _to_records(raw, detection, mapping, limits, row_offset, problems)
         row_offset += len(raw)
         yield ParsedChunk(frame=frame, problems=problems)
+
+
+def _physical_lines(path: Path, detection: Detection, records: list[int]) -> dict[int, int]:
+    """Map pandas' record numbers (header = 1) to the file's line numbers.
+
+    They differ after values with quoted line breaks. Only called when rows are bad, so one
+    pass with the csv module up to the last bad record is affordable.
+    """
+    wanted, found = set(records), {}
+    last = max(wanted)
+    with (
+        open_bytes(path) as raw,
+        io.TextIOWrapper(raw, encoding=detection.encoding, errors="replace", newline="") as text,
+    ):
+        reader = csv.reader(
+            text, delimiter=detection.delimiter, quotechar=detection.quotechar or '"'
+        )
+        previous_line = 0
+        try:
+            for number, _row in enumerate(reader, start=1):
+                if number in wanted:
+                    found[number] = previous_line + 1
+                if number >= last:
+                    break
+                previous_line = reader.line_num
+        except csv.Error:
+            pass  # keep pandas' numbers for anything past a line the csv module cannot read
+    return found
 
 
 def _parser_message(text: str) -> str:
@@ -598,9 +677,12 @@ def _to_records(
         mapping.id_column,
     }
     extra = [c for c in detection.columns if c not in mapped]
+    # JSON Lines rows may lack a field (NaN): store null, which JSON columns accept.
     if extra:
+        values = raw[extra].astype(object)
+        values = values.where(values.notna(), None)
         out["metadata"] = [
-            json.dumps(row, ensure_ascii=False) for row in raw[extra].astype(str).to_dict("records")
+            json.dumps(row, ensure_ascii=False, default=str) for row in values.to_dict("records")
         ]
     else:
         out["metadata"] = "{}"

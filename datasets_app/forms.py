@@ -23,7 +23,8 @@ HEADERS = [("", "Detect automatically"), ("yes", "First row is a header"), ("no"
 
 
 class UploadForm(forms.Form):
-    file = forms.FileField()
+    # Empty files reach the service, which explains what is wrong with them.
+    file = forms.FileField(allow_empty_file=True)
     name = forms.CharField(max_length=200, required=False)
 
 

@@ -99,6 +99,15 @@ class DatasetJob(Job):
     def verbose_kind(self) -> str:
         return "import" if self.kind == self.Kind.IMPORT else "quality report"
 
+    def recover(self) -> str:
+        """After the sweeper's verdict, an import that will not run again releases its dataset."""
+        from datasets_app.services.imports import dataset_import_abandoned
+
+        outcome = super().recover()
+        if outcome == "failed" and self.kind == self.Kind.IMPORT:
+            dataset_import_abandoned(job=self)
+        return outcome
+
 
 class Record(models.Model):
     """One row of a dataset. Cleaning never deletes: it excludes, or edits keeping the original."""
@@ -117,6 +126,8 @@ class Record(models.Model):
     label = models.CharField(max_length=500, blank=True)
     original_label = models.CharField(max_length=500, null=True, blank=True)  # noqa: DJ001 NULL = never edited
     split = models.CharField(max_length=16, blank=True)
+    # The split the file gave, kept so "use the file's split" works after a random split.
+    file_split = models.CharField(max_length=16, blank=True)
     external_id = models.CharField(max_length=255, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # Comma-wrapped tokens (",empty,truncated,") so any database can filter with LIKE.

@@ -129,7 +129,8 @@ def export_stream(
             yield "\n".join(batch) + "\n"
         return
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # RFC 4180 line ends: with "\r\n" as terminator, a lone "\r" inside a text gets quoted.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(EXPORT_FIELDS)
     for count, row in enumerate(_export_rows(dataset=dataset, snapshot=snapshot), start=1):
         writer.writerow([row[0], *(spreadsheet_safe(value) for value in row[1:])])

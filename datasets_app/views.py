@@ -99,6 +99,12 @@ def dataset_demo(request):
     return redirect("datasets:dataset_detail", dataset.pk)
 
 
+def _top_labels(label_counts: dict, limit: int = 40) -> dict:
+    # JSON columns do not keep key order on PostgreSQL (jsonb), so sort by count here.
+    ranked = sorted(label_counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return {"labels": [label for label, _ in ranked], "values": [count for _, count in ranked]}
+
+
 def _detail_context(request, dataset, **extra) -> dict:
     jobs = dataset_latest_jobs(dataset)
     columns = dataset.detection.get("columns", [])
@@ -127,10 +133,7 @@ def _detail_context(request, dataset, **extra) -> dict:
         "snapshots": dataset.snapshots.all(),
         "cleaning_actions": dataset.cleaning_actions.all()[:10],
         "report": report,
-        "label_chart": {
-            "labels": list(label_counts)[:40],
-            "values": list(label_counts.values())[:40],
-        },
+        "label_chart": _top_labels(label_counts),
         "limits": _limits_context(),
         **extra,
     }

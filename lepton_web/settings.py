@@ -237,6 +237,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "lepton_web.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # ?format= is ours (export csv|jsonl), not DRF's renderer override.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Lepton Console API",

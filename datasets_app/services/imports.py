@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import logging
@@ -200,6 +201,13 @@ def dataset_import_cancel(*, job: DatasetJob, user) -> DatasetJob:
     return job
 
 
+def dataset_import_abandoned(*, job: DatasetJob) -> None:
+    """The sweeper gave up on this import (its workers kept dying): drop what it staged."""
+    Record.objects.filter(import_run=job).delete()
+    job.refresh_from_db(fields=["error_message"])
+    _dataset_settle(job.dataset_id, message=job.error_message)
+
+
 def dataset_delete(*, dataset: Dataset, user) -> None:
     access_check(user, "dataset", "delete")
     stored = dataset.source_file
@@ -215,6 +223,7 @@ RECORD_COLUMNS = [
     "text",
     "label",
     "split",
+    "file_split",
     "external_id",
     "metadata",
     "flags",
@@ -247,6 +256,7 @@ class RecordWriter:
 
     def write(self, frame: pd.DataFrame) -> None:
         frame = frame.assign(
+            file_split=frame["split"],
             dataset_id=self.dataset_id,
             import_run_id=self.import_run_id,
             is_excluded=False,
@@ -257,7 +267,8 @@ class RecordWriter:
             return
         self._raise_if_failed()
         buffer = io.StringIO()
-        frame.to_csv(buffer, header=False, index=False)
+        # Every field quoted: a lone carriage return inside a text must not end the row.
+        frame.to_csv(buffer, header=False, index=False, quoting=csv.QUOTE_ALL)
         buffer.seek(0)
         if self.pipelined:
             self._queue.put(buffer)
@@ -277,7 +288,7 @@ class RecordWriter:
             raise self._error
 
     def _copy(self, buffer: io.StringIO) -> None:
-        not_null = "text, label, split, external_id, flags, exclusion_reason"
+        not_null = "text, label, split, file_split, external_id, flags, exclusion_reason"
         sql = (
             f"COPY {self.table} ({', '.join(RECORD_COLUMNS)}) FROM STDIN "
             f"WITH (FORMAT csv, FORCE_NOT_NULL ({not_null}))"
@@ -465,4 +476,5 @@ def demo_dataset_load(*, user) -> Dataset:
     dataset_import_start(
         dataset=dataset, user=user, mapping={"text_columns": ["text"], "label_column": "label"}
     )
+    dataset.refresh_from_db()
     return dataset

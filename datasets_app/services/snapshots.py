@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, Max
+from django.db.models import Count, F, Max
 
 from datasets_app import cleaning
 from datasets_app.models import Dataset, Record, Snapshot, SnapshotRecord
@@ -36,14 +36,17 @@ def dataset_split(
                 {"mode": "The file had no split column mapped. Choose a random split."}
             )
         active = Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=False)
-        missing = active.filter(split="").count()
+        missing = active.filter(file_split="").count()
         if missing:
+            noun = "record has" if missing == 1 else "records have"
             raise ValidationError(
                 {
-                    "mode": f"{missing:,} records have no split in the file. Fill them in, or split at random."
+                    "mode": f"{missing:,} {noun} no split in the file. Fill them in, or split at random."
                 }
             )
-        return dataset_refresh_counts(dataset)
+        with transaction.atomic():
+            active.exclude(split=F("file_split")).update(split=F("file_split"))
+            return dataset_refresh_counts(dataset)
     if mode != "random":
         raise ValidationError({"mode": "Mode must be 'random' or 'file'."})
     ratios = tuple(float(r) for r in ratios)
