@@ -9,29 +9,14 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from training_app.models import TrainingRun
+from training_app.services import PARAM_NAMES
 
 SPLITS = [("test", "test"), ("validation", "validation"), ("train", "train")]
 # Hyperparameter fields, in the order the form shows them. The labels are the names the engine
 # uses in its validation sentences ("Epochs must be ..."), which is how each sentence finds the
 # field it belongs next to.
 BASIC_PARAMS = ("learning_rate", "epochs", "batch_size", "max_length")
-ADVANCED_PARAMS = (
-    "warmup_ratio",
-    "weight_decay",
-    "dropout",
-    "optimizer",
-    "scheduler",
-    "gradient_accumulation",
-    "class_weighting",
-    "early_stopping_metric",
-    "early_stopping_patience",
-    "eval_every_steps",
-    "seed",
-    "device",
-    "precision",
-    "lora_r",
-    "lora_alpha",
-)
+ADVANCED_PARAMS = tuple(name for name in PARAM_NAMES if name not in BASIC_PARAMS)
 
 
 @functools.cache

@@ -89,8 +89,14 @@ class RunInputSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
-def _default_base_model() -> BaseModel | None:
-    return BaseModel.objects.filter(is_default=True).first()
+def _chosen_base_model(values: dict) -> BaseModel:
+    """The base model asked for, else the catalogue's default."""
+    base_model = values.get("base_model") or BaseModel.objects.filter(is_default=True).first()
+    if base_model is None:
+        raise serializers.ValidationError(
+            {"base_model": ["No base model is registered; run the bootstrap."]}
+        )
+    return base_model
 
 
 class RunListApi(APIView):
@@ -113,11 +119,7 @@ class RunListApi(APIView):
         data = RunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        base_model = values.get("base_model") or _default_base_model()
-        if base_model is None:
-            raise serializers.ValidationError(
-                {"base_model": ["No base model is registered; run the bootstrap."]}
-            )
+        base_model = _chosen_base_model(values)
         run = services.training_run_start(
             user=request.user,
             snapshot=values["snapshot"],
@@ -139,11 +141,7 @@ class RunEstimateApi(APIView):
         data = RunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        base_model = values.get("base_model") or _default_base_model()
-        if base_model is None:
-            raise serializers.ValidationError(
-                {"base_model": ["No base model is registered; run the bootstrap."]}
-            )
+        base_model = _chosen_base_model(values)
         estimate = services.training_run_estimate(
             snapshot=values["snapshot"],
             base_model=base_model,
