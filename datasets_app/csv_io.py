@@ -24,6 +24,9 @@ import charset_normalizer
 import pandas as pd
 
 SAMPLE_BYTES = 256 * 1024
+MAX_LABEL_CHARS = 500  # Record.label
+MAX_ID_CHARS = 255  # Record.external_id
+MAX_LENGTH_PROBLEMS = 20
 PREVIEW_ROWS = 20
 SPLIT_ALIASES = {
     "train": "train",
@@ -332,8 +335,15 @@ def detect(
             "The file may be binary or UTF-16 without a byte-order mark; save it as CSV UTF-8.",
             line=_line_of(text, nul),
         )
-    first_newline = text.find("\n")
-    if (first_newline < 0 and not complete) or first_newline > limits.max_line_bytes:
+    line_break = re.search(r"[\r\n]", text)
+    first_break = line_break.start() if line_break else -1
+    if first_break < 0 and not complete:
+        raise ImportProblem(
+            f"The first {SAMPLE_BYTES // 1024} KB of the file hold no line break, so this is not "
+            "a table with one record per line. Check the delimiter and the line endings.",
+            line=1,
+        )
+    if first_break > limits.max_line_bytes:
         raise ImportProblem(
             f"The first line is longer than {limits.max_line_bytes // 1024**2} MB, so this is not "
             "a table with one record per line. Check the delimiter and line endings.",
@@ -371,6 +381,13 @@ def detect(
             "Check the delimiter, or remove columns you do not need.",
             line=1,
         )
+    if rows.empty and len(lines) > 1:
+        raise ImportProblem(
+            f"None of the first rows has the {len(columns)} fields the header has (line 2 has "
+            f"{len(next(csv.reader([lines[1]], delimiter=delimiter)))}). Check the delimiter, or "
+            "put values that contain it in double quotes.",
+            line=2,
+        )
     if rows.empty:
         raise ImportProblem("The file has a header but no rows under it.", line=2)
     data_bytes = len(sample) - (
@@ -399,12 +416,12 @@ def detect(
 
 def _read_preview(text: str, *, delimiter: str, complete: bool) -> pd.DataFrame:
     if not complete:
-        text = text[: text.rfind("\n") + 1] or text
+        text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1] or text
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return pd.read_csv(
-                io.StringIO(text),
+                io.StringIO(text, newline=""),  # "" keeps \r-only line ends as line ends
                 sep=delimiter,
                 header=None,
                 dtype=str,
@@ -417,7 +434,7 @@ def _read_preview(text: str, *, delimiter: str, complete: bool) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise ImportProblem("The file is empty.") from None
     except (pd.errors.ParserError, csv.Error) as exc:
-        raise ImportProblem(f"The file could not be read as delimited text: {exc}.") from None
+        raise ImportProblem(_parser_message(str(exc))) from None
 
 
 def _detect_jsonl(lines, encoding, compression, size, complete, sample_len, limits) -> Detection:
@@ -431,7 +448,10 @@ def _detect_jsonl(lines, encoding, compression, size, complete, sample_len, limi
                 line=number,
             ) from None
         if not isinstance(value, dict):
-            raise ImportProblem(f"Line {number} is not a JSON object.", line=number)
+            raise ImportProblem(
+                f"Line {number} is not a JSON object; JSON Lines files hold one object per line.",
+                line=number,
+            )
         for key in value:
             if key not in columns:
                 columns.append(key)
@@ -509,15 +529,16 @@ def iter_records(
                 return
             except UnicodeDecodeError as exc:
                 raise ImportProblem(
-                    f"Part of the file is not valid {detection.encoding} (byte 0x{exc.object[exc.start]:02x} "
-                    f"after about row {row_offset + 1}). Choose the file's real encoding and retry."
+                    f"Part of the file is not valid {detection.encoding} (byte "
+                    f"0x{exc.object[exc.start]:02x} somewhere in rows {row_offset + 1:,} to "
+                    f"{row_offset + chunk_rows:,}). Choose the file's real encoding."
                 ) from None
             except pd.errors.ParserError as exc:
                 raise ImportProblem(_parser_message(str(exc))) from None
             except (EOFError, gzip.BadGzipFile, zlib_error) as exc:
                 raise ImportProblem(
-                    f"The compressed file is cut short or damaged after about row {row_offset}: "
-                    f"{exc}. Compress it again and upload it."
+                    f"The compressed file is cut short or damaged ({exc}). Compress it again "
+                    "and upload it."
                 ) from None
             except (ValueError, TypeError) as exc:  # JSON Lines
                 raise ImportProblem(
@@ -575,8 +596,8 @@ def _physical_lines(path: Path, detection: Detection, records: list[int]) -> dic
 
 
 def _parser_message(text: str) -> str:
-    if "EOF inside string" in text or "EOF inside" in text:
-        line = re.search(r"line (\d+)", text)
+    if "EOF inside" in text or "unexpected end of data" in text:
+        line = re.search(r"(?:line|row) (\d+)", text)
         where = f" starting on line {line.group(1)}" if line else ""
         return (
             f"A quoted value{where} is never closed, so the rest of the file would be one value. "
@@ -587,17 +608,41 @@ def _parser_message(text: str) -> str:
     return f"The file could not be read as delimited text: {text}"
 
 
+def _jsonl_chunks(path: Path, detection: Detection, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """JSON Lines one line at a time, so a bad line is named by its number."""
+    with (
+        open_bytes(path) as raw,
+        io.TextIOWrapper(raw, encoding=detection.encoding, newline=None) as text,
+    ):
+        rows: list[dict] = []
+        for number, line in enumerate(text, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ImportProblem(
+                    f"Line {number} is not valid JSON ({exc.msg}); JSON Lines files hold one "
+                    "object per line.",
+                    line=number,
+                ) from None
+            if not isinstance(value, dict):
+                raise ImportProblem(
+                    f"Line {number} is not a JSON object; JSON Lines files hold one object per line.",
+                    line=number,
+                )
+            rows.append(value)
+            if len(rows) == chunk_rows:
+                yield pd.DataFrame.from_records(rows, columns=detection.columns)
+                rows = []
+        if rows:
+            yield pd.DataFrame.from_records(rows, columns=detection.columns)
+
+
 def _open_reader(path: Path, detection: Detection, chunk_rows: int):
     compression = detection.compression
     if detection.format == "jsonl":
-        return pd.read_json(
-            path,
-            lines=True,
-            chunksize=chunk_rows,
-            dtype=False,
-            encoding=detection.encoding,
-            compression=compression,
-        )
+        return _jsonl_chunks(path, detection, chunk_rows)
     return pd.read_csv(
         path,
         sep=detection.delimiter,
@@ -657,6 +702,21 @@ def _to_records(
             else "",
         }
     )
+    for column, limit, noun in (
+        ("label", MAX_LABEL_CHARS, "label"),
+        ("external_id", MAX_ID_CHARS, "id"),
+    ):
+        lengths = out[column].str.len() if not isinstance(out[column], str) else None
+        if lengths is None:
+            continue
+        for index in lengths[lengths > limit].index[:MAX_LENGTH_PROBLEMS]:
+            problems.append(
+                ImportProblem(
+                    f"Row {row_offset + index + 1} has a {noun} of {lengths[index]:,} characters; "
+                    f"{noun}s can be at most {limit}. Shorten it or map another column.",
+                    column=mapping.label_column if noun == "label" else mapping.id_column,
+                )
+            )
     if mapping.split_column:
         given = _as_text(raw[mapping.split_column]).str.strip().str.lower()
         normalised = given.map(SPLIT_ALIASES)
@@ -664,8 +724,8 @@ def _to_records(
         for index in unknown[unknown].index[:20]:
             problems.append(
                 ImportProblem(
-                    f"Row {row_offset + index + 1}: split '{given[index]}' is not one of train, "
-                    "validation or test.",
+                    f"Row {row_offset + index + 1} has split '{given[index]}'. Use train, "
+                    "validation or test, or leave it empty.",
                     line=None,
                     column=mapping.split_column,
                 )

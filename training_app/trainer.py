@@ -13,7 +13,11 @@ What makes it fast on a CPU (see shared STACK.md for the measurements behind thi
   longest batch goes first, so an out-of-memory error shows at once, not an hour in);
 - every batch is padded only to its own longest text (dynamic padding);
 - fused AdamW where torch has it (CPU and CUDA in recent torch), bf16 autocast on GPUs that
-  support it, `torch.inference_mode()` for evaluation.
+  support it, `torch.inference_mode()` for evaluation;
+- torch uses every core this process may run on, unless OMP_NUM_THREADS says fewer: on a shared
+  machine a thread whose core is taken stalls every operation (a MiniLM step measured 0.2-3.3 s
+  with 2 threads under load, a steady 0.33 s with 1), so a worker that shares its cores should
+  set it.
 
 Methods: "full" fine-tuning, or peft's LoRA, AdaLoRA, prefix tuning and IA3. For LoRA, AdaLoRA
 and IA3 the artifact holds the adapter merged into the weights (a plain Hugging Face folder) plus

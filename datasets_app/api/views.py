@@ -1,6 +1,7 @@
 import json
 
 from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -270,7 +271,9 @@ def export_response(*, dataset, snapshot, fmt: str) -> StreamingHttpResponse:
         if fmt == "csv"
         else "application/x-ndjson; charset=utf-8",
     )
-    response["Content-Disposition"] = f'attachment; filename="{safe}.{fmt}"'
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=f"{safe}.{fmt}"
+    )
     return response
 
 

@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import connection, transaction
 from django.db.models import Count
+from django.utils import timezone
 
 from datasets_app.csv_io import ColumnMapping, Detection, ImportProblem, detect, iter_records
 from datasets_app.limits import human_bytes, import_limits
@@ -110,6 +111,11 @@ def dataset_detect(
     has_header: bool | None = None,
 ) -> Dataset:
     """(Re)detect how to read the stored file; user overrides win over detection."""
+    if dataset.jobs.filter(kind=DatasetJob.Kind.IMPORT, status__in=["queued", "running"]).exists():
+        raise ValidationError(
+            "An import of this file is queued or running. Wait for it or cancel it, then read "
+            "the file again."
+        )
     try:
         with local_copy(dataset.source_file) as path:
             detection = detect(
@@ -395,10 +401,9 @@ def _import_fail(job: DatasetJob, problems: list[ImportProblem], *, rows_read: i
     DatasetJob.objects.filter(pk=job.pk).update(problems=[p.as_dict() for p in shown])
     more = " (and more)" if len(problems) > MAX_PROBLEMS else ""
     count = f"{len(shown)} problem{'s' if len(shown) != 1 else ''}{more}"
-    summary = (
-        f"Nothing was imported: {count} found. First: {shown[0].message} "
-        "Fix the file or change the mapping, then retry."
-    )
+    summary = f"Nothing was imported: {count} found. First: {shown[0].message}"
+    if "retry" not in summary and "upload" not in summary:
+        summary += " Fix the file or change the mapping, then retry."
     job.fail(error=summary)
     _dataset_settle(job.dataset_id, message=summary)
     return job
@@ -418,6 +423,8 @@ def _import_finish(job: DatasetJob, *, rows: int, seconds: float) -> DatasetJob:
         dataset_refresh_counts(dataset, save=False)
         dataset.quality_report = {}
         dataset.save()
+        # Fixes applied to the records this import replaces can no longer be undone.
+        dataset.cleaning_actions.filter(undone_at__isnull=True).update(undone_at=timezone.now())
         job.succeed(message=f"Imported {rows:,} records in {seconds:.1f} s.")
     if previous:
         Record.objects.filter(import_run_id=previous).delete()

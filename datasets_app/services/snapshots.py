@@ -38,10 +38,10 @@ def dataset_split(
         active = Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=False)
         missing = active.filter(file_split="").count()
         if missing:
-            noun = "record has" if missing == 1 else "records have"
+            noun, them = ("record has", "it") if missing == 1 else ("records have", "them")
             raise ValidationError(
                 {
-                    "mode": f"{missing:,} {noun} no split in the file. Fill them in, or split at random."
+                    "mode": f"{missing:,} {noun} no split in the file. Fill {them} in, or split at random."
                 }
             )
         with transaction.atomic():

@@ -1,0 +1,126 @@
+"""Datasets in real headless Chromium, with a real worker importing on Redis: upload with the
+progress bar, map columns, watch the import finish live, see the report, browse records; and a
+file with a ragged row ending in a plain sentence with its line number."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from datasets_app.models import Dataset
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "correct horse battery staple"
+INTENTS = {
+    "card_arrival": "When will my new card arrive",
+    "lost_pin": "I forgot the PIN of my card",
+    "top_up": "My top up did not go through",
+    "refund": "How do I get a refund for order",
+}
+
+
+def support_csv() -> tuple[str, int]:
+    """220 distinct messages in four intents plus 6 exact copies: a duplicate finding."""
+    lines = [
+        f"{phrase} number {n},{intent}" for n in range(55) for intent, phrase in INTENTS.items()
+    ]
+    lines += lines[:6]
+    return "text,label\n" + "\n".join(lines) + "\n", len(lines)
+
+
+def log_in_and_open_datasets(page, live_server, make_user) -> None:
+    make_user("analyst", username="ana")
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ana")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_test_id("current-user")).to_have_text("ana")
+    page.get_by_role("link", name="Datasets", exact=True).click()
+    expect(page).to_have_url(f"{live_server.url}/datasets/")
+    page.wait_for_load_state("load")  # upload.js has attached its listeners
+
+
+def upload_with_the_drop_zone(page, path) -> None:
+    """Choose the file and press Upload: upload.js sends it by XHR (JSON 201), then navigates."""
+    page.set_input_files("#id_file", str(path))
+    expect(page.get_by_test_id("dropzone")).to_contain_text(path.name)
+    with page.expect_response(
+        lambda r: r.url.endswith("/datasets/upload/") and r.request.method == "POST"
+    ) as answer:
+        page.get_by_role("button", name="Upload", exact=True).click()
+    assert answer.value.status == 201  # the XHR path; the plain form would get a 302
+    expect(page).to_have_url(re.compile(r"/datasets/\d+/$"))
+
+
+def test_upload_map_import_watch_report_and_browse(
+    page, live_server, redis_worker, make_user, tmp_path
+):
+    redis_worker()
+    csv_text, rows = support_csv()
+    path = tmp_path / "support.csv"
+    path.write_text(csv_text)
+    log_in_and_open_datasets(page, live_server, make_user)
+
+    upload_with_the_drop_zone(page, path)
+
+    expect(page.get_by_test_id("dataset-status")).to_have_text("Uploaded")
+    preview = page.get_by_test_id("preview")
+    expect(preview).to_contain_text("When will my new card arrive number 0")
+    expect(preview.locator("th")).to_have_text(["text", "label"])
+    form = page.get_by_test_id("mapping-form")
+    form.locator('input[name="text_columns"][value="text"]').check()
+    form.locator('input[name="text_columns"][value="label"]').uncheck()
+    form.get_by_label("Label column").select_option("label")
+    form.get_by_role("button", name="Start import").click()
+
+    # From here on the page changes by itself: htmx polls the job, and HX-Refresh reloads it
+    # when the job ends.
+    job = page.get_by_test_id("job-progress").first
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    expect(job).to_contain_text("Succeeded")
+    expect(job).to_contain_text(f"Imported {rows} records")
+    expect(page.get_by_test_id("dataset-status")).to_have_text("Ready")
+    expect(page.get_by_test_id("record-count")).to_have_text(str(rows))
+    expect(page.get_by_test_id("label-chart")).to_be_visible()
+    assert page.evaluate(
+        "() => Chart.getChart(document.getElementById('label-chart')).data.labels.length"
+    ) == len(INTENTS)
+    duplicates = page.locator('.finding[data-kind="exact_duplicate"]')
+    expect(duplicates).to_contain_text(
+        "6 records repeat an earlier record with the same text and label.", timeout=60_000
+    )
+    expect(duplicates.get_by_role("button", name="Exclude copies, keep the first")).to_be_visible()
+
+    page.get_by_role("link", name="Browse records").click()
+    table = page.get_by_test_id("records")
+    expect(table.locator("tbody tr")).to_have_count(50)
+    expect(table.locator("tbody tr").first).to_contain_text("When will my new card arrive number 0")
+    page.get_by_role("link", name="Next page").click()
+    expect(table.locator("tbody tr").first).to_contain_text("number 12")
+    assert Dataset.objects.get().record_count == rows
+
+
+def test_import_of_a_ragged_file_shows_the_problem_with_its_line_number(
+    page, live_server, redis_worker, make_user, tmp_path
+):
+    redis_worker()
+    path = tmp_path / "ragged.csv"
+    path.write_text("text,label\nfine,a\nalso fine,b\nnot, fine,a\nfine again,b\n")
+    log_in_and_open_datasets(page, live_server, make_user)
+
+    upload_with_the_drop_zone(page, path)
+
+    page.get_by_test_id("mapping-form").get_by_role("button", name="Start import").click()
+
+    problems = page.get_by_test_id("problems")
+    expect(problems).to_have_text(
+        "Line 4: Line 4 has 3 fields but the header has 2. "
+        "A delimiter inside a value needs the value in double quotes.",
+        timeout=60_000,
+    )
+    expect(page.get_by_test_id("dataset-status")).to_have_text("Import failed")
+    expect(page.get_by_test_id("status-message")).to_contain_text(
+        "Nothing was imported: 1 problem found."
+    )
+    expect(page.get_by_test_id("mapping-form").get_by_role("button")).to_have_text("Retry import")
