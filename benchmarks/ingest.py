@@ -29,7 +29,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/lepton_bench"
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "analysts", "label", "customer", "messages", "about", "refunds", "cards", "transfers", "and", "exchange", "rates", "in", "many", "languages", "every", "single", "day"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "analysts",
+    "label",
+    "customer",
+    "messages",
+    "about",
+    "refunds",
+    "cards",
+    "transfers",
+    "and",
+    "exchange",
+    "rates",
+    "in",
+    "many",
+    "languages",
+    "every",
+    "single",
+    "day",
+]
 CJK = "数据集导入测试中文文本处理速度非常重要日本語のテキストも少し含まれています"
 LABELS = [f"label_{i:02d}" for i in range(20)]
 
@@ -140,7 +168,9 @@ def phase_bulk_create(path: Path, database_url: str) -> dict:
         reader = csv.reader(handle)
         next(reader)
         for number, (text, label) in enumerate(reader, start=1):
-            batch.append(Record(dataset=dataset, import_run=job, source_row=number, text=text, label=label))
+            batch.append(
+                Record(dataset=dataset, import_run=job, source_row=number, text=text, label=label)
+            )
             if len(batch) == 5000:
                 Record.objects.bulk_create(batch)
                 rows += len(batch)
@@ -174,7 +204,12 @@ def phase_ours(path: Path, database_url: str) -> dict:
     dataset.refresh_from_db()
     if job.status != "succeeded":
         raise SystemExit(f"Import failed: {job.error_message}")
-    return {"seconds": seconds, "rows": dataset.record_count, "peak_mb": peak_mb(), "dataset_id": dataset.pk}
+    return {
+        "seconds": seconds,
+        "rows": dataset.record_count,
+        "peak_mb": peak_mb(),
+        "dataset_id": dataset.pk,
+    }
 
 
 def phase_after(path: Path, database_url: str) -> dict:
@@ -188,7 +223,11 @@ def phase_after(path: Path, database_url: str) -> dict:
     started = time.perf_counter()
     snapshot = snapshot_create(dataset=dataset, user=user)
     snapshot_seconds = time.perf_counter() - started
-    ids = Record.objects.filter(import_run_id=dataset.active_import_id).order_by("id").values_list("id", flat=True)
+    ids = (
+        Record.objects.filter(import_run_id=dataset.active_import_id)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
     deep = ids[int(dataset.record_count * 0.9)]
     timings = []
     for _ in range(20):
@@ -221,7 +260,16 @@ PHASES = {
 
 def run_phase(name: str, path: Path, database_url: str) -> dict:
     result = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--file", str(path), "--database-url", database_url],
+        [
+            sys.executable,
+            __file__,
+            "--phase",
+            name,
+            "--file",
+            str(path),
+            "--database-url",
+            database_url,
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -248,11 +296,15 @@ def ensure_database(database_url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
-    parser.add_argument("--skip-bulk-create", action="store_true", help="skip the slow naive baseline")
+    parser.add_argument(
+        "--skip-bulk-create", action="store_true", help="skip the slow naive baseline"
+    )
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -272,7 +324,13 @@ def main() -> None:
     print(f"File: {path} ({size_mb:.0f} MB, {args.rows:,} rows)")
 
     results = {"rows": args.rows, "file_mb": round(size_mb, 1)}
-    for name in ("pandas", "copy", *(() if args.skip_bulk_create else ("bulk_create",)), "ours", "after"):
+    for name in (
+        "pandas",
+        "copy",
+        *(() if args.skip_bulk_create else ("bulk_create",)),
+        "ours",
+        "after",
+    ):
         print(f"  running {name} ...", flush=True)
         results[name] = run_phase(name, path, args.database_url)
 
@@ -291,15 +349,21 @@ def main() -> None:
     for name in ("pandas", "copy", "bulk_create", "ours"):
         if name in results:
             r = results[name]
-            print(f"{name:<28}{r['seconds']:>10.2f}{r['rows'] / r['seconds']:>14,.0f}{r['peak_mb']:>10.0f}")
+            print(
+                f"{name:<28}{r['seconds']:>10.2f}{r['rows'] / r['seconds']:>14,.0f}{r['peak_mb']:>10.0f}"
+            )
     print(f"{'snapshot of all rows':<28}{after['snapshot_seconds']:>10.2f}")
-    print(f"records page at 90% depth: {after['deep_page_ms']:.1f} ms (label filter {after['deep_page_label_filter_ms']:.1f} ms)")
+    print(
+        f"records page at 90% depth: {after['deep_page_ms']:.1f} ms (label filter {after['deep_page_label_filter_ms']:.1f} ms)"
+    )
     print()
     print(f"COPY / pandas.read_csv:        {ratios['copy_vs_pandas']:.2f}x")
     print(f"ours / COPY:                   {ratios['ours_vs_copy']:.2f}x   (target <= 1.5x)")
     if "bulk_create_vs_copy" in ratios:
         print(f"bulk_create / COPY:            {ratios['bulk_create_vs_copy']:.2f}x")
-        print(f"ours faster than bulk_create:  {ratios['ours_speedup_vs_bulk_create']:.2f}x   (target >= 5x)")
+        print(
+            f"ours faster than bulk_create:  {ratios['ours_speedup_vs_bulk_create']:.2f}x   (target >= 5x)"
+        )
     print(f"peak memory of the import:     {ours['peak_mb']:.0f} MB   (target <= 300 MB)")
     print(f"snapshot:                      {after['snapshot_seconds']:.2f} s   (target <= 10 s)")
     print(f"deep records page:             {after['deep_page_ms']:.1f} ms   (target <= 50 ms)")
