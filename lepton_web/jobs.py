@@ -243,12 +243,16 @@ def job_create_and_enqueue(*, model: type[Job], **fields) -> Job:
 def jobs_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
     """Hand every running job whose heartbeat went silent to its type's recovery hook.
 
-    Also republishes jobs left queued for longer than the stale window (their message may have
-    been lost with a killed worker on the filesystem broker, or never sent while it was down).
-    Publishing twice is safe: a task only works on a job it can claim.
+    Also republishes jobs left queued for longer than JOB_REPUBLISH_AFTER_SECONDS: their message
+    may have been lost with a killed worker on the filesystem broker, or never sent while the
+    broker was down. The window is long because a queued job usually just waits for a busy
+    worker. Publishing twice is safe: a task only works on a job it can claim.
     """
     stale_after = stale_after_seconds or settings.JOB_STALE_AFTER_SECONDS
     cutoff = timezone.now() - timedelta(seconds=stale_after)
+    republish_cutoff = timezone.now() - timedelta(
+        seconds=max(stale_after, settings.JOB_REPUBLISH_AFTER_SECONDS)
+    )
     outcome: dict[str, int] = {}
     for model in job_models():
         silent = model.objects.filter(status=JobStatus.RUNNING).filter(
@@ -258,7 +262,7 @@ def jobs_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
             result = job.recover()
             logger.warning("Sweeper: %s %s went silent -> %s", model.label(), job.pk, result)
             outcome[result] = outcome.get(result, 0) + 1
-        forgotten = model.objects.filter(status=JobStatus.QUEUED, updated_at__lt=cutoff)
+        forgotten = model.objects.filter(status=JobStatus.QUEUED, updated_at__lt=republish_cutoff)
         for job in forgotten:
             try:
                 job.enqueue()

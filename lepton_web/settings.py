@@ -287,6 +287,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 JOB_HEARTBEAT_INTERVAL_SECONDS = env_int("JOB_HEARTBEAT_INTERVAL_SECONDS", default=10)
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", default=90)
 JOB_SWEEP_INTERVAL_SECONDS = env_int("JOB_SWEEP_INTERVAL_SECONDS", default=30)
+# A job still queued after this long has its message published again (it may have been lost).
+JOB_REPUBLISH_AFTER_SECONDS = env_int("JOB_REPUBLISH_AFTER_SECONDS", default=15 * 60)
 WORKER_ONLINE_WINDOW_SECONDS = env_int("WORKER_ONLINE_WINDOW_SECONDS", default=45)
 
 # --- Logging ------------------------------------------------------------------------------------

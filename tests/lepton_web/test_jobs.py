@@ -303,6 +303,18 @@ def test_sweep_republishes_a_queued_job_left_untouched_past_the_stale_window(db,
     assert queue.llen("default") == 1
 
 
+def test_sweep_leaves_a_job_that_is_only_waiting_for_a_busy_worker(db, queue_redis):
+    url, queue = queue_redis
+    job = WorkerCheck.objects.create()
+    WorkerCheck.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+
+    with broker_for_this_process(url):
+        outcome = jobs_sweep()
+
+    assert outcome == {}
+    assert queue.llen("default") == 0
+
+
 def test_sweep_keeps_a_silent_job_queued_when_the_broker_is_down(db):
     job = running_check()
     silence(job)
