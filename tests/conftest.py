@@ -25,6 +25,8 @@ from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The shared real datasets (tests that use them skip when the folder is absent).
+SHARED_DATA = Path(os.environ.get("LEPTON_SHARED_DATA") or ROOT.parent / "shared" / "data")
 REDIS_START = (
     'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'
 )
@@ -134,6 +136,10 @@ def broker_for_this_process(url: str, transport_options: dict | None = None) -> 
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
+    # Celery reads CELERY_BROKER_URL from the environment before its own configuration, so
+    # both must change (CI sets that variable).
+    saved_env = os.environ.get("CELERY_BROKER_URL")
+    os.environ["CELERY_BROKER_URL"] = url
     celery_app.conf.broker_url = url
     celery_app.conf.broker_transport_options = transport_options or {
         "socket_connect_timeout": 2,
@@ -143,6 +149,10 @@ def broker_for_this_process(url: str, transport_options: dict | None = None) -> 
     try:
         yield
     finally:
+        if saved_env is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = saved_env
         celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
         reset_pools()
 

@@ -30,8 +30,9 @@ from datasets_app.cleaning import (
     strip_markup_text,
     text_hashes,
 )
+from tests.conftest import SHARED_DATA
 
-DATA_DIR = Path("/work/shared/data")
+DATA_DIR = SHARED_DATA
 PHRASEBANK = DATA_DIR / "financial_phrasebank" / "train.csv"
 SST2 = DATA_DIR / "sst2" / "train.csv"
 

@@ -1,17 +1,17 @@
 """The import job end to end: a real worker on Redis imports the shared real datasets."""
 
 import time
-from pathlib import Path
 
 import pytest
 from django.core.files import File
 
 from datasets_app.models import Dataset, DatasetJob, Record
 from datasets_app.services import dataset_import_start, dataset_upload
+from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.integration
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = SHARED_DATA
 EXPECTED = {
     "sst2": (67349, {"negative": 29780, "positive": 37569}),
     "financial_phrasebank": (3869, {"negative": 483, "neutral": 2297, "positive": 1089}),

@@ -25,6 +25,7 @@ from transformers import (
     BertTokenizerFast,
 )
 
+from tests.conftest import SHARED_DATA
 from training_app import trainer
 from training_app.trainer import (
     TrainingConfig,
@@ -38,7 +39,7 @@ from training_app.trainer import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SST2 = Path(os.environ.get("LEPTON_SHARED_DATA", "/work/shared/data")) / "sst2" / "train.csv"
+SST2 = SHARED_DATA / "sst2" / "train.csv"
 
 FILLER = [
     "the",
