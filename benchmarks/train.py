@@ -19,7 +19,7 @@ run down), medians are printed beside them. Examples per second count the traini
 6 x non-embedding parameters x real (non-padding) tokens, against a measured fp32 matmul peak.
 Targets: (a) >= 2x (b), >= 1.2x (b2), >= 3x (c), and >= 45% of the matmul peak.
 
-Accuracy (--accuracy): Financial PhraseBank (/work/shared/data/financial_phrasebank/train.csv) is
+Accuracy (--accuracy): Financial PhraseBank (../shared/data/financial_phrasebank/train.csv) is
 split 80/10/10, stratified, seed 13, into train/validation/test; our engine with its default
 settings, full and LoRA, against `Trainer` with its usual defaults (lr 5e-5, 3 epochs, batch 16,
 dynamic padding) and the same with LoRA (peft r=8, alpha 16, lr 5e-4). Reports test accuracy,
@@ -58,7 +58,7 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from training_app.trainer import TrainingConfig, TrainingData, train  # noqa: E402
 
-DATA = Path(os.environ.get("LEPTON_SHARED_DATA", "/work/shared/data"))
+DATA = Path(os.environ.get("LEPTON_SHARED_DATA") or ROOT.parent / "shared" / "data")
 SST2 = DATA / "sst2" / "train.csv"
 PHRASEBANK = DATA / "financial_phrasebank" / "train.csv"
 LEARNING_RATE = 5e-5
