@@ -22,11 +22,9 @@ from kombu import pools as kombu_pools
 
 from lepton_web.celery import app as celery_app
 from tests.factories import UserFactory
+from tests.paths import ROOT, SHARED_DATA  # noqa: F401 - re-exported for tests
 
-ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
-# The shared real datasets (tests that use them skip when the folder is absent).
-SHARED_DATA = Path(os.environ.get("LEPTON_SHARED_DATA") or ROOT.parent / "shared" / "data")
 REDIS_START = (
     'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'
 )

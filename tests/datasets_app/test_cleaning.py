@@ -30,7 +30,7 @@ from datasets_app.cleaning import (
     strip_markup_text,
     text_hashes,
 )
-from tests.conftest import SHARED_DATA
+from tests.paths import SHARED_DATA
 
 DATA_DIR = SHARED_DATA
 PHRASEBANK = DATA_DIR / "financial_phrasebank" / "train.csv"

@@ -7,7 +7,7 @@ from django.core.files import File
 
 from datasets_app.models import Dataset, DatasetJob, Record
 from datasets_app.services import dataset_import_start, dataset_upload
-from tests.conftest import SHARED_DATA
+from tests.paths import SHARED_DATA
 
 pytestmark = pytest.mark.integration
 

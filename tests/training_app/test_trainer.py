@@ -25,7 +25,7 @@ from transformers import (
     BertTokenizerFast,
 )
 
-from tests.conftest import SHARED_DATA
+from tests.paths import SHARED_DATA
 from training_app import trainer
 from training_app.trainer import (
     TrainingConfig,
