@@ -513,7 +513,7 @@ def iter_records(
     mapping: ColumnMapping,
     *,
     limits: Limits | None = None,
-    chunk_rows: int = 50_000,
+    chunk_rows: int = 25_000,
 ) -> Iterator[ParsedChunk]:
     """Yield the file as record frames of ``chunk_rows`` rows, with the problems found in each."""
     limits = limits or Limits()

@@ -253,7 +253,7 @@ class RecordWriter:
         # Inside a transaction (tests, or a caller's atomic block) a second connection could
         # not see the uncommitted dataset row, so COPY runs inline there.
         self.pipelined = self.postgres and not connection.in_atomic_block
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if self.pipelined:

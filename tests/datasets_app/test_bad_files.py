@@ -268,7 +268,7 @@ IMPORT_FAILURES = [
         "bad_bytes_after_sample.csv",
         [
             problem(
-                "Part of the file is not valid utf-8 (byte 0xff somewhere in rows 1 to 50,000). "
+                "Part of the file is not valid utf-8 (byte 0xff somewhere in rows 1 to 25,000). "
                 "Choose the file's real encoding."
             )
         ],
