@@ -1,5 +1,6 @@
 import json
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
@@ -77,10 +78,21 @@ class DatasetListApi(DatasetApiBase):
             name=data.validated_data.get("name", ""),
             description=data.validated_data.get("description", ""),
         )
+        import_errors = None
         if mapping is not None and dataset.detection:
-            services.dataset_import_start(dataset=dataset, user=request.user, mapping=mapping)
+            try:
+                services.dataset_import_start(dataset=dataset, user=request.user, mapping=mapping)
+            except DjangoValidationError as exc:
+                # The file is stored either way: answer with the dataset so the client can fix
+                # the mapping and POST .../import/ without uploading again.
+                import_errors = (
+                    exc.message_dict if hasattr(exc, "error_dict") else {"mapping": exc.messages}
+                )
             dataset.refresh_from_db()
-        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+        body = DatasetSerializer(dataset).data
+        if import_errors is not None:
+            body["import_errors"] = import_errors
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class DatasetDetailApi(DatasetApiBase):

@@ -722,3 +722,21 @@ def test_openapi_schema_needs_a_login(client):
     response = client.get("/api/schema/", headers={"Accept": "application/vnd.oai.openapi+json"})
 
     assert response.status_code in (401, 403)
+
+
+def test_upload_with_a_mapping_naming_a_missing_column_keeps_the_file_and_says_why(api):
+    upload = SimpleUploadedFile("d.csv", b"text,label\nhello,a\nworld,b\n", content_type="text/csv")
+
+    response = api.post(
+        f"{API}/datasets/",
+        {"file": upload, "mapping": '{"text_columns": ["body"]}'},
+        format="multipart",
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["import_errors"] == {
+        "mapping": ["The text column 'body' is not in the file. Its columns are: text, label."]
+    }
+    assert Dataset.objects.get(pk=body["id"]).status == "uploaded"
+    assert not Record.objects.exists()
