@@ -146,3 +146,41 @@ def test_api_registers_a_hub_id(api_client_as):
 
     assert response.status_code == 201
     assert response.json()["location"] == "org/bert"
+
+
+def test_page_form_adds_a_hub_model(client_as):
+    client = client_as("analyst")
+
+    response = client.post(
+        "/models/base-models/", {"name": "hub bert", "source": "hub", "location": "org/bert"}
+    )
+
+    assert response.status_code == 302
+    assert BaseModel.objects.get(name="hub bert").location == "org/bert"
+
+
+def test_page_form_shows_the_error_next_to_the_field_and_adds_nothing(
+    client_as, settings, tmp_path
+):
+    settings.BASE_MODEL_ROOTS = [str(tmp_path)]
+    client = client_as("analyst")
+
+    response = client.post(
+        "/models/base-models/", {"name": "etc", "source": "local", "location": "/etc"}
+    )
+
+    assert response.status_code == 400
+    assert f"Model folders must be inside: {tmp_path}." in response.content.decode()
+    assert not BaseModel.objects.filter(name="etc").exists()
+
+
+def test_viewer_sees_no_form_and_cannot_post(client_as):
+    client = client_as("viewer")
+
+    assert 'data-testid="base-model-form"' not in client.get("/models/").content.decode()
+    assert (
+        client.post(
+            "/models/base-models/", {"name": "x", "source": "hub", "location": "a/b"}
+        ).status_code
+        == 403
+    )
