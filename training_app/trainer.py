@@ -99,8 +99,10 @@ LOWER_IS_BETTER = frozenset({"loss", "mse", "mae"})
 # larger steps (LoRA ~10x, IA3 and prefix vectors more).
 DEFAULT_LEARNING_RATES = {
     "full": 5e-5,
-    "lora": 5e-4,
-    "adalora": 5e-4,
+    # Measured on Financial PhraseBank (benchmarks/train.py --accuracy, batch 32, 3 epochs):
+    # 5e-4 reached 0.685 accuracy, 1e-3 reached 0.762, the level of Trainer's LoRA at batch 16.
+    "lora": 1e-3,
+    "adalora": 1e-3,
     "ia3": 3e-3,
     "prefix": 1e-2,
 }
@@ -124,7 +126,7 @@ class TrainingError(Exception):
 class TrainingConfig:
     task: str  # "single_label" | "multi_label" | "regression"
     method: str = "full"  # "full" | "lora" | "adalora" | "prefix" | "ia3"
-    # None picks the method's default: 5e-5 full, 5e-4 LoRA/AdaLoRA, 3e-3 IA3, 1e-2 prefix.
+    # None picks the method's default: 5e-5 full, 1e-3 LoRA/AdaLoRA, 3e-3 IA3, 1e-2 prefix.
     learning_rate: float | None = None
     epochs: float = 3
     batch_size: int = 32

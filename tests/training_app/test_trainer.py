@@ -281,7 +281,7 @@ def test_default_config_is_valid_for_classification():
 
 def test_default_learning_rate_depends_on_method():
     assert TrainingConfig(task="single_label").effective_learning_rate == 5e-5
-    assert TrainingConfig(task="single_label", method="lora").effective_learning_rate == 5e-4
+    assert TrainingConfig(task="single_label", method="lora").effective_learning_rate == 1e-3
     assert (
         TrainingConfig(
             task="single_label", method="lora", learning_rate=1e-3

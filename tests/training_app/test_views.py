@@ -263,7 +263,7 @@ def test_form_shows_the_engine_defaults_and_an_advanced_section(
 
     assertContains(
         response,
-        'placeholder="auto (5e-5 full, 5e-4 LoRA, 5e-4 AdaLoRA, 3e-3 IA3, 1e-2 prefix)"',
+        'placeholder="auto (5e-5 full, 1e-3 LoRA, 1e-3 AdaLoRA, 3e-3 IA3, 1e-2 prefix)"',
     )
     assertContains(
         response, '<input type="number" name="epochs" value="3" step="any" id="id_epochs">'
