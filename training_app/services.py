@@ -305,14 +305,16 @@ class RunCallbacks:
         )
 
     def on_log(self, *, step: int, epoch: float, metrics: dict) -> None:
+        metrics = dict(metrics)
+        total = int(metrics.pop("total_steps", 0) or self.run.total_steps or 0)
+        seconds_left = metrics.pop("seconds_left", None)  # a state of the run, not a curve
         self.write_metrics(step=step, epoch=epoch, metrics=metrics, prefix="train_")
-        total = int(metrics.get("total_steps") or self.run.total_steps or 0)
         progress = int(99 * step / total) if total else None
         TrainingRun.objects.filter(pk=self.run.pk).update(
             steps_done=step,
             total_steps=total,
             examples_per_second=metrics.get("examples_per_second"),
-            seconds_left=metrics.get("seconds_left"),
+            seconds_left=seconds_left,
         )
         loss = metrics.get("loss")
         still = self.run.report(

@@ -1824,7 +1824,7 @@ class _Run:
         lengths = self.train_split.lengths
         log_every = max(1, min(25, self.total_steps // 20))
         window_loss, window_weight, window_examples = 0.0, 0.0, 0
-        window_started = time.monotonic()
+        window_train_seconds = 0.0
         call_examples = 0
         call_train_seconds = 0.0
         status = "succeeded"
@@ -1874,12 +1874,13 @@ class _Run:
             window_loss += loss_sum
             window_weight += float(self.example_weights[group].sum())
             window_examples += len(group)
+            window_train_seconds += step_seconds
             step = state["global_step"]
             epoch_position = state["epoch"] + state["step_in_epoch"] / len(plan)
 
             if step % log_every == 0 or step == 1 or step == self.total_steps:
-                now = time.monotonic()
-                window_seconds = max(now - window_started, 1e-9)
+                # Training time only: evaluations and checkpoints inside the window do not count.
+                window_seconds = max(window_train_seconds, 1e-9)
                 seconds_per_step = (state["train_seconds"] + call_train_seconds) / max(step, 1)
                 metrics = {
                     "loss": window_loss / max(window_weight, 1e-12),
@@ -1887,12 +1888,13 @@ class _Run:
                     "examples_per_second": window_examples / window_seconds,
                     "seconds_left": seconds_per_step * (self.total_steps - step),
                     "batch_size": self.micro_batch_size,
+                    "total_steps": self.total_steps,
                 }
                 if grad_norm is not None:
                     metrics["grad_norm"] = grad_norm
                 self.callbacks.on_log(step=step, epoch=epoch_position, metrics=metrics)
                 window_loss, window_weight, window_examples = 0.0, 0.0, 0
-                window_started = time.monotonic()
+                window_train_seconds = 0.0
 
             end_of_epoch = state["step_in_epoch"] >= len(plan)
             due = step % config.eval_every_steps == 0 if config.eval_every_steps else end_of_epoch
@@ -1910,7 +1912,6 @@ class _Run:
                             f"{state['best_step']}."
                         ),
                     )
-                window_started = time.monotonic()
 
         examples_seen = state["examples_seen"] + call_examples
         train_seconds = state["train_seconds"] + call_train_seconds

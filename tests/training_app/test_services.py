@@ -157,3 +157,25 @@ def test_a_second_delivery_of_a_running_run_does_nothing(analyst, bundled, redis
     run.refresh_from_db()
     assert run.attempts == 1
     assert run.events.count() == 0
+
+
+def test_progress_follows_the_engines_step_count_while_training(analyst, bundled, redis_url):
+    from training_app.models import TrainingMetric
+    from training_app.services import RunCallbacks
+
+    with broker_for_this_process(redis_url):
+        run = start(analyst, make_snapshot(toy_rows()), bundled, task="single_label")
+    assert run.claim()
+
+    RunCallbacks(run).on_log(
+        step=5,
+        epoch=0.5,
+        metrics={"loss": 0.7, "examples_per_second": 120.0, "seconds_left": 8.0, "total_steps": 10},
+    )
+
+    run.refresh_from_db()
+    assert (run.progress, run.steps_done, run.total_steps) == (49, 5, 10)
+    assert run.message == "Step 5 of 10, loss 0.7000."
+    assert (run.examples_per_second, run.seconds_left) == (120.0, 8.0)
+    names = set(TrainingMetric.objects.filter(run=run).values_list("name", flat=True))
+    assert names == {"train_loss", "train_examples_per_second"}
