@@ -174,7 +174,10 @@ class CleaningAction(models.Model):
 
 class CleaningChange(models.Model):
     action = models.ForeignKey(CleaningAction, on_delete=models.CASCADE, related_name="changes")
-    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="+")
+    # DO_NOTHING lets Django delete a million records with one DELETE instead of loading them
+    # to cascade; records_delete() removes their changes first, and the deferred foreign key
+    # still rejects any change left pointing at a deleted record.
+    record = models.ForeignKey(Record, on_delete=models.DO_NOTHING, related_name="+")
     old_text = models.TextField()
     old_label = models.CharField(max_length=500, blank=True)
     old_is_excluded = models.BooleanField()

@@ -275,7 +275,11 @@ def snapshot_create(request, dataset_id: int):
 @access_required("dataset", "delete")
 def dataset_delete(request, dataset_id: int):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="delete")
-    services.dataset_delete(dataset=dataset, user=request.user)
+    try:
+        services.dataset_delete(dataset=dataset, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect("datasets:dataset_detail", dataset.pk)
     messages.success(request, f"Deleted {dataset.name}.")
     return redirect("datasets:dataset_list")
 

@@ -307,6 +307,8 @@ DATASET_MAX_FILE_BYTES = env_int("DATASET_MAX_FILE_MB", default=2048) * 1024 * 1
 DATASET_MAX_COLUMNS = env_int("DATASET_MAX_COLUMNS", default=200)
 # Longer texts are cut at this many characters and flagged "truncated"; nothing else is lost.
 DATASET_MAX_TEXT_CHARS = env_int("DATASET_MAX_TEXT_CHARS", default=20000)
+# Parallel COPY streams per import on PostgreSQL (each is a database server process).
+DATASET_IMPORT_WRITERS = env_int("DATASET_IMPORT_WRITERS", default=2)
 # Uploads larger than this stream to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import connection, transaction
@@ -24,7 +25,7 @@ from django.utils import timezone
 
 from datasets_app.csv_io import ColumnMapping, Detection, ImportProblem, detect, iter_records
 from datasets_app.limits import human_bytes, import_limits
-from datasets_app.models import Dataset, DatasetJob, Record
+from datasets_app.models import CleaningChange, Dataset, DatasetJob, Record
 from lepton_web.access import access_check
 from lepton_web.jobs import BrokerUnavailable, JobStatus
 
@@ -209,15 +210,35 @@ def dataset_import_cancel(*, job: DatasetJob, user) -> DatasetJob:
 
 def dataset_import_abandoned(*, job: DatasetJob) -> None:
     """The sweeper gave up on this import (its workers kept dying): drop what it staged."""
-    Record.objects.filter(import_run=job).delete()
+    records_delete(Record.objects.filter(import_run=job))
     job.refresh_from_db(fields=["error_message"])
     _dataset_settle(job.dataset_id, message=job.error_message)
 
 
+def records_delete(records) -> None:
+    """Delete records set-based: their cleaning changes first, then one DELETE of the rows."""
+    with transaction.atomic():
+        CleaningChange.objects.filter(record__in=records.values("id")).delete()
+        records.delete()
+
+
 def dataset_delete(*, dataset: Dataset, user) -> None:
     access_check(user, "dataset", "delete")
+    runs = list(
+        dataset.snapshots.filter(training_runs__isnull=False).values_list(
+            "training_runs__id", flat=True
+        )
+    )
+    if runs:
+        shown = ", ".join(f"#{run}" for run in sorted(set(runs))[:5])
+        raise ValidationError(
+            f"Training runs {shown} were trained on snapshots of this dataset. Delete those runs "
+            "first; the dataset stays so that they remain reproducible."
+        )
     stored = dataset.source_file
-    dataset.delete()
+    with transaction.atomic():
+        records_delete(Record.objects.filter(dataset=dataset))
+        dataset.delete()
     transaction.on_commit(lambda: stored.storage.delete(stored.name))
 
 
@@ -241,9 +262,10 @@ RECORD_COLUMNS = [
 class RecordWriter:
     """Write record frames: COPY on PostgreSQL, executemany on SQLite. Each chunk commits.
 
-    On PostgreSQL the COPY runs on a second thread with its own connection, so the database
-    server (a separate process: parsing rows, building the search index) works on one chunk
-    while this process parses the next; a bounded queue keeps memory flat.
+    On PostgreSQL the COPY runs on writer threads with connections of their own, so database
+    server processes (parsing rows, building the search index: most of the work) run on
+    other cores while this process parses the next chunk; a bounded queue keeps memory flat.
+    Ids are reserved here, in file order, so concurrent writers keep records in file order.
     """
 
     def __init__(self, *, dataset_id: int, import_run_id: int):
@@ -255,10 +277,14 @@ class RecordWriter:
         self.pipelined = self.postgres and not connection.in_atomic_block
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         if self.pipelined:
-            self._thread = threading.Thread(target=self._copy_loop, name="record-copy", daemon=True)
-            self._thread.start()
+            for number in range(max(1, settings.DATASET_IMPORT_WRITERS)):
+                thread = threading.Thread(
+                    target=self._copy_loop, name=f"record-copy-{number}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
 
     def write(self, frame: pd.DataFrame) -> None:
         frame = frame.assign(
@@ -272,6 +298,8 @@ class RecordWriter:
             self._insert(frame)
             return
         self._raise_if_failed()
+        if self.pipelined:
+            frame.insert(0, "id", self._reserve_ids(len(frame)))
         buffer = io.StringIO()
         # Every field quoted: a lone carriage return inside a text must not end the row.
         frame.to_csv(buffer, header=False, index=False, quoting=csv.QUOTE_ALL)
@@ -279,24 +307,33 @@ class RecordWriter:
         if self.pipelined:
             self._queue.put(buffer)
         else:
-            self._copy(buffer)
+            self._copy(buffer, columns=RECORD_COLUMNS)
 
     def close(self) -> None:
-        """Wait until every chunk is written; re-raise a failure of the writing thread."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        """Wait until every chunk is written; re-raise a failure of a writing thread."""
+        for _ in self._threads:
+            self._queue.put(None)  # one end marker per writer
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
         self._raise_if_failed()
+
+    def _reserve_ids(self, count: int) -> list[int]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                [self.table, count],
+            )
+            return [row[0] for row in cursor.fetchall()]
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def _copy(self, buffer: io.StringIO) -> None:
+    def _copy(self, buffer: io.StringIO, *, columns: list[str]) -> None:
         not_null = "text, label, split, file_split, external_id, flags, exclusion_reason"
         sql = (
-            f"COPY {self.table} ({', '.join(RECORD_COLUMNS)}) FROM STDIN "
+            f"COPY {self.table} ({', '.join(columns)}) FROM STDIN "
             f"WITH (FORMAT csv, FORCE_NOT_NULL ({not_null}))"
         )
         with connection.cursor() as cursor:
@@ -306,11 +343,11 @@ class RecordWriter:
         try:
             while (buffer := self._queue.get()) is not None:
                 if self._error is None:
-                    self._copy(buffer)
+                    self._copy(buffer, columns=["id", *RECORD_COLUMNS])
         except BaseException as exc:  # handed to the importing thread at its next write/close
             self._error = exc
-            while self._queue.get() is not None:  # drain so the producer never blocks
-                pass
+            while self._queue.get() is not None:  # drain so the producer never blocks;
+                pass  # the end marker taken here was this thread's own
         finally:
             connection.close()
 
@@ -340,7 +377,7 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
     if job is None or not job.claim():
         return None  # taken by another worker, finished, or cancelled: never a second copy
     # A restart after a lost worker begins again from the first row.
-    Record.objects.filter(import_run=job).delete()
+    records_delete(Record.objects.filter(import_run=job))
     dataset = job.dataset
     detection = Detection.from_dict(dataset.detection)
     mapping = ColumnMapping.from_dict(job.mapping)
@@ -369,7 +406,7 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
                     message=f"{rows:,} rows read at {rate:,.0f} rows/s.",
                 ):
                     writer.close()
-                    Record.objects.filter(import_run=job).delete()
+                    records_delete(Record.objects.filter(import_run=job))
                     return job  # cancelled: the cancel service already settled the dataset
         writer.close()
         if rows == 0 and not problems:
@@ -383,7 +420,7 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
             writer.close()
         except Exception:
             logger.exception("Writing records of import %s failed too", job.pk)
-        Record.objects.filter(import_run=job).delete()
+        records_delete(Record.objects.filter(import_run=job))
         job.fail(
             error="The import stopped because of an internal error, which was logged. Retry it."
         )
@@ -396,7 +433,7 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
 
 
 def _import_fail(job: DatasetJob, problems: list[ImportProblem], *, rows_read: int) -> DatasetJob:
-    Record.objects.filter(import_run=job).delete()
+    records_delete(Record.objects.filter(import_run=job))
     shown = problems[:MAX_PROBLEMS]
     DatasetJob.objects.filter(pk=job.pk).update(problems=[p.as_dict() for p in shown])
     more = " (and more)" if len(problems) > MAX_PROBLEMS else ""
@@ -414,7 +451,7 @@ def _import_finish(job: DatasetJob, *, rows: int, seconds: float) -> DatasetJob:
         dataset = Dataset.objects.select_for_update().get(pk=job.dataset_id)
         # The job must still be ours: a cancel that raced the last chunk wins.
         if not DatasetJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists():
-            Record.objects.filter(import_run=job).delete()
+            records_delete(Record.objects.filter(import_run=job))
             return job
         previous = dataset.active_import_id
         dataset.active_import = job
@@ -427,7 +464,7 @@ def _import_finish(job: DatasetJob, *, rows: int, seconds: float) -> DatasetJob:
         dataset.cleaning_actions.filter(undone_at__isnull=True).update(undone_at=timezone.now())
         job.succeed(message=f"Imported {rows:,} records in {seconds:.1f} s.")
     if previous:
-        Record.objects.filter(import_run_id=previous).delete()
+        records_delete(Record.objects.filter(import_run_id=previous))
     from datasets_app.services.cleaning import dataset_report_start
 
     try:

@@ -179,3 +179,38 @@ def test_progress_follows_the_engines_step_count_while_training(analyst, bundled
     assert (run.examples_per_second, run.seconds_left) == (120.0, 8.0)
     names = set(TrainingMetric.objects.filter(run=run).values_list("name", flat=True))
     assert names == {"train_loss", "train_examples_per_second"}
+
+
+def test_a_dataset_whose_snapshot_trained_a_run_cannot_be_deleted(analyst, bundled, redis_url):
+    from datasets_app.models import Dataset
+    from datasets_app.services import dataset_delete
+
+    snapshot = make_snapshot(toy_rows())
+    with broker_for_this_process(redis_url):
+        run = start(analyst, snapshot, bundled, task="single_label")
+
+    with pytest.raises(ValidationError) as caught:
+        dataset_delete(dataset=snapshot.dataset, user=analyst)
+
+    assert caught.value.messages == [
+        f"Training runs #{run.pk} were trained on snapshots of this dataset. Delete those runs "
+        "first; the dataset stays so that they remain reproducible."
+    ]
+    assert Dataset.objects.filter(pk=snapshot.dataset_id).exists()
+
+
+def test_deleting_a_dataset_removes_its_records_and_cleaning_history(analyst, db):
+    from datasets_app.models import CleaningAction, CleaningChange, Dataset, Record
+    from datasets_app.services import dataset_delete
+
+    snapshot = make_snapshot(toy_rows())
+    dataset = snapshot.dataset
+    record = Record.objects.filter(dataset=dataset).first()
+    action = CleaningAction.objects.create(dataset=dataset, kind="drop_empty", description="x")
+    CleaningChange.objects.create(action=action, record=record, old_text="a", old_is_excluded=False)
+
+    dataset_delete(dataset=dataset, user=analyst)
+
+    assert not Dataset.objects.filter(pk=dataset.pk).exists()
+    assert not Record.objects.exists()
+    assert not CleaningChange.objects.exists()
