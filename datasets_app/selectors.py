@@ -139,3 +139,13 @@ def export_stream(
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+def datasets_needing_labels(*, user) -> list[dict]:
+    """Ready datasets with how many of their current records still have no label."""
+    access_check(user, "labeling", "view")
+    rows = []
+    for dataset in Dataset.objects.filter(status=Dataset.Status.READY).order_by("-created_at"):
+        unlabeled = (dataset.label_counts or {}).get("", 0)
+        rows.append({"dataset": dataset, "unlabeled": unlabeled, "total": dataset.record_count})
+    return rows

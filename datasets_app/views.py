@@ -21,6 +21,7 @@ from datasets_app.selectors import (
     dataset_get_for_user,
     dataset_latest_jobs,
     dataset_list_for_user,
+    datasets_needing_labels,
     record_page,
 )
 from lepton_web.access import access_required
@@ -344,4 +345,5 @@ def dataset_export(request, dataset_id: int):
 @require_GET
 @access_required("labeling", "view")
 def labeling(request):
-    return render(request, "datasets_app/labeling.html", {})
+    rows = datasets_needing_labels(user=request.user)
+    return render(request, "datasets_app/labeling.html", {"rows": rows})

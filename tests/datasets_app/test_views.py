@@ -555,3 +555,16 @@ def test_deleting_from_the_page_removes_the_dataset(analyst_client, ready):
     assertRedirects(response, "/datasets/", fetch_redirect_response=False)
     assert not Dataset.objects.exists()
     assert not Record.objects.exists()
+
+
+def test_labeling_page_counts_records_without_a_label(client_as, analyst):
+    dataset = imported_dataset(
+        analyst, "text,label\none,a\ntwo,\nthree,b\n", TEXT_LABEL, name="Mixed", report=False
+    )
+
+    response = client_as("annotator").get("/datasets/labeling/")
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert f'href="/datasets/{dataset.pk}/records/?label="' in content
+    assert ">1</a>" in content
