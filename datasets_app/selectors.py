@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import Http404
 
 from datasets_app.cleaning import spreadsheet_safe
@@ -23,6 +23,19 @@ FLAG_FILTERS = {
     "empty": "Empty text",
     "truncated": "Cut at the length limit",
 }
+
+
+def record_distribution(rows: QuerySet) -> tuple[int, dict[str, int], dict[str, int]]:
+    """(count, label counts most frequent first, split counts) of records or snapshot records."""
+    labels = {
+        row["label"]: row["n"]
+        for row in rows.values("label").annotate(n=Count("id")).order_by("-n", "label")
+    }
+    splits = {
+        row["split"]: row["n"]
+        for row in rows.values("split").annotate(n=Count("id")).order_by("split")
+    }
+    return rows.count(), labels, splits
 
 
 def dataset_list_for_user(*, user) -> QuerySet[Dataset]:

@@ -2,6 +2,7 @@ from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 
 from lepton_web.access import access_check
+from lepton_web.filenames import safe_filename
 from models_app.models import BaseModel, ModelVersion
 
 
@@ -29,7 +30,7 @@ def model_version_download_response(version: ModelVersion) -> FileResponse:
     from models_app.services import model_version_zip
 
     name = f"{version.registered_model.name}-v{version.version}"
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    safe = safe_filename(name)
     return FileResponse(
         model_version_zip(version),
         as_attachment=True,

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from lepton_web.access import access_check
+from lepton_web.filenames import safe_filename
 from models_app.models import BaseModel, ModelVersion, RegisteredModel
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -158,7 +159,7 @@ def model_version_zip(version: ModelVersion) -> tempfile.SpooledTemporaryFile:
     """The version's Hugging Face folder as a zip file object (spooled to disk past 64 MB)."""
     archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 returned open
     folder_name = f"{version.registered_model.name}-v{version.version}"
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in folder_name)
+    safe = safe_filename(folder_name)
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zipped:
         for item in version.artifact_files:
             source_name = f"{version.artifact_uri}/{item['path']}"

@@ -29,6 +29,7 @@ from datasets_app.selectors import (
     snapshot_get_for_user,
 )
 from lepton_web.access import RolePermission
+from lepton_web.filenames import safe_filename
 
 
 class DatasetApiBase(APIView):
@@ -276,7 +277,7 @@ def export_response(*, dataset, snapshot, fmt: str) -> StreamingHttpResponse:
     if fmt not in ("csv", "jsonl"):
         raise ApiValidationError({"format": ["Choose format=csv or format=jsonl."]})
     stem = f"{dataset.name}-v{snapshot.number}" if snapshot else f"{dataset.name}-current"
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100]
+    safe = safe_filename(stem, max_length=100)
     response = StreamingHttpResponse(
         export_stream(dataset=dataset, snapshot=snapshot, fmt=fmt),
         content_type="text/csv; charset=utf-8"

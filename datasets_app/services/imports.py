@@ -20,7 +20,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import connection, transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from datasets_app.csv_io import ColumnMapping, Detection, ImportProblem, detect, iter_records
@@ -475,16 +474,10 @@ def _import_finish(job: DatasetJob, *, rows: int, seconds: float) -> DatasetJob:
 
 
 def dataset_refresh_counts(dataset: Dataset, *, save: bool = True) -> Dataset:
+    from datasets_app.selectors import record_distribution
+
     active = Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=False)
-    dataset.record_count = active.count()
-    dataset.label_counts = {
-        row["label"]: row["n"]
-        for row in active.values("label").annotate(n=Count("id")).order_by("-n", "label")
-    }
-    dataset.split_counts = {
-        row["split"]: row["n"]
-        for row in active.values("split").annotate(n=Count("id")).order_by("split")
-    }
+    dataset.record_count, dataset.label_counts, dataset.split_counts = record_distribution(active)
     if save:
         dataset.save(update_fields=["record_count", "label_counts", "split_counts", "updated_at"])
     return dataset

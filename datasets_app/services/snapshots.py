@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, F, Max
+from django.db.models import F, Max
 
 from datasets_app import cleaning
 from datasets_app.models import Dataset, Record, Snapshot, SnapshotRecord
+from datasets_app.selectors import record_distribution
 from lepton_web.access import access_check
 
 SPLITS = ("train", "validation", "test")
@@ -100,16 +101,9 @@ def snapshot_create(*, dataset: Dataset, user, note: str = "") -> Snapshot:
                 "WHERE import_run_id = %s AND NOT is_excluded ORDER BY id",
                 [snapshot.pk, locked.active_import_id],
             )
-        counts = SnapshotRecord.objects.filter(snapshot=snapshot)
-        snapshot.record_count = counts.count()
-        snapshot.label_counts = {
-            r["label"]: r["n"]
-            for r in counts.values("label").annotate(n=Count("id")).order_by("-n", "label")
-        }
-        snapshot.split_counts = {
-            r["split"]: r["n"]
-            for r in counts.values("split").annotate(n=Count("id")).order_by("split")
-        }
+        snapshot.record_count, snapshot.label_counts, snapshot.split_counts = record_distribution(
+            SnapshotRecord.objects.filter(snapshot=snapshot)
+        )
         if snapshot.record_count == 0:
             raise ValidationError("Every record is excluded; a snapshot needs at least one record.")
         snapshot.save(update_fields=["record_count", "label_counts", "split_counts", "updated_at"])
