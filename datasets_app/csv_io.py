@@ -669,6 +669,16 @@ def _as_text(series: pd.Series) -> pd.Series:
     return series.astype(str).where(series.notna(), "")
 
 
+def _without_nul(series: pd.Series) -> pd.Series:
+    """Drop NUL characters, which PostgreSQL text cannot hold (looked for in one pass first:
+    files almost never have them)."""
+    if series.dtype == object or str(series.dtype).startswith(("str", "string")):
+        values = series.tolist()
+        if "\x00" in "".join(v for v in values if isinstance(v, str)):
+            return series.map(lambda v: v.replace("\x00", "") if isinstance(v, str) else v)
+    return series
+
+
 def _to_records(
     raw: pd.DataFrame,
     detection: Detection,
@@ -681,11 +691,12 @@ def _to_records(
     for column in detection.columns:
         if column not in raw.columns:
             raw[column] = ""
+        else:
+            raw[column] = _without_nul(raw[column])
     text_parts = [_as_text(raw[c]) for c in mapping.text_columns]
     text = text_parts[0]
     for part in text_parts[1:]:
         text = text.str.cat(part, sep=mapping.text_separator)
-    text = text.str.replace("\x00", "", regex=False)
     too_long = text.str.len() > limits.max_text_chars
     if too_long.any():
         text = text.where(~too_long, text.str.slice(0, limits.max_text_chars))

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import Q
 
@@ -43,6 +44,9 @@ class Dataset(models.Model):
     label_counts = models.JSONField(default=dict, blank=True)
     split_counts = models.JSONField(default=dict, blank=True)
     quality_report = models.JSONField(default=dict, blank=True)
+    # The import whose records the full-text index covers (PostgreSQL). Search is full-text
+    # when it equals active_import_id, and plain substring matching until then.
+    search_import_id = models.BigIntegerField(null=True, blank=True)
     licence = models.CharField(max_length=200, blank=True)
     attribution = models.TextField(blank=True)
     created_by = models.ForeignKey(
@@ -72,6 +76,7 @@ class DatasetJob(Job):
     class Kind(models.TextChoices):
         IMPORT = "import", "Import"
         REPORT = "report", "Quality report"
+        SEARCH_INDEX = "search_index", "Search index"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -107,6 +112,11 @@ class DatasetJob(Job):
         if outcome == "failed" and self.kind == self.Kind.IMPORT:
             dataset_import_abandoned(job=self)
         return outcome
+
+
+# Record ids are handed out in blocks: the id sequence steps by this much on PostgreSQL
+# (migration 0006), and an import takes one block per chunk of rows with one nextval call.
+RECORD_ID_BLOCK = 1 << 16
 
 
 class Record(models.Model):
@@ -149,6 +159,29 @@ class Record(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset_id}:{self.source_row}"
+
+
+class RecordSearch(models.Model):
+    """The full-text index of records (PostgreSQL only; the table is made by migration 0005).
+
+    A side table filled by a job after an import commits, not an index on the records table:
+    computing and indexing the words of a million texts is most of the work of an import, and
+    records are browsable and filterable without it. Rows are keyed by record and deleted with
+    them (``records_delete``); cleaning fixes that edit texts refresh theirs.
+    """
+
+    record = models.OneToOneField(
+        Record, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    import_run_id = models.BigIntegerField()
+    vector = SearchVectorField()
+
+    class Meta:
+        managed = False
+        db_table = "datasets_app_recordsearch"
+
+    def __str__(self) -> str:
+        return str(self.record_id)
 
 
 class CleaningAction(models.Model):

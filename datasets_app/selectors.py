@@ -13,10 +13,18 @@ from django.db.models import Count, QuerySet
 from django.http import Http404
 
 from datasets_app.cleaning import spreadsheet_safe
-from datasets_app.models import Dataset, DatasetJob, Record, Snapshot, SnapshotRecord
+from datasets_app.models import (
+    Dataset,
+    DatasetJob,
+    Record,
+    RecordSearch,
+    Snapshot,
+    SnapshotRecord,
+)
 from lepton_web.access import access_check
 
 PAGE_SIZE = 50
+SEARCH_CONFIG = "simple"  # no stemming or stop words: texts come in any language
 FLAG_FILTERS = {
     "excluded": "Excluded by cleaning",
     "edited": "Edited by cleaning",
@@ -63,7 +71,20 @@ def dataset_latest_jobs(dataset: Dataset) -> dict[str, DatasetJob | None]:
     return {
         "import": dataset.jobs.filter(kind=DatasetJob.Kind.IMPORT).order_by("-created_at").first(),
         "report": dataset.jobs.filter(kind=DatasetJob.Kind.REPORT).order_by("-created_at").first(),
+        "search_index": dataset.jobs.filter(kind=DatasetJob.Kind.SEARCH_INDEX)
+        .order_by("-created_at")
+        .first(),
     }
+
+
+def search_index_ready(dataset: Dataset) -> bool:
+    """Whether searches of this dataset's current records can use the full-text index, which
+    a job builds after each import (PostgreSQL only; see services/search.py)."""
+    return (
+        connection.vendor == "postgresql"
+        and dataset.active_import_id is not None
+        and dataset.search_import_id == dataset.active_import_id
+    )
 
 
 @dataclass
@@ -71,6 +92,9 @@ class RecordPage:
     records: list[Record]
     next_after: int | None
     has_previous: bool
+    # How a search matched: "full_text" (words, through the index) or "substring" (while the
+    # index is being built, and on SQLite); "" without a search.
+    search_mode: str = ""
 
 
 def record_page(
@@ -96,20 +120,30 @@ def record_page(
         records = records.filter(label=label)
     if split is not None and split != "__any__":
         records = records.filter(split=split)
+    search_mode = ""
     if search:
-        if connection.vendor == "postgresql":
-            from django.contrib.postgres.search import SearchQuery, SearchVector
+        if search_index_ready(dataset):
+            from django.contrib.postgres.search import SearchQuery
 
-            records = records.annotate(search=SearchVector("text", config="simple")).filter(
-                search=SearchQuery(search, config="simple", search_type="websearch")
+            matching = RecordSearch.objects.filter(
+                import_run_id=dataset.active_import_id,
+                vector=SearchQuery(search, config=SEARCH_CONFIG, search_type="websearch"),
             )
+            records = records.filter(id__in=matching.values("record_id"))
+            search_mode = "full_text"
         else:
             records = records.filter(text__icontains=search)
+            search_mode = "substring"
     if after:
         records = records.filter(id__gt=after)
     rows = list(records.order_by("id")[: page_size + 1])
     next_after = rows[page_size - 1].id if len(rows) > page_size else None
-    return RecordPage(records=rows[:page_size], next_after=next_after, has_previous=bool(after))
+    return RecordPage(
+        records=rows[:page_size],
+        next_after=next_after,
+        has_previous=bool(after),
+        search_mode=search_mode,
+    )
 
 
 # --- export ---------------------------------------------------------------------------------------

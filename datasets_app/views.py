@@ -1,5 +1,6 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -125,6 +126,7 @@ def _detail_context(request, dataset, **extra) -> dict:
         "dataset": dataset,
         "import_job": jobs["import"],
         "report_job": jobs["report"],
+        "search_job": jobs["search_index"],
         "detect_form": DetectForm(),
         "mapping_form": MappingForm(initial=mapping_initial, columns=columns) if columns else None,
         "split_form": SplitForm(
@@ -316,6 +318,7 @@ def dataset_records(request, dataset_id: int):
         "flag_filters": FLAG_FILTERS,
         "labels": list(dataset.label_counts),
         "query_without_after": query.urlencode(),
+        "search_supported": connection.vendor == "postgresql",
     }
     return render(request, "datasets_app/dataset_records.html", context)
 

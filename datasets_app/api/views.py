@@ -191,6 +191,9 @@ class RecordListApi(DatasetApiBase):
             {
                 "results": RecordSerializer(page.records, many=True).data,
                 "next_after": page.next_after,
+                # "full_text" once the word index of the import is built, "substring" before
+                # (and on SQLite), "" without a search.
+                "search_mode": page.search_mode,
             }
         )
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from datasets_app import cleaning
 from datasets_app.models import CleaningAction, CleaningChange, Dataset, DatasetJob, Record
+from datasets_app.services.search import search_entries_refresh
 from lepton_web.access import access_check
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def dataset_clean_apply(*, dataset: Dataset, user, kind: str) -> CleaningAction:
         raise ValidationError("Nothing to fix: no record matches this finding any more.")
     ids = changes["id"].astype("int64").tolist()
     with transaction.atomic():
+        _lock_dataset(dataset)
         action = CleaningAction.objects.create(
             dataset=dataset,
             kind=kind,
@@ -150,14 +152,23 @@ def dataset_clean_apply(*, dataset: Dataset, user, kind: str) -> CleaningAction:
             ],
             batch_size=BATCH,
         )
+        search_entries_refresh(
+            [record.id for record in updated if record.original_text is not None]
+        )
         _after_cleaning(dataset)
     return action
+
+
+def _lock_dataset(dataset: Dataset) -> None:
+    """Serialise with other writers of these records (the search index job, other fixes)."""
+    list(Dataset.objects.select_for_update().filter(pk=dataset.pk).values_list("pk", flat=True))
 
 
 def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
     """Undo the most recent fix that is still applied (fixes are undone last-first)."""
     access_check(user, "dataset", "change")
     with transaction.atomic():
+        _lock_dataset(dataset)
         action = (
             CleaningAction.objects.select_for_update()
             .filter(dataset=dataset, undone_at__isnull=True)
@@ -193,6 +204,7 @@ def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
             ],
             batch_size=BATCH,
         )
+        search_entries_refresh([record.id for record in restored])
         action.undone_at = timezone.now()
         action.save(update_fields=["undone_at", "updated_at"])
         _after_cleaning(dataset)

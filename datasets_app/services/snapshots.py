@@ -10,6 +10,7 @@ from datasets_app import cleaning
 from datasets_app.models import Dataset, Record, Snapshot, SnapshotRecord
 from datasets_app.selectors import record_distribution
 from lepton_web.access import access_check
+from lepton_web.bulk import can_check_keys_once, keys_checked_once
 
 SPLITS = ("train", "validation", "test")
 ID_BATCH = 20000
@@ -94,7 +95,12 @@ def snapshot_create(*, dataset: Dataset, user, note: str = "") -> Snapshot:
             dataset=locked, number=number, note=note[:300], created_by=user
         )
         target, source = SnapshotRecord._meta.db_table, Record._meta.db_table
-        with connection.cursor() as cursor:
+        # Every row has this snapshot as parent: its key is checked once (lepton_web/bulk.py).
+        parents = [(Snapshot._meta.db_table, snapshot.pk)]
+        with (
+            connection.cursor() as cursor,
+            keys_checked_once(cursor, parents, enabled=can_check_keys_once()),
+        ):
             cursor.execute(
                 f"INSERT INTO {target} (snapshot_id, record_id, source_row, text, label, split) "  # noqa: S608
                 f"SELECT %s, id, source_row, text, label, split FROM {source} "

@@ -60,6 +60,14 @@ def run_queued_reports(dataset: Dataset) -> None:
         services.dataset_report_execute(job_id=job_id)
 
 
+def run_queued_search_index(dataset: Dataset) -> None:
+    """Run every queued search-index job of ``dataset`` here, as a worker would."""
+    queued = dataset.jobs.filter(kind=DatasetJob.Kind.SEARCH_INDEX, status="queued").order_by("id")
+    for job_id in list(queued.values_list("id", flat=True)):
+        services.dataset_job_execute(job_id=job_id)
+    dataset.refresh_from_db()
+
+
 def import_now(dataset: Dataset, user, mapping: dict | None = None) -> DatasetJob:
     """Start an import (published to the test broker) and run it synchronously."""
     with broker_for_this_process(_redis_url()):

@@ -10,6 +10,7 @@ import json
 from datetime import timedelta
 
 import factory
+import pandas as pd
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -22,6 +23,7 @@ from datasets_app.models import (
     Dataset,
     DatasetJob,
     Record,
+    RecordSearch,
     Snapshot,
     SnapshotRecord,
 )
@@ -29,10 +31,12 @@ from datasets_app.selectors import export_stream, record_page
 from datasets_app.services import (
     dataset_clean_apply,
     dataset_clean_undo,
+    dataset_delete,
     dataset_detect,
     dataset_import_cancel,
     dataset_import_execute,
     dataset_import_start,
+    dataset_job_execute,
     dataset_report_execute,
     dataset_split,
     demo_dataset_load,
@@ -45,6 +49,7 @@ from tests.datasets_app.factories import (
     import_now,
     imported_dataset,
     run_queued_reports,
+    run_queued_search_index,
     upload,
 )
 
@@ -395,6 +400,9 @@ def test_import_of_several_chunks_outside_a_transaction_writes_every_row_once(
         "high": rows,
     }
     assert stored.get(source_row=100_000).text == "row 100000"
+    # Ids follow the file, although two writers COPY chunks side by side.
+    in_id_order = list(stored.order_by("id").values_list("source_row", flat=True))
+    assert in_id_order == list(range(1, rows + 1))
 
 
 def test_an_import_whose_worker_is_lost_twice_fails_and_the_dataset_can_be_retried(analyst):
@@ -1073,14 +1081,122 @@ def test_record_page_returns_every_matching_record_exactly_once(paged, name, pag
     assert 1 <= len(pages[-1]) <= page_size
 
 
-def test_record_page_search_is_full_text_on_postgresql_and_substring_on_sqlite(analyst):
+def test_record_page_search_is_substring_until_the_index_job_runs_then_full_text(analyst):
     csv_text = "text,label\nRefund my money,a\nmoney refund now,a\nmoneyrefunds,a\nhello,b\n"
     dataset = imported_dataset(analyst, csv_text, TEXT_LABEL, report=False)
 
-    found = [r.text for r in record_page(dataset=dataset, search="money refund").records]
+    before = record_page(dataset=dataset, search="money refund")
 
+    # Until the index is built (always on SQLite): the text as typed, anywhere, any case.
+    assert [r.text for r in before.records] == ["money refund now"]
+    assert before.search_mode == "substring"
+    run_queued_search_index(dataset)
+    after = record_page(dataset=dataset, search="money refund")
     if connection.vendor == "postgresql":
         # Words, in any order (websearch syntax); no substrings of other words.
-        assert found == ["Refund my money", "money refund now"]
+        assert [r.text for r in after.records] == ["Refund my money", "money refund now"]
+        assert after.search_mode == "full_text"
+        assert dataset.search_import_id == dataset.active_import_id
+        job = dataset.jobs.get(kind=DatasetJob.Kind.SEARCH_INDEX)
+        assert (job.status, job.message) == ("succeeded", "Full-text search is ready.")
     else:
-        assert found == ["money refund now"]
+        assert after.search_mode == "substring"
+        assert not dataset.jobs.filter(kind=DatasetJob.Kind.SEARCH_INDEX).exists()
+
+
+postgresql_only = pytest.mark.skipif(
+    "connection.vendor != 'postgresql'", reason="the word index exists on PostgreSQL only"
+)
+
+
+def _found(dataset: Dataset, search: str) -> list[int]:
+    dataset.refresh_from_db()
+    return [r.source_row for r in record_page(dataset=dataset, search=search).records]
+
+
+@postgresql_only
+def test_search_index_follows_texts_edited_by_a_fix_and_by_its_undo(analyst):
+    csv_text = "text,label\nun cafÃ© noir,a\nthe café downstairs,a\nnothing here,b\n"
+    dataset = imported_dataset(analyst, csv_text, TEXT_LABEL, report=False)
+    run_queued_search_index(dataset)
+    assert _found(dataset, "café") == [2]
+
+    dataset_clean_apply(dataset=dataset, user=analyst, kind="repair_mojibake")
+    assert _found(dataset, "café") == [1, 2]
+    assert _found(dataset, "cafÃ©") == []
+
+    dataset_clean_undo(dataset=dataset, user=analyst)
+    assert _found(dataset, "café") == [2]
+    assert _found(dataset, "cafÃ©") == [1]
+
+
+@postgresql_only
+def test_search_entries_go_with_the_records_they_index(analyst):
+    dataset = imported_dataset(analyst, "text,label\nfirst words,a\nsecond,b\n", TEXT_LABEL)
+    run_queued_search_index(dataset)
+    first_run = dataset.active_import_id
+    assert RecordSearch.objects.filter(import_run_id=first_run).count() == 2
+
+    # A reimport replaces the records, and their index entries with them.
+    import_now(dataset, analyst, TEXT_LABEL)
+    dataset.refresh_from_db()
+    assert RecordSearch.objects.filter(import_run_id=first_run).count() == 0
+    assert dataset.search_import_id == first_run != dataset.active_import_id
+    assert _found(dataset, "words") == [1]  # substring until the new index is built
+    run_queued_search_index(dataset)
+    assert RecordSearch.objects.filter(import_run_id=dataset.active_import_id).count() == 2
+
+    dataset_delete(dataset=dataset, user=analyst)
+    assert not RecordSearch.objects.exists()
+
+
+@postgresql_only
+def test_index_job_of_records_replaced_before_it_ran_indexes_nothing(analyst):
+    dataset = imported_dataset(analyst, "text,label\nold words,a\nb,b\n", TEXT_LABEL)
+    stale = dataset.jobs.get(kind=DatasetJob.Kind.SEARCH_INDEX)
+    import_now(dataset, analyst, TEXT_LABEL)  # queues a second index job
+    stale.refresh_from_db()
+    assert stale.status == "queued"
+
+    dataset_job_execute(job_id=stale.pk)
+    stale.refresh_from_db()
+    assert stale.status == "succeeded"
+    # It indexes whatever is current when it runs: the new records, never stale ones.
+    dataset.refresh_from_db()
+    assert dataset.search_import_id == dataset.active_import_id
+    assert set(RecordSearch.objects.values_list("import_run_id", flat=True)) == {
+        dataset.active_import_id
+    }
+
+
+@postgresql_only
+@pytest.mark.parametrize("checks_once", [True, False], ids=["checked once", "checked per row"])
+def test_records_of_a_deleted_import_are_refused_whichever_way_keys_are_checked(
+    analyst, checks_once
+):
+    from psycopg2.errors import ForeignKeyViolation
+
+    from datasets_app.csv_io import ImportProblem
+    from datasets_app.services.imports import RecordWriter
+
+    dataset = imported_dataset(analyst, "text,label\na,b\n", TEXT_LABEL, report=False)
+    frame = pd.DataFrame(
+        {
+            "source_row": [1],
+            "text": ["x"],
+            "label": [""],
+            "split": [""],
+            "external_id": [""],
+            "metadata": ["{}"],
+            "flags": [""],
+        }
+    )
+    writer = RecordWriter(dataset_id=dataset.pk, import_run_id=10**15)  # no such import
+    assert writer.checks_once  # the test database role may skip per-row triggers
+    writer.checks_once = checks_once
+    with connection.cursor() as cursor:  # inside the test's transaction: check at COPY's end
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    error = ImportProblem if checks_once else ForeignKeyViolation
+    with pytest.raises(error):  # written inline: the test holds a transaction
+        writer.write(frame)
+    assert not Record.objects.filter(import_run_id=10**15).exists()
