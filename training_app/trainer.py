@@ -362,6 +362,8 @@ def load_artifact(artifact_dir: str, *, device: str = "cpu") -> tuple[torch.nn.M
 
         model = PeftModel.from_pretrained(model, os.path.join(artifact_dir, adapter))
         prefix = True
+    else:
+        _last_layer_for_the_head_only(model)
     module = _LogitsModule(model, prefix=prefix).to(device)
     module.eval()
     return module, tokenizer
@@ -643,6 +645,69 @@ class _LogitsModule(torch.nn.Module):
             input_ids=input_ids, attention_mask=mask, **{self._cache_argument: prompt}
         )
         return outputs.logits
+
+
+def _last_layer_for_the_head_only(model: torch.nn.Module) -> bool:
+    """Make the last encoder layer of a BERT classifier compute only the first token.
+
+    BertForSequenceClassification reads the last layer at the first ([CLS]) position alone
+    (its pooler takes ``hidden_states[:, 0]``), yet the layer computes its attention output,
+    feed-forward block and layer norms for every token. Here that layer's queries, attention
+    output and feed-forward run for [CLS] only, while keys and values still come from every
+    token: the logits and gradients are the same (to float rounding; tested) and about an
+    eighth of a six-layer model's matrix work is skipped in training and in inference. Only
+    the instance's forward changes, so weights and saved artifacts are untouched. Other
+    architectures, decoder or cross-attention setups, feed-forward chunking and prefix
+    tuning (which feeds a cache to every layer) keep the library's forward. Returns whether
+    the layer was changed.
+    """
+    import types
+
+    from transformers.models.bert.modeling_bert import BertForSequenceClassification, BertLayer
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not isinstance(base, BertForSequenceClassification):
+        return False
+    layer = base.bert.encoder.layer[-1]
+    if (
+        type(layer) is not BertLayer
+        or layer.is_decoder
+        or layer.add_cross_attention
+        or layer.chunk_size_feed_forward
+        or base.config._attn_implementation not in ("sdpa", "eager")
+    ):
+        return False
+    original = layer.forward
+
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+        # The encoder passes encoder_hidden_states (None here) positionally.
+        cross = [*args, kwargs.get("encoder_hidden_states"), kwargs.get("cache")]
+        if any(value is not None for value in cross) or kwargs.get("past_key_values") is not None:
+            return original(hidden_states, attention_mask, *args, **kwargs)
+        attention = self.attention.self
+        batch, length, _ = hidden_states.shape
+        heads = (batch, -1, attention.attention_head_size)
+        first = hidden_states[:, :1]
+        query = attention.query(first).view(*heads[:1], 1, *heads[1:]).transpose(1, 2)
+        key = attention.key(hidden_states).view(batch, length, *heads[1:]).transpose(1, 2)
+        value = attention.value(hidden_states).view(batch, length, *heads[1:]).transpose(1, 2)
+        mask = attention_mask
+        if mask is not None and mask.dim() == 4 and mask.shape[-2] > 1:
+            mask = mask[:, :, :1, :]  # the [CLS] query's row
+        context = functional.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=mask,
+            dropout_p=attention.dropout.p if self.training else 0.0,
+            scale=attention.scaling,
+        )
+        context = context.transpose(1, 2).reshape(batch, 1, -1)
+        attended = self.attention.output(context, first)
+        return self.output(self.intermediate(attended), attended)
+
+    layer.forward = types.MethodType(forward, layer)
+    return True
 
 
 def _forward_logits(
@@ -1345,6 +1410,8 @@ class _Run:
             model = self._apply_peft(model)
             self.peft_model = model
         self.model = model.to(self.device)
+        if config.method != "prefix":
+            _last_layer_for_the_head_only(self.model)
         self.module = _LogitsModule(self.model, prefix=config.method == "prefix")
 
         self.trainable = [

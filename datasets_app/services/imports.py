@@ -241,7 +241,8 @@ def dataset_delete(*, dataset: Dataset, user) -> None:
         )
     stored = dataset.source_file
     with transaction.atomic():
-        records_delete(Record.objects.filter(dataset=dataset))
+        # By import run, which is indexed; dataset_id alone is not (each index is paid per row).
+        records_delete(Record.objects.filter(import_run__in=dataset.jobs.values("id")))
         dataset.delete()
     transaction.on_commit(lambda: stored.storage.delete(stored.name))
 

@@ -455,9 +455,16 @@ def test_multi_label_learns(base_model, tmp_path, method):
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_regression_learns(base_model, tmp_path, method):
-    learning_rate = 3e-3 if method == "full" else 1e-2
+    # A tiny model from scratch at a high rate is noisy from seed to seed; 10 epochs at 2e-3
+    # learned (Spearman > 0.84) for each of seeds 0-4 and the default 42.
+    learning_rate = 2e-3 if method == "full" else 1e-2
     result, recorder = run(
-        base_model, tmp_path, task="regression", method=method, learning_rate=learning_rate
+        base_model,
+        tmp_path,
+        task="regression",
+        method=method,
+        learning_rate=learning_rate,
+        epochs=10,
     )
 
     assert_loss_fell(recorder)
@@ -910,3 +917,75 @@ def test_bundled_minilm_loss_falls_on_real_sst2_rows(tmp_path, monkeypatch):
     assert result.status == "succeeded"
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     assert Path(result.artifact_dir, "model.safetensors").exists()
+
+
+# --- the last layer computes [CLS] only -------------------------------------------------------------
+def _tiny_classifier(seed: int = 0, **overrides) -> BertForSequenceClassification:
+    config = BertConfig(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=3,
+        **overrides,
+    )
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config)
+
+
+def _padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    input_ids = torch.randint(5, 60, (5, 11), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    for row, length in enumerate([11, 7, 3, 9, 1]):
+        attention_mask[row, length:] = 0
+    return input_ids, attention_mask
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_head_only_last_layer_gives_the_same_logits_and_gradients(attention, method):
+    library = _tiny_classifier(attn_implementation=attention)
+    ours = _tiny_classifier(attn_implementation=attention)
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False)
+        torch.manual_seed(1)
+        library = get_peft_model(library, lora)
+        torch.manual_seed(1)
+        ours = get_peft_model(ours, lora)
+    library.eval()
+    ours.eval()
+    assert trainer._last_layer_for_the_head_only(ours)
+    last_outputs = []
+    layers = (ours.get_base_model() if method == "lora" else ours).bert.encoder.layer
+    layers[-1].output.register_forward_hook(
+        lambda module, inputs, output: last_outputs.append(output)
+    )
+    input_ids, attention_mask = _padded_batch()
+
+    expected = library(input_ids=input_ids, attention_mask=attention_mask).logits
+    got = ours(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    assert last_outputs[0].shape == (5, 1, 32)  # the shortcut ran: one position per text
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    (expected * torch.arange(3.0)).sum().backward()
+    (got * torch.arange(3.0)).sum().backward()
+    gradients = {n: p.grad for n, p in library.named_parameters() if p.requires_grad}
+    for name, parameter in ours.named_parameters():
+        if parameter.requires_grad:
+            torch.testing.assert_close(parameter.grad, gradients[name], atol=1e-5, rtol=1e-4)
+
+
+def test_head_only_last_layer_leaves_other_models_alone():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    distil = DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=60, dim=32, n_layers=1, n_heads=4, hidden_dim=64)
+    )
+    chunked = _tiny_classifier(chunk_size_feed_forward=4)
+
+    assert not trainer._last_layer_for_the_head_only(distil)
+    assert not trainer._last_layer_for_the_head_only(chunked)
