@@ -63,7 +63,7 @@ def keys_checked_once(
         if cursor.fetchone() is None:
             raise ParentMissing(table, key)
     cursor.execute("SET LOCAL session_replication_role = replica")
-    try:
-        yield
-    finally:
-        cursor.execute("SET LOCAL session_replication_role = origin")
+    yield
+    # Only on success: after an error the transaction (or savepoint) is rolled back, which
+    # undoes the SET LOCAL too, and a statement here would hide the error.
+    cursor.execute("SET LOCAL session_replication_role = origin")

@@ -316,6 +316,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Local scratch space of a gpu worker: tokenised caches, checkpoints, artifacts before upload.
 # Put it on storage every gpu worker shares if runs should resume on another machine.
 TRAINING_WORK_DIR = Path(os.environ.get("TRAINING_WORK_DIR") or VAR_DIR / "training")
+# Copy checkpoints to the storage so that another machine can resume a run (auto: when the
+# storage is not the local disk). See training_app/checkpoints.py.
+TRAINING_CHECKPOINT_SYNC = os.environ.get("TRAINING_CHECKPOINT_SYNC", "auto").lower()
+if TRAINING_CHECKPOINT_SYNC not in ("auto", "on", "off"):
+    raise ImproperlyConfigured(
+        f"TRAINING_CHECKPOINT_SYNC must be auto, on or off, not {TRAINING_CHECKPOINT_SYNC!r}."
+    )
 # Folders on the server that may be registered as base models (comma-separated); uploads of
 # zipped model folders are unpacked under MEDIA_ROOT and limited to this many bytes.
 BASE_MODEL_ROOTS = env_list("BASE_MODEL_ROOTS") or [str(VAR_DIR / "models")]

@@ -21,6 +21,12 @@ from datasets_app.models import Snapshot, SnapshotRecord
 from lepton_web.access import access_check
 from lepton_web.jobs import BrokerUnavailable, JobStatus
 from models_app.models import BaseModel
+from training_app.checkpoints import (
+    checkpoint_sync_enabled,
+    checkpoint_upload,
+    checkpoints_delete,
+    checkpoints_fetch,
+)
 from training_app.models import Evaluation, TrainingEvent, TrainingMetric, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -333,9 +339,18 @@ class RunCallbacks:
         )
 
     def on_checkpoint(self, *, step: int, path: str) -> None:
-        TrainingEvent.objects.create(
-            run=self.run, kind="checkpoint", message=f"Checkpoint saved at step {step}."
-        )
+        message = f"Checkpoint saved at step {step}."
+        if checkpoint_sync_enabled():
+            try:
+                checkpoint_upload(run_id=self.run.pk, folder=Path(path))
+                message = f"Checkpoint saved at step {step} and copied to storage."
+            except Exception:  # the run goes on; only a resume elsewhere would miss it
+                logger.exception("Copying checkpoint %s of run %s failed", step, self.run.pk)
+                message = (
+                    f"Checkpoint saved at step {step} on this machine only: copying it to "
+                    "storage failed (see the worker log). Training goes on."
+                )
+        TrainingEvent.objects.create(run=self.run, kind="checkpoint", message=message)
 
     def on_event(self, *, kind: str, message: str) -> None:
         TrainingEvent.objects.create(run=self.run, kind=kind, message=message[:2000])
@@ -381,6 +396,16 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     config = trainer.TrainingConfig(task=run.task, method=run.method, **run.params)
     workdir = run_dir(run.pk)
     callbacks = RunCallbacks(run)
+    if run.attempts > 1 and checkpoint_sync_enabled():
+        # Taken over from a lost machine: its checkpoints are in storage, not in this folder.
+        fetched = checkpoints_fetch(run_id=run.pk, checkpoint_dir=workdir / "checkpoints")
+        if fetched:
+            TrainingEvent.objects.create(
+                run=run,
+                kind="checkpoint_fetched",
+                message=f"Fetched {len(fetched)} checkpoint(s) from storage, the latest "
+                f"at step {int(fetched[-1].rsplit('-', 1)[1]):,}.",
+            )
     try:
         with job_heartbeat(run):
             result = trainer.train(
@@ -436,6 +461,8 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     )
     TrainingEvent.objects.create(run=run, kind="succeeded", message=f"Registered {version}.")
     shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    if checkpoint_sync_enabled():
+        checkpoints_delete(run_id=run.pk)
     return run
 
 

@@ -12,7 +12,12 @@ from pytest_django.asserts import assertContains, assertNotContains, assertRedir
 
 from datasets_app.models import CleaningAction, Dataset, DatasetJob, Record, Snapshot
 from tests.conftest import broker_for_this_process
-from tests.datasets_app.factories import import_now, imported_dataset, upload
+from tests.datasets_app.factories import (
+    import_now,
+    imported_dataset,
+    run_queued_search_index,
+    upload,
+)
 
 TEXT_LABEL = {"text_columns": ["text"], "label_column": "label"}
 CSV = "text,topic,label\nWhere is my card,cards,card\nI lost my PIN,security,pin\nTop up failed,payments,top_up\n"
@@ -494,6 +499,25 @@ def test_records_page_says_when_nothing_matches(analyst_client, many):
 
     assertContains(response, "No records match these filters.")
     assertNotContains(response, "Next page")
+
+
+def test_records_page_says_how_a_search_matched(analyst_client, many):
+    from django.db import connection
+
+    url = f"/datasets/{many.pk}/records/"
+
+    before = analyst_client.get(url, {"search": "number 7"})
+    run_queued_search_index(many)
+    after = analyst_client.get(url, {"search": "7 number"})
+
+    assert rows_on(before) == [7, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79]
+    if connection.vendor == "postgresql":
+        assertContains(before, "The word index of this dataset is still being built")
+        assert rows_on(after) == [7]  # words in any order
+        assertContains(after, "Word search:")
+    else:  # SQLite always matches substrings, and says nothing about an index
+        assertNotContains(before, "word index")
+        assert rows_on(after) == []
 
 
 # --- roles ---------------------------------------------------------------------------------------------------

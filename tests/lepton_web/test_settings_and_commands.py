@@ -40,6 +40,8 @@ SETTINGS_PREFIXES = (
     "JOB_",
     "DATASET_",
     "DJANGO_",
+    "TRAINING_",
+    "BASE_MODEL_",
 )
 
 
@@ -101,6 +103,13 @@ def test_debug_that_is_not_true_or_false_refuses_to_start(tmp_path):
 
     assert result.returncode != 0
     assert "DEBUG must be 'true' or 'false', not 'yes'." in result.stderr
+
+
+def test_a_checkpoint_sync_mode_that_does_not_exist_refuses_to_start(tmp_path):
+    result = manage_check_deploy(tmp_path, TRAINING_CHECKPOINT_SYNC="always")
+
+    assert result.returncode != 0
+    assert "TRAINING_CHECKPOINT_SYNC must be auto, on or off, not 'always'." in result.stderr
 
 
 # --- lepton_bootstrap -------------------------------------------------------------------------

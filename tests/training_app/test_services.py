@@ -214,3 +214,72 @@ def test_deleting_a_dataset_removes_its_records_and_cleaning_history(analyst, db
     assert not Dataset.objects.filter(pk=dataset.pk).exists()
     assert not Record.objects.exists()
     assert not CleaningChange.objects.exists()
+
+
+# --- checkpoints through the storage: a run resumes on another machine -------------------------------
+def test_a_run_taken_over_by_another_machine_resumes_from_the_checkpoint_in_storage(
+    make_run, settings, tmp_path, monkeypatch
+):
+    from django.core.files.storage import default_storage
+
+    from training_app.services import RunCallbacks
+
+    settings.TRAINING_CHECKPOINT_SYNC = "on"
+    settings.TRAINING_WORK_DIR = tmp_path / "machine-a"
+    run = make_run(status="queued")
+
+    class MachineLost(BaseException):
+        """Nothing after it runs on that machine, as after a power cut."""
+
+    saved = RunCallbacks.on_checkpoint
+
+    def lost_after_first_checkpoint(self, *, step, path):
+        saved(self, step=step, path=path)
+        raise MachineLost
+
+    monkeypatch.setattr(RunCallbacks, "on_checkpoint", lost_after_first_checkpoint)
+    with pytest.raises(MachineLost):
+        training_run_execute(run_id=run.pk)
+    monkeypatch.undo()
+    run.refresh_from_db()
+    assert run.status == "running"
+    first = run.events.get(kind="checkpoint")
+    assert first.message.endswith("and copied to storage.")
+
+    # The sweeper hands the run to a worker on a machine that has none of machine A's files.
+    settings.TRAINING_WORK_DIR = tmp_path / "machine-b"
+    assert run.requeue(message="The worker was lost.")
+    training_run_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error_message
+    step = int(first.message.split()[4])
+    events = dict(run.events.exclude(kind="checkpoint").values_list("kind", "message"))
+    assert events["checkpoint_fetched"] == (
+        f"Fetched 1 checkpoint(s) from storage, the latest at step {step:,}."
+    )
+    assert f"step {step}" in events["resumed"]
+    assert run.events.filter(kind="started").count() == 1  # not trained again from step 1
+    assert not default_storage.exists(f"training/checkpoints/run-{run.pk}")
+
+
+def test_fetching_checkpoints_skips_an_upload_that_never_finished(db, settings, tmp_path):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from training_app.checkpoints import checkpoint_upload, checkpoints_fetch
+
+    local = tmp_path / "a" / "checkpoints"
+    for step in (5, 10):
+        folder = local / f"ckpt-{step:09d}"
+        folder.mkdir(parents=True)
+        (folder / "state.pt").write_bytes(b"state %d" % step)
+    checkpoint_upload(run_id=7, folder=local / "ckpt-000000005")
+    # The machine died while copying step 10: its files are there, its marker is not.
+    default_storage.save("training/checkpoints/run-7/ckpt-000000010/state.pt", ContentFile(b"x"))
+
+    fetched = checkpoints_fetch(run_id=7, checkpoint_dir=tmp_path / "b")
+
+    assert fetched == ["ckpt-000000005"]
+    assert (tmp_path / "b" / "ckpt-000000005" / "state.pt").read_bytes() == b"state 5"
+    assert not (tmp_path / "b" / "ckpt-000000010").exists()
