@@ -123,10 +123,11 @@ def test_plain_request_without_a_session_is_redirected_not_hx_redirected(client,
 
 
 # --- API answers in JSON -----------------------------------------------------------------------------
-def test_anonymous_api_request_gets_json_403_not_a_login_redirect(client, db):
+def test_anonymous_api_request_gets_json_401_not_a_login_redirect(client, db):
     response = client.get("/api/v1/base-models/")
 
-    assert response.status_code == 403
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
     assert response.json() == {
         "detail": "Authentication credentials were not provided.",
         "errors": {},
