@@ -11,7 +11,12 @@ What makes it fast on a CPU (see shared STACK.md for the measurements behind thi
 - batches are length-grouped: the epoch's shuffled indices are cut into mega-batches of 50
   batches, each sorted by length and cut into batches, then the batch order is shuffled (the
   longest batch goes first, so an out-of-memory error shows at once, not an hour in);
-- every batch is padded only to its own longest text (dynamic padding);
+- every batch is padded only to its own longest text (dynamic padding), straight from the
+  cached token arrays in the training process: no DataLoader workers, because with the texts
+  already tokenised a batch costs microseconds to assemble, less than handing it between
+  processes would;
+- the last layer of a BERT classifier computes only the [CLS] position its head reads (keys
+  and values still see every token): the same logits and gradients, an eighth less work;
 - fused AdamW where torch has it (CPU and CUDA in recent torch), bf16 autocast on GPUs that
   support it, `torch.inference_mode()` for evaluation;
 - torch uses every core this process may run on, unless OMP_NUM_THREADS says fewer: on a shared

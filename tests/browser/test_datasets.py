@@ -3,11 +3,14 @@ progress bar, map columns, watch the import finish live, see the report, browse 
 file with a ragged row ending in a plain sentence with its line number."""
 
 import re
+import time
 
 import pytest
+from django.db import connection
 from playwright.sync_api import expect
 
 from datasets_app.models import Dataset
+from datasets_app.selectors import search_index_ready
 
 pytestmark = pytest.mark.browser
 
@@ -99,6 +102,22 @@ def test_upload_map_import_watch_report_and_browse(
     page.get_by_role("link", name="Next page").click()
     expect(table.locator("tbody tr").first).to_contain_text("number 12")
     assert Dataset.objects.get().record_count == rows
+
+    # The worker builds the word index after the import; then search matches words.
+    if connection.vendor == "postgresql":
+        deadline = time.monotonic() + 60
+        while not search_index_ready(Dataset.objects.get()):
+            assert time.monotonic() < deadline, "the search index job did not finish"
+            time.sleep(0.5)
+    filters = page.get_by_test_id("record-filters")
+    filters.get_by_placeholder("Search texts").fill("refund 42")
+    filters.get_by_role("button", name="Filter").click()
+    expect(table.locator("tbody tr")).to_have_count(1)
+    expect(table.locator("tbody tr").first).to_contain_text(
+        "How do I get a refund for order number 42"
+    )
+    if connection.vendor == "postgresql":
+        expect(page.get_by_test_id("search-mode")).to_contain_text("Word search")
 
 
 def test_import_of_a_ragged_file_shows_the_problem_with_its_line_number(
