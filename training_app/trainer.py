@@ -1885,6 +1885,7 @@ class _Run:
                 message=(
                     f"Training on {len(self.train_split):,} examples for {_format_number(config.epochs)} "
                     f"epochs ({self.total_steps} steps of {self.group_size}) on {self.device.type}"
+                    + (" in bf16 autocast" if self.autocast_dtype == torch.bfloat16 else "")
                     + (f" with {self.world_size} processes" if self.world_size > 1 else "")
                     + f", learning rate {_format_number(config.effective_learning_rate)}."
                 ),
