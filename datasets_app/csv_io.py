@@ -608,6 +608,9 @@ def _parser_message(text: str) -> str:
     return f"The file could not be read as delimited text: {text}"
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _jsonl_chunks(path: Path, detection: Detection, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """JSON Lines one line at a time, so a bad line is named by its number."""
     with (
@@ -631,6 +634,16 @@ def _jsonl_chunks(path: Path, detection: Detection, chunk_rows: int) -> Iterator
                     f"Line {number} is not a JSON object; JSON Lines files hold one object per line.",
                     line=number,
                 )
+            if _SURROGATE_ESCAPE.search(line):
+                try:  # a \ud83d escape without its partner decodes to no character at all
+                    json.dumps(value, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ImportProblem(
+                        f"Line {number} has a \\u escape of half a character (a lone UTF-16 "
+                        "surrogate such as \\ud83d), which is not text. Write the character "
+                        "itself, or both halves of its escape.",
+                        line=number,
+                    ) from None
             rows.append(value)
             if len(rows) == chunk_rows:
                 yield pd.DataFrame.from_records(rows, columns=detection.columns)

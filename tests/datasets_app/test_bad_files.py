@@ -358,6 +358,18 @@ IMPORT_FAILURES = [
         id="non_object_line_30.jsonl",
     ),
     pytest.param(
+        "lone_surrogate_30.jsonl",
+        [
+            problem(
+                "Line 30 has a \\u escape of half a character (a lone UTF-16 surrogate such as "
+                "\\ud83d), which is not text. Write the character itself, or both halves of its "
+                "escape.",
+                line=30,
+            )
+        ],
+        id="lone_surrogate_30.jsonl",
+    ),
+    pytest.param(
         "number_line_30.jsonl",
         [
             problem(
