@@ -161,7 +161,11 @@ def dataset_clean_apply(*, dataset: Dataset, user, kind: str) -> CleaningAction:
 
 def _lock_dataset(dataset: Dataset) -> None:
     """Serialise with other writers of these records (the search index job, other fixes)."""
-    list(Dataset.objects.select_for_update().filter(pk=dataset.pk).values_list("pk", flat=True))
+    list(
+        Dataset.objects.select_for_update(no_key=True)
+        .filter(pk=dataset.pk)
+        .values_list("pk", flat=True)
+    )
 
 
 def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:

@@ -64,7 +64,7 @@ def dataset_search_index_execute(*, job_id: int) -> DatasetJob | None:
         high = min(low + CHUNK_IDS - 1, last)
         with transaction.atomic():
             current = (
-                Dataset.objects.select_for_update()
+                Dataset.objects.select_for_update(no_key=True)
                 .filter(pk=job.dataset_id)
                 .values_list("active_import_id", flat=True)
                 .first()
