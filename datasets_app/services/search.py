@@ -11,7 +11,10 @@ here runs: search there is substring matching.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from datasets_app.models import Dataset, DatasetJob, Record, RecordSearch
@@ -46,8 +49,11 @@ def dataset_search_index_execute(*, job_id: int) -> DatasetJob | None:
     """Index the words of the dataset's current records, a range of ids at a time.
 
     Each range is one statement that upserts, so a restart after a lost worker simply runs
-    again. The dataset row is locked around each range so a cleaning fix that edits texts
-    waits, then refreshes the entries it changed (``search_entries_refresh``).
+    again. Ranges run on ``DATASET_IMPORT_WRITERS`` connections side by side (the work is in
+    the database server: 21 s for a million texts on one connection, 12 s on two). Each range
+    holds the dataset row FOR SHARE, so a cleaning fix that edits texts (FOR NO KEY UPDATE)
+    waits for it and then refreshes the entries it changed (``search_entries_refresh``), while
+    ranges and an import's key checks (FOR KEY SHARE) do not wait on each other.
     """
     job = DatasetJob.objects.select_related("dataset").filter(pk=job_id).first()
     if job is None or not job.claim():
@@ -59,29 +65,62 @@ def dataset_search_index_execute(*, job_id: int) -> DatasetJob | None:
     if run_id is None or first is None:
         job.succeed(message="No records to index.")
         return job
-    total = last - first + 1
-    for low in range(first, last + 1, CHUNK_IDS):
-        high = min(low + CHUNK_IDS - 1, last)
-        with transaction.atomic():
-            current = (
-                Dataset.objects.select_for_update(no_key=True)
-                .filter(pk=job.dataset_id)
-                .values_list("active_import_id", flat=True)
-                .first()
-            )
-            if current != run_id:
-                job.succeed(message="These records were replaced by a newer import; skipped.")
-                return job
-            with connection.cursor() as cursor:
+    ranges = [(low, min(low + CHUNK_IDS - 1, last)) for low in range(first, last + 1, CHUNK_IDS)]
+    stop = threading.Event()
+
+    def index(low: int, high: int, *, own_connection: bool) -> bool:
+        """One range; False when the records were replaced (then nothing more is done)."""
+        try:
+            if stop.is_set():
+                return True
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(  # FOR SHARE: Django's select_for_update has no shared mode
+                    "SELECT active_import_id FROM datasets_app_dataset WHERE id = %s FOR SHARE",
+                    [job.dataset_id],
+                )
+                current = cursor.fetchone()
+                if current is None or current[0] != run_id:
+                    stop.set()
+                    return False
                 cursor.execute(_INDEX_SQL, [SEARCH_CONFIG, run_id, low, high])
-        share = min(99, int(100 * (high - first + 1) / total))
-        if not job.report(progress=share, message=f"Indexing the words of the texts: {share}%."):
-            return job  # cancelled
-    ready = Dataset.objects.filter(pk=job.dataset_id, active_import_id=run_id).update(
-        search_import_id=run_id
-    )
+            return True
+        finally:
+            if own_connection:
+                connection.close()
+
+    # Inside a transaction (tests) other connections could not see the records: run inline.
+    parallel = max(1, settings.DATASET_IMPORT_WRITERS) if not connection.in_atomic_block else 1
+    done = 0
+    replaced = False
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="search-index") as pool:
+        if parallel > 1:
+            results = (
+                future.result()
+                for future in as_completed(
+                    [pool.submit(index, low, high, own_connection=True) for low, high in ranges]
+                )
+            )
+        else:
+            results = (index(low, high, own_connection=False) for low, high in ranges)
+        for finished in results:
+            if not finished:
+                replaced = True
+                continue
+            done += 1
+            share = min(99, int(100 * done / len(ranges)))
+            if not stop.is_set() and not job.report(
+                progress=share, message=f"Indexing the words of the texts: {share}%."
+            ):
+                stop.set()  # cancelled: ranges not started are skipped
+        if stop.is_set() and not replaced:
+            return job
+    ready = not replaced and Dataset.objects.filter(
+        pk=job.dataset_id, active_import_id=run_id
+    ).update(search_import_id=run_id)
     job.succeed(
-        message="Full-text search is ready." if ready else "Replaced by a newer import; skipped."
+        message="Full-text search is ready."
+        if ready
+        else "These records were replaced by a newer import; skipped."
     )
     return job
 

@@ -1200,3 +1200,45 @@ def test_records_of_a_deleted_import_are_refused_whichever_way_keys_are_checked(
     with pytest.raises(error):  # written inline: the test holds a transaction
         writer.write(frame)
     assert not Record.objects.filter(import_run_id=10**15).exists()
+
+
+@postgresql_only
+def test_index_job_on_two_connections_indexes_every_record_once(
+    transactional_db, make_user, settings, monkeypatch
+):
+    from datasets_app.services import search
+
+    settings.DATASET_IMPORT_WRITERS = 2
+    monkeypatch.setattr(search, "CHUNK_IDS", 7)  # many small ranges, finished out of order
+    analyst = make_user("analyst")
+    rows = "".join(f"message number {n},l{n % 3}\n" for n in range(1, 61))
+    dataset = imported_dataset(analyst, "text,label\n" + rows, TEXT_LABEL, report=False)
+
+    run_queued_search_index(dataset)
+
+    job = dataset.jobs.get(kind=DatasetJob.Kind.SEARCH_INDEX)
+    assert (job.status, job.progress) == ("succeeded", 100)
+    entries = RecordSearch.objects.filter(import_run_id=dataset.active_import_id)
+    assert entries.count() == 60
+    assert _found(dataset, "number 42") == [42]
+    assert record_page(dataset=dataset, search="message").search_mode == "full_text"
+
+
+@postgresql_only
+def test_cancelled_index_job_leaves_search_on_substrings(analyst, monkeypatch):
+    from datasets_app.services import search
+
+    monkeypatch.setattr(search, "CHUNK_IDS", 1)
+    dataset = imported_dataset(analyst, "text,label\nred fox,a\nblue fox,b\n", TEXT_LABEL)
+    job = dataset.jobs.get(kind=DatasetJob.Kind.SEARCH_INDEX)
+    monkeypatch.setattr(DatasetJob, "report", lambda self, **kwargs: self.cancel() and False)
+
+    dataset_job_execute(job_id=job.pk)
+
+    job.refresh_from_db()
+    dataset.refresh_from_db()
+    assert job.status == "cancelled"
+    assert dataset.search_import_id is None
+    assert record_page(dataset=dataset, search="fox").search_mode == "substring"
+    # The first range was written before the cancel was seen; nothing after it.
+    assert RecordSearch.objects.filter(import_run_id=dataset.active_import_id).count() == 1
