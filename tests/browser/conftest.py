@@ -39,3 +39,9 @@ def page(chromium_path, settings):
         yield page
         context.close()
         browser.close()
+        # Playwright runs an event loop in this thread, so the ORM calls made meanwhile got
+        # database connections of their own (asgiref's context-local): close them here, or
+        # they would still hold the test database when it is dropped.
+        from django.db import connections
+
+        connections.close_all()
