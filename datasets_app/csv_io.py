@@ -676,8 +676,12 @@ def _open_reader(path: Path, detection: Detection, chunk_rows: int):
     )
 
 
+def _holds_text(series: pd.Series) -> bool:
+    return series.dtype == object or str(series.dtype).startswith(("str", "string"))
+
+
 def _as_text(series: pd.Series) -> pd.Series:
-    if series.dtype == object or str(series.dtype).startswith(("str", "string")):
+    if _holds_text(series):
         return series.fillna("").astype(str)
     return series.astype(str).where(series.notna(), "")
 
@@ -685,7 +689,7 @@ def _as_text(series: pd.Series) -> pd.Series:
 def _without_nul(series: pd.Series) -> pd.Series:
     """Drop NUL characters, which PostgreSQL text cannot hold (looked for in one pass first:
     files almost never have them)."""
-    if series.dtype == object or str(series.dtype).startswith(("str", "string")):
+    if _holds_text(series):
         values = series.tolist()
         if "\x00" in "".join(v for v in values if isinstance(v, str)):
             return series.map(lambda v: v.replace("\x00", "") if isinstance(v, str) else v)

@@ -77,11 +77,16 @@ def dataset_latest_jobs(dataset: Dataset) -> dict[str, DatasetJob | None]:
     }
 
 
+def search_index_supported() -> bool:
+    """Whether this database has the word-search index (PostgreSQL; SQLite matches substrings)."""
+    return connection.vendor == "postgresql"
+
+
 def search_index_ready(dataset: Dataset) -> bool:
     """Whether searches of this dataset's current records can use the full-text index, which
-    a job builds after each import (PostgreSQL only; see services/search.py)."""
+    a job builds after each import (see services/search.py)."""
     return (
-        connection.vendor == "postgresql"
+        search_index_supported()
         and dataset.active_import_id is not None
         and dataset.search_import_id == dataset.active_import_id
     )

@@ -1,6 +1,5 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,6 +23,7 @@ from datasets_app.selectors import (
     dataset_list_for_user,
     datasets_needing_labels,
     record_page,
+    search_index_supported,
 )
 from lepton_web.access import access_required
 from lepton_web.jobs import BrokerUnavailable
@@ -318,7 +318,7 @@ def dataset_records(request, dataset_id: int):
         "flag_filters": FLAG_FILTERS,
         "labels": list(dataset.label_counts),
         "query_without_after": query.urlencode(),
-        "search_supported": connection.vendor == "postgresql",
+        "search_supported": search_index_supported(),
     }
     return render(request, "datasets_app/dataset_records.html", context)
 

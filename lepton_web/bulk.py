@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-from django.db import connection
+from django.db import connection, connections
 
 
 class ParentMissing(Exception):
@@ -33,8 +33,9 @@ class ParentMissing(Exception):
 
 @cache
 def _may_set_replication_role(alias: str) -> bool:
-    with connection.cursor() as cursor:
-        if connection.pg_version >= 150000:
+    database = connections[alias]
+    with database.cursor() as cursor:
+        if database.pg_version >= 150000:
             cursor.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
         else:
             cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")

@@ -248,22 +248,8 @@ def dataset_delete(*, dataset: Dataset, user) -> None:
 
 
 # --- the import job -------------------------------------------------------------------------------
+# The order of the COPY rows that RecordWriter builds: the per-import constants come last.
 RECORD_COLUMNS = [
-    "dataset_id",
-    "import_run_id",
-    "source_row",
-    "text",
-    "label",
-    "split",
-    "file_split",
-    "external_id",
-    "metadata",
-    "flags",
-    "is_excluded",
-    "exclusion_reason",
-]
-COPY_COLUMNS = [
-    "id",
     "source_row",
     "text",
     "label",
@@ -277,6 +263,7 @@ COPY_COLUMNS = [
     "is_excluded",
     "exclusion_reason",
 ]
+COPY_COLUMNS = ["id", *RECORD_COLUMNS]
 
 
 # COPY text format: these four characters are escaped inside values; nothing else is.

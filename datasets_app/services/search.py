@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from datasets_app.models import Dataset, DatasetJob, Record, RecordSearch
-from datasets_app.selectors import SEARCH_CONFIG
+from datasets_app.selectors import SEARCH_CONFIG, search_index_supported
 from lepton_web.jobs import Job, job_create_and_enqueue
 
 logger = logging.getLogger(__name__)
@@ -30,10 +30,6 @@ _INDEX_SQL = (
     "WHERE import_run_id = %s AND id BETWEEN %s AND %s "
     "ON CONFLICT (record_id) DO UPDATE SET vector = EXCLUDED.vector"
 )
-
-
-def search_index_supported() -> bool:
-    return connection.vendor == "postgresql"
 
 
 def dataset_search_index_start(*, dataset: Dataset, user) -> Job | None:
