@@ -1242,3 +1242,37 @@ def test_cancelled_index_job_leaves_search_on_substrings(analyst, monkeypatch):
     assert record_page(dataset=dataset, search="fox").search_mode == "substring"
     # The first range was written before the cancel was seen; nothing after it.
     assert RecordSearch.objects.filter(import_run_id=dataset.active_import_id).count() == 1
+
+
+@postgresql_only
+def test_index_job_whose_worker_died_midway_finishes_when_run_again(analyst, monkeypatch):
+    from datasets_app.services import search
+
+    monkeypatch.setattr(search, "CHUNK_IDS", 1)
+    csv_text = "text,label\nred fox,a\nblue fox,b\ngreen fox,a\n"
+    dataset = imported_dataset(analyst, csv_text, TEXT_LABEL)
+    job = dataset.jobs.get(kind=DatasetJob.Kind.SEARCH_INDEX)
+
+    class WorkerDied(BaseException):
+        """Nothing after it runs in that worker, as after kill -9."""
+
+    def die(self, **kwargs):
+        raise WorkerDied
+
+    monkeypatch.setattr(DatasetJob, "report", die)  # right after the first range
+    with pytest.raises(WorkerDied):
+        dataset_job_execute(job_id=job.pk)
+    monkeypatch.undo()
+    monkeypatch.setattr(search, "CHUNK_IDS", 1)
+    job.refresh_from_db()
+    assert job.status == "running"
+    assert RecordSearch.objects.filter(import_run_id=dataset.active_import_id).count() == 1
+
+    assert job.requeue(message="The worker was lost.")  # what the sweeper does
+    dataset_job_execute(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+    assert RecordSearch.objects.filter(import_run_id=dataset.active_import_id).count() == 3
+    assert _found(dataset, "fox") == [1, 2, 3]
+    assert record_page(dataset=dataset, search="fox").search_mode == "full_text"
