@@ -691,11 +691,12 @@ def _last_layer_for_the_head_only(model: torch.nn.Module) -> bool:
             return original(hidden_states, attention_mask, *args, **kwargs)
         attention = self.attention.self
         batch, length, _ = hidden_states.shape
-        heads = (batch, -1, attention.attention_head_size)
+        size = attention.attention_head_size
         first = hidden_states[:, :1]
-        query = attention.query(first).view(*heads[:1], 1, *heads[1:]).transpose(1, 2)
-        key = attention.key(hidden_states).view(batch, length, *heads[1:]).transpose(1, 2)
-        value = attention.value(hidden_states).view(batch, length, *heads[1:]).transpose(1, 2)
+        # (batch, heads, positions, head size), as the library lays them out
+        query = attention.query(first).view(batch, 1, -1, size).transpose(1, 2)
+        key = attention.key(hidden_states).view(batch, length, -1, size).transpose(1, 2)
+        value = attention.value(hidden_states).view(batch, length, -1, size).transpose(1, 2)
         mask = attention_mask
         if mask is not None and mask.dim() == 4 and mask.shape[-2] > 1:
             mask = mask[:, :, :1, :]  # the [CLS] query's row
