@@ -15,6 +15,7 @@ import io
 import json
 import re
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,9 @@ import pandas as pd
 SAMPLE_BYTES = 256 * 1024
 MAX_LABEL_CHARS = 500  # Record.label
 MAX_ID_CHARS = 255  # Record.external_id
-MAX_LENGTH_PROBLEMS = 20
+# Problems of one kind kept per chunk: one more than an import lists, so it knows to say
+# "(and more)".
+MAX_LENGTH_PROBLEMS = 21
 PREVIEW_ROWS = 20
 SPLIT_ALIASES = {
     "train": "train",
@@ -69,6 +72,13 @@ SINGLE_BYTE_LATIN = {
     "cp850",
     "cp437",
 }
+# Quoting the user can choose, by name, and the quote character each one reads with.
+QUOTING = {"double": '"', "single": "'", "none": ""}
+QUOTING_NAMES = {char: name for name, char in QUOTING.items()}
+# Codecs Python counts as text encodings that no file is written in: they turn host names,
+# escapes or nothing into text, and reading a table with them fails or garbles it.
+NOT_FILE_ENCODINGS = {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined"}
+HEADER_NAME_MAX_CHARS = 120
 BINARY_SIGNATURES = [
     (b"PK\x03\x04", "a ZIP archive or an Excel workbook (.xlsx). Save it as CSV and upload that"),
     (b"\xd0\xcf\x11\xe0", "an old Excel or Word file (.xls/.doc). Save it as CSV and upload that"),
@@ -160,6 +170,68 @@ class Limits:
     max_line_bytes: int = 10 * 1024**2
 
 
+# --- overrides --------------------------------------------------------------------------------
+def override_errors(
+    *, encoding: str | None = None, delimiter: str | None = None, quoting: str | None = None
+) -> dict[str, str]:
+    """Why the encoding, delimiter or quoting a user chose cannot read a file, by field.
+
+    Empty when all of them can. The page form and the API both go through this, so a choice
+    that would crash the parser becomes a message next to its field.
+    """
+    errors: dict[str, str] = {}
+    if encoding:
+        message = _encoding_error(encoding)
+        if message:
+            errors["encoding"] = message
+    quotechar = QUOTING.get(quoting) if quoting else None
+    if quoting and quotechar is None:
+        errors["quoting"] = (
+            f"'{quoting}' is not a way of quoting this reader knows. Choose double, single or none."
+        )
+    if delimiter:
+        if len(delimiter) != 1:
+            errors["delimiter"] = (
+                "The delimiter must be one character, such as , ; | or a tab; "
+                f"'{delimiter}' has {len(delimiter)}."
+            )
+        elif len(f"a{delimiter}b".splitlines()) > 1:
+            errors["delimiter"] = (
+                "A line break cannot be the delimiter: it ends each row. Choose , ; | or a tab."
+            )
+        elif delimiter == '"' or delimiter == quotechar:
+            errors["delimiter"] = (
+                f"The quote character {delimiter} cannot also be the delimiter: quotes enclose "
+                "values that contain the delimiter. Choose , ; | or a tab."
+            )
+        elif delimiter == "\x00" or delimiter.isalnum():
+            errors["delimiter"] = (
+                f"{delimiter!r} cannot be the delimiter: it is part of ordinary values. "
+                "Choose , ; | or a tab."
+            )
+    return errors
+
+
+def _encoding_error(encoding: str) -> str | None:
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, ValueError, TypeError):
+        return f"'{encoding}' is not a text encoding Python knows."
+    if not getattr(info, "_is_text_encoding", True) or info.name in NOT_FILE_ENCODINGS:
+        return (
+            f"'{encoding}' is not an encoding text files are written in. "
+            "Choose one such as utf-8, cp1252 or latin-1."
+        )
+    try:
+        "text,label\n".encode(info.name).decode(info.name)
+    except (UnicodeError, LookupError, ValueError, TypeError):
+        return (
+            f"'{encoding}' is not an encoding text files are written in. "
+            "Choose one such as utf-8, cp1252 or latin-1."
+        )
+    return None
+
+
 # --- opening ---------------------------------------------------------------------------------
 def _is_gzip(head: bytes) -> bool:
     return head[:2] == b"\x1f\x8b"
@@ -245,7 +317,7 @@ def _line_of(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
 
-def _sniff_delimiter(lines: list[str]) -> str:
+def _sniff_delimiter(lines: list[str], quotechar: str = '"') -> str:
     """The delimiter that splits the first lines into the most consistent number of fields.
 
     csv.Sniffer is fooled by quotes next to ';' or '|' inside texts; counting fields per line
@@ -254,8 +326,10 @@ def _sniff_delimiter(lines: list[str]) -> str:
     sample = lines[:50]
     best, best_score = ",", (-1.0, 0)
     for candidate in (",", ";", "\t", "|"):
+        if candidate == quotechar:
+            continue
         try:
-            counts = [len(row) for row in csv.reader(sample, delimiter=candidate)]
+            counts = [len(row) for row in csv.reader(sample, **_csv_quoting(candidate, quotechar))]
         except csv.Error:
             continue
         if not counts:
@@ -269,6 +343,74 @@ def _sniff_delimiter(lines: list[str]) -> str:
         if score > best_score:
             best, best_score = candidate, score
     return best
+
+
+def _csv_quoting(delimiter: str, quotechar: str) -> dict:
+    """Keyword arguments for csv.reader that read with ``quotechar`` ("" means no quoting)."""
+    if quotechar:
+        return {"delimiter": delimiter, "quotechar": quotechar}
+    return {"delimiter": delimiter, "quoting": csv.QUOTE_NONE}
+
+
+def _detect_quotechar(text: str, delimiter: str) -> str:
+    """Double quotes, single quotes or none: which one encloses whole values in ``text``.
+
+    A value that starts with a quote and whose closing quote ends the value counts for that
+    quote; one whose closing quote is followed by more text (``"Refund" please``) counts
+    against quoting. Without evidence the CSV standard, double quotes, wins.
+    """
+    counts = {quote: _quote_counts(text, delimiter, quote) for quote in ('"', "'")}
+    closed_double, stray_double = counts['"']
+    closed_single, stray_single = counts["'"]
+    if closed_double and closed_double >= stray_double:
+        return '"'
+    if closed_single >= 2 and closed_single > stray_single and delimiter != "'":
+        return "'"
+    if stray_double >= 2 and stray_double > closed_double:
+        return ""
+    return '"'
+
+
+def _quote_counts(text: str, delimiter: str, quote: str) -> tuple[int, int]:
+    d, q = re.escape(delimiter), re.escape(quote)
+    start = rf"(?:\A|(?<=[\r\n])|{d})[ ]*{q}"
+    closed = re.findall(rf"{start}(?:[^{q}]|{q}{q})*{q}[ ]*(?={d}|[\r\n]|\Z)", text)
+    stray = re.findall(rf"{start}[^{q}\r\n]+{q}(?=[ ]*[^{d}{q}\r\n ])", text)
+    return len(closed), len(stray)
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d[\d ,.']*|[.,]\d+)(?:[eE][+-]?\d+)?%?")
+
+
+def _looks_like_header(frame: pd.DataFrame) -> bool:
+    """Whether the first parsed row names the columns rather than holding values.
+
+    csv.Sniffer().has_header decides by columns whose values all have one type or one length;
+    texts and labels vary in length, so it says "no" for most text datasets. These rules look
+    for evidence that the first row is data instead: a number, a value too long or spanning
+    lines to be a name, or a value that comes back in its column further down (labels repeat,
+    header names do not). Without such evidence the first row is a header, as in most exports.
+    """
+    if frame.shape[0] < 2:
+        return True
+    first = [_cell(v).strip() for v in frame.iloc[0].tolist()]
+    rest = frame.iloc[1:]
+    # A copy of the header further down (files joined together) is not data repeating.
+    different = rest[[[_cell(v).strip() for v in row] != first for row in rest.values.tolist()]]
+    for position, name in enumerate(first):
+        if not name:
+            continue
+        if _NUMBER.fullmatch(name):
+            return False
+        if len(name) > HEADER_NAME_MAX_CHARS or "\n" in name or "\r" in name:
+            return False
+        if name in {_cell(v).strip() for v in different.iloc[:, position].tolist()}:
+            return False
+    return True
+
+
+def _cell(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _clean_header(names: list[str]) -> list[str]:
@@ -290,6 +432,78 @@ def _clean_header(names: list[str]) -> list[str]:
     return cleaned
 
 
+def _human_size(size: int) -> str:
+    if size >= 1024**2:
+        return f"{size / 1024**2:.1f} MB".replace(".0 ", " ")
+    if size >= 1024:
+        return f"{size / 1024:.1f} KB".replace(".0 ", " ")
+    return f"{size} bytes"
+
+
+def _line_too_long(limit: int, line: int | None = None) -> ImportProblem:
+    where = f"Line {line:,}" if line else "A line"
+    return ImportProblem(
+        f"{where} is longer than {_human_size(limit)}, the most one line may hold, so this is "
+        "not a table with one record per line. Check the delimiter and the line endings.",
+        line=line,
+    )
+
+
+def _decompressed_size(path: Path, size: int, sample_len: int) -> int:
+    """The size of a gzip file once decompressed, for estimates.
+
+    The last 4 bytes hold it (modulo 4 GB) for a single-member archive; when they cannot be
+    right, scale the sample by the compression ratio seen while reading it.
+    """
+    with path.open("rb") as raw:
+        raw.seek(max(0, size - 4))
+        trailer = raw.read(4)
+        stored = int.from_bytes(trailer, "little") if len(trailer) == 4 else 0
+        if sample_len <= stored <= size * 1100:  # deflate shrinks 1032:1 at most
+            return stored
+        raw.seek(0)
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and trailer
+        produced = consumed = 0
+        try:
+            while produced < sample_len:
+                block = raw.read(1024)
+                if not block:
+                    break
+                produced += len(inflater.decompress(block))
+                consumed += len(block)
+        except zlib_error:
+            pass
+    return int(size * (produced or sample_len) / max(1, consumed))
+
+
+def _estimate_rows(
+    records: int, *, parsed_bytes: int, total_bytes: int, complete: bool, header: bool
+) -> int:
+    """Rows in the file: exact for a file read whole, else records per byte of the sample.
+
+    Records, not lines: a value with line breaks inside quotes is one row.
+    """
+    rows = records - (1 if header else 0)
+    if complete:
+        return max(0, rows)
+    estimated = round(records * total_bytes / max(1, parsed_bytes)) - (1 if header else 0)
+    return max(rows, estimated)
+
+
+def _count_records(text: str, delimiter: str, quotechar: str) -> int:
+    """Non-blank records in ``text``, whose last record is complete."""
+    count = 0
+    reader = csv.reader(io.StringIO(text, newline=""), **_csv_quoting(delimiter, quotechar))
+    try:
+        for row in reader:
+            if row and not (len(row) == 1 and not row[0].strip()):
+                count += 1
+    except csv.Error:
+        # An unclosed quote or an over-long value: the lines read so far still count.
+        count = max(count, 1)
+    return count
+
+
 def detect(
     path: Path,
     *,
@@ -297,10 +511,18 @@ def detect(
     limits: Limits | None = None,
     encoding: str | None = None,
     delimiter: str | None = None,
+    quoting: str | None = None,
     has_header: bool | None = None,
 ) -> Detection:
-    """Look at the start of the file and work out how to read it. Overrides win."""
+    """Look at the start of the file and work out how to read it. Overrides win.
+
+    ``quoting`` is a key of ``QUOTING`` ("double", "single", "none"); None detects it.
+    """
     limits = limits or Limits()
+    errors = override_errors(encoding=encoding, delimiter=delimiter, quoting=quoting)
+    if errors:
+        field_name, message = next(iter(errors.items()))
+        raise ImportProblem(message, column=field_name)
     size = path.stat().st_size
     if size == 0:
         raise ImportProblem("The file is empty.")
@@ -311,12 +533,7 @@ def detect(
     kind = _binary_kind(sample)
     if kind:
         raise ImportProblem(f"This file is {kind}.")
-    if encoding:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise ImportProblem(f"'{encoding}' is not a text encoding Python knows.") from None
-    else:
+    if not encoding:
         encoding = detect_encoding(sample, complete=complete)
     try:
         text = sample.decode(encoding, errors="strict" if complete else "ignore")
@@ -326,6 +543,10 @@ def detect(
             f"Line {line} has bytes that are not valid {encoding} (byte 0x{sample[exc.start]:02x}). "
             "Choose the file's real encoding (for Excel exports often cp1252) and retry.",
             line=line,
+        ) from None
+    except UnicodeError as exc:
+        raise ImportProblem(
+            f"The file cannot be read as {encoding} ({exc}). Choose the file's real encoding."
         ) from None
     text = text.lstrip("\ufeff")
     nul = text.find("\x00")
@@ -343,29 +564,48 @@ def detect(
             "a table with one record per line. Check the delimiter and the line endings.",
             line=1,
         )
-    if first_break > limits.max_line_bytes:
-        raise ImportProblem(
-            f"The first line is longer than {limits.max_line_bytes // 1024**2} MB, so this is not "
-            "a table with one record per line. Check the delimiter and line endings.",
-            line=1,
-        )
+    # Lines longer than the sample are caught above; a lower limit is checked here, the rest of
+    # the file while it is read (_LineLengthGuard).
+    if limits.max_line_bytes < len(sample):
+        for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+            if len(line) * 4 > limits.max_line_bytes and (
+                len(line.encode(encoding, "ignore")) > limits.max_line_bytes
+            ):
+                raise _line_too_long(limits.max_line_bytes, number)
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise ImportProblem("The file is empty.")
     if not complete and len(lines) > 1:
         lines = lines[:-1]  # the last line of a partial sample may be cut short
+    # The part of the sample that ends on a line break, so its last record is whole.
+    whole = text if complete else text[: max(text.rfind("\n"), text.rfind("\r")) + 1] or text
+    parsed_bytes = len(whole.encode(encoding, "ignore"))
+    total_bytes = (
+        size if complete or compression is None else _decompressed_size(path, size, len(sample))
+    )
 
     lowered = filename.lower().removesuffix(".gz")
     looks_json = lines[0].lstrip().startswith("{")
     if lowered.endswith((".jsonl", ".ndjson")) or (
         looks_json and not lowered.endswith((".csv", ".tsv"))
     ):
-        return _detect_jsonl(lines, encoding, compression, size, complete, len(sample), limits)
+        estimated = _estimate_rows(
+            len(lines),
+            parsed_bytes=parsed_bytes,
+            total_bytes=total_bytes,
+            complete=complete,
+            header=False,
+        )
+        return _detect_jsonl(lines, encoding, compression, estimated, limits)
 
-    delimiter = delimiter or ("\t" if lowered.endswith(".tsv") else _sniff_delimiter(lines))
-    frame = _read_preview(text, delimiter=delimiter, complete=complete)
+    given_quote = QUOTING[quoting] if quoting else None
+    delimiter = delimiter or (
+        "\t" if lowered.endswith(".tsv") else _sniff_delimiter(lines, given_quote or '"')
+    )
+    quotechar = given_quote if given_quote is not None else _detect_quotechar(whole, delimiter)
+    frame = _read_preview(whole, delimiter=delimiter, quotechar=quotechar)
     if has_header is None:
-        has_header = True
+        has_header = _looks_like_header(frame)
     if frame.empty and not has_header:
         raise ImportProblem("The file has no rows.")
     if has_header:
@@ -382,31 +622,28 @@ def detect(
             line=1,
         )
     if rows.empty and len(lines) > 1:
+        second = next(csv.reader([lines[1]], **_csv_quoting(delimiter, quotechar)))
         raise ImportProblem(
             f"None of the first rows has the {len(columns)} fields the header has (line 2 has "
-            f"{len(next(csv.reader([lines[1]], delimiter=delimiter)))}). Check the delimiter, or "
-            "put values that contain it in double quotes.",
+            f"{len(second)}). Check the delimiter, or put values that contain it in double quotes.",
             line=2,
         )
     if rows.empty:
         raise ImportProblem("The file has a header but no rows under it.", line=2)
-    data_bytes = len(sample) - (
-        len(text.split("\n", 1)[0].encode(encoding, "ignore")) if has_header else 0
+    estimated = _estimate_rows(
+        _count_records(whole, delimiter, quotechar),
+        parsed_bytes=parsed_bytes,
+        total_bytes=total_bytes,
+        complete=complete,
+        header=has_header,
     )
-    if complete and compression is None:
-        estimated = len(lines) - (1 if has_header else 0)
-    else:
-        # Scale the sample's line count by the file size (gzip files: compressed size x ~3).
-        rows_in_sample = max(1, len(lines) - (1 if has_header else 0))
-        total_bytes = size * 3 if compression else size
-        estimated = int(rows_in_sample * total_bytes / max(1, data_bytes))
     preview = rows.head(PREVIEW_ROWS).fillna("").astype(str).values.tolist()
     return Detection(
         format="delimited",
         encoding=encoding,
         compression=compression,
         delimiter=delimiter,
-        quotechar='"',
+        quotechar=quotechar,
         has_header=has_header,
         columns=columns,
         estimated_rows=estimated,
@@ -414,9 +651,7 @@ def detect(
     )
 
 
-def _read_preview(text: str, *, delimiter: str, complete: bool) -> pd.DataFrame:
-    if not complete:
-        text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1] or text
+def _read_preview(text: str, *, delimiter: str, quotechar: str) -> pd.DataFrame:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -429,7 +664,8 @@ def _read_preview(text: str, *, delimiter: str, complete: bool) -> pd.DataFrame:
                 nrows=PREVIEW_ROWS + 1,
                 on_bad_lines="skip",
                 engine="python",
-                quotechar='"',
+                quotechar=quotechar or '"',
+                quoting=csv.QUOTE_MINIMAL if quotechar else csv.QUOTE_NONE,
             )
     except pd.errors.EmptyDataError:
         raise ImportProblem("The file is empty.") from None
@@ -437,7 +673,19 @@ def _read_preview(text: str, *, delimiter: str, complete: bool) -> pd.DataFrame:
         raise ImportProblem(_parser_message(str(exc))) from None
 
 
-def _detect_jsonl(lines, encoding, compression, size, complete, sample_len, limits) -> Detection:
+def _json_text(value) -> str:
+    """A JSON value as the text a user expects: strings as they are, the rest as JSON.
+
+    Integers stay "1" (never "1.0"), objects and arrays become JSON, not Python's repr.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _detect_jsonl(lines, encoding, compression, estimated, limits) -> Detection:
     records, columns = [], []
     for number, line in enumerate(lines[: PREVIEW_ROWS + 1], start=1):
         try:
@@ -460,14 +708,7 @@ def _detect_jsonl(lines, encoding, compression, size, complete, sample_len, limi
         raise ImportProblem(
             f"The file has {len(columns)} fields; the limit is {limits.max_columns}."
         )
-    preview = [
-        ["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in records[:PREVIEW_ROWS]
-    ]
-    estimated = (
-        len(lines)
-        if complete and compression is None
-        else int(len(lines) * size / max(1, sample_len))
-    )
+    preview = [[_json_text(r.get(c)) for c in columns] for r in records[:PREVIEW_ROWS]]
     return Detection(
         format="jsonl",
         encoding=encoding,
@@ -505,6 +746,7 @@ class ParsedChunk:
 
 
 _BAD_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields?, saw (\d+)")
+SOURCE_LINES = "source_lines"  # frame.attrs key: the file line of each JSON Lines row
 
 
 def iter_records(
@@ -519,80 +761,197 @@ def iter_records(
     limits = limits or Limits()
     mapping.validate(detection.columns)
     row_offset = 0
-    reader = _open_reader(path, detection, chunk_rows)
-    while True:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", pd.errors.ParserWarning)
-            try:
-                raw = next(reader)
-            except StopIteration:
-                return
-            except UnicodeDecodeError as exc:
-                raise ImportProblem(
-                    f"Part of the file is not valid {detection.encoding} (byte "
-                    f"0x{exc.object[exc.start]:02x} somewhere in rows {row_offset + 1:,} to "
-                    f"{row_offset + chunk_rows:,}). Choose the file's real encoding."
-                ) from None
-            except pd.errors.ParserError as exc:
-                raise ImportProblem(_parser_message(str(exc))) from None
-            except (EOFError, gzip.BadGzipFile, zlib_error) as exc:
-                raise ImportProblem(
-                    f"The compressed file is cut short or damaged ({exc}). Compress it again "
-                    "and upload it."
-                ) from None
-            except (ValueError, TypeError) as exc:  # JSON Lines
-                raise ImportProblem(
-                    f"A line after row {row_offset} is not valid JSON: {exc}. "
-                    "JSON Lines files hold one object per line."
-                ) from None
-        ragged = [
-            tuple(int(g) for g in match.groups())
-            for warning in caught
-            for match in _BAD_LINE.finditer(str(warning.message))
-        ]
-        problems = []
-        if ragged:
-            lines = _physical_lines(path, detection, [record for record, _, _ in ragged])
-            for record, expected, saw in ragged:
-                line = lines.get(record, record)
-                problems.append(
-                    ImportProblem(
-                        f"Line {line} has {saw} fields but the header has {expected}. "
-                        "A delimiter inside a value needs the value in double quotes.",
-                        line=line,
-                    )
+    reader = _open_reader(path, detection, chunk_rows, limits)
+    lines = _LineFinder(path, detection)
+    try:
+        while True:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                try:
+                    raw = next(reader)
+                except StopIteration:
+                    return
+                except UnicodeDecodeError as exc:
+                    raise ImportProblem(
+                        f"Part of the file is not valid {detection.encoding} (byte "
+                        f"0x{exc.object[exc.start]:02x} somewhere in rows {row_offset + 1:,} to "
+                        f"{row_offset + chunk_rows:,}). Choose the file's real encoding."
+                    ) from None
+                except pd.errors.ParserError as exc:
+                    raise ImportProblem(_parser_message(str(exc))) from None
+                except (EOFError, gzip.BadGzipFile, zlib_error) as exc:
+                    raise ImportProblem(
+                        f"The compressed file is cut short or damaged ({exc}). Compress it again "
+                        "and upload it."
+                    ) from None
+                except (ValueError, TypeError) as exc:  # JSON Lines
+                    raise ImportProblem(
+                        f"A line after row {row_offset} is not valid JSON: {exc}. "
+                        "JSON Lines files hold one object per line."
+                    ) from None
+            ragged = [
+                tuple(int(g) for g in match.groups())
+                for warning in caught
+                for match in _BAD_LINE.finditer(str(warning.message))
+            ]
+            row_problems: list[tuple[int, str, str | None]] = []
+            frame = _to_records(raw, detection, mapping, limits, row_offset, row_problems)
+            problems = []
+            if ragged or row_problems:
+                record_lines, row_lines = lines.find(
+                    records={record for record, _, _ in ragged},
+                    rows={row for row, _, _ in row_problems},
+                    known=raw.attrs.get(SOURCE_LINES),
+                    row_offset=row_offset,
                 )
-        frame = _to_records(raw, detection, mapping, limits, row_offset, problems)
-        row_offset += len(raw)
-        yield ParsedChunk(frame=frame, problems=problems)
+                quotes = "single quotes" if detection.quotechar == "'" else "double quotes"
+                for record, expected, saw in ragged:
+                    line = record_lines.get(record, record)
+                    problems.append(
+                        ImportProblem(
+                            f"Line {line} has {saw} fields but the header has {expected}. "
+                            f"A delimiter inside a value needs the value in {quotes}.",
+                            line=line,
+                        )
+                    )
+                for row, rest, column in row_problems:
+                    line = row_lines.get(row)
+                    where = f"Line {line}" if line else f"Row {row}"
+                    problems.append(ImportProblem(f"{where} {rest}", line=line, column=column))
+            row_offset += len(raw)
+            yield ParsedChunk(frame=frame, problems=problems)
+    finally:
+        lines.close()
+        close = getattr(reader, "close", None)
+        if close:
+            close()
 
 
-def _physical_lines(path: Path, detection: Detection, records: list[int]) -> dict[int, int]:
-    """Map pandas' record numbers (header = 1) to the file's line numbers.
+class _LineFinder:
+    """The file line where a record starts, found by one forward pass over the file.
 
-    They differ after values with quoted line breaks. Only called when rows are bad, so one
-    pass with the csv module up to the last bad record is affordable.
+    pandas numbers records (header = 1), and rows are counted after the header; both differ
+    from line numbers after values with quoted line breaks. Only asked when a chunk has
+    problems, and each question lies past the previous ones, so the file is read at most once
+    more, and only as far as the last problem.
     """
-    wanted, found = set(records), {}
-    last = max(wanted)
-    with (
-        open_bytes(path) as raw,
-        io.TextIOWrapper(raw, encoding=detection.encoding, errors="replace", newline="") as text,
-    ):
-        reader = csv.reader(
-            text, delimiter=detection.delimiter, quotechar=detection.quotechar or '"'
-        )
-        previous_line = 0
+
+    def __init__(self, path: Path, detection: Detection):
+        self._path, self._detection = path, detection
+        self._files: list = []
+        self._reader = None
+        self._record = 0  # records read, header included
+        self._row = 0  # data rows read: what pandas keeps (not blank, not too many fields)
+        self._line = 0  # the line the last record read ended on
+        self._broken = False
+
+    def find(
+        self, *, records: set[int], rows: set[int], known: list[int] | None, row_offset: int
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """Lines of pandas ``records`` and of data ``rows`` (source_row numbers)."""
+        if known is not None:  # JSON Lines: the reader kept each row's line
+            return {}, {row: known[row - row_offset - 1] for row in rows}
+        found_records: dict[int, int] = {}
+        found_rows: dict[int, int] = {}
+        if self._broken:
+            return found_records, found_rows
+        last_record, last_row = max(records, default=0), max(rows, default=0)
+        columns = len(self._detection.columns)
         try:
-            for number, _row in enumerate(reader, start=1):
-                if number in wanted:
-                    found[number] = previous_line + 1
-                if number >= last:
+            reader = self._open()
+            while self._record < last_record or self._row < last_row:
+                row = next(reader, None)
+                if row is None:
                     break
-                previous_line = reader.line_num
-        except csv.Error:
-            pass  # keep pandas' numbers for anything past a line the csv module cannot read
-    return found
+                self._record += 1
+                start, self._line = self._line + 1, reader.line_num
+                if self._record in records:
+                    found_records[self._record] = start
+                header = self._detection.has_header and self._record == 1
+                blank = not row or (len(row) == 1 and not row[0].strip())
+                if not header and not blank and len(row) <= columns:
+                    self._row += 1
+                    if self._row in rows:
+                        found_rows[self._row] = start
+        except (csv.Error, UnicodeError, OSError, EOFError, zlib_error):
+            # Keep pandas' numbers (or none) past a line the csv module cannot read.
+            self._broken = True
+        return found_records, found_rows
+
+    def _open(self):
+        if self._reader is None:
+            raw = open_bytes(self._path)
+            text = io.TextIOWrapper(
+                raw, encoding=self._detection.encoding, errors="replace", newline=""
+            )
+            self._files = [text, raw]
+            quoting = _csv_quoting(self._detection.delimiter, self._detection.quotechar)
+            self._reader = csv.reader(text, **quoting)
+        return self._reader
+
+    def close(self) -> None:
+        for file in self._files:
+            file.close()
+        self._files = []
+
+
+class _LineLengthGuard(io.RawIOBase):
+    """Passes bytes through and stops a line longer than ``max_line_bytes``.
+
+    Without it the parser would hold a whole giant line (a file with no line breaks, or the
+    wrong ones) in memory before finding anything wrong. A 0x0A byte inside a UTF-16
+    character can only make lines look shorter, never longer.
+    """
+
+    def __init__(self, raw, *, max_line_bytes: int):
+        super().__init__()
+        self._raw, self._limit = raw, max_line_bytes
+        self._run = 0  # bytes since the last line break
+        self._line = 1  # the line the next byte belongs to
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._raw.read(len(buffer))
+        self._check(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _check(self, data: bytes) -> None:
+        if not data:
+            return
+        last = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        if last < 0:
+            self._run += len(data)
+            if self._run > self._limit:
+                raise _line_too_long(self._limit, self._line)
+            return
+        first = min(i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0)
+        if self._run + first > self._limit:
+            raise _line_too_long(self._limit, self._line)
+        if len(data) > self._limit:  # a whole long line may sit inside this block
+            for match in re.finditer(rb"[^\r\n]+", data[first:last]):
+                if match.end() - match.start() > self._limit:
+                    before = data[: first + match.start()]
+                    raise _line_too_long(
+                        self._limit, self._line + (before.count(b"\n") or before.count(b"\r"))
+                    )
+        self._line += data.count(b"\n") or data.count(b"\r")
+        self._run = len(data) - last - 1
+        if self._run > self._limit:
+            raise _line_too_long(self._limit, self._line)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _guarded_bytes(path: Path, limits: Limits) -> io.BufferedReader:
+    return io.BufferedReader(
+        _LineLengthGuard(open_bytes(path), max_line_bytes=limits.max_line_bytes),
+        buffer_size=256 * 1024,
+    )
 
 
 def _parser_message(text: str) -> str:
@@ -611,13 +970,26 @@ def _parser_message(text: str) -> str:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _jsonl_chunks(path: Path, detection: Detection, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _jsonl_frame(rows: list[dict], lines: list[int], columns: list[str]) -> pd.DataFrame:
+    # Column by column as objects: a DataFrame built from records makes an integer field
+    # with a missing value float (1 -> 1.0) and would lose which values were integers.
+    frame = pd.DataFrame(
+        {column: pd.Series([row.get(column) for row in rows], dtype=object) for column in columns}
+    )
+    frame.attrs[SOURCE_LINES] = lines
+    return frame
+
+
+def _jsonl_chunks(
+    path: Path, detection: Detection, chunk_rows: int, limits: Limits
+) -> Iterator[pd.DataFrame]:
     """JSON Lines one line at a time, so a bad line is named by its number."""
     with (
-        open_bytes(path) as raw,
+        _guarded_bytes(path, limits) as raw,
         io.TextIOWrapper(raw, encoding=detection.encoding, newline=None) as text,
     ):
         rows: list[dict] = []
+        lines: list[int] = []
         for number, line in enumerate(text, start=1):
             if not line.strip():
                 continue
@@ -645,42 +1017,55 @@ def _jsonl_chunks(path: Path, detection: Detection, chunk_rows: int) -> Iterator
                         line=number,
                     ) from None
             rows.append(value)
+            lines.append(number)
             if len(rows) == chunk_rows:
-                yield pd.DataFrame.from_records(rows, columns=detection.columns)
-                rows = []
+                yield _jsonl_frame(rows, lines, detection.columns)
+                rows, lines = [], []
         if rows:
-            yield pd.DataFrame.from_records(rows, columns=detection.columns)
+            yield _jsonl_frame(rows, lines, detection.columns)
 
 
-def _open_reader(path: Path, detection: Detection, chunk_rows: int):
-    compression = detection.compression
+def _delimited_chunks(
+    path: Path, detection: Detection, chunk_rows: int, limits: Limits
+) -> Iterator[pd.DataFrame]:
+    with (
+        _guarded_bytes(path, limits) as raw,
+        pd.read_csv(
+            raw,
+            sep=detection.delimiter,
+            quotechar=detection.quotechar or '"',
+            quoting=csv.QUOTE_MINIMAL if detection.quotechar else csv.QUOTE_NONE,
+            header=None,
+            skiprows=1 if detection.has_header else 0,
+            names=detection.columns,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            encoding=detection.encoding,
+            encoding_errors="strict",
+            compression=None,  # open_bytes has already decompressed it
+            on_bad_lines="warn",
+            engine="c",
+            chunksize=chunk_rows,
+            skip_blank_lines=True,
+        ) as reader,
+    ):
+        yield from reader
+
+
+def _open_reader(path: Path, detection: Detection, chunk_rows: int, limits: Limits):
     if detection.format == "jsonl":
-        return _jsonl_chunks(path, detection, chunk_rows)
-    return pd.read_csv(
-        path,
-        sep=detection.delimiter,
-        quotechar=detection.quotechar or '"',
-        header=None,
-        skiprows=1 if detection.has_header else 0,
-        names=detection.columns,
-        dtype=str,
-        keep_default_na=False,
-        na_filter=False,
-        encoding=detection.encoding,
-        encoding_errors="strict",
-        compression=compression,
-        on_bad_lines="warn",
-        engine="c",
-        chunksize=chunk_rows,
-        skip_blank_lines=True,
-    )
+        return _jsonl_chunks(path, detection, chunk_rows, limits)
+    return _delimited_chunks(path, detection, chunk_rows, limits)
 
 
 def _holds_text(series: pd.Series) -> bool:
     return series.dtype == object or str(series.dtype).startswith(("str", "string"))
 
 
-def _as_text(series: pd.Series) -> pd.Series:
+def _as_text(series: pd.Series, *, json_values: bool = False) -> pd.Series:
+    if json_values:  # JSON Lines: numbers, booleans, objects and arrays become JSON text
+        return series.map(_json_text).astype(object)
     if _holds_text(series):
         return series.fillna("").astype(str)
     return series.astype(str).where(series.notna(), "")
@@ -702,15 +1087,18 @@ def _to_records(
     mapping: ColumnMapping,
     limits: Limits,
     row_offset: int,
-    problems: list[ImportProblem],
+    row_problems: list[tuple[int, str, str | None]],
 ) -> pd.DataFrame:
+    """Records of one chunk; problems of single rows go to ``row_problems`` as
+    (source_row, the message after "Row N"/"Line N", column), for the caller to place."""
     raw = raw.reset_index(drop=True)
+    json_values = detection.format == "jsonl"
     for column in detection.columns:
         if column not in raw.columns:
             raw[column] = ""
         else:
             raw[column] = _without_nul(raw[column])
-    text_parts = [_as_text(raw[c]) for c in mapping.text_columns]
+    text_parts = [_as_text(raw[c], json_values=json_values) for c in mapping.text_columns]
     text = text_parts[0]
     for part in text_parts[1:]:
         text = text.str.cat(part, sep=mapping.text_separator)
@@ -721,11 +1109,11 @@ def _to_records(
         {
             "source_row": range(row_offset + 1, row_offset + len(raw) + 1),
             "text": text,
-            "label": _as_text(raw[mapping.label_column]).str.strip()
+            "label": _as_text(raw[mapping.label_column], json_values=json_values).str.strip()
             if mapping.label_column
             else "",
             "split": "",
-            "external_id": _as_text(raw[mapping.id_column]).str.strip()
+            "external_id": _as_text(raw[mapping.id_column], json_values=json_values).str.strip()
             if mapping.id_column
             else "",
         }
@@ -738,24 +1126,24 @@ def _to_records(
         if lengths is None:
             continue
         for index in lengths[lengths > limit].index[:MAX_LENGTH_PROBLEMS]:
-            problems.append(
-                ImportProblem(
-                    f"Row {row_offset + index + 1} has a {noun} of {lengths[index]:,} characters; "
+            row_problems.append(
+                (
+                    row_offset + index + 1,
+                    f"has a {noun} of {lengths[index]:,} characters; "
                     f"{noun}s can be at most {limit}. Shorten it or map another column.",
-                    column=mapping.label_column if noun == "label" else mapping.id_column,
+                    mapping.label_column if noun == "label" else mapping.id_column,
                 )
             )
     if mapping.split_column:
-        given = _as_text(raw[mapping.split_column]).str.strip().str.lower()
+        given = _as_text(raw[mapping.split_column], json_values=json_values).str.strip().str.lower()
         normalised = given.map(SPLIT_ALIASES)
         unknown = normalised.isna()
-        for index in unknown[unknown].index[:20]:
-            problems.append(
-                ImportProblem(
-                    f"Row {row_offset + index + 1} has split '{given[index]}'. Use train, "
-                    "validation or test, or leave it empty.",
-                    line=None,
-                    column=mapping.split_column,
+        for index in unknown[unknown].index[:MAX_LENGTH_PROBLEMS]:
+            row_problems.append(
+                (
+                    row_offset + index + 1,
+                    f"has split '{given[index]}'. Use train, validation or test, or leave it empty.",
+                    mapping.split_column,
                 )
             )
         out["split"] = normalised.fillna("")
@@ -765,7 +1153,8 @@ def _to_records(
         mapping.id_column,
     }
     extra = [c for c in detection.columns if c not in mapped]
-    # JSON Lines rows may lack a field (NaN): store null, which JSON columns accept.
+    # JSON Lines rows may lack a field (NaN): store null, which JSON columns accept. Their
+    # values stay JSON (numbers, objects, arrays) in metadata; CSV values are text.
     if extra:
         values = raw[extra].astype(object)
         values = values.where(values.notna(), None)

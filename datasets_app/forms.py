@@ -1,9 +1,10 @@
 from django import forms
 
 from datasets_app.services.cleaning import FIXES
+from datasets_app.services.snapshots import dataset_file_split_column
 
+# Suggestions for the encoding field, which takes any encoding Python knows by name.
 ENCODINGS = [
-    ("", "Detect automatically"),
     ("utf-8", "UTF-8"),
     ("utf-8-sig", "UTF-8 with BOM"),
     ("utf-16", "UTF-16"),
@@ -11,6 +12,9 @@ ENCODINGS = [
     ("gb18030", "GB18030 / GBK (Chinese, simplified)"),
     ("big5hkscs", "Big5 (Chinese, traditional)"),
     ("cp932", "Shift-JIS (Japanese)"),
+    ("latin-1", "ISO-8859-1 / Latin-1"),
+    ("cp1250", "Windows-1250 (Central European)"),
+    ("utf-16-le", "UTF-16 little-endian without BOM"),
 ]
 DELIMITERS = [
     ("", "Detect automatically"),
@@ -20,6 +24,22 @@ DELIMITERS = [
     ("|", "Pipe |"),
 ]
 HEADERS = [("", "Detect automatically"), ("yes", "First row is a header"), ("no", "No header row")]
+QUOTINGS = [
+    ("", "Detect automatically"),
+    ("double", 'Double quotes "'),
+    ("single", "Single quotes '"),
+    ("none", "No quoting"),
+]
+# How several text columns are joined. "\\n" is what the page always sent for a new line.
+SEPARATORS = [
+    ("\\n", "A new line"),
+    ("space", "A space"),
+    ("pipe", "Space, bar, space ( | )"),
+    ("tab", "A tab"),
+    ("none", "Nothing: run them together"),
+    ("custom", "Other text (type it below)"),
+]
+SEPARATOR_TEXT = {"\\n": "\n", "space": " ", "pipe": " | ", "tab": "\t", "none": ""}
 
 
 class UploadForm(forms.Form):
@@ -29,15 +49,31 @@ class UploadForm(forms.Form):
 
 
 class DetectForm(forms.Form):
-    encoding = forms.ChoiceField(choices=ENCODINGS, required=False)
+    """The user's overrides; their values are checked by the service (csv_io.override_errors),
+    whose errors the view puts next to these fields (same names)."""
+
+    encoding = forms.CharField(
+        required=False,
+        max_length=40,
+        widget=forms.TextInput(
+            attrs={
+                "list": "encoding-choices",
+                "placeholder": "Detect automatically",
+                "autocomplete": "off",
+            }
+        ),
+    )
     delimiter = forms.ChoiceField(choices=DELIMITERS, required=False)
+    quoting = forms.ChoiceField(choices=QUOTINGS, required=False)
     header = forms.ChoiceField(choices=HEADERS, required=False)
+    encoding_choices = ENCODINGS
 
     def overrides(self) -> dict:
         header = self.cleaned_data.get("header")
         return {
             "encoding": self.cleaned_data.get("encoding") or None,
             "delimiter": self.cleaned_data.get("delimiter") or None,
+            "quoting": self.cleaned_data.get("quoting") or None,
             "has_header": {"yes": True, "no": False}.get(header),
         }
 
@@ -46,12 +82,18 @@ class MappingForm(forms.Form):
     text_columns = forms.MultipleChoiceField(
         widget=forms.CheckboxSelectMultiple, label="Text column(s)"
     )
-    text_separator = forms.CharField(
+    text_separator = forms.ChoiceField(
+        choices=SEPARATORS,
         required=False,
         initial="\\n",
-        strip=False,
         label="Join several text columns with",
-        help_text="\\n means a new line.",
+    )
+    text_separator_custom = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=50,
+        label="Other text to join them with",
+        help_text="Used when “Other text” is chosen above; \\n means a new line, \\t a tab.",
     )
     label_column = forms.ChoiceField(required=False, label="Label column")
     split_column = forms.ChoiceField(required=False, label="Split column")
@@ -65,17 +107,42 @@ class MappingForm(forms.Form):
         for name in ("label_column", "split_column", "id_column"):
             self.fields[name].choices = optional
 
+    def clean(self):
+        data = super().clean()
+        if data.get("text_separator") == "custom" and not data.get("text_separator_custom"):
+            self.add_error(
+                "text_separator_custom",
+                "Type the text to put between the text columns, or choose “Nothing” above.",
+            )
+        return data
+
+    def separator(self) -> str:
+        choice = self.cleaned_data.get("text_separator") or "\\n"  # not sent: a new line
+        if choice == "custom":
+            custom = self.cleaned_data["text_separator_custom"]
+            return custom.replace("\\n", "\n").replace("\\t", "\t")
+        return SEPARATOR_TEXT[choice]
+
     def mapping(self) -> dict:
         data = self.cleaned_data
         return {
             "text_columns": data["text_columns"],
-            "text_separator": (data.get("text_separator") or "\\n")
-            .replace("\\n", "\n")
-            .replace("\\t", "\t"),
+            "text_separator": self.separator(),
             "label_column": data.get("label_column") or None,
             "split_column": data.get("split_column") or None,
             "id_column": data.get("id_column") or None,
         }
+
+
+def separator_initial(separator: str | None) -> dict:
+    """The mapping form's separator fields for a stored separator (None: the default)."""
+    if separator is None:
+        separator = "\n"
+    for choice, text in SEPARATOR_TEXT.items():
+        if separator == text:
+            return {"text_separator": choice, "text_separator_custom": ""}
+    escaped = separator.replace("\n", "\\n").replace("\t", "\\t")
+    return {"text_separator": "custom", "text_separator_custom": escaped}
 
 
 class CleanForm(forms.Form):
@@ -91,6 +158,11 @@ class SplitForm(forms.Form):
     test_percent = forms.IntegerField(min_value=0, max_value=99, initial=10)
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=13)
 
+    def __init__(self, *args, dataset=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if dataset is not None and "mode" not in self.initial:
+            self.initial["mode"] = split_mode_initial(dataset)
+
     def clean(self):
         data = super().clean()
         parts = [data.get(k) for k in ("train_percent", "validation_percent", "test_percent")]
@@ -103,6 +175,15 @@ class SplitForm(forms.Form):
     def ratios(self) -> tuple[float, float, float]:
         d = self.cleaned_data
         return (d["train_percent"] / 100, d["validation_percent"] / 100, d["test_percent"] / 100)
+
+
+def split_mode_initial(dataset) -> str:
+    """'file' when the import whose records are active mapped a split column, unless the latest
+    report found those splits leaking texts into later splits: then a random split, which keeps
+    near-duplicates together, is the one to propose."""
+    findings = (dataset.quality_report or {}).get("findings", [])
+    leaking = any(finding.get("kind") == "split_leakage" for finding in findings)
+    return "file" if dataset_file_split_column(dataset) and not leaking else "random"
 
 
 class SnapshotForm(forms.Form):

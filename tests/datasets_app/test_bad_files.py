@@ -305,11 +305,13 @@ IMPORT_FAILURES = [
         "unknown_split.csv",
         [
             problem(
-                "Row 3 has split 'holdout'. Use train, validation or test, or leave it empty.",
+                "Line 4 has split 'holdout'. Use train, validation or test, or leave it empty.",
+                line=4,
                 column="split",
             ),
             problem(
-                "Row 6 has split 'eval'. Use train, validation or test, or leave it empty.",
+                "Line 7 has split 'eval'. Use train, validation or test, or leave it empty.",
+                line=7,
                 column="split",
             ),
         ],
@@ -516,6 +518,11 @@ def test_label_longer_than_column_is_a_problem_not_a_crash(analyst, redis_url):
     job = run_import(dataset, analyst, redis_url)
 
     assert job.status == JobStatus.FAILED
-    assert "500" in job.error_message
+    message = (
+        "Line 3 has a label of 600 characters; labels can be at most 500. Shorten it or map "
+        "another column."
+    )
+    assert job.problems == [problem(message, line=3, column="label")]
+    assert job.error_message == summary(1, message)
     assert Record.objects.count() == 0
     assert_raw_file_kept(dataset, content)

@@ -19,6 +19,7 @@ from datasets_app.csv_io import (
     Limits,
     detect,
     iter_records,
+    override_errors,
     suggest_mapping,
 )
 
@@ -498,7 +499,7 @@ def test_split_aliases_are_normalised(tmp_path):
     ]
 
 
-def test_unknown_split_is_a_problem_naming_the_row(tmp_path):
+def test_unknown_split_is_a_problem_naming_the_line(tmp_path):
     path = write(tmp_path, "a.csv", b"text,split\na,train\nb,holdout\n")
     detection = detect(path, filename="a.csv")
 
@@ -508,9 +509,9 @@ def test_unknown_split_is_a_problem_naming_the_row(tmp_path):
 
     assert [p.as_dict() for chunk in chunks for p in chunk.problems] == [
         {
-            "line": None,
+            "line": 3,
             "column": "split",
-            "message": "Row 2 has split 'holdout'. Use train, validation or test, or leave it empty.",
+            "message": "Line 3 has split 'holdout'. Use train, validation or test, or leave it empty.",
         }
     ]
 
@@ -524,3 +525,447 @@ def test_source_rows_continue_across_chunks(tmp_path):
 
     assert [len(chunk.frame) for chunk in chunks] == [3, 3, 1]
     assert pd.concat([c.frame for c in chunks])["source_row"].tolist() == [1, 2, 3, 4, 5, 6, 7]
+
+
+# --- overrides ---------------------------------------------------------------------------------
+NOT_A_FILE_ENCODING = (
+    "is not an encoding text files are written in. Choose one such as utf-8, cp1252 or latin-1."
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "errors"),
+    [
+        pytest.param({"encoding": "hex"}, {"encoding": f"'hex' {NOT_A_FILE_ENCODING}"}, id="hex"),
+        pytest.param(
+            {"encoding": "rot13"}, {"encoding": f"'rot13' {NOT_A_FILE_ENCODING}"}, id="rot13"
+        ),
+        pytest.param(
+            {"encoding": "base64"}, {"encoding": f"'base64' {NOT_A_FILE_ENCODING}"}, id="base64"
+        ),
+        pytest.param(
+            {"encoding": "idna"}, {"encoding": f"'idna' {NOT_A_FILE_ENCODING}"}, id="idna"
+        ),
+        pytest.param(
+            {"encoding": "unicode_escape"},
+            {"encoding": f"'unicode_escape' {NOT_A_FILE_ENCODING}"},
+            id="unicode-escape",
+        ),
+        pytest.param(
+            {"encoding": "klingon-8"},
+            {"encoding": "'klingon-8' is not a text encoding Python knows."},
+            id="unknown",
+        ),
+        pytest.param(
+            {"delimiter": "\n"},
+            {
+                "delimiter": "A line break cannot be the delimiter: it ends each row. "
+                "Choose , ; | or a tab."
+            },
+            id="newline",
+        ),
+        pytest.param(
+            {"delimiter": "\r"},
+            {
+                "delimiter": "A line break cannot be the delimiter: it ends each row. "
+                "Choose , ; | or a tab."
+            },
+            id="carriage-return",
+        ),
+        pytest.param(
+            {"delimiter": '"'},
+            {
+                "delimiter": 'The quote character " cannot also be the delimiter: quotes enclose '
+                "values that contain the delimiter. Choose , ; | or a tab."
+            },
+            id="double-quote",
+        ),
+        pytest.param(
+            {"delimiter": "'", "quoting": "single"},
+            {
+                "delimiter": "The quote character ' cannot also be the delimiter: quotes enclose "
+                "values that contain the delimiter. Choose , ; | or a tab."
+            },
+            id="the-chosen-quote",
+        ),
+        pytest.param(
+            {"delimiter": ";;"},
+            {
+                "delimiter": "The delimiter must be one character, such as , ; | or a tab; "
+                "';;' has 2."
+            },
+            id="two-characters",
+        ),
+        pytest.param(
+            {"quoting": "backticks"},
+            {
+                "quoting": "'backticks' is not a way of quoting this reader knows. Choose "
+                "double, single or none."
+            },
+            id="quoting",
+        ),
+    ],
+)
+def test_override_errors_name_the_field_and_detect_refuses_them(tmp_path, overrides, errors):
+    path = write(tmp_path, "a.csv", b"text,label\nhello,greeting\n")
+
+    assert override_errors(**overrides) == errors
+    with pytest.raises(ImportProblem) as caught:
+        detect(path, filename="a.csv", **overrides)
+    assert caught.value.message == next(iter(errors.values()))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"encoding": "latin-1", "delimiter": ";", "quoting": "single"},
+        {"encoding": "utf-16-le", "delimiter": "\t", "quoting": "none"},
+        {"encoding": "cp1250", "delimiter": " ", "quoting": "double"},
+        {},
+    ],
+)
+def test_override_errors_accept_real_encodings_and_delimiters(overrides):
+    assert override_errors(**overrides) == {}
+
+
+# --- header detection --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "has_header", "columns"),
+    [
+        pytest.param(
+            b"text,label\nhello there,greeting\nbye now,farewell\n",
+            True,
+            ["text", "label"],
+            id="names",
+        ),
+        pytest.param(
+            b"1,hello there,greeting\n2,bye now,farewell\n",
+            False,
+            ["column_1", "column_2", "column_3"],
+            id="number-in-first-row",
+        ),
+        pytest.param(
+            b"hello there,greeting\nhi,greeting\nbye now,farewell\n",
+            False,
+            ["column_1", "column_2"],
+            id="first-row-value-repeats-in-its-column",
+        ),
+        pytest.param(
+            b'"A first message\nover two lines",complaint\nsecond,praise\n',
+            False,
+            ["column_1", "column_2"],
+            id="line-break-in-first-row",
+        ),
+        pytest.param(
+            b"text,label\nhello,greeting\ntext,label\nbye,farewell\n",
+            True,
+            ["text", "label"],
+            id="header-repeated-further-down",
+        ),
+    ],
+)
+def test_detect_finds_whether_the_first_row_is_a_header(tmp_path, data, has_header, columns):
+    path = write(tmp_path, "a.csv", data)
+
+    detection = detect(path, filename="a.csv")
+
+    assert detection.has_header is has_header
+    assert detection.columns == columns
+
+
+def test_header_detected_missing_keeps_the_first_row_as_a_record(tmp_path):
+    path = write(tmp_path, "a.csv", b"hello there,greeting\nhi,greeting\nbye now,farewell\n")
+    detection = detect(path, filename="a.csv")
+
+    frame = read_all(path, detection, ColumnMapping(["column_1"], label_column="column_2"))
+
+    assert detection.estimated_rows == 3
+    assert pairs(frame) == [
+        ("hello there", "greeting"),
+        ("hi", "greeting"),
+        ("bye now", "farewell"),
+    ]
+
+
+def test_header_override_wins_over_detection(tmp_path):
+    path = write(tmp_path, "a.csv", b"1,hello there,greeting\n2,bye now,farewell\n")
+
+    detection = detect(path, filename="a.csv", has_header=True)
+
+    assert detection.has_header is True
+    assert detection.columns == ["1", "hello there", "greeting"]
+    assert detection.preview == [["2", "bye now", "farewell"]]
+
+
+# --- quoting detection -------------------------------------------------------------------------
+def test_detect_finds_single_quotes_and_reads_with_them(tmp_path):
+    path = write(
+        tmp_path,
+        "a.csv",
+        b"'text','label'\n'Hello, world','greeting'\n'It''s late, sorry','apology'\n'Bye','farewell'\n",
+    )
+
+    detection = detect(path, filename="a.csv")
+
+    assert (detection.delimiter, detection.quotechar) == (",", "'")
+    assert detection.columns == ["text", "label"]
+    assert pairs(read_all(path, detection, TEXT_AND_LABEL)) == [
+        ("Hello, world", "greeting"),
+        ("It's late, sorry", "apology"),
+        ("Bye", "farewell"),
+    ]
+
+
+def test_detect_finds_no_quoting_when_quotes_are_part_of_values(tmp_path):
+    data = b'text\tlabel\n"Refund" please\trefund\n"Card" blocked again\tcard\nHello\tgreeting\n'
+    path = write(tmp_path, "a.tsv", data)
+
+    detection = detect(path, filename="a.tsv")
+
+    assert (detection.delimiter, detection.quotechar) == ("\t", "")
+    assert pairs(read_all(path, detection, TEXT_AND_LABEL)) == [
+        ('"Refund" please', "refund"),
+        ('"Card" blocked again', "card"),
+        ("Hello", "greeting"),
+    ]
+
+
+def test_detect_keeps_double_quotes_for_standard_csv(tmp_path):
+    rows = [("Hello, world", "greeting"), ('She said "hi"', "quote"), ("Plain", "plain")]
+    path = write(tmp_path, "a.csv", csv_text(rows).encode())
+
+    detection = detect(path, filename="a.csv")
+
+    assert detection.quotechar == '"'
+    assert pairs(read_all(path, detection, TEXT_AND_LABEL)) == rows
+
+
+def test_quoting_override_none_keeps_quotes_as_text(tmp_path):
+    path = write(tmp_path, "a.csv", b'text,label\n"quoted",x\nplain,y\n')
+
+    detection = detect(path, filename="a.csv", quoting="none")
+
+    assert detection.quotechar == ""
+    assert pairs(read_all(path, detection, TEXT_AND_LABEL)) == [('"quoted"', "x"), ("plain", "y")]
+
+
+# --- row estimates -----------------------------------------------------------------------------
+def test_estimate_counts_records_not_lines_of_quoted_texts(tmp_path):
+    rows = [("one", "a"), ("first line\nsecond line\nthird line", "b"), ("three", "c")]
+    path = write(tmp_path, "a.csv", csv_text(rows).encode())
+
+    detection = detect(path, filename="a.csv")
+
+    assert detection.estimated_rows == 3
+
+
+def multiline_rows(count: int) -> list[tuple[str, str]]:
+    return [
+        (f"Message {n}\nsecond line of it\nand a third", f"label_{n % 7}") for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_estimate_of_a_file_larger_than_the_sample_scales_records_per_byte(tmp_path, compressed):
+    rows = multiline_rows(20_000)  # about 1 MB, four times the sample
+    data = csv_text(rows).encode()
+    name = "big.csv.gz" if compressed else "big.csv"
+    path = write(tmp_path, name, gzip.compress(data, mtime=0) if compressed else data)
+
+    detection = detect(path, filename=name)
+
+    # Physical lines would say about 60,000.
+    assert 19_000 <= detection.estimated_rows <= 21_000
+
+
+def test_estimate_of_a_gzip_file_without_a_usable_size_trailer_uses_the_ratio(tmp_path):
+    data = csv_text(multiline_rows(20_000)).encode()
+    # A second, empty gzip member: the last 4 bytes now say 0 bytes.
+    path = write(tmp_path, "big.csv.gz", gzip.compress(data, mtime=0) + gzip.compress(b"", mtime=0))
+
+    detection = detect(path, filename="big.csv.gz")
+
+    assert 15_000 <= detection.estimated_rows <= 25_000
+
+
+def test_json_lines_estimate_scales_lines_for_a_gzip_file(tmp_path):
+    lines = "".join(
+        json.dumps({"text": f"message number {n}", "label": n % 5}) + "\n" for n in range(30_000)
+    )
+    path = write(tmp_path, "a.jsonl.gz", gzip.compress(lines.encode(), mtime=0))
+
+    detection = detect(path, filename="a.jsonl.gz")
+
+    assert 29_000 <= detection.estimated_rows <= 31_000
+
+
+# --- JSON Lines values -------------------------------------------------------------------------
+def test_json_lines_integers_stay_integers_when_a_value_is_missing(tmp_path):
+    lines = [
+        {"text": "a", "label": 1, "id": 10},
+        {"text": "b", "label": None, "id": None},
+        {"text": "c", "label": 2, "id": 12, "score": 0.5},
+        {"text": "d", "id": 13, "flag": True},
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    path = write(tmp_path, "a.jsonl", data)
+    detection = detect(path, filename="a.jsonl")
+
+    frame = read_all(
+        path, detection, ColumnMapping(text_columns=["text"], label_column="label", id_column="id")
+    )
+
+    assert frame[["label", "external_id"]].values.tolist() == [
+        ["1", "10"],
+        ["", ""],
+        ["2", "12"],
+        ["", "13"],
+    ]
+    assert [json.loads(m) for m in frame["metadata"]] == [
+        {"score": None, "flag": None},
+        {"score": None, "flag": None},
+        {"score": 0.5, "flag": None},
+        {"score": None, "flag": True},
+    ]
+    assert detection.preview[1] == ["b", "", "", "", ""]
+    assert detection.preview[3] == ["d", "", "13", "", "true"]
+
+
+def test_json_lines_nested_values_are_json_text_not_python_repr(tmp_path):
+    line = {
+        "text": {"title": "Carte bloquée", "body": ["a", 1]},
+        "label": ["card", "urgent"],
+        "meta": {"source": "web", "tags": ["é"]},
+    }
+    path = write(tmp_path, "a.jsonl", (json.dumps(line) + "\n").encode())
+    detection = detect(path, filename="a.jsonl")
+
+    frame = read_all(path, detection, TEXT_AND_LABEL)
+
+    assert frame["text"].tolist() == ['{"title": "Carte bloquée", "body": ["a", 1]}']
+    assert frame["label"].tolist() == ['["card", "urgent"]']
+    assert json.loads(frame["metadata"][0]) == {"meta": {"source": "web", "tags": ["é"]}}
+    assert detection.preview == [
+        [
+            '{"title": "Carte bloquée", "body": ["a", 1]}',
+            '["card", "urgent"]',
+            '{"source": "web", "tags": ["é"]}',
+        ]
+    ]
+
+
+# --- line numbers of row problems --------------------------------------------------------------
+def test_long_label_and_id_problems_name_the_file_line_after_quoted_line_breaks(tmp_path):
+    rows = [
+        ("first\nspans\nthree lines", "ok", "1"),
+        ("fine", "x" * 501, "2"),
+        ("also fine", "ok", "9" * 256),
+    ]
+    path = write(tmp_path, "a.csv", csv_text(rows, header=("text", "label", "id")).encode())
+    detection = detect(path, filename="a.csv")
+
+    chunks = list(
+        iter_records(
+            path,
+            detection,
+            ColumnMapping(text_columns=["text"], label_column="label", id_column="id"),
+            chunk_rows=2,
+        )
+    )
+
+    assert [p.as_dict() for chunk in chunks for p in chunk.problems] == [
+        {
+            "line": 5,
+            "column": "label",
+            "message": "Line 5 has a label of 501 characters; labels can be at most 500. "
+            "Shorten it or map another column.",
+        },
+        {
+            "line": 6,
+            "column": "id",
+            "message": "Line 6 has a id of 256 characters; ids can be at most 255. "
+            "Shorten it or map another column.",
+        },
+    ]
+
+
+def test_unknown_split_in_json_lines_names_the_line(tmp_path):
+    data = b'{"text": "a", "split": "train"}\n\n{"text": "b", "split": "holdout"}\n'
+    path = write(tmp_path, "a.jsonl", data)
+    detection = detect(path, filename="a.jsonl")
+
+    chunks = list(
+        iter_records(path, detection, ColumnMapping(text_columns=["text"], split_column="split"))
+    )
+
+    assert [p.as_dict() for chunk in chunks for p in chunk.problems] == [
+        {
+            "line": 3,
+            "column": "split",
+            "message": "Line 3 has split 'holdout'. Use train, validation or test, or leave it empty.",
+        }
+    ]
+
+
+# --- line length -------------------------------------------------------------------------------
+def test_detection_refuses_a_line_longer_than_the_limit_inside_the_sample(tmp_path):
+    data = b"text,label\nshort,a\n" + b"x" * 150_000 + b",b\nshort,c\n"
+    path = write(tmp_path, "a.csv", data)
+
+    with pytest.raises(ImportProblem) as caught:
+        detect(path, filename="a.csv", limits=Limits(max_line_bytes=100 * 1024))
+
+    assert caught.value.as_dict() == {
+        "line": 3,
+        "column": None,
+        "message": "Line 3 is longer than 100 KB, the most one line may hold, so this is not a "
+        "table with one record per line. Check the delimiter and the line endings.",
+    }
+
+
+@pytest.mark.parametrize("name", ["a.csv", "a.csv.gz", "a.jsonl"])
+def test_import_stops_at_a_line_longer_than_the_limit_after_the_sample(tmp_path, name):
+    if name.endswith(".jsonl"):
+        good = [json.dumps({"text": f"message {n}", "label": "a"}) for n in range(10_000)]
+        huge = json.dumps({"text": "x" * 300_000, "label": "b"})
+        data = ("\n".join([*good, huge, good[0]]) + "\n").encode()
+    else:
+        good = [f"message {n},a" for n in range(20_000)]
+        data = ("\n".join(["text,label", *good, "x" * 300_000 + ",b", "last,c"]) + "\n").encode()
+    if name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    path = write(tmp_path, name, data)
+    limits = Limits(max_line_bytes=200 * 1024)
+    detection = detect(path, filename=name, limits=limits)
+    huge_line = 10_001 if name.endswith(".jsonl") else 20_002
+
+    with pytest.raises(ImportProblem) as caught:
+        for _chunk in iter_records(path, detection, TEXT_AND_LABEL, limits=limits):
+            pass
+
+    assert caught.value.as_dict() == {
+        "line": huge_line,
+        "column": None,
+        "message": f"Line {huge_line:,} is longer than 200 KB, the most one line may hold, so "
+        "this is not a table with one record per line. Check the delimiter and the line endings.",
+    }
+
+
+# --- Latin-1 -----------------------------------------------------------------------------------
+LATIN_1 = [
+    ("Le café était très bon, merci.", "avis"),
+    ("Die Größe war falsch, bitte prüfen.", "reklamation"),
+    ("El niño pidió una piña colada.", "pregunta"),
+    ("Ça coûte combien vers l'Øresund?", "frais"),
+]
+
+
+@pytest.mark.parametrize(("encoding", "detected"), [(None, "cp1252"), ("latin-1", "latin-1")])
+def test_latin1_file_is_read_exactly(tmp_path, encoding, detected):
+    path = write(tmp_path, "a.csv", csv_text(LATIN_1).encode("latin-1"))
+
+    detection = detect(path, filename="a.csv", encoding=encoding)
+
+    assert detection.encoding == detected
+    assert detection.preview == [list(row) for row in LATIN_1]
+    assert pairs(read_all(path, detection, TEXT_AND_LABEL)) == LATIN_1
