@@ -35,6 +35,31 @@ FIX_DROP_EMPTY = "drop_empty"
 FIX_RESOLVE_CONFLICTS = "resolve_conflicts"
 FIX_REPAIR_MOJIBAKE = "repair_mojibake"
 FIX_STRIP_MARKUP = "strip_markup"
+FIX_EXCLUDE_LENGTH_OUTLIERS = "exclude_length_outliers"
+FIX_EXCLUDE_SMALL_CLASSES = "exclude_small_classes"
+FIX_EXCLUDE_MOSTLY_NOISE = "exclude_mostly_noise"
+
+# Thresholds shared by the report and its fixes, so a fix excludes exactly what was reported.
+MIN_CLASS_SIZE = 10
+LENGTH_OUTLIER_Z = 4.0
+NOISE_FRACTION = 0.5
+
+# Finding kinds the report writes onto its records as flag tokens (Record.flags, comma-wrapped,
+# in this order after the import's tokens). 'empty' is not among them: the import sets it, with
+# 'truncated', and a report keeps those two as they are.
+IMPORT_FLAGS: tuple[str, ...] = ("empty", "truncated")
+REPORT_FLAGS: tuple[str, ...] = (
+    "exact_duplicate",
+    "near_duplicate",
+    "label_conflict",
+    "length_outlier",
+    "small_class",
+    "mostly_noise",
+    "mojibake",
+    "markup",
+    "split_leakage",
+)
+_REPORT_TOKEN_RE = rf",(?:{'|'.join(REPORT_FLAGS)})(?=,)"
 
 # Long texts are cut in report examples: the report is stored as JSON and shown in a page.
 EXAMPLE_TEXT_MAX_CHARS = 300
@@ -468,18 +493,22 @@ def _robust_z(values: np.ndarray) -> np.ndarray:
     return np.zeros_like(values)
 
 
-def _length_outlier_finding(
-    records: _Records, threshold: float, example_limit: int
-) -> dict[str, Any]:
+def _length_outliers(records: _Records, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """(positions, robust z-scores) of texts far from the typical length, and that length."""
     non_empty = np.flatnonzero(~records.is_empty)
     # Lengths are skewed (a few very long texts); their logarithm is close to symmetric.
     log_lengths = np.log(records.lengths[non_empty].astype(np.float64))
     z_scores = _robust_z(log_lengths) if len(non_empty) else log_lengths
     outlier = np.abs(z_scores) > threshold
-    positions = non_empty[outlier]
-    outlier_z = z_scores[outlier]
-    z_of = dict(zip(positions.tolist(), outlier_z.tolist(), strict=True))
     typical = round(math.exp(np.median(log_lengths))) if len(non_empty) else 0
+    return non_empty[outlier], z_scores[outlier], typical
+
+
+def _length_outlier_finding(
+    records: _Records, threshold: float, example_limit: int
+) -> dict[str, Any]:
+    positions, outlier_z, typical = _length_outliers(records, threshold)
+    z_of = dict(zip(positions.tolist(), outlier_z.tolist(), strict=True))
     long_count = int((outlier_z > 0).sum())
     short_count = len(positions) - long_count
     # Alternate the most extreme long and short texts so both kinds appear among the examples.
@@ -505,18 +534,23 @@ def _length_outlier_finding(
             f"{_plural(int(records.lengths[p]), 'character')}; typical is "
             f"{typical:,} (robust z-score {z_of[p]:+.1f})."
         ),
-        fix=None,
+        fix=FIX_EXCLUDE_LENGTH_OUTLIERS,
         example_limit=example_limit,
         example_positions=interleaved,
     )
 
 
+def _small_classes(records: _Records, min_class_size: int) -> tuple[pd.Series, np.ndarray]:
+    """(record count of each label below min_class_size, positions of their records)."""
+    counts = records.label[records.label != ""].value_counts()
+    small = counts[counts < min_class_size]
+    return small, np.flatnonzero(records.label.isin(small.index).to_numpy())
+
+
 def _small_class_finding(
     records: _Records, min_class_size: int, example_limit: int
 ) -> dict[str, Any]:
-    counts = records.label[records.label != ""].value_counts()
-    small = counts[counts < min_class_size]
-    positions = np.flatnonzero(records.label.isin(small.index).to_numpy())
+    small, positions = _small_classes(records, min_class_size)
     names = ", ".join(f"'{label}' ({count})" for label, count in small.head(5).items())
     more = f" and {len(small) - 5} more" if len(small) > 5 else ""
     # One example per small label, smallest first, is more telling than five of the same one.
@@ -532,7 +566,7 @@ def _small_class_finding(
             f"Label '{records.label.iat[p]}' has only "
             f"{_plural(int(small[records.label.iat[p]]), 'record')}."
         ),
-        fix=None,
+        fix=FIX_EXCLUDE_SMALL_CLASSES,
         example_limit=example_limit,
         example_positions=example_positions,
     )
@@ -557,9 +591,14 @@ def _noise_fractions(records: _Records) -> np.ndarray:
     return fractions
 
 
-def _mostly_noise_finding(records: _Records, example_limit: int) -> dict[str, Any]:
+def _mostly_noise(records: _Records) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of texts mostly URLs, digits or markup, every text's noise fraction)."""
     fractions = _noise_fractions(records)
-    positions = np.flatnonzero((fractions > 0.5) & ~records.is_empty)
+    return np.flatnonzero((fractions > NOISE_FRACTION) & ~records.is_empty), fractions
+
+
+def _mostly_noise_finding(records: _Records, example_limit: int) -> dict[str, Any]:
+    positions, fractions = _mostly_noise(records)
     return _finding(
         records,
         kind="mostly_noise",
@@ -569,7 +608,7 @@ def _mostly_noise_finding(records: _Records, example_limit: int) -> dict[str, An
         detail=lambda p: (
             f"{fractions[p]:.0%} of its non-space characters are URLs, digits or markup."
         ),
-        fix=None,
+        fix=FIX_EXCLUDE_MOSTLY_NOISE,
         example_limit=example_limit,
     )
 
@@ -605,6 +644,8 @@ def _markup_finding(records: _Records, example_limit: int) -> dict[str, Any]:
 
 
 def _split_leakage_finding(records: _Records, example_limit: int) -> dict[str, Any] | None:
+    # No one-click fix: the remedy is a new split (keeping near-duplicates together), which the
+    # page's split form makes; a fix could not be undone, as cleaning changes keep no splits.
     rank = records.split.map({name: order for order, name in enumerate(SPLITS)})
     in_split = rank.notna().to_numpy() & records.has_key & ~records.is_empty
     if not in_split.any():
@@ -672,8 +713,8 @@ def _stats(records: _Records) -> dict[str, Any]:
 def quality_report(
     frame: pd.DataFrame,
     *,
-    min_class_size: int = 10,
-    length_outlier_z: float = 4.0,
+    min_class_size: int = MIN_CLASS_SIZE,
+    length_outlier_z: float = LENGTH_OUTLIER_Z,
     example_limit: int = 5,
 ) -> dict[str, Any]:
     """Statistics and the problems found, as JSON-ready values; only kinds with a count > 0.
@@ -846,6 +887,83 @@ def fix_strip_markup(frame: pd.DataFrame) -> pd.DataFrame:
         new_text=strips.to_numpy(dtype=object),
         reason=["Removed HTML tags and entities."] * len(strips),
     )
+
+
+def fix_exclude_length_outliers(
+    frame: pd.DataFrame, threshold: float = LENGTH_OUTLIER_Z
+) -> pd.DataFrame:
+    """Exclude the texts the report calls length outliers (robust z-score above threshold)."""
+    records = _Records(frame)
+    positions, z_scores, typical = _length_outliers(records, threshold)
+    return _changes(
+        records.ids[positions],
+        exclude=np.ones(len(positions), dtype=bool),
+        reason=[
+            f"{'Very long' if z > 0 else 'Very short'}: {_plural(int(length), 'character')}, "
+            f"typical is {typical:,}."
+            for length, z in zip(records.lengths[positions], z_scores, strict=True)
+        ],
+    )
+
+
+def fix_exclude_small_classes(
+    frame: pd.DataFrame, min_class_size: int = MIN_CLASS_SIZE
+) -> pd.DataFrame:
+    """Exclude every record of a label with fewer than min_class_size records."""
+    records = _Records(frame)
+    small, positions = _small_classes(records, min_class_size)
+    labels = records.label.to_numpy()[positions]
+    return _changes(
+        records.ids[positions],
+        exclude=np.ones(len(positions), dtype=bool),
+        reason=[
+            f"Label '{label}' has only {_plural(int(small[label]), 'record')} "
+            f"(fewer than {min_class_size})."
+            for label in labels
+        ],
+    )
+
+
+def fix_exclude_mostly_noise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Exclude texts whose non-space characters are mostly URLs, digits or markup."""
+    records = _Records(frame)
+    positions, fractions = _mostly_noise(records)
+    return _changes(
+        records.ids[positions],
+        exclude=np.ones(len(positions), dtype=bool),
+        reason=[
+            f"{fraction:.0%} of its non-space characters are URLs, digits or markup."
+            for fraction in fractions[positions]
+        ],
+    )
+
+
+# --- record flags -------------------------------------------------------------------------------
+def record_flags(current: pd.Series, findings: list[dict[str, Any]]) -> pd.Series:
+    """Record.flags after a report: every REPORT_FLAGS token replaced by the findings' own.
+
+    current holds the flags by record id of every record that has flags or is in a finding
+    (records excluded since the last report too: they get no report tokens); findings are
+    quality_report()'s, with their record_ids. Other tokens (the import's 'empty',
+    'truncated') are kept, before the report's. Returns comma-wrapped strings such as
+    ',truncated,small_class,', or '' for none, on the same index.
+    """
+    values = current.fillna("").astype(str)
+    kept = values.to_numpy(dtype=object).copy()
+    has_report_token = values.str.contains(_REPORT_TOKEN_RE, regex=True).to_numpy(dtype=bool)
+    if has_report_token.any():
+        kept[has_report_token] = (
+            values[has_report_token].str.replace(_REPORT_TOKEN_RE, "", regex=True).to_numpy()
+        )
+    flags = np.where(kept == "", ",", kept).astype(object)
+    ids = current.index.to_numpy(dtype=np.int64)
+    record_ids = {finding["kind"]: finding.get("record_ids", []) for finding in findings}
+    for token in REPORT_FLAGS:
+        if record_ids.get(token):
+            marked = np.isin(ids, np.asarray(record_ids[token], dtype=np.int64))
+            flags[marked] = flags[marked] + f"{token},"
+    flags[flags == ","] = ""
+    return pd.Series(flags, index=current.index, dtype=object, name="flags")
 
 
 # --- splits -------------------------------------------------------------------------------------

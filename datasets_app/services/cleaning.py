@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -25,14 +26,26 @@ FIXES = {
     "resolve_conflicts_drop": "Exclude every copy of texts with conflicting labels",
     "repair_mojibake": "Repair mis-decoded characters (mojibake)",
     "strip_markup": "Strip HTML markup and entities",
+    "exclude_length_outliers": "Exclude texts far from the typical length",
+    "exclude_small_classes": "Exclude the records of labels with too few records",
+    "exclude_mostly_noise": "Exclude texts that are mostly URLs, numbers or markup",
 }
+# Record ids per UPDATE when the report writes its flags (SQLite allows 32,766 parameters).
+FLAG_BATCH = 20000
 
 
 def records_frame(dataset: Dataset) -> pd.DataFrame:
-    """The current (not excluded) records as a frame: id, text, label, split."""
-    rows = Record.objects.filter(
-        import_run_id=dataset.active_import_id, is_excluded=False
-    ).values_list("id", "text", "label", "split")
+    """The current (not excluded) records as a frame, in id (file) order: id, text, label, split.
+
+    The order matters: "first" of a group of copies, which the fixes keep, is first in the frame.
+    Without ORDER BY, PostgreSQL returns rows in heap order, which every UPDATE (a fix, its undo,
+    the report's flags) shuffles.
+    """
+    rows = (
+        Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=False)
+        .order_by("id")
+        .values_list("id", "text", "label", "split")
+    )
     frame = pd.DataFrame.from_records(
         list(rows.iterator(chunk_size=20000)), columns=["id", "text", "label", "split"]
     )
@@ -54,6 +67,44 @@ def _storable(report: dict) -> dict:
     return {**report, "findings": findings, "created_at": timezone.now().isoformat()}
 
 
+def _record_flags_write(*, import_run_id: int, findings: list[dict]) -> int:
+    """Set the report's finding tokens on the records of one import, keeping the import's own
+    tokens; returns how many records changed. Call inside a transaction.
+
+    Only records that have flags or are in a finding are read, and only changed ones are
+    written: one UPDATE per distinct new value and batch of ids, so a million records that
+    mostly have nothing to report cost a few statements, not a million.
+    """
+    rows = (
+        Record.objects.filter(import_run_id=import_run_id)
+        .exclude(flags="")
+        .values_list("id", "flags")
+    )
+    flagged = pd.DataFrame.from_records(
+        list(rows.iterator(chunk_size=20000)), columns=["id", "flags"]
+    )
+    current = pd.Series(
+        flagged["flags"].to_numpy(dtype=object), index=flagged["id"].to_numpy(dtype=np.int64)
+    )
+    found_ids = [
+        np.asarray(finding["record_ids"], dtype=np.int64)
+        for finding in findings
+        if finding["kind"] in cleaning.REPORT_FLAGS
+    ]
+    if found_ids:
+        unflagged = np.setdiff1d(np.concatenate(found_ids), current.index.to_numpy())
+        current = pd.concat([current, pd.Series("", index=unflagged, dtype=object)])
+    new = cleaning.record_flags(current, findings)
+    changed = new[new.to_numpy() != current.to_numpy()]
+    for value, group in changed.groupby(changed, sort=False):
+        ids = group.index.tolist()
+        for start in range(0, len(ids), FLAG_BATCH):
+            Record.objects.filter(
+                import_run_id=import_run_id, id__in=ids[start : start + FLAG_BATCH]
+            ).update(flags=value)
+    return len(changed)
+
+
 def dataset_report_execute(*, job_id: int) -> DatasetJob | None:
     job = DatasetJob.objects.select_related("dataset").filter(pk=job_id).first()
     if job is None or not job.claim():
@@ -63,7 +114,12 @@ def dataset_report_execute(*, job_id: int) -> DatasetJob | None:
     frame = records_frame(dataset)
     job.report(progress=40, message=f"Checking {len(frame):,} records.")
     report = cleaning.quality_report(frame)
-    Dataset.objects.filter(pk=dataset.pk).update(quality_report=_storable(report))
+    job.report(progress=80, message="Marking the records of each finding.")
+    with transaction.atomic():
+        # Flags and the stored report change together, and not under a fix that is running.
+        _lock_dataset(dataset)
+        _record_flags_write(import_run_id=dataset.active_import_id, findings=report["findings"])
+        Dataset.objects.filter(pk=dataset.pk).update(quality_report=_storable(report))
     found = sum(f["count"] for f in report["findings"])
     job.succeed(message=f"Checked {len(frame):,} records; {found:,} findings.")
     return job
@@ -85,6 +141,12 @@ def _changes_for(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
         return cleaning.fix_repair_mojibake(frame)
     if kind == "strip_markup":
         return cleaning.fix_strip_markup(frame)
+    if kind == "exclude_length_outliers":
+        return cleaning.fix_exclude_length_outliers(frame)
+    if kind == "exclude_small_classes":
+        return cleaning.fix_exclude_small_classes(frame)
+    if kind == "exclude_mostly_noise":
+        return cleaning.fix_exclude_mostly_noise(frame)
     raise ValidationError({"kind": f"Unknown fix '{kind}'. Choose one of: {', '.join(FIXES)}."})
 
 
@@ -217,9 +279,15 @@ def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
 
 def _after_cleaning(dataset: Dataset) -> None:
     from datasets_app.services.imports import dataset_refresh_counts
-    from lepton_web.jobs import BrokerUnavailable
 
     dataset_refresh_counts(dataset)
+    dataset_report_queue_on_commit(dataset=dataset)
+
+
+def dataset_report_queue_on_commit(*, dataset: Dataset) -> None:
+    """Queue a fresh quality report once the current transaction commits (after records
+    changed); a broker that is down is logged, not raised: the change itself stands."""
+    from lepton_web.jobs import BrokerUnavailable
 
     def refresh_report() -> None:
         try:

@@ -16,6 +16,15 @@ SPLITS = ("train", "validation", "test")
 ID_BATCH = 20000
 
 
+def dataset_file_split_column(dataset: Dataset) -> str | None:
+    """The split column of the import whose records are active. ``dataset.mapping`` is the
+    latest *attempted* import's, which may have failed and left these records in place."""
+    active = dataset.active_import
+    if active is None:
+        return None
+    return (active.mapping or {}).get("split_column") or None
+
+
 def dataset_split(
     *,
     dataset: Dataset,
@@ -25,15 +34,16 @@ def dataset_split(
     seed: int = 13,
 ) -> Dataset:
     """Assign train/validation/test: stratified by label, near-duplicates kept together; or
-    keep the split column the file brought (``mode="file"``)."""
-    from datasets_app.services.cleaning import records_frame
+    keep the split column the file brought (``mode="file"``). Queues a fresh quality report,
+    whose split counts and split-leakage finding follow the new splits."""
+    from datasets_app.services.cleaning import dataset_report_queue_on_commit, records_frame
     from datasets_app.services.imports import dataset_refresh_counts
 
     access_check(user, "dataset", "change")
     if not dataset.is_ready:
         raise ValidationError("This dataset has no imported records to split yet.")
     if mode == "file":
-        if not dataset.mapping.get("split_column"):
+        if not dataset_file_split_column(dataset):
             raise ValidationError(
                 {"mode": "The file had no split column mapped. Choose a random split."}
             )
@@ -48,6 +58,7 @@ def dataset_split(
             )
         with transaction.atomic():
             active.exclude(split=F("file_split")).update(split=F("file_split"))
+            dataset_report_queue_on_commit(dataset=dataset)
             return dataset_refresh_counts(dataset)
     if mode != "random":
         raise ValidationError({"mode": "Mode must be 'random' or 'file'."})
@@ -76,6 +87,7 @@ def dataset_split(
             for start in range(0, len(ids), ID_BATCH):
                 Record.objects.filter(id__in=ids[start : start + ID_BATCH]).update(split=split)
         dataset_refresh_counts(dataset)
+        dataset_report_queue_on_commit(dataset=dataset)
     return dataset
 
 

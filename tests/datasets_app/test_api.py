@@ -381,7 +381,8 @@ def test_clean_then_undo_through_the_api(api, messy):
                 "kind": [
                     "Unknown fix 'delete_everything'. Choose one of: drop_exact_duplicates, "
                     "drop_near_duplicates, drop_empty, resolve_conflicts_majority, "
-                    "resolve_conflicts_drop, repair_mojibake, strip_markup."
+                    "resolve_conflicts_drop, repair_mojibake, strip_markup, "
+                    "exclude_length_outliers, exclude_small_classes, exclude_mostly_noise."
                 ]
             },
         ),

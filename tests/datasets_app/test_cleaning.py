@@ -16,15 +16,20 @@ from hypothesis import strategies as st
 
 from datasets_app.cleaning import (
     FTFY_SUSPECT_RE,
+    REPORT_FLAGS,
     SPLITS,
     assign_splits,
     fix_drop_duplicates,
     fix_drop_empty,
+    fix_exclude_length_outliers,
+    fix_exclude_mostly_noise,
+    fix_exclude_small_classes,
     fix_repair_mojibake,
     fix_resolve_conflicts,
     fix_strip_markup,
     normalize_texts,
     quality_report,
+    record_flags,
     repair_mojibake_text,
     spreadsheet_safe,
     strip_markup_text,
@@ -217,7 +222,7 @@ def test_report_finds_very_long_and_very_short_texts():
     )
     assert finding["examples"][1]["detail"] == "1 character; typical is 30 (robust z-score -12.8)."
     assert finding["examples"][0]["text"] == "x" * 299 + "…"  # long texts are cut in examples
-    assert finding["fix"] is None
+    assert finding["fix"] == "exclude_length_outliers"
 
 
 def test_report_length_threshold_is_configurable():
@@ -245,7 +250,7 @@ def test_report_finds_labels_with_too_few_records():
         (11, "Label 'rare' has only 1 record."),
         (12, "Label 'few' has only 2 records."),
     ]
-    assert finding["fix"] is None
+    assert finding["fix"] == "exclude_small_classes"
 
 
 def test_report_finds_texts_that_are_mostly_urls_digits_or_markup():
@@ -567,10 +572,125 @@ def test_fixes_return_typed_empty_frames_when_nothing_changes():
         fix_resolve_conflicts(frame, "majority"),
         fix_repair_mojibake(frame),
         fix_strip_markup(frame),
+        fix_exclude_length_outliers(frame),
+        fix_exclude_small_classes(frame, min_class_size=1),
+        fix_exclude_mostly_noise(frame),
     ):
         assert changes.empty
         assert changes["id"].dtype == np.int64
     assert fix_drop_empty(frame)["exclude"].dtype == bool
+
+
+def outlier_frame() -> pd.DataFrame:
+    """Twenty ordinary texts of 19-28 characters, one very long, one very short, one empty."""
+    ordinary = [
+        (n, f"an ordinary review {'x' * (n % 10)}", "pos" if n % 2 else "neg") for n in range(20)
+    ]
+    return make_frame(*ordinary, (20, "long " * 200, "pos"), (21, "ok", "neg"), (22, "", "neg"))
+
+
+def test_fix_exclude_length_outliers_excludes_the_reported_long_and_short_texts():
+    frame = outlier_frame()
+
+    changes = fix_exclude_length_outliers(frame)
+
+    assert changes.to_dict("records") == [
+        {"id": 20, "exclude": True, "reason": "Very long: 1,000 characters, typical is 23."},
+        {"id": 21, "exclude": True, "reason": "Very short: 2 characters, typical is 23."},
+    ]
+    assert changes["id"].tolist() == find(quality_report(frame), "length_outlier")["record_ids"]
+
+
+def test_fix_exclude_small_classes_excludes_every_record_of_a_small_label():
+    frame = make_frame(
+        *((n, f"text {n}", "big") for n in range(4)),
+        (4, "rare one", "rare"),
+        (5, "rare two", "rare"),
+        (6, "no label", ""),
+    )
+
+    changes = fix_exclude_small_classes(frame, min_class_size=3)
+
+    assert changes.to_dict("records") == [
+        {"id": 4, "exclude": True, "reason": "Label 'rare' has only 2 records (fewer than 3)."},
+        {"id": 5, "exclude": True, "reason": "Label 'rare' has only 2 records (fewer than 3)."},
+    ]
+    report = quality_report(frame, min_class_size=3)
+    assert changes["id"].tolist() == find(report, "small_class")["record_ids"]
+
+
+def test_fix_exclude_mostly_noise_excludes_texts_of_urls_digits_and_markup():
+    frame = make_frame(
+        (1, "see https://example.com/offers/2024 now", "spam"),
+        (2, "12345 678", "spam"),
+        (3, "I paid 20 euros for 2 tickets", "ham"),
+        (4, "<p><br/></p> ok", "ham"),
+    )
+
+    changes = fix_exclude_mostly_noise(frame)
+
+    assert changes.to_dict("records") == [
+        {
+            "id": 1,
+            "exclude": True,
+            "reason": "84% of its non-space characters are URLs, digits or markup.",
+        },
+        {
+            "id": 2,
+            "exclude": True,
+            "reason": "100% of its non-space characters are URLs, digits or markup.",
+        },
+        {
+            "id": 4,
+            "exclude": True,
+            "reason": "86% of its non-space characters are URLs, digits or markup.",
+        },
+    ]
+    assert changes["id"].tolist() == find(quality_report(frame), "mostly_noise")["record_ids"]
+
+
+# --- record flags -------------------------------------------------------------------------------
+def test_record_flags_replace_the_reports_tokens_and_keep_the_imports():
+    current = pd.Series(
+        ["", ",truncated,", ",empty,", ",truncated,small_class,markup,", ",mojibake,"],
+        index=[10, 11, 12, 13, 14],
+    )
+    findings = [
+        {"kind": "empty", "record_ids": [12]},
+        {"kind": "markup", "record_ids": [10, 11]},
+        {"kind": "exact_duplicate", "record_ids": [11]},
+    ]
+
+    flags = record_flags(current, findings)
+
+    assert flags.to_dict() == {
+        10: ",markup,",
+        11: ",truncated,exact_duplicate,markup,",
+        12: ",empty,",  # the import's token; the report does not write 'empty'
+        13: ",truncated,",
+        14: "",
+    }
+
+
+def test_record_flags_of_a_report_mark_exactly_each_findings_records():
+    frame = make_frame(
+        (1, "Good film.", "pos", "train"),
+        (2, "Good film.", "pos", "train"),
+        (3, "good film", "pos", "test"),
+        (4, "CafÃ© is nice", "neg", "train"),
+    )
+    report = quality_report(frame, min_class_size=2)
+    current = pd.Series([""] * 4, index=[1, 2, 3, 4])
+
+    flags = record_flags(current, report["findings"])
+
+    assert flags.to_dict() == {
+        1: "",
+        2: ",exact_duplicate,",
+        3: ",near_duplicate,split_leakage,",
+        4: ",small_class,mojibake,",
+    }
+    assert all(kind in REPORT_FLAGS for kind in ("exact_duplicate", "near_duplicate"))
 
 
 # --- the mojibake repair, on real Financial PhraseBank words -------------------------------------
