@@ -355,9 +355,16 @@ def main() -> None:
         "copy_vs_pandas": copy["seconds"] / parse["seconds"],
         "ours_vs_copy": ours["seconds"] / copy["seconds"],
     }
+    # The import makes records browsable and substring-searchable; word search waits for the
+    # index job after it. Both ways of counting are printed.
+    with_index = ours["seconds"] + ours["search_index_seconds"]
+    ratios["ours_with_word_index_vs_copy"] = with_index / copy["seconds"]
     if "bulk_create" in results:
         ratios["bulk_create_vs_copy"] = results["bulk_create"]["seconds"] / copy["seconds"]
         ratios["ours_speedup_vs_bulk_create"] = results["bulk_create"]["seconds"] / ours["seconds"]
+        ratios["ours_with_word_index_speedup_vs_bulk_create"] = (
+            results["bulk_create"]["seconds"] / with_index
+        )
     results["ratios"] = ratios
     after = results["after"]
     print()
@@ -378,10 +385,16 @@ def main() -> None:
     print()
     print(f"COPY / pandas.read_csv:        {ratios['copy_vs_pandas']:.2f}x")
     print(f"ours / COPY:                   {ratios['ours_vs_copy']:.2f}x   (target <= 1.5x)")
+    print(
+        f"  with the word index job:     {ratios['ours_with_word_index_vs_copy']:.2f}x   ({with_index:.2f} s)"
+    )
     if "bulk_create_vs_copy" in ratios:
         print(f"bulk_create / COPY:            {ratios['bulk_create_vs_copy']:.2f}x")
         print(
             f"ours faster than bulk_create:  {ratios['ours_speedup_vs_bulk_create']:.2f}x   (target >= 5x)"
+        )
+        print(
+            f"  with the word index job:     {ratios['ours_with_word_index_speedup_vs_bulk_create']:.2f}x"
         )
     print(f"peak memory of the import:     {ours['peak_mb']:.0f} MB   (target <= 300 MB)")
     print(f"snapshot:                      {after['snapshot_seconds']:.2f} s   (target <= 10 s)")

@@ -30,8 +30,8 @@ class BrokerUnavailable(Exception):
     """The task queue could not be reached; nothing was started."""
 
     message = (
-        "The task queue (Celery broker) cannot be reached, so the job was not started and "
-        "nothing was saved. Check that the broker is running, then try again."
+        "The task queue (Celery broker) cannot be reached, so the job was not started. Check "
+        "that the broker is running, then try again."
     )
 
     def __str__(self) -> str:

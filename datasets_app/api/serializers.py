@@ -77,6 +77,22 @@ class RecordSerializer(serializers.ModelSerializer):
         ]
 
 
+class RecordPageSerializer(serializers.Serializer):
+    """One page of GET .../records/ (keyset paging: pass next_after as ``after``)."""
+
+    results = RecordSerializer(many=True)
+    next_after = serializers.IntegerField(
+        allow_null=True,
+        help_text="Pass as 'after' for the next page; null on the last page.",
+    )
+    search_mode = serializers.ChoiceField(
+        choices=["", "full_text", "substring"],
+        allow_blank=True,
+        help_text="How 'search' matched: 'full_text' (words, once the import's word index is "
+        "built), 'substring' (before that, and on SQLite), '' without a search.",
+    )
+
+
 class SnapshotSerializer(serializers.ModelSerializer):
     class Meta:
         model = Snapshot

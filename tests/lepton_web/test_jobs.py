@@ -15,8 +15,8 @@ from tests.conftest import broker_for_this_process
 
 DOWN_BROKER_URL = "redis://127.0.0.1:1/0"
 BROKER_UNAVAILABLE = (
-    "The task queue (Celery broker) cannot be reached, so the job was not started and "
-    "nothing was saved. Check that the broker is running, then try again."
+    "The task queue (Celery broker) cannot be reached, so the job was not started. Check "
+    "that the broker is running, then try again."
 )
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ROW_FIELDS = (

@@ -483,8 +483,8 @@ def test_broker_down_keeps_the_form_says_why_and_creates_nothing(
     assertContains(
         response,
         '<div class="flash flash-error" role="status">The task queue (Celery broker) cannot be '
-        "reached, so the job was not started and nothing was saved. Check that the broker is "
-        "running, then try again.</div>",
+        "reached, so the job was not started. Check that the broker is running, then try "
+        "again.</div>",
         status_code=503,
     )
     assertContains(response, 'name="epochs" value="5"', status_code=503)
