@@ -47,6 +47,9 @@ class Dataset(models.Model):
     # The import whose records the full-text index covers (PostgreSQL). Search is full-text
     # when it equals active_import_id, and plain substring matching until then.
     search_import_id = models.BigIntegerField(null=True, blank=True)
+    # The labels annotators choose from, in the order of their buttons (keys 1-9). Empty: the
+    # labels the import found (see ``label_choices``).
+    label_schema = models.JSONField(default=list, blank=True)
     licence = models.CharField(max_length=200, blank=True)
     attribution = models.TextField(blank=True)
     created_by = models.ForeignKey(
@@ -64,6 +67,19 @@ class Dataset(models.Model):
     @property
     def is_ready(self) -> bool:
         return self.status == self.Status.READY
+
+    @property
+    def unlabeled_count(self) -> int:
+        """Records without a label (not excluded), from the kept counts."""
+        return int((self.label_counts or {}).get("", 0))
+
+    @property
+    def label_choices(self) -> list[str]:
+        """The labels offered in the labeling queue: the schema an analyst set, else the
+        labels the records already have, by name."""
+        if self.label_schema:
+            return list(self.label_schema)
+        return sorted(label for label in (self.label_counts or {}) if label)
 
 
 class DatasetJob(Job):
@@ -218,6 +234,48 @@ class CleaningChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action_id}:{self.record_id}"
+
+
+class LabelChange(models.Model):
+    """One label given in the labeling queue: by whom, when, and the label it replaced."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="label_changes")
+    # Removed with their records by records_delete(), like cleaning changes.
+    record = models.ForeignKey(Record, on_delete=models.DO_NOTHING, related_name="+")
+    old_label = models.CharField(max_length=500, blank=True)
+    new_label = models.CharField(max_length=500)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["dataset", "user", "-created_at"], name="labelchange_user_recent")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.record_id}: {self.old_label!r} -> {self.new_label!r}"
+
+
+class LabelClaim(models.Model):
+    """A record the queue is showing to an annotator, held for them a few minutes so that two
+    people working through the same dataset are never given the same record. One per user
+    and dataset; an expired claim is free for anyone."""
+
+    record = models.OneToOneField(
+        Record, on_delete=models.DO_NOTHING, primary_key=True, related_name="+"
+    )
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["dataset", "expires_at"], name="labelclaim_dataset_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.record_id} held by {self.user_id}"
 
 
 class Snapshot(models.Model):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
 from datasets_app.cleaning import spreadsheet_safe
@@ -25,11 +25,22 @@ from lepton_web.access import access_check
 
 PAGE_SIZE = 50
 SEARCH_CONFIG = "simple"  # no stemming or stop words: texts come in any language
+# Record filters: excluded and edited come from cleaning; the rest are Record.flags tokens, set
+# at import (empty, truncated) or by the latest quality report (cleaning.REPORT_FLAGS).
 FLAG_FILTERS = {
     "excluded": "Excluded by cleaning",
     "edited": "Edited by cleaning",
     "empty": "Empty text",
     "truncated": "Cut at the length limit",
+    "exact_duplicate": "Exact duplicates",
+    "near_duplicate": "Near-duplicates",
+    "label_conflict": "Conflicting labels",
+    "length_outlier": "Unusually long or short",
+    "small_class": "Labels with few records",
+    "mostly_noise": "Mostly URLs, numbers or markup",
+    "mojibake": "Mojibake (garbled characters)",
+    "markup": "HTML markup",
+    "split_leakage": "Split leakage",
 }
 
 
@@ -120,6 +131,7 @@ def record_page(
     elif flag == "edited":
         records = records.exclude(original_text__isnull=True, original_label__isnull=True)
     elif flag in FLAG_FILTERS:
+        # Tokens are comma-wrapped, so ",markup," never matches inside another token.
         records = records.filter(flags__contains=f",{flag},")
     if label is not None and label != "__any__":
         records = records.filter(label=label)
@@ -155,25 +167,114 @@ def record_page(
 EXPORT_FIELDS = ["source_row", "text", "label", "split"]
 
 
-def _export_rows(*, dataset: Dataset | None, snapshot: Snapshot | None) -> Iterator[tuple]:
+@dataclass(frozen=True)
+class ExportColumns:
+    """What an export carries besides EXPORT_FIELDS: the mapped id column ("id") and the file's
+    other columns (each record's metadata), keyed as in the file and in the file's order."""
+
+    has_id: bool = False
+    metadata_keys: tuple[str, ...] = ()
+
+    def csv_header(self) -> list[str]:
+        """EXPORT_FIELDS, ``id`` when mapped, then one column per metadata key. A key that
+        would repeat a column name gets a "metadata." prefix."""
+        header = [*EXPORT_FIELDS, *(["id"] if self.has_id else [])]
+        for key in self.metadata_keys:
+            name = key
+            while name in header:
+                name = f"metadata.{name}"
+            header.append(name)
+        return header
+
+
+def export_columns(import_run_id: int | None, *, dataset: Dataset) -> ExportColumns:
+    """The id and metadata columns of an import's records (nothing once they are deleted).
+
+    Every record of one import has the same metadata keys (the file's unmapped columns), so
+    the first record gives them; the file's column order comes from the detection, since
+    PostgreSQL's jsonb does not keep key order.
+    """
+    if import_run_id is None:
+        return ExportColumns()
+    job = DatasetJob.objects.filter(pk=import_run_id).only("mapping").first()
+    first = (
+        Record.objects.filter(import_run_id=import_run_id)
+        .order_by("id")
+        .values_list("metadata", flat=True)
+        .first()
+    )
+    if job is None or first is None:
+        return ExportColumns()
+    order = {name: index for index, name in enumerate(dataset.detection.get("columns", []))}
+    keys = sorted(first or {}, key=lambda key: (order.get(key, len(order)), key))
+    return ExportColumns(has_id=bool(job.mapping.get("id_column")), metadata_keys=tuple(keys))
+
+
+def _snapshot_import_run_id(snapshot: Snapshot) -> int | None:
+    """The import a snapshot was taken from, while its records still exist (a later import
+    of the dataset deletes them)."""
+    first = SnapshotRecord.objects.filter(snapshot=snapshot).order_by("id").first()
+    if first is None:
+        return None
+    return Record.objects.filter(pk=first.record_id).values_list("import_run_id", flat=True).first()
+
+
+def _export_rows(
+    *, dataset: Dataset | None, snapshot: Snapshot | None, columns: ExportColumns
+) -> Iterator[tuple]:
+    """Rows of EXPORT_FIELDS, then external_id and metadata when ``columns`` wants them."""
+    extra = (["external_id"] if columns.has_id else []) + (
+        ["metadata"] if columns.metadata_keys else []
+    )
     if snapshot is not None:
         rows = SnapshotRecord.objects.filter(snapshot=snapshot).order_by("id")
+        # Snapshot rows hold text, label and split; the id and metadata (never changed by
+        # cleaning) are read from the record by primary key, in the same streamed query.
+        source = Record.objects.filter(pk=OuterRef("record_id"))
+        rows = rows.annotate(**{name: Subquery(source.values(name)[:1]) for name in extra})
     else:
         rows = Record.objects.filter(
             import_run_id=dataset.active_import_id, is_excluded=False
         ).order_by("id")
-    yield from rows.values_list(*EXPORT_FIELDS).iterator(chunk_size=5000)
+    yield from rows.values_list(*EXPORT_FIELDS, *extra).iterator(chunk_size=5000)
+
+
+def _csv_cell(value) -> str:
+    """A metadata value as a CSV cell: strings as they are, missing as empty, the rest (numbers,
+    lists, objects from JSON Lines files) as JSON; formula-escaped like every text cell."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False)
+    return spreadsheet_safe(value)
 
 
 def export_stream(
     *, dataset: Dataset | None = None, snapshot: Snapshot | None = None, fmt: str
 ) -> Iterator[str]:
     """Yield an export chunk by chunk. CSV cells that a spreadsheet would run as a formula are
-    escaped; JSON Lines (read by programs, not spreadsheets) keeps texts exactly."""
+    escaped; JSON Lines (read by programs, not spreadsheets) keeps texts exactly.
+
+    Besides source_row, text, label and split, a record carries the file's id column when one
+    was mapped ("id") and the file's other columns ("metadata": an object in JSON Lines, one
+    column per key in CSV). A snapshot export has them while the records of the import it was
+    taken from exist; once a later import replaced them it has text, label and split only.
+    """
+    if snapshot is not None:
+        columns = export_columns(_snapshot_import_run_id(snapshot), dataset=snapshot.dataset)
+    else:
+        columns = export_columns(dataset.active_import_id, dataset=dataset)
+    rows = _export_rows(dataset=dataset, snapshot=snapshot, columns=columns)
+    width = len(EXPORT_FIELDS)
     if fmt == "jsonl":
         batch: list[str] = []
-        for row in _export_rows(dataset=dataset, snapshot=snapshot):
-            batch.append(json.dumps(dict(zip(EXPORT_FIELDS, row, strict=True)), ensure_ascii=False))
+        for row in rows:
+            item = dict(zip(EXPORT_FIELDS, row[:width], strict=True))
+            if columns.has_id:
+                item["id"] = row[width] or ""
+            if columns.metadata_keys:
+                item["metadata"] = row[-1] or {}
+            batch.append(json.dumps(item, ensure_ascii=False))
             if len(batch) >= 1000:
                 yield "\n".join(batch) + "\n"
                 batch = []
@@ -183,9 +284,16 @@ def export_stream(
     buffer = io.StringIO()
     # RFC 4180 line ends: with "\r\n" as terminator, a lone "\r" inside a text gets quoted.
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(EXPORT_FIELDS)
-    for count, row in enumerate(_export_rows(dataset=dataset, snapshot=snapshot), start=1):
-        writer.writerow([row[0], *(spreadsheet_safe(value) for value in row[1:])])
+    writer.writerow(columns.csv_header())
+    keys = columns.metadata_keys
+    for count, row in enumerate(rows, start=1):
+        cells = [row[0], *(spreadsheet_safe(value) for value in row[1:width])]
+        if columns.has_id:
+            cells.append(spreadsheet_safe(row[width] or ""))
+        if keys:
+            metadata = row[-1] or {}
+            cells.extend(_csv_cell(metadata.get(key)) for key in keys)
+        writer.writerow(cells)
         if count % 1000 == 0:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -198,6 +306,15 @@ def datasets_needing_labels(*, user) -> list[dict]:
     access_check(user, "labeling", "view")
     rows = []
     for dataset in Dataset.objects.filter(status=Dataset.Status.READY).order_by("-created_at"):
-        unlabeled = (dataset.label_counts or {}).get("", 0)
-        rows.append({"dataset": dataset, "unlabeled": unlabeled, "total": dataset.record_count})
+        counts = dataset.label_counts or {}
+        unlabeled, total = counts.get("", 0), sum(counts.values())
+        rows.append(
+            {
+                "dataset": dataset,
+                "unlabeled": unlabeled,
+                "total": total,
+                "percent": round(100 * (total - unlabeled) / total) if total else 0,
+                "labels": dataset.label_choices,
+            }
+        )
     return rows

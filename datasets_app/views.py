@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
@@ -14,6 +15,7 @@ from datasets_app.forms import (
     SnapshotForm,
     SplitForm,
     UploadForm,
+    separator_initial,
 )
 from datasets_app.limits import human_bytes, import_limits
 from datasets_app.selectors import (
@@ -94,10 +96,19 @@ def dataset_upload(request):
 def dataset_demo(request):
     try:
         dataset = services.demo_dataset_load(user=request.user)
-    except BrokerUnavailable as exc:
-        messages.error(request, str(exc))
-        return redirect("datasets:dataset_list")
-    messages.success(request, "The demo dataset is being imported.")
+    except (BrokerUnavailable, ValidationError) as exc:
+        messages.error(
+            request, str(exc) if isinstance(exc, BrokerUnavailable) else _error_text(exc)
+        )
+        # The demo's file may be stored already (see DemoImportNotQueued): show its page.
+        saved = getattr(exc, "dataset", None)
+        if saved is None:
+            return redirect("datasets:dataset_list")
+        return redirect("datasets:dataset_detail", saved.pk)
+    if dataset.status == dataset.Status.IMPORTING:
+        messages.success(request, "The demo dataset is being imported.")
+    else:
+        messages.info(request, "The demo dataset is already loaded.")
     return redirect("datasets:dataset_detail", dataset.pk)
 
 
@@ -113,9 +124,7 @@ def _detail_context(request, dataset, **extra) -> dict:
     mapping = dataset.mapping or {}
     mapping_initial = {
         "text_columns": mapping.get("text_columns", []),
-        "text_separator": (mapping.get("text_separator") or "\n")
-        .replace("\n", "\\n")
-        .replace("\t", "\\t"),
+        **separator_initial(mapping.get("text_separator")),
         "label_column": mapping.get("label_column") or "",
         "split_column": mapping.get("split_column") or "",
         "id_column": mapping.get("id_column") or "",
@@ -129,9 +138,7 @@ def _detail_context(request, dataset, **extra) -> dict:
         "search_job": jobs["search_index"],
         "detect_form": DetectForm(),
         "mapping_form": MappingForm(initial=mapping_initial, columns=columns) if columns else None,
-        "split_form": SplitForm(
-            initial={"mode": "file" if mapping.get("split_column") else "random"}
-        ),
+        "split_form": SplitForm(dataset=dataset),
         "snapshot_form": SnapshotForm(),
         "snapshots": dataset.snapshots.all(),
         "cleaning_actions": dataset.cleaning_actions.all()[:10],
@@ -140,6 +147,14 @@ def _detail_context(request, dataset, **extra) -> dict:
         "limits": _limits_context(),
         **extra,
     }
+    # A Ready dataset offers "Import again with another mapping", opened when its latest
+    # import failed (its records stay; the problems show there) or the mapping sent was invalid.
+    latest = jobs["import"]
+    form = context["mapping_form"]
+    context["reimport_open"] = dataset.is_ready and (
+        (latest is not None and latest.status == latest.Status.FAILED)
+        or bool(form is not None and form.is_bound and form.errors)
+    )
     return context
 
 
@@ -168,13 +183,22 @@ def _run(request, dataset, action, *, success: str | None = None):
 def dataset_detect(request, dataset_id: int):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
     form = DetectForm(request.POST)
-    form.is_valid()
-    return _run(
-        request,
-        dataset,
-        lambda: services.dataset_detect(dataset=dataset, **form.overrides()),
-        success="The file was read again with your settings.",
-    )
+    if form.is_valid():
+        try:
+            dataset = services.dataset_detect(dataset=dataset, **form.overrides())
+        except ValidationError as exc:
+            if not hasattr(exc, "error_dict"):
+                messages.error(request, _error_text(exc))
+                return redirect("datasets:dataset_detail", dataset.pk)
+            form.add_error(None, exc)  # an override no file can be read with: at its field
+        else:
+            if dataset.detection:
+                messages.success(request, "The file was read again with your settings.")
+            else:
+                messages.error(request, f"The file could not be read: {dataset.status_message}")
+            return redirect("datasets:dataset_detail", dataset.pk)
+    context = _detail_context(request, dataset, detect_form=form)
+    return render(request, "datasets_app/dataset_detail.html", context, status=400)
 
 
 @require_POST
@@ -350,3 +374,93 @@ def dataset_export(request, dataset_id: int):
 def labeling(request):
     rows = datasets_needing_labels(user=request.user)
     return render(request, "datasets_app/labeling.html", {"rows": rows})
+
+
+def _positive_int(raw: str | None) -> int | None:
+    """A record id from a query string, or None when absent or not a usable id."""
+    if raw and raw.isdigit() and len(raw) < 19:
+        return int(raw) or None
+    return None
+
+
+def _labeling_page(request, dataset, item, *, error: str = "", status: int = 200):
+    from datasets_app.services.labeling import labeling_progress
+
+    context = {
+        "dataset": dataset,
+        "item": item,
+        "record": item.record,
+        "keyed_labels": [
+            (label, str(index + 1) if index < 9 else ("0" if index == 9 else ""))
+            for index, label in enumerate(item.labels)
+        ],
+        "progress": labeling_progress(dataset=dataset, user=request.user),
+        "error": error,
+        "claim_minutes": max(1, settings.LABELING_CLAIM_SECONDS // 60),
+    }
+    return render(request, "datasets_app/label_record.html", context, status=status)
+
+
+@require_GET
+@access_required("labeling", "label")
+def labeling_queue(request, dataset_id: int):
+    """The next record to label (or ``?record=`` one), held for this user."""
+    from datasets_app.services.labeling import labeling_next
+
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    try:
+        item = labeling_next(
+            dataset=dataset,
+            user=request.user,
+            after=_positive_int(request.GET.get("after")),
+            record_id=_positive_int(request.GET.get("record")),
+        )
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect("datasets:labeling")
+    return _labeling_page(request, dataset, item)
+
+
+@require_POST
+@access_required("labeling", "label")
+def labeling_save(request, dataset_id: int, record_id: int):
+    """Save one label, then show the next record; on a conflict or a bad label, show this
+    record again as it is now, with the reason next to the labels."""
+    from datasets_app.services.labeling import LabelConflict, labeling_next, record_label_set
+
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    try:
+        record_label_set(
+            dataset=dataset,
+            user=request.user,
+            record_id=record_id,
+            label=request.POST.get("label", ""),
+            expected_label=request.POST.get("expected_label"),
+        )
+    except ValidationError as exc:
+        try:
+            item = labeling_next(dataset=dataset, user=request.user, record_id=record_id)
+        except ValidationError:
+            messages.error(request, _error_text(exc))
+            return redirect("datasets:labeling_queue", dataset.pk)
+        status = 409 if isinstance(exc, LabelConflict) else 400
+        return _labeling_page(request, dataset, item, error=_error_text(exc), status=status)
+    after = "" if request.POST.get("stay") else f"?after={record_id}"
+    return redirect(reverse("datasets:labeling_queue", args=[dataset.pk]) + after)
+
+
+@require_POST
+@access_required("dataset", "change")
+def label_schema_edit(request, dataset_id: int):
+    from datasets_app.services.labeling import label_schema_set
+
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    try:
+        dataset = label_schema_set(
+            dataset=dataset, user=request.user, labels=request.POST.get("labels", "").splitlines()
+        )
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+    else:
+        messages.success(request, f"The label list now has {len(dataset.label_schema)} labels.")
+    return redirect("datasets:labeling_queue", dataset.pk)

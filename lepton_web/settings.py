@@ -311,6 +311,9 @@ DATASET_MAX_COLUMNS = env_int("DATASET_MAX_COLUMNS", default=200)
 DATASET_MAX_TEXT_CHARS = env_int("DATASET_MAX_TEXT_CHARS", default=20000)
 # Parallel COPY streams per import on PostgreSQL (each is a database server process).
 DATASET_IMPORT_WRITERS = env_int("DATASET_IMPORT_WRITERS", default=2)
+# How long the labeling queue holds a record shown to one annotator before anyone else may
+# be given it (they are labeling it, or walked away from it).
+LABELING_CLAIM_SECONDS = env_int("LABELING_CLAIM_SECONDS", default=600)
 # Uploads larger than this stream to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

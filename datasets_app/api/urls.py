@@ -1,6 +1,6 @@
 from django.urls import path
 
-from datasets_app.api import views
+from datasets_app.api import labeling, views
 
 urlpatterns = [
     path("datasets/", views.DatasetListApi.as_view(), name="api_datasets"),
@@ -48,4 +48,19 @@ urlpatterns = [
         name="api_dataset_export",
     ),
     path("snapshots/<id:snapshot_id>/", views.SnapshotDetailApi.as_view(), name="api_snapshot"),
+    path(
+        "datasets/<id:dataset_id>/label-schema/",
+        labeling.LabelSchemaApi.as_view(),
+        name="api_dataset_label_schema",
+    ),
+    path(
+        "datasets/<id:dataset_id>/labeling/next/",
+        labeling.LabelingNextApi.as_view(),
+        name="api_dataset_labeling_next",
+    ),
+    path(
+        "datasets/<id:dataset_id>/records/<id:record_id>/label/",
+        labeling.RecordLabelApi.as_view(),
+        name="api_record_label",
+    ),
 ]

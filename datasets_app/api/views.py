@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -17,11 +17,13 @@ from datasets_app.api.serializers import (
     DatasetJobSerializer,
     DatasetSerializer,
     MappingSerializer,
+    RecordPageSerializer,
     RecordSerializer,
     SnapshotSerializer,
 )
 from datasets_app.models import DatasetJob
 from datasets_app.selectors import (
+    FLAG_FILTERS,
     dataset_get_for_user,
     dataset_list_for_user,
     export_stream,
@@ -30,6 +32,7 @@ from datasets_app.selectors import (
 )
 from lepton_web.access import RolePermission
 from lepton_web.filenames import safe_filename
+from lepton_web.jobs import BrokerUnavailable
 
 
 class DatasetApiBase(APIView):
@@ -89,6 +92,9 @@ class DatasetListApi(DatasetApiBase):
                 import_errors = (
                     exc.message_dict if hasattr(exc, "error_dict") else {"mapping": exc.messages}
                 )
+            except BrokerUnavailable as exc:
+                # Stored, but not queued: the client retries POST .../import/ later.
+                import_errors = {"broker": [str(exc)]}
             dataset.refresh_from_db()
         body = DatasetSerializer(dataset).data
         if import_errors is not None:
@@ -111,9 +117,19 @@ class DatasetDetailApi(DatasetApiBase):
 
 class DatasetDetectApi(DatasetApiBase):
     class InputSerializer(serializers.Serializer):
-        encoding = serializers.CharField(required=False, allow_blank=True, max_length=40)
+        # Blank or absent means "detect it". What the values may be is checked in one place,
+        # csv_io.override_errors (through the service), for this API and the page alike.
+        encoding = serializers.CharField(
+            required=False, allow_blank=True, allow_null=True, max_length=40
+        )
         delimiter = serializers.CharField(
-            required=False, allow_blank=True, max_length=1, trim_whitespace=False
+            required=False, allow_blank=True, allow_null=True, trim_whitespace=False
+        )
+        quoting = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            allow_null=True,
+            help_text='"double", "single" or "none"; blank or absent detects it.',
         )
         has_header = serializers.BooleanField(required=False, allow_null=True, default=None)
 
@@ -122,7 +138,14 @@ class DatasetDetectApi(DatasetApiBase):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        dataset = services.dataset_detect(dataset=dataset, **data.validated_data)
+        overrides = data.validated_data
+        dataset = services.dataset_detect(
+            dataset=dataset,
+            encoding=overrides.get("encoding") or None,
+            delimiter=overrides.get("delimiter") or None,
+            quoting=overrides.get("quoting") or None,
+            has_header=overrides.get("has_header"),
+        )
         return Response(DatasetSerializer(dataset).data)
 
 
@@ -158,13 +181,11 @@ class RecordListApi(DatasetApiBase):
             ),
             OpenApiParameter("label", OpenApiTypes.STR),
             OpenApiParameter("split", OpenApiTypes.STR),
-            OpenApiParameter(
-                "flag", OpenApiTypes.STR, enum=["excluded", "edited", "empty", "truncated"]
-            ),
+            OpenApiParameter("flag", OpenApiTypes.STR, enum=list(FLAG_FILTERS)),
             OpenApiParameter("search", OpenApiTypes.STR),
             OpenApiParameter("page_size", OpenApiTypes.INT),
         ],
-        responses={200: RecordSerializer(many=True)},
+        responses={200: RecordPageSerializer},
     )
     def get(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
@@ -293,15 +314,38 @@ def export_response(*, dataset, snapshot, fmt: str) -> StreamingHttpResponse:
     return response
 
 
+EXPORT_DESCRIPTION = (
+    "Stream the current records (excluded ones left out) or a snapshot, as CSV (default) or "
+    "JSON Lines.\n\n"
+    "Each record has `source_row`, `text`, `label` and `split`; when the import mapped an id "
+    "column, `id`; when the file had other columns, their values: in JSON Lines a `metadata` "
+    "object, in CSV one column per file column (in the file's order, named as in the file, "
+    "with a `metadata.` prefix where that name is already a column). CSV cells that a "
+    "spreadsheet would run as a formula (starting with = + - @, tab or carriage return) get a "
+    "leading `'`; JSON Lines keeps every value exactly.\n\n"
+    "A snapshot holds text, label and split; its `id` and `metadata` are read from the "
+    "records it was taken from, so they are left out once a later import of the dataset "
+    "replaced those records."
+)
+
+
 class DatasetExportApi(DatasetApiBase):
     @extend_schema(
+        description=EXPORT_DESCRIPTION,
         parameters=[
-            OpenApiParameter("format", OpenApiTypes.STR, enum=["csv", "jsonl"]),
+            OpenApiParameter("format", OpenApiTypes.STR, enum=["csv", "jsonl"], default="csv"),
             OpenApiParameter(
                 "snapshot", OpenApiTypes.INT, description="Export this snapshot instead."
             ),
         ],
-        responses={(200, "text/csv"): OpenApiTypes.STR},
+        responses={
+            (200, media_type): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="UTF-8 text/csv (format=csv: a header row, then one row per record) "
+                "or application/x-ndjson (format=jsonl: one JSON object per line).",
+            )
+            for media_type in ("text/csv", "application/x-ndjson")
+        },
     )
     def get(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)

@@ -22,9 +22,24 @@ from django.core.files import File
 from django.db import connection, transaction
 from django.utils import timezone
 
-from datasets_app.csv_io import ColumnMapping, Detection, ImportProblem, detect, iter_records
+from datasets_app.csv_io import (
+    ColumnMapping,
+    Detection,
+    ImportProblem,
+    detect,
+    iter_records,
+    override_errors,
+)
 from datasets_app.limits import human_bytes, import_limits
-from datasets_app.models import RECORD_ID_BLOCK, CleaningChange, Dataset, DatasetJob, Record
+from datasets_app.models import (
+    RECORD_ID_BLOCK,
+    CleaningChange,
+    Dataset,
+    DatasetJob,
+    LabelChange,
+    LabelClaim,
+    Record,
+)
 from lepton_web.access import access_check
 from lepton_web.bulk import ParentMissing, can_check_keys_once, keys_checked_once
 from lepton_web.jobs import BrokerUnavailable, JobStatus
@@ -32,7 +47,8 @@ from lepton_web.jobs import BrokerUnavailable, JobStatus
 logger = logging.getLogger(__name__)
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
-MAX_PROBLEMS = 20
+MAX_PROBLEMS = 20  # problems listed on a failed import; "(and more)" says there were others
+IMPORT_CHUNK_ROWS = 25_000  # rows parsed, written and reported at a time
 
 
 # --- upload and detection ---------------------------------------------------------------------
@@ -109,9 +125,18 @@ def dataset_detect(
     dataset: Dataset,
     encoding: str | None = None,
     delimiter: str | None = None,
+    quoting: str | None = None,
     has_header: bool | None = None,
 ) -> Dataset:
-    """(Re)detect how to read the stored file; user overrides win over detection."""
+    """(Re)detect how to read the stored file; user overrides win over detection.
+
+    Overrides that cannot read any file (a non-text codec, a line break as delimiter) raise
+    ``ValidationError`` by field and change nothing; a file they cannot read fails the dataset.
+    ``quoting`` is "double", "single" or "none"; None detects it.
+    """
+    errors = override_errors(encoding=encoding, delimiter=delimiter, quoting=quoting)
+    if errors:
+        raise ValidationError({name: [message] for name, message in errors.items()})
     if dataset.jobs.filter(kind=DatasetJob.Kind.IMPORT, status__in=["queued", "running"]).exists():
         raise ValidationError(
             "An import of this file is queued or running. Wait for it or cancel it, then read "
@@ -125,6 +150,7 @@ def dataset_detect(
                 limits=import_limits(),
                 encoding=encoding or None,
                 delimiter=delimiter or None,
+                quoting=quoting or None,
                 has_header=has_header,
             )
     except ImportProblem as problem:
@@ -216,12 +242,13 @@ def dataset_import_abandoned(*, job: DatasetJob) -> None:
 
 
 def records_delete(records) -> None:
-    """Delete records set-based: their cleaning changes and search entries first, then one
-    DELETE of the rows."""
+    """Delete records set-based: what points at them (cleaning and label changes, claims,
+    search entries) first, then one DELETE of the rows."""
     from datasets_app.services.search import search_entries_delete
 
     with transaction.atomic():
-        CleaningChange.objects.filter(record__in=records.values("id")).delete()
+        for model in (CleaningChange, LabelChange, LabelClaim):
+            model.objects.filter(record__in=records.values("id")).delete()
         search_entries_delete(records)
         records.delete()
 
@@ -471,12 +498,17 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
     estimated = max(1, detection.estimated_rows)
     try:
         with local_copy(dataset.source_file) as path:
-            for chunk in iter_records(path, detection, mapping, limits=import_limits()):
+            chunks = iter_records(
+                path, detection, mapping, limits=import_limits(), chunk_rows=IMPORT_CHUNK_ROWS
+            )
+            for chunk in chunks:
                 problems.extend(chunk.problems)
                 if not problems:
                     writer.write(chunk.frame)
                 rows += len(chunk.frame)
-                if len(problems) >= MAX_PROBLEMS:
+                # Read on until one problem past those shown (or the end of the file), so the
+                # summary knows whether to say "(and more)".
+                if len(problems) > MAX_PROBLEMS:
                     break
                 elapsed = max(time.monotonic() - started, 1e-6)
                 rate = rows / elapsed
@@ -547,11 +579,21 @@ def _import_finish(
         dataset.status_message = ""
         # Counted by the writer as rows passed: no scan of a million records here.
         dataset.record_count, dataset.label_counts, dataset.split_counts = distribution
+        carried = 0
+        if previous:
+            from datasets_app.services.labeling import labels_carry_over
+
+            carried = labels_carry_over(
+                dataset_id=dataset.pk, previous_import_id=previous, import_id=job.pk
+            )
+            if carried:  # console labels changed the file's counts
+                dataset_refresh_counts(dataset, save=False)
         dataset.quality_report = {}
         dataset.save()
         # Fixes applied to the records this import replaces can no longer be undone.
         dataset.cleaning_actions.filter(undone_at__isnull=True).update(undone_at=timezone.now())
-        job.succeed(message=f"Imported {rows:,} records in {seconds:.1f} s.")
+        kept = f" Kept {carried:,} labels given in the console." if carried else ""
+        job.succeed(message=f"Imported {rows:,} records in {seconds:.1f} s.{kept}")
     if previous:
         records_delete(Record.objects.filter(import_run_id=previous))
     from datasets_app.services.cleaning import dataset_report_start
@@ -590,23 +632,52 @@ DEMO_ATTRIBUTION = (
 )
 
 
-def demo_dataset_load(*, user) -> Dataset:
-    """Load the shipped demo dataset and start its import (idempotent while it exists)."""
-    access_check(user, "dataset", "create")
-    existing = Dataset.objects.filter(name=DEMO_NAME).first()
-    if existing is not None:
-        return existing
-    with DEMO_FILE.open("rb") as handle:
-        dataset = dataset_upload(
-            user=user,
-            file=File(handle, name=DEMO_FILE.name),
-            name=DEMO_NAME,
-            description="Customer-service messages labelled with one of 77 banking intents.",
-            licence=DEMO_LICENCE,
-            attribution=DEMO_ATTRIBUTION,
-        )
-    dataset_import_start(
-        dataset=dataset, user=user, mapping={"text_columns": ["text"], "label_column": "label"}
+DEMO_MAPPING = {"text_columns": ["text"], "label_column": "label"}
+
+
+class DemoImportNotQueued(BrokerUnavailable):
+    """The demo file was stored as a dataset, but the broker was down so its import is not
+    queued; loading the demo again starts it."""
+
+    message = (
+        "The demo dataset was saved, but the task queue (Celery broker) cannot be reached, so "
+        "its import was not started. Check that the broker is running, then load the demo "
+        "again to import it."
     )
+
+    def __init__(self, *, dataset: Dataset):
+        super().__init__()
+        self.dataset = dataset
+
+
+def demo_dataset_load(*, user) -> Dataset:
+    """Load the shipped demo dataset and start its import.
+
+    Idempotent while it exists: a later call returns the same dataset, and starts its import
+    again when it has no imported records and no import queued or running (the broker was down
+    the first time, or the import failed or was cancelled).
+    """
+    access_check(user, "dataset", "create")
+    dataset = Dataset.objects.filter(name=DEMO_NAME).order_by("created_at").first()
+    if dataset is not None:
+        importing = dataset.jobs.filter(
+            kind=DatasetJob.Kind.IMPORT, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
+        ).exists()
+        if dataset.active_import_id or importing:
+            return dataset
+    else:
+        with DEMO_FILE.open("rb") as handle:
+            dataset = dataset_upload(
+                user=user,
+                file=File(handle, name=DEMO_FILE.name),
+                name=DEMO_NAME,
+                description="Customer-service messages labelled with one of 77 banking intents.",
+                licence=DEMO_LICENCE,
+                attribution=DEMO_ATTRIBUTION,
+            )
+    try:
+        dataset_import_start(dataset=dataset, user=user, mapping=DEMO_MAPPING)
+    except BrokerUnavailable as exc:
+        raise DemoImportNotQueued(dataset=dataset) from exc
     dataset.refresh_from_db()
     return dataset

@@ -1,0 +1,155 @@
+"""Labeling over the API: the label list, the queue, and saving a label (the same services as
+the labeling page)."""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datasets_app.api.serializers import RecordSerializer
+from datasets_app.selectors import dataset_get_for_user
+from datasets_app.services.labeling import (
+    LabelConflict,
+    label_schema_set,
+    labeling_next,
+    record_label_set,
+)
+from lepton_web.access import RolePermission
+
+
+class LabelSchemaSerializer(serializers.Serializer):
+    labels = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        help_text="The labels annotators choose from, in the order of their buttons.",
+    )
+    from_schema = serializers.BooleanField(
+        read_only=True,
+        help_text="False when no list was set and the labels are those the records have.",
+    )
+
+
+class LabelingNextSerializer(serializers.Serializer):
+    record = RecordSerializer(allow_null=True, help_text="Null when nothing is left to label.")
+    remaining = serializers.IntegerField(help_text="Records without a label, not excluded.")
+    labels = serializers.ListField(child=serializers.CharField())
+    previous_id = serializers.IntegerField(
+        allow_null=True, help_text="The record this user labeled last."
+    )
+
+
+class LabelInputSerializer(serializers.Serializer):
+    label = serializers.CharField(max_length=500)
+    expected_label = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        help_text=(
+            "The label the record had when it was shown (empty for none). If it has another "
+            "one now the answer is 409 and nothing changes. Leave it out to overwrite."
+        ),
+    )
+
+
+def _id_param(request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiValidationError({name: [f"'{name}' must be a record id (a whole number)."]})
+    return int(raw)
+
+
+class LabelSchemaApi(APIView):
+    permission_classes = [RolePermission]
+    access_resource = "dataset"
+    access_actions = {"PUT": "change"}
+
+    @extend_schema(responses={200: LabelSchemaSerializer})
+    def get(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        return Response(
+            {"labels": dataset.label_choices, "from_schema": bool(dataset.label_schema)}
+        )
+
+    @extend_schema(request=LabelSchemaSerializer, responses={200: LabelSchemaSerializer})
+    def put(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        data = LabelSchemaSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = label_schema_set(
+            dataset=dataset, user=request.user, labels=data.validated_data["labels"]
+        )
+        return Response({"labels": dataset.label_choices, "from_schema": True})
+
+
+class LabelingNextApi(APIView):
+    """The next record without a label, held for the caller so nobody else is given it."""
+
+    permission_classes = [RolePermission]
+    access_resource = "labeling"
+    access_actions = {"GET": "label"}
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "after", OpenApiTypes.INT, description="Continue after this record id (skip)."
+            ),
+            OpenApiParameter(
+                "record", OpenApiTypes.INT, description="This record instead (relabel, go back)."
+            ),
+        ],
+        responses={200: LabelingNextSerializer},
+    )
+    def get(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        item = labeling_next(
+            dataset=dataset,
+            user=request.user,
+            after=_id_param(request, "after"),
+            record_id=_id_param(request, "record"),
+        )
+        return Response(
+            {
+                "record": RecordSerializer(item.record).data if item.record else None,
+                "remaining": item.remaining,
+                "labels": item.labels,
+                "previous_id": item.previous_id,
+            }
+        )
+
+
+class RecordLabelApi(APIView):
+    permission_classes = [RolePermission]
+    access_resource = "labeling"
+    access_actions = {"POST": "label"}
+
+    @extend_schema(
+        request=LabelInputSerializer,
+        responses={
+            200: RecordSerializer,
+            400: OpenApiResponse(description="Not one of the dataset's labels."),
+            409: OpenApiResponse(
+                description="The record's label changed since it was shown; nothing changed."
+            ),
+        },
+    )
+    def post(self, request, dataset_id: int, record_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        data = LabelInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            record = record_label_set(
+                dataset=dataset,
+                user=request.user,
+                record_id=record_id,
+                label=data.validated_data["label"],
+                expected_label=data.validated_data.get("expected_label"),
+            )
+        except LabelConflict as exc:
+            return Response(
+                {"detail": " ".join(exc.messages), "errors": {"label": exc.messages}},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(RecordSerializer(record).data)

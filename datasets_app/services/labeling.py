@@ -1,0 +1,322 @@
+"""Labeling records one at a time: the label schema, the queue, and saving a label.
+
+The queue hands each annotator the next record without a label, in id order, and holds it
+for them (a ``LabelClaim``) so that two people labeling the same dataset never get the same
+record. Saving a label checks that the record still has the label the annotator saw, so a
+label someone else gave meanwhile is never overwritten without them seeing it. Label counts
+are kept up to date in the same transaction; the first label a record had is kept
+(``original_label``), and every label given is logged (``LabelChange``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from datasets_app.models import Dataset, LabelChange, LabelClaim, Record
+from lepton_web.access import access_check
+
+MAX_LABELS = 200
+MAX_LABEL_CHARS = 500
+
+
+class LabelConflict(ValidationError):
+    """The record's label changed after the annotator was shown it."""
+
+
+@dataclass(frozen=True)
+class LabelingItem:
+    record: Record | None  # None: nothing left to label
+    remaining: int  # records without a label (not excluded), this one included
+    labels: list[str]
+    previous_id: int | None  # the record this user labeled last, to go back to
+
+
+def _claim_seconds() -> int:
+    return settings.LABELING_CLAIM_SECONDS
+
+
+def _lock_dataset(dataset: Dataset) -> Dataset:
+    """Lock the dataset row (FOR NO KEY UPDATE) and return it fresh: label counts are read
+    and written under this lock, so concurrent labels never lose an increment."""
+    return Dataset.objects.select_for_update(no_key=True).get(pk=dataset.pk)
+
+
+def label_schema_set(*, dataset: Dataset, user, labels: list[str]) -> Dataset:
+    """Set the labels annotators choose from, in order. Records keep the labels they have."""
+    access_check(user, "dataset", "change")
+    cleaned: list[str] = []
+    for raw in labels:
+        label = str(raw).strip()
+        if not label:
+            continue
+        if len(label) > MAX_LABEL_CHARS:
+            raise ValidationError(
+                f'The label "{label[:40]}…" is longer than {MAX_LABEL_CHARS} characters.'
+            )
+        if label in cleaned:
+            raise ValidationError(f'The label "{label}" is listed twice.')
+        cleaned.append(label)
+    if not cleaned:
+        raise ValidationError("Give at least one label, one per line.")
+    if len(cleaned) > MAX_LABELS:
+        raise ValidationError(
+            f"{len(cleaned)} labels were given; a schema holds at most {MAX_LABELS}."
+        )
+    with transaction.atomic():
+        dataset = _lock_dataset(dataset)
+        dataset.label_schema = cleaned
+        dataset.save(update_fields=["label_schema", "updated_at"])
+    return dataset
+
+
+def _unlabeled(dataset: Dataset):
+    return Record.objects.filter(
+        import_run_id=dataset.active_import_id, label="", is_excluded=False
+    )
+
+
+def _previous_id(dataset: Dataset, user) -> int | None:
+    return (
+        LabelChange.objects.filter(dataset=dataset, user=user)
+        .order_by("-created_at", "-id")
+        .values_list("record_id", flat=True)
+        .first()
+    )
+
+
+def _claim(dataset: Dataset, user, record: Record) -> bool:
+    """Hold ``record`` for ``user``; False if someone else holds it and their hold is fresh."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=_claim_seconds())
+    try:
+        with transaction.atomic():
+            claim, created = LabelClaim.objects.select_for_update().get_or_create(
+                record=record, defaults={"dataset": dataset, "user": user, "expires_at": expires}
+            )
+    except IntegrityError:  # taken by a concurrent claim between our read and insert
+        return False
+    if created:
+        return True
+    if claim.user_id != user.pk and claim.expires_at > now:
+        return False
+    LabelClaim.objects.filter(pk=claim.pk).update(user=user, expires_at=expires)
+    return True
+
+
+def labeling_next(
+    *, dataset: Dataset, user, after: int | None = None, record_id: int | None = None
+) -> LabelingItem:
+    """The record to show ``user`` now, held for them.
+
+    ``record_id`` asks for one record (to relabel it, or to go back); otherwise the next record
+    without a label after ``after`` in id order, wrapping around to the records skipped
+    earlier, and never one held by someone else.
+    """
+    access_check(user, "labeling", "label")
+    if not dataset.is_ready:
+        raise ValidationError("This dataset has no imported records yet; import it first.")
+    labels = dataset.label_choices
+    previous = _previous_id(dataset, user)
+    if record_id is not None:
+        record = Record.objects.filter(pk=record_id, import_run_id=dataset.active_import_id).first()
+        if record is None:
+            raise ValidationError(
+                "That record is not in this dataset any more (it was imported again or deleted)."
+            )
+        with transaction.atomic():
+            LabelClaim.objects.filter(dataset=dataset, user=user).exclude(record=record).delete()
+            _claim(dataset, user, record)
+        return LabelingItem(record, _remaining(dataset), labels, previous)
+
+    now = timezone.now()
+    refused: list[int] = []
+    record = None
+    with transaction.atomic():
+        # One claim per person and dataset: letting go of the last record first.
+        LabelClaim.objects.filter(dataset=dataset, user=user).delete()
+        for start in ((after,) if after else ()) + (None,):
+            while record is None:
+                held = LabelClaim.objects.filter(dataset=dataset, expires_at__gt=now).exclude(
+                    user=user
+                )
+                candidates = _unlabeled(dataset).exclude(id__in=held.values("record_id"))
+                if start:
+                    candidates = candidates.filter(id__gt=start)
+                if refused:
+                    candidates = candidates.exclude(id__in=refused)
+                candidates = candidates.order_by("id")
+                if connection.features.has_select_for_update_skip_locked:
+                    # Two people asking at the same instant each get a different row.
+                    candidates = candidates.select_for_update(skip_locked=True)
+                found = candidates.first()
+                if found is None:
+                    break
+                if _claim(dataset, user, found):
+                    record = found
+                else:
+                    refused.append(found.pk)
+            if record is not None:
+                break
+    return LabelingItem(record, _remaining(dataset), labels, previous)
+
+
+def _remaining(dataset: Dataset) -> int:
+    dataset.refresh_from_db(fields=["label_counts"])
+    return int((dataset.label_counts or {}).get("", 0))
+
+
+def _sorted_counts(counts: dict[str, int]) -> dict[str, int]:
+    kept = {label: count for label, count in counts.items() if count > 0}
+    return dict(sorted(kept.items(), key=lambda item: (-item[1], item[0])))
+
+
+def record_label_set(
+    *,
+    dataset: Dataset,
+    user,
+    record_id: int,
+    label: str,
+    expected_label: str | None = None,
+) -> Record:
+    """Give record ``record_id`` the label ``label``.
+
+    ``expected_label`` is the label the annotator saw; if the record has another one now,
+    ``LabelConflict`` is raised and nothing changes.
+    """
+    access_check(user, "labeling", "label")
+    label = (label or "").strip()
+    if not label:
+        raise ValidationError("Choose a label.")
+    with transaction.atomic():
+        dataset = _lock_dataset(dataset)
+        choices = dataset.label_choices
+        if not dataset.label_schema and choices:
+            # The imported labels become the list on the first label given, so a label stays
+            # offered after its last record is relabeled.
+            dataset.label_schema = choices
+            dataset.save(update_fields=["label_schema", "updated_at"])
+        if label not in choices:
+            shown = ", ".join(f'"{choice}"' for choice in choices[:20]) or "none yet"
+            raise ValidationError(
+                f'"{label[:80]}" is not one of this dataset\'s labels ({shown}). An analyst can '
+                "add it to the label list."
+            )
+        record = (
+            Record.objects.select_for_update()
+            .filter(pk=record_id, import_run_id=dataset.active_import_id)
+            .first()
+        )
+        if record is None:
+            raise ValidationError(
+                "That record is not in this dataset any more (it was imported again or deleted)."
+            )
+        if expected_label is not None and record.label != expected_label:
+            last = (
+                LabelChange.objects.filter(record=record)
+                .select_related("user")
+                .order_by("-created_at", "-id")
+                .first()
+            )
+            who = last.user.get_username() if last and last.user else "someone else"
+            now = f'"{record.label}"' if record.label else "no label"
+            raise LabelConflict(
+                f"While you were reading, {who} changed this record's label to {now}. It is "
+                "shown as it is now; choose again to change it."
+            )
+        old = record.label
+        LabelClaim.objects.filter(record=record).delete()
+        if old == label:
+            return record
+        if record.original_label is None:
+            record.original_label = old
+        record.label = label
+        record.save(update_fields=["label", "original_label"])
+        LabelChange.objects.create(
+            dataset=dataset, record=record, old_label=old, new_label=label, user=user
+        )
+        if not record.is_excluded:
+            counts = dict(dataset.label_counts or {})
+            counts[old] = counts.get(old, 0) - 1
+            counts[label] = counts.get(label, 0) + 1
+            dataset.label_counts = _sorted_counts(counts)
+            dataset.save(update_fields=["label_counts", "updated_at"])
+    return record
+
+
+def labeling_progress(*, dataset: Dataset, user) -> dict:
+    """How far the dataset is, and how many labels ``user`` gave today."""
+    counts = dataset.label_counts or {}
+    total = sum(counts.values())
+    unlabeled = int(counts.get("", 0))
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = LabelChange.objects.filter(dataset=dataset, user=user, created_at__gte=today).count()
+    return {
+        "total": total,
+        "labeled": total - unlabeled,
+        "unlabeled": unlabeled,
+        "percent": round(100 * (total - unlabeled) / total) if total else 0,
+        "mine_today": mine,
+    }
+
+
+CARRY_BATCH = 2000
+
+
+def labels_carry_over(*, dataset_id: int, previous_import_id: int, import_id: int) -> int:
+    """Keep labels given in the console when the file is imported again.
+
+    A record labeled in the console whose row (same source row, same text) is in the new
+    import gets its console label there, and its label history follows it. Rows whose text
+    changed (another text mapping) keep what the file says. Returns how many were carried.
+    Runs in the transaction that makes the new import active.
+    """
+    from django.db.models import Case, When
+
+    labeled = (
+        Record.objects.filter(
+            import_run_id=previous_import_id,
+            id__in=LabelChange.objects.filter(dataset_id=dataset_id).values("record_id"),
+        )
+        .only("id", "source_row", "text", "label")
+        .order_by("id")
+    )
+    carried = 0
+    batch: list[Record] = []
+
+    def carry(old_records: list[Record]) -> int:
+        by_row = {record.source_row: record for record in old_records}
+        pairs: list[tuple[int, int]] = []
+        updated: list[Record] = []
+        for new in Record.objects.filter(import_run_id=import_id, source_row__in=list(by_row)).only(
+            "id", "source_row", "text", "label", "original_label"
+        ):
+            old = by_row[new.source_row]
+            if new.text != old.text:
+                continue
+            pairs.append((old.pk, new.pk))
+            if new.label != old.label:
+                if new.original_label is None:
+                    new.original_label = new.label
+                new.label = old.label
+                updated.append(new)
+        Record.objects.bulk_update(updated, ["label", "original_label"], batch_size=CARRY_BATCH)
+        if pairs:
+            LabelChange.objects.filter(record_id__in=[old for old, _ in pairs]).update(
+                record_id=Case(*(When(record_id=old, then=new) for old, new in pairs))
+            )
+        return len(pairs)
+
+    for record in labeled.iterator(chunk_size=CARRY_BATCH):
+        batch.append(record)
+        if len(batch) == CARRY_BATCH:
+            carried += carry(batch)
+            batch = []
+    if batch:
+        carried += carry(batch)
+    return carried

@@ -1,0 +1,73 @@
+"""Labeling in real headless Chromium: an annotator works through the queue with the keyboard
+(number keys label, S skips, B goes back), sees the progress move, and is told in a sentence
+when someone else labeled the record meanwhile, instead of overwriting it."""
+
+import pytest
+from playwright.sync_api import expect
+
+from datasets_app.models import Record
+from datasets_app.services.labeling import record_label_set
+from tests.datasets_app.factories import imported_dataset
+
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("redis_url")]
+
+PASSWORD = "correct horse battery staple"
+CSV = "text,label\nalpha,a\nbeta,b\ncharlie,\ndelta,\necho,\n"
+
+
+def press(page, key: str) -> None:
+    """Press ``key`` once labeling.js listens on the page shown now."""
+    expect(page.get_by_test_id("label-form")).to_have_attribute("data-keys", "ready")
+    page.keyboard.press(key)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_annotator_labels_with_the_keyboard(page, live_server, make_user):
+    analyst = make_user("analyst")
+    dataset = imported_dataset(
+        analyst, CSV, {"text_columns": ["text"], "label_column": "label"}, report=False
+    )
+    make_user("annotator", username="ann")
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ann")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("link", name="Labeling", exact=True).click()
+    expect(page.get_by_test_id("labeling")).to_contain_text("40%")
+    page.get_by_test_id("start-labeling").click()
+
+    text = page.get_by_test_id("label-text")
+    progress = page.get_by_test_id("labeling-progress")
+    expect(text).to_have_text("charlie")
+    expect(progress).to_contain_text("2 of 5 records labeled")
+    press(page, "2")  # the second label, "b"
+    expect(text).to_have_text("delta")
+    expect(progress).to_contain_text("3 of 5 records labeled")
+    expect(progress).to_contain_text("you labeled 1 today")
+    assert Record.objects.get(text="charlie").label == "b"
+
+    press(page, "s")  # skip delta
+    expect(text).to_have_text("echo")
+    press(page, "b")  # back to the last label given
+    expect(text).to_have_text("charlie")
+    expect(page.get_by_test_id("current-label")).to_have_text("b")
+
+    # Another annotator labels the record shown here before this one chooses.
+    page.goto(
+        f"{live_server.url}/datasets/{dataset.pk}/label/?after={Record.objects.get(text='charlie').pk}"
+    )
+    expect(text).to_have_text("delta")
+    delta = Record.objects.get(text="delta")
+    record_label_set(
+        dataset=dataset, user=make_user("annotator", username="bo"), record_id=delta.pk, label="a"
+    )
+    press(page, "2")
+    expect(page.get_by_test_id("label-error")).to_have_text(
+        'While you were reading, bo changed this record\'s label to "a". It is shown as it is '
+        "now; choose again to change it."
+    )
+    expect(page.get_by_test_id("current-label")).to_have_text("a")
+    assert Record.objects.get(pk=delta.pk).label == "a"
+    press(page, "2")  # now knowingly changed
+    expect(text).to_have_text("echo")
+    assert Record.objects.get(pk=delta.pk).label == "b"

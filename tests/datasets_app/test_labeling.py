@@ -1,0 +1,456 @@
+"""Labeling records one at a time: schema, queue, claims, conflicts, counts, pages and API."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from datasets_app.models import LabelChange, LabelClaim, Record
+from datasets_app.selectors import record_distribution
+from datasets_app.services.labeling import (
+    LabelConflict,
+    label_schema_set,
+    labeling_next,
+    labeling_progress,
+    record_label_set,
+)
+from tests.datasets_app.factories import imported_dataset
+
+pytestmark = pytest.mark.usefixtures("redis_url")
+
+# Six records: two labeled in the file, four without a label.
+CSV = "text,label\nfirst,pos\nsecond,\nthird,neg\nfourth,\nfifth,\nsixth,\n"
+MAPPING = {"text_columns": ["text"], "label_column": "label"}
+
+
+@pytest.fixture
+def dataset(analyst):
+    return imported_dataset(analyst, CSV, MAPPING, report=False)
+
+
+def texts_of(records) -> list[str]:
+    return [record.text for record in records]
+
+
+def recount(dataset) -> dict[str, int]:
+    active = Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=False)
+    return record_distribution(active)[1]
+
+
+# --- schema ------------------------------------------------------------------------------------
+def test_labels_default_to_those_imported_by_name(dataset):
+    assert dataset.label_schema == []
+    assert dataset.label_choices == ["neg", "pos"]
+
+
+def test_schema_is_cleaned_and_kept_in_order(dataset, analyst):
+    dataset = label_schema_set(dataset=dataset, user=analyst, labels=[" pos ", "", "neg", "mixed"])
+    dataset.refresh_from_db()
+    assert dataset.label_schema == ["pos", "neg", "mixed"]
+    assert dataset.label_choices == ["pos", "neg", "mixed"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([], "Give at least one label, one per line."),
+        (["", "  "], "Give at least one label, one per line."),
+        (["a", "b", "a"], 'The label "a" is listed twice.'),
+        (["x" * 501], f'The label "{"x" * 40}…" is longer than 500 characters.'),
+        ([f"l{i}" for i in range(201)], "201 labels were given; a schema holds at most 200."),
+    ],
+)
+def test_bad_schemas_are_refused_and_nothing_changes(dataset, analyst, labels, message):
+    with pytest.raises(ValidationError) as caught:
+        label_schema_set(dataset=dataset, user=analyst, labels=labels)
+    assert caught.value.messages == [message]
+    dataset.refresh_from_db()
+    assert dataset.label_schema == []
+
+
+def test_only_builders_set_the_schema(dataset, make_user):
+    with pytest.raises(PermissionDenied):
+        label_schema_set(dataset=dataset, user=make_user("annotator"), labels=["a"])
+
+
+# --- the queue ---------------------------------------------------------------------------------
+def test_queue_walks_unlabeled_records_in_order_and_wraps_to_skipped(dataset, make_user):
+    annotator = make_user("annotator")
+    item = labeling_next(dataset=dataset, user=annotator)
+    assert item.record.text == "second"
+    assert item.remaining == 4
+    assert item.labels == ["neg", "pos"]
+    skipped = labeling_next(dataset=dataset, user=annotator, after=item.record.pk)
+    assert skipped.record.text == "fourth"
+    last = Record.objects.get(import_run_id=dataset.active_import_id, text="sixth")
+    wrapped = labeling_next(dataset=dataset, user=annotator, after=last.pk)
+    assert wrapped.record.text == "second"  # back to the first one skipped
+
+
+def test_two_annotators_are_never_given_the_same_record(dataset, make_user):
+    alice, bob = make_user("annotator"), make_user("annotator")
+    first = labeling_next(dataset=dataset, user=alice)
+    second = labeling_next(dataset=dataset, user=bob)
+    assert first.record.text == "second"
+    assert second.record.text == "fourth"
+    # Each person holds one record at a time: moving on lets go of the last one.
+    moved = labeling_next(dataset=dataset, user=alice, after=first.record.pk)
+    assert moved.record.text == "fifth"
+    assert set(LabelClaim.objects.values_list("record__text", flat=True)) == {"fourth", "fifth"}
+    carol = make_user("annotator")
+    assert labeling_next(dataset=dataset, user=carol).record.text == "second"
+
+
+def test_an_expired_hold_is_free_for_anyone(dataset, make_user):
+    alice, bob = make_user("annotator"), make_user("annotator")
+    first = labeling_next(dataset=dataset, user=alice)
+    LabelClaim.objects.filter(record=first.record).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert labeling_next(dataset=dataset, user=bob).record == first.record
+    assert LabelClaim.objects.get(record=first.record).user == bob
+
+
+def test_queue_ends_when_everything_is_labeled(dataset, analyst):
+    for text in ("second", "fourth", "fifth", "sixth"):
+        record = Record.objects.get(import_run_id=dataset.active_import_id, text=text)
+        record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="pos")
+    item = labeling_next(dataset=dataset, user=analyst)
+    assert item.record is None
+    assert item.remaining == 0
+    assert item.previous_id is not None
+
+
+def test_queue_skips_excluded_records(dataset, analyst):
+    Record.objects.filter(import_run_id=dataset.active_import_id, text="second").update(
+        is_excluded=True, exclusion_reason="test"
+    )
+    assert labeling_next(dataset=dataset, user=analyst).record.text == "fourth"
+
+
+def test_viewers_cannot_take_records(dataset, make_user):
+    with pytest.raises(PermissionDenied):
+        labeling_next(dataset=dataset, user=make_user("viewer"))
+
+
+def test_a_record_of_another_import_is_refused(dataset, analyst):
+    other = imported_dataset(analyst, CSV, MAPPING, report=False)
+    foreign = Record.objects.filter(import_run_id=other.active_import_id).first()
+    with pytest.raises(ValidationError, match="not in this dataset any more"):
+        labeling_next(dataset=dataset, user=analyst, record_id=foreign.pk)
+    with pytest.raises(ValidationError, match="not in this dataset any more"):
+        record_label_set(dataset=dataset, user=analyst, record_id=foreign.pk, label="pos")
+    assert foreign.label == Record.objects.get(pk=foreign.pk).label
+
+
+# --- saving labels -----------------------------------------------------------------------------
+def test_a_label_updates_record_counts_log_and_hold(dataset, make_user):
+    annotator = make_user("annotator")
+    record = labeling_next(dataset=dataset, user=annotator).record
+    saved = record_label_set(
+        dataset=dataset, user=annotator, record_id=record.pk, label="neg", expected_label=""
+    )
+    assert saved.label == "neg"
+    assert saved.original_label == ""  # what the file gave, kept
+    dataset.refresh_from_db()
+    assert dataset.label_counts == {"": 3, "neg": 2, "pos": 1}
+    assert dataset.label_counts == recount(dataset)
+    change = LabelChange.objects.get(record=record)
+    assert (change.old_label, change.new_label, change.user) == ("", "neg", annotator)
+    assert not LabelClaim.objects.filter(record=record).exists()
+    progress = labeling_progress(dataset=dataset, user=annotator)
+    assert progress == {"total": 6, "labeled": 3, "unlabeled": 3, "percent": 50, "mine_today": 1}
+
+
+def test_relabeling_keeps_the_first_original(dataset, analyst):
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="first")
+    record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="neg")
+    record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="pos")
+    record.refresh_from_db()
+    assert (record.label, record.original_label) == ("pos", "pos")
+    dataset.refresh_from_db()
+    assert dataset.label_counts == recount(dataset) == {"": 4, "neg": 1, "pos": 1}
+    assert LabelChange.objects.filter(record=record).count() == 2
+
+
+def test_a_label_given_meanwhile_is_never_overwritten_silently(dataset, make_user):
+    alice, bob = make_user("annotator", username="alice"), make_user("annotator")
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+    # Both are looking at the record while it has no label; Alice saves first.
+    record_label_set(
+        dataset=dataset, user=alice, record_id=record.pk, label="pos", expected_label=""
+    )
+    with pytest.raises(LabelConflict) as caught:
+        record_label_set(
+            dataset=dataset, user=bob, record_id=record.pk, label="neg", expected_label=""
+        )
+    assert caught.value.messages == [
+        'While you were reading, alice changed this record\'s label to "pos". It is shown as '
+        "it is now; choose again to change it."
+    ]
+    record.refresh_from_db()
+    assert record.label == "pos"
+    dataset.refresh_from_db()
+    assert dataset.label_counts == recount(dataset)
+
+
+def test_unknown_and_empty_labels_are_refused(dataset, analyst):
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+    with pytest.raises(ValidationError) as caught:
+        record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="meh")
+    assert caught.value.messages == [
+        '"meh" is not one of this dataset\'s labels ("neg", "pos"). An analyst can add it to '
+        "the label list."
+    ]
+    with pytest.raises(ValidationError, match=r"Choose a label\."):
+        record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="  ")
+    assert not LabelChange.objects.exists()
+
+
+def test_labels_added_to_the_schema_can_be_given(dataset, analyst):
+    label_schema_set(dataset=dataset, user=analyst, labels=["pos", "neg", "mixed"])
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+    record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="mixed")
+    dataset.refresh_from_db()
+    assert dataset.label_counts["mixed"] == 1
+
+
+def test_snapshots_keep_the_labels_they_froze(dataset, analyst):
+    from datasets_app.services import snapshot_create
+
+    snapshot = snapshot_create(dataset=dataset, user=analyst)
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+    record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="pos")
+    assert snapshot.records.get(record_id=record.pk).label == ""
+
+
+def test_reimport_keeps_console_labels_of_unchanged_rows(dataset, analyst):
+    from tests.datasets_app.factories import import_now
+
+    second = labeling_next(dataset=dataset, user=analyst).record
+    record_label_set(dataset=dataset, user=analyst, record_id=second.pk, label="pos")
+    first = Record.objects.get(import_run_id=dataset.active_import_id, text="first")
+    record_label_set(dataset=dataset, user=analyst, record_id=first.pk, label="neg")
+    labeling_next(dataset=dataset, user=analyst)  # holds "fourth"
+    job = import_now(dataset, analyst, MAPPING)
+    assert job.status == "succeeded"
+    assert job.message.endswith("Kept 2 labels given in the console.")
+    dataset.refresh_from_db()
+    assert dataset.active_import_id == job.pk
+    now = {
+        r.text: (r.label, r.original_label)
+        for r in Record.objects.filter(import_run_id=dataset.active_import_id)
+    }
+    assert now["second"] == ("pos", "")
+    assert now["first"] == ("neg", "pos")  # the file still says pos: kept as the original
+    assert now["third"] == ("neg", None)
+    assert dataset.label_counts == recount(dataset) == {"": 3, "neg": 2, "pos": 1}
+    # The history followed the records; nothing points at the replaced ones.
+    assert set(LabelChange.objects.values_list("record__text", "record__import_run_id")) == {
+        ("second", job.pk),
+        ("first", job.pk),
+    }
+    assert not LabelClaim.objects.exists()
+
+
+def test_reimport_with_other_texts_keeps_what_the_file_says(dataset, analyst):
+    from tests.datasets_app.factories import import_now
+
+    second = labeling_next(dataset=dataset, user=analyst).record
+    record_label_set(dataset=dataset, user=analyst, record_id=second.pk, label="pos")
+    job = import_now(dataset, analyst, {"text_columns": ["text", "label"], "text_separator": " / "})
+    assert job.status == "succeeded", job.problems
+    assert "Kept" not in job.message
+    assert not LabelChange.objects.exists()
+    dataset.refresh_from_db()
+    assert dataset.label_counts == {"": 6}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_annotators_get_distinct_records_and_exact_counts(
+    on_postgres, redis_url, make_user
+):
+    analyst = make_user("analyst")
+    rows = "\n".join(f"text {i}," for i in range(40))
+    dataset = imported_dataset(analyst, f"text,label\n{rows}\n", MAPPING, report=False)
+    label_schema_set(dataset=dataset, user=analyst, labels=["a", "b"])
+    people = [make_user("annotator") for _ in range(4)]
+    given: dict[int, list[int]] = {person.pk: [] for person in people}
+    barrier = threading.Barrier(len(people))
+    failures: list[BaseException] = []
+
+    def work(person):
+        try:
+            barrier.wait()
+            for step in range(8):
+                item = labeling_next(dataset=dataset, user=person)
+                given[person.pk].append(item.record.pk)
+                record_label_set(
+                    dataset=dataset,
+                    user=person,
+                    record_id=item.record.pk,
+                    label="ab"[step % 2],
+                    expected_label="",
+                )
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(person,)) for person in people]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    labeled = [record for records in given.values() for record in records]
+    assert len(labeled) == len(set(labeled)) == 32  # nobody was given a record twice
+    dataset.refresh_from_db()
+    assert dataset.label_counts == recount(dataset) == {"a": 16, "b": 16, "": 8}
+    assert LabelChange.objects.filter(dataset=dataset).count() == 32
+
+
+# --- pages -------------------------------------------------------------------------------------
+def test_labeling_page_labels_with_a_post_and_shows_the_next(client, dataset, make_user):
+    client.force_login(make_user("annotator"))
+    overview = client.get(reverse("datasets:labeling"))
+    assert overview.status_code == 200
+    assert reverse("datasets:labeling_queue", args=[dataset.pk]) in overview.content.decode()
+    page = client.get(reverse("datasets:labeling_queue", args=[dataset.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "second" in html
+    assert "<kbd>1</kbd> neg" in html
+    assert "<kbd>2</kbd> pos" in html
+    assert "label-schema-form" not in html  # annotators do not edit the label list
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+    saved = client.post(
+        reverse("datasets:labeling_save", args=[dataset.pk, record.pk]),
+        {"label": "neg", "expected_label": ""},
+    )
+    assert saved.status_code == 302
+    assert saved["Location"].endswith(f"?after={record.pk}")
+    following = client.get(saved["Location"]).content.decode()
+    assert "fourth" in following
+    assert "3</strong> of 6 records labeled" in following
+
+
+def test_labeling_page_shows_a_conflict_next_to_the_labels(client, dataset, make_user):
+    alice = make_user("annotator", username="alice")
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+    record_label_set(dataset=dataset, user=alice, record_id=record.pk, label="pos")
+    client.force_login(make_user("annotator"))
+    answer = client.post(
+        reverse("datasets:labeling_save", args=[dataset.pk, record.pk]),
+        {"label": "neg", "expected_label": ""},
+    )
+    assert answer.status_code == 409
+    html = answer.content.decode()
+    assert "While you were reading, alice changed this record" in html
+    assert 'data-testid="current-label">pos<' in html
+    record.refresh_from_db()
+    assert record.label == "pos"
+
+
+def test_analysts_edit_the_label_list_on_the_page(client, dataset, analyst):
+    client.force_login(analyst)
+    page = client.get(reverse("datasets:labeling_queue", args=[dataset.pk])).content.decode()
+    assert "label-schema-form" in page
+    answer = client.post(
+        reverse("datasets:label_schema_edit", args=[dataset.pk]), {"labels": "pos\nneg\nmixed\n"}
+    )
+    assert answer.status_code == 302
+    dataset.refresh_from_db()
+    assert dataset.label_schema == ["pos", "neg", "mixed"]
+    refused = client.post(
+        reverse("datasets:label_schema_edit", args=[dataset.pk]), {"labels": "a\na"}, follow=True
+    )
+    assert "The label &quot;a&quot; is listed twice." in refused.content.decode()
+
+
+def test_pages_refuse_viewers(client, dataset, make_user):
+    client.force_login(make_user("viewer"))
+    assert client.get(reverse("datasets:labeling_queue", args=[dataset.pk])).status_code == 403
+    record = Record.objects.filter(import_run_id=dataset.active_import_id).first()
+    answer = client.post(
+        reverse("datasets:labeling_save", args=[dataset.pk, record.pk]), {"label": "pos"}
+    )
+    assert answer.status_code == 403
+    client.force_login(make_user("annotator"))
+    answer = client.post(reverse("datasets:label_schema_edit", args=[dataset.pk]), {"labels": "x"})
+    assert answer.status_code == 403
+
+
+def test_empty_states(client, analyst):
+    dataset = imported_dataset(analyst, "text\nalpha\nbeta\n", {"text_columns": ["text"]})
+    client.force_login(analyst)
+    page = client.get(reverse("datasets:labeling_queue", args=[dataset.pk])).content.decode()
+    assert "No labels to choose from yet" in page
+    label_schema_set(dataset=dataset, user=analyst, labels=["x"])
+    for record in Record.objects.filter(import_run_id=dataset.active_import_id):
+        record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="x")
+    done = client.get(reverse("datasets:labeling_queue", args=[dataset.pk])).content.decode()
+    assert "Every record has a label" in done
+
+
+# --- API ---------------------------------------------------------------------------------------
+def test_api_queue_label_and_conflict(api_client_as, dataset):
+    api = api_client_as("annotator")
+    base = f"/api/v1/datasets/{dataset.pk}"
+    nxt = api.get(f"{base}/labeling/next/")
+    assert nxt.status_code == 200
+    body = nxt.json()
+    assert body["record"]["text"] == "second"
+    assert (body["remaining"], body["labels"]) == (4, ["neg", "pos"])
+    record_id = body["record"]["id"]
+    saved = api.post(
+        f"{base}/records/{record_id}/label/", {"label": "pos", "expected_label": ""}, format="json"
+    )
+    assert saved.status_code == 200
+    assert saved.json()["label"] == "pos"
+    conflict = api.post(
+        f"{base}/records/{record_id}/label/", {"label": "neg", "expected_label": ""}, format="json"
+    )
+    assert conflict.status_code == 409
+    assert "changed this record's label" in conflict.json()["detail"]
+    unknown = api.post(f"{base}/records/{record_id}/label/", {"label": "meh"}, format="json")
+    assert unknown.status_code == 400
+    assert unknown.json()["detail"].startswith('"meh" is not one of this dataset')
+    bad = api.get(f"{base}/labeling/next/?after=abc")
+    assert bad.status_code == 400
+    assert bad.json()["errors"]["after"] == ["'after' must be a record id (a whole number)."]
+
+
+def test_api_label_schema_and_roles(api_client_as, dataset):
+    base = f"/api/v1/datasets/{dataset.pk}/label-schema/"
+    viewer = api_client_as("viewer")
+    assert viewer.get(base).json() == {"labels": ["neg", "pos"], "from_schema": False}
+    assert viewer.put(base, {"labels": ["a"]}, format="json").status_code == 403
+    assert viewer.get(f"/api/v1/datasets/{dataset.pk}/labeling/next/").status_code == 403
+    analyst = api_client_as("analyst")
+    answer = analyst.put(base, {"labels": ["b", "a"]}, format="json")
+    assert answer.status_code == 200
+    assert answer.json() == {"labels": ["b", "a"], "from_schema": True}
+    refused = analyst.put(base, {"labels": []}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == "Give at least one label, one per line."
+
+
+def test_api_schema_describes_labeling(api_client_as):
+    schema = api_client_as("analyst").get(
+        "/api/schema/", headers={"Accept": "application/vnd.oai.openapi+json"}
+    )
+    paths = json.loads(schema.content)["paths"]
+    assert "/api/v1/datasets/{dataset_id}/labeling/next/" in paths
+    assert (
+        "409"
+        in paths["/api/v1/datasets/{dataset_id}/records/{record_id}/label/"]["post"]["responses"]
+    )
+    assert "put" in paths["/api/v1/datasets/{dataset_id}/label-schema/"]
