@@ -168,6 +168,8 @@ class Limits:
     max_columns: int = 200
     max_text_chars: int = 20_000
     max_line_bytes: int = 10 * 1024**2
+    # What a compressed upload may inflate to: a small .gz can hold terabytes (a "zip bomb").
+    max_uncompressed_bytes: int = 8 * 1024**3
 
 
 # --- overrides --------------------------------------------------------------------------------
@@ -446,6 +448,13 @@ def _line_too_long(limit: int, line: int | None = None) -> ImportProblem:
         f"{where} is longer than {_human_size(limit)}, the most one line may hold, so this is "
         "not a table with one record per line. Check the delimiter and the line endings.",
         line=line,
+    )
+
+
+def _too_large_uncompressed(limit: int) -> ImportProblem:
+    return ImportProblem(
+        f"Decompressed, the file is larger than {_human_size(limit)}, the most an import reads "
+        "from a compressed file. Split it into smaller files."
     )
 
 
@@ -903,9 +912,10 @@ class _LineLengthGuard(io.RawIOBase):
     character can only make lines look shorter, never longer.
     """
 
-    def __init__(self, raw, *, max_line_bytes: int):
+    def __init__(self, raw, *, max_line_bytes: int, max_total_bytes: int | None = None):
         super().__init__()
         self._raw, self._limit = raw, max_line_bytes
+        self._total_limit, self._total = max_total_bytes, 0
         self._run = 0  # bytes since the last line break
         self._line = 1  # the line the next byte belongs to
 
@@ -914,6 +924,9 @@ class _LineLengthGuard(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         data = self._raw.read(len(buffer))
+        self._total += len(data)
+        if self._total_limit is not None and self._total > self._total_limit:
+            raise _too_large_uncompressed(self._total_limit)
         self._check(data)
         buffer[: len(data)] = data
         return len(data)
@@ -948,10 +961,14 @@ class _LineLengthGuard(io.RawIOBase):
 
 
 def _guarded_bytes(path: Path, limits: Limits) -> io.BufferedReader:
-    return io.BufferedReader(
-        _LineLengthGuard(open_bytes(path), max_line_bytes=limits.max_line_bytes),
-        buffer_size=256 * 1024,
+    raw = open_bytes(path)
+    compressed = isinstance(raw, gzip.GzipFile)
+    guard = _LineLengthGuard(
+        raw,
+        max_line_bytes=limits.max_line_bytes,
+        max_total_bytes=limits.max_uncompressed_bytes if compressed else None,
     )
+    return io.BufferedReader(guard, buffer_size=256 * 1024)
 
 
 def _parser_message(text: str) -> str:

@@ -10,6 +10,7 @@ def import_limits() -> Limits:
         max_file_bytes=settings.DATASET_MAX_FILE_BYTES,
         max_columns=settings.DATASET_MAX_COLUMNS,
         max_text_chars=settings.DATASET_MAX_TEXT_CHARS,
+        max_uncompressed_bytes=settings.DATASET_MAX_UNCOMPRESSED_BYTES,
     )
 
 

@@ -41,6 +41,7 @@ def _limits_context() -> dict:
     limits = import_limits()
     return {
         "max_file": human_bytes(limits.max_file_bytes),
+        "max_uncompressed": human_bytes(limits.max_uncompressed_bytes),
         "max_columns": limits.max_columns,
         "max_text_chars": limits.max_text_chars,
     }

@@ -306,6 +306,8 @@ CSRF_FAILURE_VIEW = "lepton_web.views.csrf_failure"
 
 # --- Dataset import limits (shown on the upload page) ----------------------------------------
 DATASET_MAX_FILE_BYTES = env_int("DATASET_MAX_FILE_MB", default=2048) * 1024 * 1024
+# A .gz upload may inflate to this much; past it the import stops with a plain message.
+DATASET_MAX_UNCOMPRESSED_BYTES = env_int("DATASET_MAX_UNCOMPRESSED_MB", default=8192) * 1024 * 1024
 DATASET_MAX_COLUMNS = env_int("DATASET_MAX_COLUMNS", default=200)
 # Longer texts are cut at this many characters and flagged "truncated"; nothing else is lost.
 DATASET_MAX_TEXT_CHARS = env_int("DATASET_MAX_TEXT_CHARS", default=20000)

@@ -969,3 +969,38 @@ def test_latin1_file_is_read_exactly(tmp_path, encoding, detected):
     assert detection.encoding == detected
     assert detection.preview == [list(row) for row in LATIN_1]
     assert pairs(read_all(path, detection, TEXT_AND_LABEL)) == LATIN_1
+
+
+# --- compressed files that inflate without end ---------------------------------------------------
+@pytest.mark.parametrize("name", ["bomb.csv.gz", "bomb.jsonl.gz"])
+def test_a_gzip_file_inflating_past_the_limit_stops_with_a_message(tmp_path, name):
+    row = '{"text": "same row again", "label": "a"}\n' if "jsonl" in name else "same row again,a\n"
+    head = "" if "jsonl" in name else "text,label\n"
+    inflated = (head + row * 200_000).encode()  # about 3.5 MB from a few KB
+    path = write(tmp_path, name, gzip.compress(inflated, mtime=0))
+    assert path.stat().st_size < 50_000
+    detection = detect(path, filename=name)
+    limits = Limits(max_uncompressed_bytes=1024**2)
+
+    with pytest.raises(ImportProblem) as stopped:
+        for _ in iter_records(path, detection, TEXT_AND_LABEL, limits=limits):
+            pass
+
+    assert str(stopped.value) == (
+        "Decompressed, the file is larger than 1 MB, the most an import reads from a compressed "
+        "file. Split it into smaller files."
+    )
+    # The same file under a limit it fits is read whole.
+    rows = sum(len(chunk.frame) for chunk in iter_records(path, detection, TEXT_AND_LABEL))
+    assert rows == 200_000
+
+
+def test_the_uncompressed_limit_does_not_apply_to_plain_files(tmp_path):
+    path = write(tmp_path, "plain.csv", ("text,label\n" + "same row again,a\n" * 100_000).encode())
+    detection = detect(path, filename="plain.csv")
+    limits = Limits(max_uncompressed_bytes=1024)
+
+    assert (
+        sum(len(c.frame) for c in iter_records(path, detection, TEXT_AND_LABEL, limits=limits))
+        == 100_000
+    )

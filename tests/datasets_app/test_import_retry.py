@@ -367,9 +367,11 @@ def test_datasets_page_states_the_configured_limits(analyst_client):
         DATASET_MAX_FILE_BYTES=3 * 1024 * 1024,
         DATASET_MAX_COLUMNS=17,
         DATASET_MAX_TEXT_CHARS=12345,
+        DATASET_MAX_UNCOMPRESSED_BYTES=5 * 1024**3,
     ):
         response = analyst_client.get("/datasets/")
 
+    assertContains(response, "optionally .gz (inflating to at most 5 GB).")
     assertContains(
         response,
         "Up to 3 MB, 17 columns; texts longer than 12,345 characters are cut there and flagged "

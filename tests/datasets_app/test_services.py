@@ -1281,3 +1281,32 @@ def test_index_job_whose_worker_died_midway_finishes_when_run_again(analyst, mon
     assert RecordSearch.objects.filter(import_run_id=dataset.active_import_id).count() == 3
     assert _found(dataset, "fox") == [1, 2, 3]
     assert record_page(dataset=dataset, search="fox").search_mode == "full_text"
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_a_gzip_upload_inflating_past_the_limit_fails_its_import_and_keeps_nothing(
+    analyst, settings
+):
+    import gzip
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from datasets_app.models import Record
+    from tests.datasets_app.factories import import_now
+
+    settings.DATASET_MAX_UNCOMPRESSED_BYTES = 1024**2
+    data = gzip.compress(("text,label\n" + "same row again,a\n" * 200_000).encode(), mtime=0)
+    from datasets_app.services import dataset_upload
+
+    dataset = dataset_upload(
+        user=analyst, file=SimpleUploadedFile("bomb.csv.gz", data), name="bomb"
+    )
+
+    job = import_now(dataset, analyst, {"text_columns": ["text"], "label_column": "label"})
+
+    assert job.status == "failed"
+    assert [p["message"] for p in job.problems] == [
+        "Decompressed, the file is larger than 1 MB, the most an import reads from a compressed "
+        "file. Split it into smaller files."
+    ]
+    assert not Record.objects.filter(dataset=dataset).exists()
