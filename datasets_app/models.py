@@ -165,6 +165,17 @@ class Record(models.Model):
         indexes = [
             models.Index(fields=["import_run", "id"], name="record_run_id"),
             models.Index(fields=["import_run", "label", "id"], name="record_run_label_id"),
+            # Pages filtered by a flag, excluded or edited records: few rows of a large import,
+            # which a keyset walk of (import_run, id) would have to scan for. Imports add
+            # entries only for their empty or cut texts.
+            models.Index(
+                fields=["import_run", "id"],
+                name="record_run_noteworthy",
+                condition=~Q(flags="")
+                | Q(is_excluded=True)
+                | Q(original_text__isnull=False)
+                | Q(original_label__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -29,7 +29,7 @@ SEARCH_CONFIG = "simple"  # no stemming or stop words: texts come in any languag
 # at import (empty, truncated) or by the latest quality report (cleaning.REPORT_FLAGS).
 FLAG_FILTERS = {
     "excluded": "Excluded by cleaning",
-    "edited": "Edited by cleaning",
+    "edited": "Edited (text or label changed)",
     "empty": "Empty text",
     "truncated": "Cut at the length limit",
     "exact_duplicate": "Exact duplicates",
@@ -132,7 +132,8 @@ def record_page(
         records = records.exclude(original_text__isnull=True, original_label__isnull=True)
     elif flag in FLAG_FILTERS:
         # Tokens are comma-wrapped, so ",markup," never matches inside another token.
-        records = records.filter(flags__contains=f",{flag},")
+        # flags <> '' lets the planner use the partial index of noteworthy records.
+        records = records.exclude(flags="").filter(flags__contains=f",{flag},")
     if label is not None and label != "__any__":
         records = records.filter(label=label)
     if split is not None and split != "__any__":

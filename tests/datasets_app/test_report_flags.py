@@ -437,3 +437,27 @@ def test_file_split_is_refused_when_the_active_import_had_no_split_column(analys
         "mode": ["The file had no split column mapped. Choose a random split."]
     }
     assert SplitForm(dataset=dataset).initial["mode"] == "random"
+
+
+@pytest.mark.parametrize("flag", ["exact_duplicate", "truncated", "excluded", "edited"])
+def test_flag_filtered_pages_read_the_partial_index_not_the_whole_import(on_postgres, flag):
+    """A flag filter asks for a few records of a large import: the page's query must walk the
+    partial index of noteworthy records, not every record of the import."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from datasets_app.selectors import record_page
+    from tests.datasets_app.factories import DatasetJobFactory
+
+    job = DatasetJobFactory()
+    dataset = job.dataset
+    dataset.active_import = job
+    dataset.save()
+    with CaptureQueriesContext(connection) as queries:
+        record_page(dataset=dataset, flag=flag, after=5)
+    [sql] = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "record_run_noteworthy" in plan, plan

@@ -1310,3 +1310,32 @@ def test_a_gzip_upload_inflating_past_the_limit_fails_its_import_and_keeps_nothi
         "file. Split it into smaller files."
     ]
     assert not Record.objects.filter(dataset=dataset).exists()
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_snapshot_records_cannot_be_changed_even_by_a_direct_update(analyst):
+    from django.db import DatabaseError, transaction
+
+    from datasets_app.models import SnapshotRecord
+    from tests.datasets_app.factories import imported_dataset
+
+    dataset = imported_dataset(
+        analyst, "text,label\nhello,a\nbye,b\n", {"text_columns": ["text"], "label_column": "label"}
+    )
+    snapshot = snapshot_create(dataset=dataset, user=analyst)
+
+    with pytest.raises(DatabaseError, match="Snapshot records are immutable"), transaction.atomic():
+        SnapshotRecord.objects.filter(snapshot=snapshot).update(label="changed")
+    with (
+        pytest.raises(DatabaseError, match="Snapshot records are immutable"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("UPDATE datasets_app_snapshotrecord SET text = 'x'")
+
+    assert sorted(snapshot.records.values_list("text", "label")) == [("bye", "b"), ("hello", "a")]
+    # Deleting the dataset still removes its snapshots and their records.
+    from datasets_app.services import dataset_delete
+
+    dataset_delete(dataset=dataset, user=analyst)
+    assert not SnapshotRecord.objects.exists()
