@@ -152,9 +152,12 @@ def _detail_context(request, dataset, **extra) -> dict:
     # import failed (its records stay; the problems show there) or the mapping sent was invalid.
     latest = jobs["import"]
     form = context["mapping_form"]
+    detect_form = context["detect_form"]
     context["reimport_open"] = dataset.is_ready and (
         (latest is not None and latest.status == latest.Status.FAILED)
         or bool(form is not None and form.is_bound and form.errors)
+        or bool(detect_form.is_bound and detect_form.errors)
+        or not dataset.detection  # reading again failed: the settings need changing
     )
     return context
 

@@ -180,6 +180,41 @@ def test_ready_dataset_page_offers_a_collapsed_reimport_with_the_mapping_form(
     assertNotContains(response, 'data-testid="reimport-problems"')
 
 
+def test_ready_dataset_can_be_read_again_with_other_settings_then_imported_again(
+    analyst_client, analyst
+):
+    # The first row was data, not a header; the file was read with one.
+    headless = "Where is my card,card\nMein PIN,pin\nTop up,top_up\n"
+    dataset = imported_dataset(
+        analyst, headless, {"text_columns": ["Where is my card"]}, report=False
+    )
+    assert dataset.record_count == 2
+    page = analyst_client.get(f"/datasets/{dataset.pk}/")
+    assertContains(page, f'action="/datasets/{dataset.pk}/detect/"')
+
+    # An override no file can be read with: refused next to its field, the section open.
+    refused = analyst_client.post(f"/datasets/{dataset.pk}/detect/", {"encoding": "rot13"})
+    assert refused.status_code == 400
+    assert '<details data-testid="reimport" open>' in refused.content.decode()
+    dataset.refresh_from_db()
+    assert dataset.detection["columns"] == ["Where is my card", "card"]
+
+    answer = analyst_client.post(f"/datasets/{dataset.pk}/detect/", {"header": "no"})
+    assert answer.status_code == 302
+    dataset.refresh_from_db()
+    assert dataset.status == Dataset.Status.READY  # the current records stay meanwhile
+    first, second = dataset.detection["columns"]
+    analyst_client.post(
+        f"/datasets/{dataset.pk}/import/",
+        {"text_columns": [first], "text_separator": "\\n", "label_column": second},
+    )
+    assert run_latest_import(dataset).status == JobStatus.SUCCEEDED
+    dataset.refresh_from_db()
+    assert sorted(
+        dataset.records.filter(import_run_id=dataset.active_import_id).values_list("text", "label")
+    ) == [("Mein PIN", "pin"), ("Top up", "top_up"), ("Where is my card", "card")]
+
+
 def test_viewer_sees_no_reimport_form(client_as, analyst):
     dataset = imported_dataset(analyst, RETRY_CSV, TEXT_LABEL, report=False)
 

@@ -316,8 +316,9 @@ def test_detail_after_success_shows_counts_chart_data_and_the_quality_report(
     assertContains(response, "1 record repeats an earlier record with the same text and label.")
     assertContains(response, "Exclude copies, keep the first")
     assertContains(response, "Browse records")
-    # The mapping form is only offered collapsed, to import again with another mapping.
-    assertNotContains(response, "Map the columns")
+    # Reading and mapping are only offered collapsed, to import again.
+    assertNotContains(response, "<h2>Map the columns</h2>")
+    assertNotContains(response, "<h2>How to read the file</h2>")
     assertContains(response, '<details data-testid="reimport">')
 
 
