@@ -83,7 +83,8 @@ class Dataset(models.Model):
 
 
 class DatasetJob(Job):
-    """Background work on a dataset: an import of its file, or a quality report."""
+    """Background work on a dataset: an import of its file, a quality report, its search index,
+    a split, or a cleaning fix."""
 
     access_resource = "dataset"
     max_attempts = 2
@@ -93,9 +94,13 @@ class DatasetJob(Job):
         IMPORT = "import", "Import"
         REPORT = "report", "Quality report"
         SEARCH_INDEX = "search_index", "Search index"
+        SPLIT = "split", "Split"
+        CLEAN = "clean", "Cleaning fix"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=16, choices=Kind.choices)
+    # The job's parameters: an import's column mapping; a split's {"mode", "ratios", "seed"};
+    # a cleaning fix's {"kind"}. (Named for the first kind of job, imports.)
     mapping = models.JSONField(default=dict, blank=True)
     rows_done = models.PositiveIntegerField(default=0)
     rows_per_second = models.FloatField(null=True, blank=True)
@@ -118,7 +123,20 @@ class DatasetJob(Job):
 
     @property
     def verbose_kind(self) -> str:
-        return "import" if self.kind == self.Kind.IMPORT else "quality report"
+        return {
+            self.Kind.IMPORT: "import",
+            self.Kind.SEARCH_INDEX: "search index",
+            self.Kind.SPLIT: "split",
+            self.Kind.CLEAN: "cleaning fix",
+        }.get(self.kind, "quality report")
+
+    def abandoned_note(self) -> str:
+        # Imports drop what they staged; splits and fixes write in one transaction.
+        if self.kind == self.Kind.IMPORT:
+            return "Nothing was imported; start the import again to retry."
+        if self.kind in (self.Kind.SPLIT, self.Kind.CLEAN):
+            return "Nothing was changed; start it again to retry."
+        return super().abandoned_note()
 
     def recover(self) -> str:
         """After the sweeper's verdict, an import that will not run again releases its dataset."""

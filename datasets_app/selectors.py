@@ -79,12 +79,10 @@ def snapshot_get_for_user(*, user, snapshot_id: int) -> Snapshot:
 
 
 def dataset_latest_jobs(dataset: Dataset) -> dict[str, DatasetJob | None]:
+    """The latest job of each kind, by the kind's value ("import", "split", "clean", ...)."""
     return {
-        "import": dataset.jobs.filter(kind=DatasetJob.Kind.IMPORT).order_by("-created_at").first(),
-        "report": dataset.jobs.filter(kind=DatasetJob.Kind.REPORT).order_by("-created_at").first(),
-        "search_index": dataset.jobs.filter(kind=DatasetJob.Kind.SEARCH_INDEX)
-        .order_by("-created_at")
-        .first(),
+        kind.value: dataset.jobs.filter(kind=kind).order_by("-created_at", "-id").first()
+        for kind in DatasetJob.Kind
     }
 
 

@@ -1,8 +1,9 @@
 from celery import shared_task
 
 
-# Imports restart from the first row and reports are read-only, so a second delivery is
-# harmless (the job row is claimed once); late acks bring the message back after a crash.
+# Imports restart from the first row, reports are read-only, and splits and cleaning fixes
+# commit their writes together with the job's success, so a second delivery is harmless (the job
+# row is claimed once); late acks bring the message back after a crash.
 @shared_task(queue="default", acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
 def dataset_job_execute_task(job_id: int) -> None:
     from datasets_app.services import dataset_job_execute

@@ -1,9 +1,12 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from datasets_app import services
@@ -119,6 +122,17 @@ def _top_labels(label_counts: dict, limit: int = 40) -> dict:
     return {"labels": [label for label, _ in ranked], "values": [count for _, count in ranked]}
 
 
+JOB_SHOWN_AFTER_END = timedelta(minutes=10)
+
+
+def _recent(job):
+    """The job while it is active or ended less than JOB_SHOWN_AFTER_END ago, else None."""
+    if job is None or job.is_active:
+        return job
+    ended = job.finished_at or job.updated_at
+    return job if ended and timezone.now() - ended < JOB_SHOWN_AFTER_END else None
+
+
 def _detail_context(request, dataset, **extra) -> dict:
     jobs = dataset_latest_jobs(dataset)
     columns = dataset.detection.get("columns", [])
@@ -137,6 +151,14 @@ def _detail_context(request, dataset, **extra) -> dict:
         "import_job": jobs["import"],
         "report_job": jobs["report"],
         "search_job": jobs["search_index"],
+        # A split or fix shows while it runs and for a while after, with how it ended.
+        "split_job": _recent(jobs["split"]),
+        "clean_job": _recent(jobs["clean"]),
+        # While records are being written, the buttons that would write them too are disabled.
+        "records_busy": any(
+            job is not None and job.is_active
+            for job in (jobs["import"], jobs["split"], jobs["clean"])
+        ),
         "detect_form": DetectForm(),
         "mapping_form": MappingForm(initial=mapping_initial, columns=columns) if columns else None,
         "split_form": SplitForm(dataset=dataset),
@@ -241,15 +263,17 @@ def dataset_import_cancel(request, dataset_id: int):
 @require_POST
 @access_required("dataset", "change")
 def dataset_clean(request, dataset_id: int):
+    """Queue the fix; the quality report card shows its progress and reloads when it ends."""
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
     form = CleanForm(request.POST)
     kind = form.data.get("kind", "")
-    return _run(
-        request,
-        dataset,
-        lambda: services.dataset_clean_apply(dataset=dataset, user=request.user, kind=kind),
-        success="Done. The quality report is being refreshed; you can undo this step.",
-    )
+    try:
+        services.dataset_clean_start(dataset=dataset, user=request.user, kind=kind)
+    except (ValidationError, BrokerUnavailable) as exc:
+        error = _error_text(exc) if isinstance(exc, ValidationError) else str(exc)
+        context = _detail_context(request, dataset, clean_error=error)
+        return render(request, "datasets_app/dataset_detail.html", context, status=400)
+    return redirect(f"{reverse('datasets:dataset_detail', args=[dataset.pk])}#quality-report")
 
 
 @require_POST
@@ -272,18 +296,21 @@ def dataset_split(request, dataset_id: int):
     if not form.is_valid():
         context = _detail_context(request, dataset, split_form=form)
         return render(request, "datasets_app/dataset_detail.html", context, status=400)
-    return _run(
-        request,
-        dataset,
-        lambda: services.dataset_split(
+    try:
+        services.dataset_split_start(
             dataset=dataset,
             user=request.user,
             mode=form.cleaned_data["mode"],
             ratios=form.ratios(),
             seed=form.cleaned_data["seed"],
-        ),
-        success="Splits assigned.",
-    )
+        )
+    except (ValidationError, BrokerUnavailable) as exc:
+        # Next to the form, as a sentence, with what the user chose kept.
+        form.add_error(None, _error_text(exc) if isinstance(exc, ValidationError) else str(exc))
+        context = _detail_context(request, dataset, split_form=form)
+        return render(request, "datasets_app/dataset_detail.html", context, status=400)
+    # The split card shows the job's progress and reloads the page when it ends.
+    return redirect(f"{reverse('datasets:dataset_detail', args=[dataset.pk])}#splits")
 
 
 @require_POST

@@ -11,6 +11,7 @@ to ``max_attempts`` and then fails the job with a message that says why.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -188,6 +189,10 @@ class Job(models.Model):
             raise BrokerUnavailable() from exc
 
     # --- recovery hook ---------------------------------------------------------------------------
+    def abandoned_note(self) -> str:
+        """What is left of the work when the sweeper gives up on it, said to the user."""
+        return "Whatever it saved is kept; start it again to retry."
+
     def recover(self) -> str:
         """Called by the sweeper when this running job's heartbeat went silent.
 
@@ -199,7 +204,7 @@ class Job(models.Model):
                 error=(
                     f"The worker running this {self.verbose_kind} stopped responding "
                     f"{self.attempts} times, so it was not restarted again. "
-                    "Whatever it saved is kept; start it again to retry."
+                    f"{self.abandoned_note()}"
                 )
             )
             return "failed"
@@ -305,3 +310,46 @@ def job_heartbeat(
     finally:
         stop.set()
         thread.join(timeout=interval + 5)
+
+
+@contextmanager
+def job_progress_aside(job: Job | None) -> Iterator[Callable[[int, str], None]]:
+    """Report progress from a separate database connection while this one holds a transaction.
+
+    Work that must become visible all at once (a split, a cleaning fix) writes in one
+    transaction, where ``job.report()`` would stay invisible until the commit. This yields
+    ``report(progress, message)``, which hands the values to a thread with its own connection;
+    it writes them at once, so the progress bar moves and the heartbeat stays fresh. Don't
+    update the job row on this connection inside the transaction before leaving this block: the
+    thread's UPDATE would wait for that row lock. SQLite allows one writer at a time, so there
+    the reports are dropped (its datasets are small) and the bar moves at the commit. Without a
+    job (the same work called directly) reports go nowhere.
+    """
+    if job is None or connection.vendor == "sqlite":
+        yield lambda progress, message: None
+        return
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    model = type(job)
+
+    def write() -> None:
+        try:
+            while (item := pending.get()) is not None:
+                progress, message = item
+                model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                    progress=max(0, min(100, int(progress))),
+                    message=message[:500],
+                    heartbeat_at=timezone.now(),
+                    updated_at=timezone.now(),
+                )
+        except Exception:
+            logger.exception("Progress of %s %s could not be written", job.label(), job.pk)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=write, name=f"progress-{job.label()}-{job.pk}", daemon=True)
+    thread.start()
+    try:
+        yield lambda progress, message: pending.put((progress, message))
+    finally:
+        pending.put(None)
+        thread.join(timeout=30)

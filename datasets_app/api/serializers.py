@@ -1,6 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from datasets_app.models import Dataset, DatasetJob, Record, Snapshot
+from datasets_app.selectors import dataset_latest_jobs
 
 
 class DatasetJobSerializer(serializers.ModelSerializer):
@@ -53,9 +55,30 @@ class DatasetSerializer(serializers.ModelSerializer):
         return DatasetJobSerializer(job).data if job else None
 
 
+class LatestJobsSerializer(serializers.Serializer):
+    """The latest job of each kind ("import", "report", "search_index", "split", "clean"), or
+    null when the dataset never had one."""
+
+    def get_fields(self):
+        return {
+            kind.value: DatasetJobSerializer(
+                allow_null=True, read_only=True, help_text=f"The latest {kind.label.lower()} job."
+            )
+            for kind in DatasetJob.Kind
+        }
+
+
 class DatasetDetailSerializer(DatasetSerializer):
+    latest_jobs = serializers.SerializerMethodField(
+        help_text="Poll this for the progress of a split or cleaning fix started with POST."
+    )
+
     class Meta(DatasetSerializer.Meta):
-        fields = [*DatasetSerializer.Meta.fields, "quality_report"]
+        fields = [*DatasetSerializer.Meta.fields, "quality_report", "latest_jobs"]
+
+    @extend_schema_field(LatestJobsSerializer)
+    def get_latest_jobs(self, dataset: Dataset) -> dict:
+        return LatestJobsSerializer(dataset_latest_jobs(dataset)).data
 
 
 class RecordSerializer(serializers.ModelSerializer):

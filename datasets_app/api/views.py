@@ -223,16 +223,26 @@ class DatasetCleanApi(DatasetApiBase):
     class InputSerializer(serializers.Serializer):
         kind = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={200: DatasetSerializer})
+    @extend_schema(
+        summary="Apply a cleaning fix (as a background job)",
+        description=(
+            "Checks the fix, then queues it and answers 202 with the job at once. Poll "
+            "GET /api/v1/datasets/{id}/ (latest_jobs.clean) until its status is succeeded "
+            "(message says what changed, e.g. 'Excluded 212 exact copies.') or failed "
+            "(error_message says why; nothing was changed). 400 when the fix is unknown, the "
+            "dataset has no records, or an import, split or fix of it is queued or running."
+        ),
+        request=InputSerializer,
+        responses={202: DatasetJobSerializer, 400: OpenApiResponse(description="Refused.")},
+    )
     def post(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.dataset_clean_apply(
+        job = services.dataset_clean_start(
             dataset=dataset, user=request.user, kind=data.validated_data["kind"]
         )
-        dataset.refresh_from_db()
-        return Response(DatasetSerializer(dataset).data)
+        return Response(DatasetJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DatasetCleanUndoApi(DatasetApiBase):
@@ -255,19 +265,31 @@ class DatasetSplitApi(DatasetApiBase):
         )
         seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=13)
 
-    @extend_schema(request=InputSerializer, responses={200: DatasetSerializer})
+    @extend_schema(
+        summary="Assign train/validation/test splits (as a background job)",
+        description=(
+            "Checks the parameters, then queues the split and answers 202 with the job at once. "
+            "Poll GET /api/v1/datasets/{id}/ (latest_jobs.split) until its status is succeeded "
+            "(message gives the counts, e.g. 'Assigned 800 train, 100 validation, 100 test.'; "
+            "split_counts follow) or failed (error_message says why; no split was changed). "
+            "400 when the ratios or mode are wrong, there is nothing to split, or an import, "
+            "split or fix of the dataset is queued or running."
+        ),
+        request=InputSerializer,
+        responses={202: DatasetJobSerializer, 400: OpenApiResponse(description="Refused.")},
+    )
     def post(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        dataset = services.dataset_split(
+        job = services.dataset_split_start(
             dataset=dataset,
             user=request.user,
             mode=data.validated_data["mode"],
             ratios=tuple(data.validated_data["ratios"]),
             seed=data.validated_data["seed"],
         )
-        return Response(DatasetSerializer(dataset).data)
+        return Response(DatasetJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 class SnapshotListApi(DatasetApiBase):

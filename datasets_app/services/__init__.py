@@ -2,6 +2,8 @@
 
 from datasets_app.services.cleaning import (
     dataset_clean_apply,
+    dataset_clean_execute,
+    dataset_clean_start,
     dataset_clean_undo,
     dataset_report_execute,
     dataset_report_start,
@@ -16,10 +18,17 @@ from datasets_app.services.imports import (
     dataset_upload,
     demo_dataset_load,
 )
-from datasets_app.services.snapshots import dataset_split, snapshot_create
+from datasets_app.services.snapshots import (
+    dataset_split,
+    dataset_split_execute,
+    dataset_split_start,
+    snapshot_create,
+)
 
 __all__ = [
     "dataset_clean_apply",
+    "dataset_clean_execute",
+    "dataset_clean_start",
     "dataset_clean_undo",
     "dataset_delete",
     "dataset_detect",
@@ -30,6 +39,8 @@ __all__ = [
     "dataset_report_execute",
     "dataset_report_start",
     "dataset_split",
+    "dataset_split_execute",
+    "dataset_split_start",
     "dataset_upload",
     "demo_dataset_load",
     "snapshot_create",

@@ -150,75 +150,180 @@ def _changes_for(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
     raise ValidationError({"kind": f"Unknown fix '{kind}'. Choose one of: {', '.join(FIXES)}."})
 
 
-def dataset_clean_apply(*, dataset: Dataset, user, kind: str) -> CleaningAction:
-    """Apply one fix: exclude or edit records, keeping every previous value for undo."""
-    access_check(user, "dataset", "change")
+# What a finished fix says, singular and plural: "Excluded 212 exact copies."
+FIX_DONE = {
+    "drop_exact_duplicates": ("Excluded {n} exact copy.", "Excluded {n} exact copies."),
+    "drop_near_duplicates": ("Excluded {n} near-duplicate.", "Excluded {n} near-duplicates."),
+    "drop_empty": ("Excluded {n} empty text.", "Excluded {n} empty texts."),
+    "resolve_conflicts_majority": (
+        "Changed {n} record with a conflicting label to the majority label.",
+        "Changed {n} records with conflicting labels to the majority label.",
+    ),
+    "resolve_conflicts_drop": (
+        "Excluded {n} copy of a text with conflicting labels.",
+        "Excluded {n} copies of texts with conflicting labels.",
+    ),
+    "repair_mojibake": (
+        "Repaired mis-decoded characters in {n} text.",
+        "Repaired mis-decoded characters in {n} texts.",
+    ),
+    "strip_markup": ("Stripped markup from {n} text.", "Stripped markup from {n} texts."),
+    "exclude_length_outliers": (
+        "Excluded {n} text far from the typical length.",
+        "Excluded {n} texts far from the typical length.",
+    ),
+    "exclude_small_classes": (
+        "Excluded {n} record of labels with too few records.",
+        "Excluded {n} records of labels with too few records.",
+    ),
+    "exclude_mostly_noise": (
+        "Excluded {n} text that is mostly URLs, numbers or markup.",
+        "Excluded {n} texts that are mostly URLs, numbers or markup.",
+    ),
+}
+NOTHING_TO_FIX = "Nothing to fix: no record matches this finding any more."
+
+
+def fix_summary(kind: str, count: int) -> str:
+    one, many = FIX_DONE.get(kind, ("Changed {n} record.", "Changed {n} records."))
+    return (one if count == 1 else many).format(n=f"{count:,}")
+
+
+def _clean_check(*, dataset: Dataset, kind: str) -> None:
     if kind not in FIXES:
         raise ValidationError({"kind": f"Unknown fix '{kind}'. Choose one of: {', '.join(FIXES)}."})
     if not dataset.is_ready:
         raise ValidationError("This dataset has no imported records to clean yet.")
-    changes = _changes_for(kind, records_frame(dataset))
+
+
+def dataset_clean_apply(*, dataset: Dataset, user, kind: str) -> CleaningAction:
+    """Apply one fix: exclude or edit records, keeping every previous value for undo.
+
+    The work itself, here and now; pages and the API start it as a job (``dataset_clean_start``).
+    """
+    access_check(user, "dataset", "change")
+    _clean_check(dataset=dataset, kind=kind)
+    return _clean_apply(dataset=dataset, kind=kind, user=user)
+
+
+def dataset_clean_start(*, dataset: Dataset, user, kind: str) -> DatasetJob:
+    """Check the fix, then queue it as a job; nothing is queued when the fix is unknown, the
+    dataset has no records, or another import, split or cleaning fix of it is active."""
+    from datasets_app.services.jobs import dataset_job_start
+
+    access_check(user, "dataset", "change")
+    _clean_check(dataset=dataset, kind=kind)
+    return dataset_job_start(
+        dataset=dataset, kind=DatasetJob.Kind.CLEAN, params={"kind": kind}, user=user
+    )
+
+
+def dataset_clean_execute(*, job_id: int) -> DatasetJob | None:
+    """Run a queued cleaning fix (the worker's side of ``dataset_clean_start``)."""
+    from datasets_app.services.jobs import dataset_job_run
+
+    def work(job: DatasetJob) -> None:
+        kind = (job.mapping or {}).get("kind", "")
+        _clean_check(dataset=job.dataset, kind=kind)
+        _clean_apply(dataset=job.dataset, kind=kind, user=job.created_by, job=job)
+
+    return dataset_job_run(
+        job_id=job_id, kind=DatasetJob.Kind.CLEAN, work=work, what="The cleaning fix"
+    )
+
+
+def _clean_apply(
+    *, dataset: Dataset, kind: str, user, job: DatasetJob | None = None
+) -> CleaningAction:
+    """Compute the fix, then write it in one transaction (all or nothing is ever visible); with
+    a job, report progress on the way and mark it succeeded in that same transaction."""
+    from datasets_app.services.jobs import JobLost, job_succeed_in_transaction
+    from lepton_web.jobs import job_progress_aside
+
+    def report(progress: int, message: str) -> None:
+        if job is not None and not job.report(progress=progress, message=message):
+            raise JobLost()
+
+    report(5, "Reading records.")
+    frame = records_frame(dataset)
+    report(25, f"Finding what to fix among {len(frame):,} records.")
+    changes = _changes_for(kind, frame)
+    del frame
     if changes.empty:
-        raise ValidationError("Nothing to fix: no record matches this finding any more.")
+        raise ValidationError(NOTHING_TO_FIX)
     ids = changes["id"].astype("int64").tolist()
+    total = len(ids)
+    rows = {int(row["id"]): row for row in changes.to_dict("records")}
+    report(40, f"Saving changes: 0 of {total:,} records.")
     with transaction.atomic():
         _lock_dataset(dataset)
         action = CleaningAction.objects.create(
             dataset=dataset,
             kind=kind,
             description=FIXES[kind],
-            affected_count=len(ids),
+            affected_count=total,
             created_by=user,
         )
-        old = Record.objects.in_bulk(ids)
-        CleaningChange.objects.bulk_create(
-            [
-                CleaningChange(
-                    action=action,
-                    record_id=record.id,
-                    old_text=record.text,
-                    old_label=record.label,
-                    old_is_excluded=record.is_excluded,
-                    old_exclusion_reason=record.exclusion_reason,
+        edited: list[int] = []
+        # Progress inside the transaction goes through another connection (see
+        # job_progress_aside); its block ends before succeed() writes the job row here.
+        with job_progress_aside(job) as aside:
+            for start in range(0, total, BATCH * 4):
+                chunk = ids[start : start + BATCH * 4]
+                edited += _fix_write(action, kind, Record.objects.in_bulk(chunk), rows)
+                done = start + len(chunk)
+                aside(
+                    40 + int(50 * done / total),
+                    f"Saving changes: {done:,} of {total:,} records ({100 * done // total}%).",
                 )
-                for record in old.values()
-            ],
-            batch_size=BATCH,
-        )
-        updated = []
-        for row in changes.to_dict("records"):
-            record = old[int(row["id"])]
-            if row.get("exclude"):
-                record.is_excluded = True
-                record.exclusion_reason = str(row.get("reason") or FIXES[kind])[:200]
-            new_text = row.get("new_text")
-            if isinstance(new_text, str) and new_text != record.text:
-                if record.original_text is None:
-                    record.original_text = record.text
-                record.text = new_text
-            new_label = row.get("new_label")
-            if isinstance(new_label, str) and new_label != record.label:
-                if record.original_label is None:
-                    record.original_label = record.label
-                record.label = new_label
-            updated.append(record)
-        Record.objects.bulk_update(
-            updated,
-            [
-                "is_excluded",
-                "exclusion_reason",
-                "text",
-                "original_text",
-                "label",
-                "original_label",
-            ],
-            batch_size=BATCH,
-        )
-        search_entries_refresh(
-            [record.id for record in updated if record.original_text is not None]
-        )
-        _after_cleaning(dataset)
+            aside(92, "Counting records.")
+            search_entries_refresh(edited)
+            _after_cleaning(dataset)
+        if job is not None:
+            job_succeed_in_transaction(job, message=fix_summary(kind, total))
     return action
+
+
+def _fix_write(action: CleaningAction, kind: str, old: dict[int, Record], rows: dict) -> list[int]:
+    """Keep the previous values of these records, then change them; returns the ids of those
+    whose text was ever edited (their search entries follow)."""
+    CleaningChange.objects.bulk_create(
+        [
+            CleaningChange(
+                action=action,
+                record_id=record.id,
+                old_text=record.text,
+                old_label=record.label,
+                old_is_excluded=record.is_excluded,
+                old_exclusion_reason=record.exclusion_reason,
+            )
+            for record in old.values()
+        ],
+        batch_size=BATCH,
+    )
+    updated = []
+    for record_id, record in old.items():
+        row = rows[record_id]
+        if row.get("exclude"):
+            record.is_excluded = True
+            record.exclusion_reason = str(row.get("reason") or FIXES[kind])[:200]
+        new_text = row.get("new_text")
+        if isinstance(new_text, str) and new_text != record.text:
+            if record.original_text is None:
+                record.original_text = record.text
+            record.text = new_text
+        new_label = row.get("new_label")
+        if isinstance(new_label, str) and new_label != record.label:
+            if record.original_label is None:
+                record.original_label = record.label
+            record.label = new_label
+        updated.append(record)
+    Record.objects.bulk_update(
+        updated,
+        ["is_excluded", "exclusion_reason", "text", "original_text", "label", "original_label"],
+        batch_size=BATCH,
+    )
+    return [record.id for record in updated if record.original_text is not None]
 
 
 def _lock_dataset(dataset: Dataset) -> None:

@@ -188,6 +188,10 @@ def dataset_import_start(*, dataset: Dataset, user, mapping: dict | None = None)
             raise ValidationError(
                 "An import of this dataset is already running. Wait for it or cancel it."
             )
+        from datasets_app.services.jobs import dataset_busy_check
+
+        # Its records must not be replaced under a split or a fix that is being written.
+        dataset_busy_check(dataset, kinds=(DatasetJob.Kind.SPLIT, DatasetJob.Kind.CLEAN))
         if not dataset.detection:
             raise ValidationError(
                 dataset.status_message or "The file has not been read yet. Detect its format first."
@@ -475,6 +479,14 @@ def dataset_job_execute(*, job_id: int) -> None:
         from datasets_app.services.search import dataset_search_index_execute
 
         dataset_search_index_execute(job_id=job_id)
+    elif job.kind == DatasetJob.Kind.SPLIT:
+        from datasets_app.services.snapshots import dataset_split_execute
+
+        dataset_split_execute(job_id=job_id)
+    elif job.kind == DatasetJob.Kind.CLEAN:
+        from datasets_app.services.cleaning import dataset_clean_execute
+
+        dataset_clean_execute(job_id=job_id)
     else:
         from datasets_app.services.cleaning import dataset_report_execute
 

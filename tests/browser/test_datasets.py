@@ -180,3 +180,40 @@ def test_dropping_a_file_shows_the_upload_progress_then_opens_the_dataset(
     expect(page).to_have_url(re.compile(r"/datasets/\d+/$"))
     expect(page.get_by_test_id("preview")).to_contain_text("dropped row")
     assert Dataset.objects.get().source_filename == "dropped.csv"
+
+
+def test_assigning_splits_shows_live_progress_then_the_counts(
+    page, live_server, redis_worker, make_user, tmp_path
+):
+    from datasets_app.models import DatasetJob
+    from tests.datasets_app.factories import imported_dataset
+
+    redis_worker()
+    log_in_and_open_datasets(page, live_server, make_user)
+    ana = Dataset._meta.get_field("created_by").related_model.objects.get(username="ana")
+    lines = [
+        f"{phrase} number {n},{intent}" for n in range(500) for intent, phrase in INTENTS.items()
+    ]
+    dataset = imported_dataset(
+        ana,
+        "text,label\n" + "\n".join(lines) + "\n",
+        {"text_columns": ["text"], "label_column": "label"},
+    )
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/")
+    card = page.locator("#splits")
+    expect(card.get_by_test_id("split-counts")).to_contain_text("unassigned: 2,000")
+
+    card.get_by_role("button", name="Assign splits").click()
+
+    # The page returns at once with the job; htmx polls it and reloads the page when it ends.
+    expect(page).to_have_url(re.compile(rf"/datasets/{dataset.pk}/#splits$"))
+    job = card.get_by_test_id("split-job").get_by_test_id("job-progress")
+    expect(job).to_be_visible()
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    expect(job).to_contain_text("Assigned 1,600 train, 200 validation, 200 test.")
+    counts = page.locator("#splits").get_by_test_id("split-counts")
+    for badge in ("train: 1,600", "validation: 200", "test: 200"):
+        expect(counts).to_contain_text(badge, timeout=10_000)
+    expect(counts).not_to_contain_text("unassigned")
+    expect(card.get_by_role("button", name="Assign splits")).to_be_enabled()
+    assert DatasetJob.objects.get(kind="split").progress == 100

@@ -68,6 +68,19 @@ def run_queued_search_index(dataset: Dataset) -> None:
     dataset.refresh_from_db()
 
 
+def run_queued_jobs(dataset: Dataset, *kinds: str) -> list[DatasetJob]:
+    """Run every queued job of ``dataset`` (of ``kinds``; default splits and cleaning fixes)
+    here, as a worker would, oldest first; returns them as they ended."""
+    kinds = kinds or (DatasetJob.Kind.SPLIT, DatasetJob.Kind.CLEAN)
+    queued = dataset.jobs.filter(kind__in=kinds, status="queued").order_by("id")
+    ran = []
+    for job_id in list(queued.values_list("id", flat=True)):
+        services.dataset_job_execute(job_id=job_id)
+        ran.append(DatasetJob.objects.get(pk=job_id))
+    dataset.refresh_from_db()
+    return ran
+
+
 def import_now(dataset: Dataset, user, mapping: dict | None = None) -> DatasetJob:
     """Start an import (published to the test broker) and run it synchronously."""
     with broker_for_this_process(_redis_url()):

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from datasets_app.models import CleaningAction, Dataset, DatasetJob, Record, Snapshot
 from datasets_app.services import dataset_import_execute
 from tests.conftest import broker_for_this_process
-from tests.datasets_app.factories import imported_dataset, run_queued_reports
+from tests.datasets_app.factories import imported_dataset, run_queued_jobs, run_queued_reports
 
 API = "/api/v1"
 TEXT_LABEL = {"text_columns": ["text"], "label_column": "label"}
@@ -54,6 +54,15 @@ def messy(analyst) -> Dataset:
 
 def csv_file(text: str = CSV, name: str = "banking.csv") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, text.encode(), content_type="text/csv")
+
+
+def clean_now(api, dataset: Dataset, kind: str) -> DatasetJob:
+    """POST a fix (202, queued), then run its job here as a worker would."""
+    response = api.post(f"{API}/datasets/{dataset.pk}/clean/", {"kind": kind}, format="json")
+    assert response.status_code == 202, response.json()
+    (job,) = run_queued_jobs(dataset)
+    assert job.status == "succeeded", job.error_message
+    return job
 
 
 def everything() -> tuple:
@@ -290,7 +299,7 @@ def test_records_say_whether_a_search_used_the_word_index(api, messy):
 
 
 def test_records_show_what_cleaning_changed(api, messy):
-    api.post(f"{API}/datasets/{messy.pk}/clean/", {"kind": "drop_exact_duplicates"}, format="json")
+    clean_now(api, messy, "drop_exact_duplicates")
 
     body = api.get(f"{API}/datasets/{messy.pk}/records/", {"flag": "excluded"}).json()
 
@@ -354,10 +363,20 @@ def test_an_unknown_dataset_is_404_json(api, messy):
 def test_clean_then_undo_through_the_api(api, messy):
     url = f"{API}/datasets/{messy.pk}"
 
-    cleaned = api.post(f"{url}/clean/", {"kind": "drop_exact_duplicates"}, format="json")
+    started = api.post(f"{url}/clean/", {"kind": "drop_exact_duplicates"}, format="json")
 
-    assert cleaned.status_code == 200
-    assert (cleaned.json()["record_count"], cleaned.json()["label_counts"]["card"]) == (8, 4)
+    assert started.status_code == 202
+    assert {k: started.json()[k] for k in ("kind", "status", "progress")} == {
+        "kind": "clean",
+        "status": "queued",
+        "progress": 0,
+    }
+    assert api.get(f"{url}/").json()["latest_jobs"]["clean"]["status"] == "queued"
+    run_queued_jobs(messy)
+    cleaned = api.get(f"{url}/").json()
+    assert cleaned["latest_jobs"]["clean"]["status"] == "succeeded"
+    assert cleaned["latest_jobs"]["clean"]["message"] == "Excluded 1 exact copy."
+    assert (cleaned["record_count"], cleaned["label_counts"]["card"]) == (8, 4)
     assert Record.objects.filter(dataset=messy).count() == 9
 
     undone = api.post(f"{url}/clean/undo/")
@@ -406,8 +425,15 @@ def test_split_assigns_stratified_splits(api, messy):
         format="json",
     )
 
-    assert response.status_code == 200
-    counts = response.json()["split_counts"]
+    assert response.status_code == 202
+    assert (response.json()["kind"], response.json()["status"]) == ("split", "queued")
+    (job,) = run_queued_jobs(messy)
+    detail = api.get(f"{API}/datasets/{messy.pk}/").json()
+    assert detail["latest_jobs"]["split"]["id"] == response.json()["id"] == job.pk
+    assert detail["latest_jobs"]["split"]["status"] == "succeeded"
+    counts = detail["split_counts"]
+    said = ", ".join(f"{counts[s]} {s}" for s in ("train", "validation", "test") if s in counts)
+    assert detail["latest_jobs"]["split"]["message"] == f"Assigned {said}."
     assert sum(counts.values()) == 9
     assert counts["train"] >= 5
     stored = {
@@ -440,11 +466,63 @@ def test_split_with_bad_input_is_refused_and_changes_nothing(api, messy, data, e
     assert everything() == before
 
 
+def test_split_of_a_dataset_whose_records_are_all_excluded_is_refused_at_once(api, messy):
+    Record.objects.filter(dataset=messy).update(is_excluded=True)
+    before = everything()
+
+    response = api.post(f"{API}/datasets/{messy.pk}/split/", {}, format="json")
+
+    message = "All records are excluded; there is nothing to split."
+    assert response.status_code == 400
+    assert response.json() == {"detail": message, "errors": {"non_field_errors": [message]}}
+    assert everything() == before
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [
+        (
+            "split",
+            "clean",
+            "Splits of this dataset are being assigned. Wait for that to finish, then try again.",
+        ),
+        (
+            "clean",
+            "split",
+            "A cleaning fix is being applied to this dataset. Wait for it to finish, then try "
+            "again.",
+        ),
+        (
+            "clean",
+            "clean",
+            "A cleaning fix is being applied to this dataset. Wait for it to finish, then try "
+            "again.",
+        ),
+    ],
+)
+def test_a_split_or_fix_is_refused_while_another_is_queued(api, messy, first, second, message):
+    bodies = {"split": {"mode": "random"}, "clean": {"kind": "drop_exact_duplicates"}}
+    assert (
+        api.post(f"{API}/datasets/{messy.pk}/{first}/", bodies[first], format="json").status_code
+        == 202
+    )
+    before = everything()
+
+    response = api.post(f"{API}/datasets/{messy.pk}/{second}/", bodies[second], format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": message, "errors": {"non_field_errors": [message]}}
+    assert everything() == before
+    run_queued_jobs(messy)
+    after = api.post(f"{API}/datasets/{messy.pk}/{second}/", bodies[second], format="json")
+    assert after.status_code == 202
+
+
 def test_snapshots_are_created_numbered_listed_and_read(api, messy):
     url = f"{API}/datasets/{messy.pk}/snapshots/"
 
     first = api.post(url, {"note": "before cleaning"}, format="json")
-    api.post(f"{API}/datasets/{messy.pk}/clean/", {"kind": "drop_empty"}, format="json")
+    clean_now(api, messy, "drop_empty")
     second = api.post(url, {}, format="json")
 
     assert (first.status_code, second.status_code) == (201, 201)
@@ -478,7 +556,7 @@ def content(response) -> str:
 
 
 def test_export_current_records_as_csv_with_formula_cells_escaped(api, messy):
-    api.post(f"{API}/datasets/{messy.pk}/clean/", {"kind": "drop_exact_duplicates"}, format="json")
+    clean_now(api, messy, "drop_exact_duplicates")
 
     response = api.get(f"{API}/datasets/{messy.pk}/export/")  # CSV unless asked otherwise
 
@@ -525,7 +603,7 @@ def test_export_in_an_unknown_format_gets_400_json(api, messy):
 
 def test_export_of_a_snapshot_is_that_version_not_the_current_one(api, messy):
     snapshot = api.post(f"{API}/datasets/{messy.pk}/snapshots/", {}, format="json").json()
-    api.post(f"{API}/datasets/{messy.pk}/clean/", {"kind": "resolve_conflicts_drop"}, format="json")
+    clean_now(api, messy, "resolve_conflicts_drop")
 
     frozen = api.get(f"{API}/datasets/{messy.pk}/export/", {"snapshot": snapshot["id"]})
     current = api.get(f"{API}/datasets/{messy.pk}/export/")
@@ -726,6 +804,17 @@ def test_openapi_schema_lists_the_dataset_endpoints(client_as):
     }.items():
         assert path in paths
         assert set(paths[path]) - {"parameters"} == methods, path
+    schemas = json.loads(response.content)["components"]["schemas"]
+    for path in ("/api/v1/datasets/{dataset_id}/split/", "/api/v1/datasets/{dataset_id}/clean/"):
+        answers = paths[path]["post"]["responses"]
+        assert set(answers) == {"202", "400"}, path
+        job_schema = answers["202"]["content"]["application/json"]["schema"]
+        assert job_schema == {"$ref": "#/components/schemas/DatasetJob"}
+        assert "background job" in paths[path]["post"]["summary"]
+    detail = schemas["DatasetDetail"]["properties"]["latest_jobs"]
+    latest = schemas[detail["allOf"][0]["$ref"].split("/")[-1]] if "allOf" in detail else detail
+    latest = schemas[latest["$ref"].split("/")[-1]] if "$ref" in latest else latest
+    assert {"import", "report", "search_index", "split", "clean"} <= set(latest["properties"])
     records = paths["/api/v1/datasets/{dataset_id}/records/"]["get"]
     assert {"after", "label", "split", "flag", "search", "page_size"} <= {
         p["name"] for p in records["parameters"]

@@ -24,7 +24,7 @@ from datasets_app.services import (
 from datasets_app.services.cleaning import FIXES
 from lepton_web.jobs import BrokerUnavailable
 from tests.conftest import broker_for_this_process
-from tests.datasets_app.factories import imported_dataset, run_queued_reports
+from tests.datasets_app.factories import imported_dataset, run_queued_jobs, run_queued_reports
 
 TEXT_LABEL = {"text_columns": ["text"], "label_column": "label"}
 TEXT_LABEL_SPLIT = {**TEXT_LABEL, "split_column": "split"}
@@ -260,6 +260,8 @@ def test_each_fix_through_the_page_changes_its_records_and_undo_restores_them(
     for kind in kinds:
         response = analyst_client.post(f"{url}clean/", {"kind": kind})
         assert response.status_code == 302, kind
+        (job,) = run_queued_jobs(every_finding)  # the fix runs as a job, as on a worker
+        assert job.status == "succeeded", (kind, job.error_message)
         action = CleaningAction.objects.latest("id")
         assert (action.kind, action.undone_at) == (kind, None)
         changed = [row for row, new in zip(before, rows(every_finding), strict=True) if row != new]

@@ -424,7 +424,7 @@ def test_an_import_whose_worker_is_lost_twice_fails_and_the_dataset_can_be_retri
     assert (job.status, job.attempts) == ("failed", 2)
     assert job.error_message == (
         "The worker running this import stopped responding 2 times, so it was not restarted "
-        "again. Whatever it saved is kept; start it again to retry."
+        "again. Nothing was imported; start the import again to retry."
     )
     dataset.refresh_from_db()
     assert dataset.status == "failed"
@@ -1339,3 +1339,26 @@ def test_snapshot_records_cannot_be_changed_even_by_a_direct_update(analyst):
 
     dataset_delete(dataset=dataset, user=analyst)
     assert not SnapshotRecord.objects.exists()
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_a_split_whose_worker_is_lost_twice_fails_saying_nothing_changed(analyst):
+    from datasets_app.services.snapshots import dataset_split_start
+    from tests.datasets_app.factories import imported_dataset
+
+    dataset = imported_dataset(analyst, RECORDS_CSV, TEXT_LABEL, report=False)
+    job = dataset_split_start(dataset=dataset, user=analyst)
+    for _ in range(2):
+        assert job.claim()
+        DatasetJob.objects.filter(pk=job.pk).update(
+            heartbeat_at=timezone.now() - timedelta(hours=1)
+        )
+        jobs_sweep(stale_after_seconds=60)
+        job.refresh_from_db()
+
+    assert (job.status, job.attempts) == ("failed", 2)
+    assert job.error_message == (
+        "The worker running this split stopped responding 2 times, so it was not restarted "
+        "again. Nothing was changed; start it again to retry."
+    )
+    assert not Record.objects.filter(import_run_id=dataset.active_import_id).exclude(split="")

@@ -15,6 +15,7 @@ from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import (
     import_now,
     imported_dataset,
+    run_queued_jobs,
     run_queued_search_index,
     upload,
 )
@@ -340,11 +341,21 @@ def test_cleaning_from_the_page_and_undoing_it_say_what_happened(analyst_client,
     dataset = imported_dataset(analyst, MESSY_CSV, TEXT_LABEL)
     url = f"/datasets/{dataset.pk}"
 
-    cleaned = analyst_client.post(f"{url}/clean/", {"kind": "drop_exact_duplicates"}, follow=True)
+    started = analyst_client.post(f"{url}/clean/", {"kind": "drop_exact_duplicates"})
 
-    assertContains(cleaned, "Done. The quality report is being refreshed; you can undo this step.")
+    assertRedirects(started, f"{url}/#quality-report", fetch_redirect_response=False)
+    queued = analyst_client.get(f"{url}/")
+    assertContains(queued, 'data-testid="clean-job"')
+    assertContains(queued, "Cleaning fix of")
+    assertContains(queued, "Waiting for a worker")
+    assertContains(queued, "Fixes can be applied again once the running fix finishes.")
+    (job,) = run_queued_jobs(dataset)
+    assert (job.status, job.message) == ("succeeded", "Excluded 1 exact copy.")
+    cleaned = analyst_client.get(f"{url}/")
+    assertContains(cleaned, "Excluded 1 exact copy.")
     assertContains(cleaned, '<dd data-testid="record-count">4</dd>', html=True)
     assertContains(cleaned, "Undo last cleaning step")
+    assertNotContains(cleaned, 'data-testid="fixes-wait"')
     undone = analyst_client.post(f"{url}/clean/undo/", follow=True)
     assertContains(undone, "The last cleaning step was undone.")
     assertContains(undone, '<dd data-testid="record-count">5</dd>', html=True)
@@ -385,16 +396,90 @@ def test_splitting_and_snapshotting_from_the_page(analyst_client, analyst):
             "test_percent": 20,
             "seed": 1,
         },
-        follow=True,
     )
+    assertRedirects(split, f"{url}/#splits", fetch_redirect_response=False)
+    assert set(Record.objects.values_list("split", flat=True)) == {""}  # queued, not done
+    (job,) = run_queued_jobs(dataset)
+    page = analyst_client.get(f"{url}/")
     snapshot = analyst_client.post(f"{url}/snapshots/", {"note": "first"}, follow=True)
 
-    assertContains(split, "Splits assigned.")
+    assert job.status == "succeeded"
+    assert job.message.startswith("Assigned ")
+    assertContains(page, job.message)
+    assertContains(page, 'data-testid="split-counts"')
     assert not Record.objects.filter(split="").exists()
     assertContains(snapshot, "Snapshot created.")
     assertContains(snapshot, 'data-testid="snapshots"')
     assertContains(snapshot, "first")
     assert Snapshot.objects.get().record_count == 5
+
+
+SPLIT_POST = {
+    "mode": "random",
+    "train_percent": 60,
+    "validation_percent": 20,
+    "test_percent": 20,
+    "seed": 1,
+}
+
+
+def test_a_split_the_service_refuses_rerenders_with_the_sentence_by_the_form(
+    analyst_client, analyst
+):
+    dataset = imported_dataset(analyst, MESSY_CSV, TEXT_LABEL, report=False)
+    before = state()
+
+    response = analyst_client.post(f"/datasets/{dataset.pk}/split/", {**SPLIT_POST, "mode": "file"})
+
+    assertContains(
+        response,
+        '<span class="field-error">The file had no split column mapped. Choose a random split.</span>',
+        status_code=400,
+        html=True,
+    )
+    assert state() == before  # nothing queued
+
+
+def test_while_a_split_runs_the_page_disables_the_buttons_and_refuses_another(
+    analyst_client, analyst
+):
+    dataset = imported_dataset(analyst, MESSY_CSV, TEXT_LABEL)
+    url = f"/datasets/{dataset.pk}"
+    analyst_client.post(f"{url}/split/", SPLIT_POST)
+
+    page = analyst_client.get(f"{url}/")
+    again = analyst_client.post(f"{url}/split/", SPLIT_POST)
+    fix = analyst_client.post(f"{url}/clean/", {"kind": "drop_exact_duplicates"})
+
+    busy = "Splits of this dataset are being assigned. Wait for that to finish, then try again."
+    assertContains(page, 'data-testid="split-job"')
+    assertContains(page, "Splits can be assigned once the running split finishes.")
+    assertContains(
+        page, '<button class="btn" type="submit" disabled>Assign splits</button>', html=True
+    )
+    assertContains(page, 'value="drop_exact_duplicates" disabled')
+    assertContains(again, busy, status_code=400)
+    assertContains(
+        fix,
+        f'<div class="flash flash-error" role="alert" data-testid="clean-error">{busy}</div>',
+        status_code=400,
+        html=True,
+    )
+    assert dataset.jobs.filter(kind__in=["split", "clean"]).count() == 1
+    (job,) = run_queued_jobs(dataset)
+    after = analyst_client.get(f"{url}/")
+    assert job.status == "succeeded"
+    assertContains(after, '<button class="btn" type="submit">Assign splits</button>', html=True)
+
+
+def test_an_unknown_fix_from_the_page_says_so_and_queues_nothing(analyst_client, analyst):
+    dataset = imported_dataset(analyst, MESSY_CSV, TEXT_LABEL, report=False)
+    before = state()
+
+    response = analyst_client.post(f"/datasets/{dataset.pk}/clean/", {"kind": "delete_all"})
+
+    assertContains(response, "Unknown fix &#x27;delete_all&#x27;.", status_code=400)
+    assert state() == before
 
 
 def test_export_from_the_page_is_a_csv_download(analyst_client, analyst):

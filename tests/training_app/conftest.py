@@ -83,8 +83,12 @@ def make_snapshot(
     test: int = 15,
     labels: bool = True,
     dataset=None,
+    relabel: dict[str, str] | None = None,
 ) -> Snapshot:
-    """A dataset with a snapshot of toy sentiment records, written straight with the ORM."""
+    """A dataset with a snapshot of toy sentiment records, written straight with the ORM.
+
+    ``relabel`` maps labels to others (e.g. numbers for regression) before they are written:
+    snapshot records cannot be changed afterwards."""
     dataset = dataset or DatasetFactory(name=name, **({"created_by": user} if user else {}))
     number = dataset.snapshots.count() + 1
     snapshot = Snapshot.objects.create(dataset=dataset, number=number, created_by=user)
@@ -101,7 +105,7 @@ def make_snapshot(
                     record_id=len(records) + 1,
                     source_row=len(records) + 2,
                     text=text,
-                    label=label if labels else "",
+                    label=(relabel or {}).get(label, label) if labels else "",
                     split=split,
                 )
             )

@@ -349,10 +349,9 @@ def test_starting_a_run_redirects_to_its_page_with_a_message(client_as, snapshot
 
 
 def test_blank_early_stopping_metric_uses_mse_for_regression(client_as, analyst, tiny_base_model):
-    snapshot = make_snapshot(user=analyst)
-    snapshot.records.filter(label="positive").update(label="1.5")
-    snapshot.records.filter(label="negative").update(label="-1")
-    snapshot.records.filter(label="neutral").update(label="0")
+    snapshot = make_snapshot(
+        user=analyst, relabel={"positive": "1.5", "negative": "-1", "neutral": "0"}
+    )
 
     response = client_as("analyst").post(
         "/training/new/", form_data(snapshot, tiny_base_model, task="regression")
