@@ -11,7 +11,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from datasets_app import cleaning
-from datasets_app.models import CleaningAction, CleaningChange, Dataset, DatasetJob, Record
+from datasets_app.models import (
+    CleaningAction,
+    CleaningChange,
+    Dataset,
+    DatasetJob,
+    LabelChange,
+    Record,
+)
 from datasets_app.services.search import search_entries_refresh
 from lepton_web.access import access_check
 
@@ -348,14 +355,23 @@ def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
         )
         if action is None:
             raise ValidationError("There is no cleaning step to undo.")
-        records = Record.objects.in_bulk(list(action.changes.values_list("record_id", flat=True)))
+        changed_ids = list(action.changes.values_list("record_id", flat=True))
+        records = Record.objects.in_bulk(changed_ids)
+        # A label someone gave in the labeling queue after this fix is newer than both: it
+        # stays, and the rest of the record is restored.
+        relabeled = set(
+            LabelChange.objects.filter(
+                dataset=dataset, record_id__in=changed_ids, created_at__gt=action.created_at
+            ).values_list("record_id", flat=True)
+        )
         restored = []
         for change in action.changes.all().iterator(chunk_size=BATCH):
             record = records.get(change.record_id)
             if record is None:
                 continue
             record.text = change.old_text
-            record.label = change.old_label
+            if change.record_id not in relabeled:
+                record.label = change.old_label
             record.is_excluded = change.old_is_excluded
             record.exclusion_reason = change.old_exclusion_reason
             if record.original_text == record.text:

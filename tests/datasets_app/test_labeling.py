@@ -454,3 +454,25 @@ def test_api_schema_describes_labeling(api_client_as):
         in paths["/api/v1/datasets/{dataset_id}/records/{record_id}/label/"]["post"]["responses"]
     )
     assert "put" in paths["/api/v1/datasets/{dataset_id}/label-schema/"]
+
+
+def test_undoing_a_fix_keeps_labels_given_in_the_queue_after_it(analyst):
+    from datasets_app.services import dataset_clean_apply, dataset_clean_undo
+
+    conflicts = "text,label\nsame words,a\nsame words,a\nsame words,b\nother words,b\n"
+    dataset = imported_dataset(analyst, conflicts, MAPPING)
+    dataset_clean_apply(dataset=dataset, user=analyst, kind="resolve_conflicts_majority")
+    relabeled = Record.objects.get(import_run_id=dataset.active_import_id, source_row=3)
+    assert relabeled.label == "a"  # the majority label, set by the fix
+    label_schema_set(dataset=dataset, user=analyst, labels=["a", "b", "c"])
+    record_label_set(dataset=dataset, user=analyst, record_id=relabeled.pk, label="c")
+    dataset.refresh_from_db()
+
+    dataset_clean_undo(dataset=dataset, user=analyst)
+
+    relabeled.refresh_from_db()
+    assert relabeled.label == "c"  # the person's label, newer than the fix, stays
+    others = Record.objects.filter(import_run_id=dataset.active_import_id).order_by("source_row")
+    assert [r.label for r in others] == ["a", "a", "c", "b"]
+    dataset.refresh_from_db()
+    assert dataset.label_counts == recount(dataset)
