@@ -301,10 +301,14 @@ def export_stream(
 
 
 def datasets_needing_labels(*, user) -> list[dict]:
-    """Ready datasets with how many of their current records still have no label."""
+    """Datasets with records (also while a new import of them runs) and how many of their
+    current records still have no label."""
+    from datasets_app.services.labeling import label_choices
+
     access_check(user, "labeling", "view")
     rows = []
-    for dataset in Dataset.objects.filter(status=Dataset.Status.READY).order_by("-created_at"):
+    datasets = Dataset.objects.filter(active_import__isnull=False).order_by("-created_at")
+    for dataset in datasets:
         counts = dataset.label_counts or {}
         unlabeled, total = counts.get("", 0), sum(counts.values())
         rows.append(
@@ -313,7 +317,7 @@ def datasets_needing_labels(*, user) -> list[dict]:
                 "unlabeled": unlabeled,
                 "total": total,
                 "percent": round(100 * (total - unlabeled) / total) if total else 0,
-                "labels": dataset.label_choices,
+                "labels": label_choices(dataset),
             }
         )
     return rows

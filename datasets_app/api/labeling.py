@@ -12,6 +12,7 @@ from datasets_app.api.serializers import RecordSerializer
 from datasets_app.selectors import dataset_get_for_user
 from datasets_app.services.labeling import (
     LabelConflict,
+    label_choices,
     label_schema_set,
     labeling_next,
     record_label_set,
@@ -70,7 +71,7 @@ class LabelSchemaApi(APIView):
     def get(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
         return Response(
-            {"labels": dataset.label_choices, "from_schema": bool(dataset.label_schema)}
+            {"labels": label_choices(dataset), "from_schema": bool(dataset.label_schema)}
         )
 
     @extend_schema(request=LabelSchemaSerializer, responses={200: LabelSchemaSerializer})
@@ -81,7 +82,7 @@ class LabelSchemaApi(APIView):
         dataset = label_schema_set(
             dataset=dataset, user=request.user, labels=data.validated_data["labels"]
         )
-        return Response({"labels": dataset.label_choices, "from_schema": True})
+        return Response({"labels": label_choices(dataset), "from_schema": True})
 
 
 class LabelingNextApi(APIView):

@@ -116,59 +116,75 @@ def labeling_next(
 
     ``record_id`` asks for one record (to relabel it, or to go back); otherwise the next record
     without a label after ``after`` in id order, wrapping around to the records skipped
-    earlier, and never one held by someone else.
+    earlier, and never one held by someone else. Runs under the dataset row lock, so it never
+    hands out a record of an import that another transaction is replacing.
     """
     access_check(user, "labeling", "label")
-    if not dataset.is_ready:
-        raise ValidationError("This dataset has no imported records yet; import it first.")
-    labels = dataset.label_choices
-    previous = _previous_id(dataset, user)
-    if record_id is not None:
-        record = Record.objects.filter(pk=record_id, import_run_id=dataset.active_import_id).first()
-        if record is None:
-            raise ValidationError(
-                "That record is not in this dataset any more (it was imported again or deleted)."
-            )
-        with transaction.atomic():
-            LabelClaim.objects.filter(dataset=dataset, user=user).exclude(record=record).delete()
+    with transaction.atomic():
+        dataset = _lock_dataset(dataset)
+        if not dataset.active_import_id:
+            raise ValidationError("This dataset has no imported records yet; import it first.")
+        labels = label_choices(dataset)
+        previous = _previous_id(dataset, user)
+        # One claim per person and dataset: letting go of the last record first.
+        mine = LabelClaim.objects.filter(dataset=dataset, user=user)
+        if record_id is not None:
+            record = Record.objects.filter(
+                pk=record_id, import_run_id=dataset.active_import_id
+            ).first()
+            if record is None:
+                raise ValidationError(
+                    "That record is not in this dataset any more (it was imported again or "
+                    "deleted)."
+                )
+            mine.exclude(record=record).delete()
             _claim(dataset, user, record)
+            return LabelingItem(record, _remaining(dataset), labels, previous)
+        mine.delete()
+        record = _next_unclaimed(dataset, user, after)
         return LabelingItem(record, _remaining(dataset), labels, previous)
 
+
+def _next_unclaimed(dataset: Dataset, user, after: int | None) -> Record | None:
     now = timezone.now()
     refused: list[int] = []
-    record = None
-    with transaction.atomic():
-        # One claim per person and dataset: letting go of the last record first.
-        LabelClaim.objects.filter(dataset=dataset, user=user).delete()
-        for start in ((after,) if after else ()) + (None,):
-            while record is None:
-                held = LabelClaim.objects.filter(dataset=dataset, expires_at__gt=now).exclude(
-                    user=user
-                )
-                candidates = _unlabeled(dataset).exclude(id__in=held.values("record_id"))
-                if start:
-                    candidates = candidates.filter(id__gt=start)
-                if refused:
-                    candidates = candidates.exclude(id__in=refused)
-                candidates = candidates.order_by("id")
-                if connection.features.has_select_for_update_skip_locked:
-                    # Two people asking at the same instant each get a different row.
-                    candidates = candidates.select_for_update(skip_locked=True)
-                found = candidates.first()
-                if found is None:
-                    break
-                if _claim(dataset, user, found):
-                    record = found
-                else:
-                    refused.append(found.pk)
-            if record is not None:
+    for start in ((after,) if after else ()) + (None,):
+        while True:
+            held = LabelClaim.objects.filter(dataset=dataset, expires_at__gt=now).exclude(user=user)
+            candidates = _unlabeled(dataset).exclude(id__in=held.values("record_id"))
+            if start:
+                candidates = candidates.filter(id__gt=start)
+            if refused:
+                candidates = candidates.exclude(id__in=refused)
+            candidates = candidates.order_by("id")
+            if connection.features.has_select_for_update_skip_locked:
+                # Belt and braces with the dataset lock: a row being labeled is skipped.
+                candidates = candidates.select_for_update(skip_locked=True)
+            found = candidates.first()
+            if found is None:
                 break
-    return LabelingItem(record, _remaining(dataset), labels, previous)
+            if _claim(dataset, user, found):
+                return found
+            refused.append(found.pk)
+    return None
+
+
+def label_choices(dataset: Dataset) -> list[str]:
+    """The labels offered: the list an analyst wrote; else every label the records have now
+    or were given in the queue (so a label stays offered after its last record is relabeled,
+    and a new import's labels appear), by name."""
+    if dataset.label_schema:
+        return list(dataset.label_schema)
+    seen = set(dataset.label_choices)
+    for old, new in (
+        LabelChange.objects.filter(dataset=dataset).values_list("old_label", "new_label").distinct()
+    ):
+        seen.update(label for label in (old, new) if label)
+    return sorted(seen)
 
 
 def _remaining(dataset: Dataset) -> int:
-    dataset.refresh_from_db(fields=["label_counts"])
-    return int((dataset.label_counts or {}).get("", 0))
+    return dataset.unlabeled_count
 
 
 def _sorted_counts(counts: dict[str, int]) -> dict[str, int]:
@@ -195,12 +211,7 @@ def record_label_set(
         raise ValidationError("Choose a label.")
     with transaction.atomic():
         dataset = _lock_dataset(dataset)
-        choices = dataset.label_choices
-        if not dataset.label_schema and choices:
-            # The imported labels become the list on the first label given, so a label stays
-            # offered after its last record is relabeled.
-            dataset.label_schema = choices
-            dataset.save(update_fields=["label_schema", "updated_at"])
+        choices = label_choices(dataset)
         if label not in choices:
             shown = ", ".join(f'"{choice}"' for choice in choices[:20]) or "none yet"
             raise ValidationError(
@@ -233,7 +244,9 @@ def record_label_set(
         LabelClaim.objects.filter(record=record).delete()
         if old == label:
             return record
-        if record.original_label is None:
+        if record.original_label is None and old:
+            # The label the file (or cleaning) gave, kept; a record that had none keeps NULL
+            # ("never edited"): its history is in LabelChange.
             record.original_label = old
         record.label = label
         record.save(update_fields=["label", "original_label"])
@@ -271,52 +284,40 @@ CARRY_BATCH = 2000
 def labels_carry_over(*, dataset_id: int, previous_import_id: int, import_id: int) -> int:
     """Keep labels given in the console when the file is imported again.
 
-    A record labeled in the console whose row (same source row, same text) is in the new
-    import gets its console label there, and its label history follows it. Rows whose text
-    changed (another text mapping) keep what the file says. Returns how many were carried.
-    Runs in the transaction that makes the new import active.
+    A record labeled in the console whose row (same source row, and the same text as the file
+    gave it or as cleaning left it) is in the new import gets its console label there, and its
+    label history follows it. Rows whose text changed (another text mapping) keep what the file
+    says. Returns how many were carried. Runs in the transaction that makes the new import
+    active; one join finds every pair, however many labels there are.
     """
     from django.db.models import Case, When
 
-    labeled = (
-        Record.objects.filter(
-            import_run_id=previous_import_id,
-            id__in=LabelChange.objects.filter(dataset_id=dataset_id).values("record_id"),
+    record = Record._meta.db_table
+    change = LabelChange._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT old.id, new.id, old.label, new.label, new.original_label "  # noqa: S608
+            f"FROM {record} old JOIN {record} new "
+            "ON new.import_run_id = %s AND new.source_row = old.source_row "
+            "AND (new.text = old.text OR new.text = old.original_text) "
+            "WHERE old.import_run_id = %s AND old.id IN "
+            f"(SELECT record_id FROM {change} WHERE dataset_id = %s)",
+            [import_id, previous_import_id, dataset_id],
         )
-        .only("id", "source_row", "text", "label")
-        .order_by("id")
-    )
-    carried = 0
-    batch: list[Record] = []
-
-    def carry(old_records: list[Record]) -> int:
-        by_row = {record.source_row: record for record in old_records}
-        pairs: list[tuple[int, int]] = []
-        updated: list[Record] = []
-        for new in Record.objects.filter(import_run_id=import_id, source_row__in=list(by_row)).only(
-            "id", "source_row", "text", "label", "original_label"
-        ):
-            old = by_row[new.source_row]
-            if new.text != old.text:
-                continue
-            pairs.append((old.pk, new.pk))
-            if new.label != old.label:
-                if new.original_label is None:
-                    new.original_label = new.label
-                new.label = old.label
-                updated.append(new)
-        Record.objects.bulk_update(updated, ["label", "original_label"], batch_size=CARRY_BATCH)
-        if pairs:
-            LabelChange.objects.filter(record_id__in=[old for old, _ in pairs]).update(
-                record_id=Case(*(When(record_id=old, then=new) for old, new in pairs))
-            )
-        return len(pairs)
-
-    for record in labeled.iterator(chunk_size=CARRY_BATCH):
-        batch.append(record)
-        if len(batch) == CARRY_BATCH:
-            carried += carry(batch)
-            batch = []
-    if batch:
-        carried += carry(batch)
-    return carried
+        pairs = cursor.fetchall()
+    updated = [
+        Record(
+            id=new_id,
+            label=label,
+            original_label=file_original if file_original is not None else (file_label or None),
+        )
+        for _, new_id, label, file_label, file_original in pairs
+        if label != file_label
+    ]
+    Record.objects.bulk_update(updated, ["label", "original_label"], batch_size=CARRY_BATCH)
+    for start in range(0, len(pairs), CARRY_BATCH):
+        chunk = pairs[start : start + CARRY_BATCH]
+        LabelChange.objects.filter(record_id__in=[old for old, *_ in chunk]).update(
+            record_id=Case(*(When(record_id=old, then=new) for old, new, *_ in chunk))
+        )
+    return len(pairs)

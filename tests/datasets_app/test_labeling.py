@@ -16,11 +16,13 @@ from datasets_app.models import LabelChange, LabelClaim, Record
 from datasets_app.selectors import record_distribution
 from datasets_app.services.labeling import (
     LabelConflict,
+    label_choices,
     label_schema_set,
     labeling_next,
     labeling_progress,
     record_label_set,
 )
+from tests.conftest import _redis_url, broker_for_this_process
 from tests.datasets_app.factories import imported_dataset
 
 pytestmark = pytest.mark.usefixtures("redis_url")
@@ -158,7 +160,7 @@ def test_a_label_updates_record_counts_log_and_hold(dataset, make_user):
         dataset=dataset, user=annotator, record_id=record.pk, label="neg", expected_label=""
     )
     assert saved.label == "neg"
-    assert saved.original_label == ""  # what the file gave, kept
+    assert saved.original_label is None  # it had no label: nothing to keep, not "edited"
     dataset.refresh_from_db()
     assert dataset.label_counts == {"": 3, "neg": 2, "pos": 1}
     assert dataset.label_counts == recount(dataset)
@@ -248,7 +250,7 @@ def test_reimport_keeps_console_labels_of_unchanged_rows(dataset, analyst):
         r.text: (r.label, r.original_label)
         for r in Record.objects.filter(import_run_id=dataset.active_import_id)
     }
-    assert now["second"] == ("pos", "")
+    assert now["second"] == ("pos", None)
     assert now["first"] == ("neg", "pos")  # the file still says pos: kept as the original
     assert now["third"] == ("neg", None)
     assert dataset.label_counts == recount(dataset) == {"": 3, "neg": 2, "pos": 1}
@@ -476,3 +478,60 @@ def test_undoing_a_fix_keeps_labels_given_in_the_queue_after_it(analyst):
     assert [r.label for r in others] == ["a", "a", "c", "b"]
     dataset.refresh_from_db()
     assert dataset.label_counts == recount(dataset)
+
+
+def test_reimport_keeps_console_labels_of_texts_cleaning_repaired(analyst):
+    from datasets_app.services import dataset_clean_apply
+    from tests.datasets_app.factories import import_now
+
+    garbled = "text,label\nCafÃ© au lait,\nplain words,\n"
+    dataset = imported_dataset(analyst, garbled, MAPPING)
+    dataset_clean_apply(dataset=dataset, user=analyst, kind="repair_mojibake")
+    repaired = Record.objects.get(import_run_id=dataset.active_import_id, source_row=1)
+    assert repaired.text == "Café au lait"
+    label_schema_set(dataset=dataset, user=analyst, labels=["drink", "other"])
+    record_label_set(dataset=dataset, user=analyst, record_id=repaired.pk, label="drink")
+
+    job = import_now(dataset, analyst, MAPPING)
+
+    assert job.message.endswith("Kept 1 labels given in the console.")
+    again = Record.objects.get(import_run_id=job.pk, source_row=1)
+    assert (again.text, again.label) == ("CafÃ© au lait", "drink")
+
+
+def test_labeling_goes_on_while_a_new_import_of_the_dataset_runs(dataset, make_user):
+    from datasets_app.models import Dataset
+    from datasets_app.selectors import datasets_needing_labels
+    from datasets_app.services import dataset_import_start
+
+    annotator = make_user("annotator")
+    with broker_for_this_process(_redis_url()):
+        dataset_import_start(dataset=dataset, user=dataset.created_by, mapping=MAPPING)
+    dataset.refresh_from_db()
+    assert dataset.status == Dataset.Status.IMPORTING
+    assert [row["dataset"] for row in datasets_needing_labels(user=annotator)] == [dataset]
+    item = labeling_next(dataset=dataset, user=annotator)
+    assert item.record.text == "second"
+    record_label_set(dataset=dataset, user=annotator, record_id=item.record.pk, label="pos")
+
+
+def test_offered_labels_keep_those_given_and_follow_a_new_import(dataset, analyst):
+    from tests.datasets_app.factories import import_now
+
+    first = Record.objects.get(import_run_id=dataset.active_import_id, text="first")
+    record_label_set(dataset=dataset, user=analyst, record_id=first.pk, label="neg")
+    dataset.refresh_from_db()
+    assert "pos" in label_choices(dataset)  # its only record was relabeled: still offered
+    assert dataset.label_schema == []  # nothing was frozen
+    relabeled = "text,mood\nfirst,sad\nsecond,happy\nthird,\nfourth,\nfifth,\nsixth,\n"
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    dataset.source_file.save("again.csv", SimpleUploadedFile("again.csv", relabeled.encode()))
+    from datasets_app.services import dataset_detect
+
+    dataset_detect(dataset=dataset)
+    import_now(dataset, analyst, {"text_columns": ["text"], "label_column": "mood"})
+    dataset.refresh_from_db()
+    # The file's new labels are offered; "first" kept its console label over the file's.
+    assert {"happy", "neg"} <= set(label_choices(dataset))
+    assert Record.objects.get(import_run_id=dataset.active_import_id, text="first").label == "neg"
