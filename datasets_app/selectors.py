@@ -28,6 +28,7 @@ SEARCH_CONFIG = "simple"  # no stemming or stop words: texts come in any languag
 # Record filters: excluded and edited come from cleaning; the rest are Record.flags tokens, set
 # at import (empty, truncated) or by the latest quality report (cleaning.REPORT_FLAGS).
 FLAG_FILTERS = {
+    "included": "Not excluded",
     "excluded": "Excluded by cleaning",
     "edited": "Edited (text or label changed)",
     "empty": "Empty text",
@@ -124,7 +125,9 @@ def record_page(
     """One page of records in id order, continuing after record ``after`` (keyset, not OFFSET,
     so page 20,000 costs the same as page 1)."""
     records = Record.objects.filter(import_run_id=dataset.active_import_id)
-    if flag == "excluded":
+    if flag == "included":  # what counts, snapshots and training see
+        records = records.filter(is_excluded=False)
+    elif flag == "excluded":
         records = records.filter(is_excluded=True)
     elif flag == "edited":
         records = records.exclude(original_text__isnull=True, original_label__isnull=True)

@@ -199,7 +199,8 @@ def fix_summary(kind: str, count: int) -> str:
 def _clean_check(*, dataset: Dataset, kind: str) -> None:
     if kind not in FIXES:
         raise ValidationError({"kind": f"Unknown fix '{kind}'. Choose one of: {', '.join(FIXES)}."})
-    if not dataset.is_ready:
+    # Records exist also while a new import of the file runs (then starting says so).
+    if not dataset.active_import_id:
         raise ValidationError("This dataset has no imported records to clean yet.")
 
 
@@ -252,6 +253,7 @@ def _clean_apply(
             raise JobLost()
 
     report(5, "Reading records.")
+    read_at = timezone.now()
     frame = records_frame(dataset)
     report(25, f"Finding what to fix among {len(frame):,} records.")
     changes = _changes_for(kind, frame)
@@ -264,6 +266,18 @@ def _clean_apply(
     report(40, f"Saving changes: 0 of {total:,} records.")
     with transaction.atomic():
         _lock_dataset(dataset)
+        # Labels given in the labeling queue since the records were read are newer than this
+        # fix's view of them: those records are left as the person left them.
+        relabeled = set(
+            LabelChange.objects.filter(dataset=dataset, created_at__gte=read_at).values_list(
+                "record_id", flat=True
+            )
+        )
+        if relabeled:
+            ids = [record_id for record_id in ids if record_id not in relabeled]
+            total = len(ids)
+            if not total:
+                raise ValidationError(NOTHING_TO_FIX)
         action = CleaningAction.objects.create(
             dataset=dataset,
             kind=kind,
@@ -344,9 +358,13 @@ def _lock_dataset(dataset: Dataset) -> None:
 
 def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
     """Undo the most recent fix that is still applied (fixes are undone last-first)."""
+    from datasets_app.services.jobs import dataset_busy_check
+
     access_check(user, "dataset", "change")
     with transaction.atomic():
         _lock_dataset(dataset)
+        # A fix being computed would write over what the undo restores.
+        dataset_busy_check(dataset)
         action = (
             CleaningAction.objects.select_for_update()
             .filter(dataset=dataset, undone_at__isnull=True)

@@ -33,7 +33,8 @@ def _split_check(
     *, dataset: Dataset, mode: str, ratios: tuple[float, float, float]
 ) -> tuple[float, float, float]:
     """Everything that can be said about a split before doing it; returns the ratios as floats."""
-    if not dataset.is_ready:
+    # Records exist also while a new import of the file runs (then starting says so).
+    if not dataset.active_import_id:
         raise ValidationError("This dataset has no imported records to split yet.")
     active = Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=False)
     if mode == "file":
@@ -247,7 +248,8 @@ def snapshot_create(*, dataset: Dataset, user, note: str = "") -> Snapshot:
     access_check(user, "dataset", "change")
     with transaction.atomic():
         locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
-        if not locked.is_ready or not locked.active_import_id:
+        # While a new import runs, the snapshot freezes the records that are active now.
+        if not locked.active_import_id:
             raise ValidationError("This dataset has no imported records to snapshot yet.")
         number = (locked.snapshots.aggregate(n=Max("number"))["n"] or 0) + 1
         snapshot = Snapshot.objects.create(

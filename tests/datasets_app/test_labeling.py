@@ -535,3 +535,60 @@ def test_offered_labels_keep_those_given_and_follow_a_new_import(dataset, analys
     # The file's new labels are offered; "first" kept its console label over the file's.
     assert {"happy", "neg"} <= set(label_choices(dataset))
     assert Record.objects.get(import_run_id=dataset.active_import_id, text="first").label == "neg"
+
+
+def test_a_fix_leaves_records_labeled_while_it_was_computed(analyst, monkeypatch):
+    from datasets_app.services import cleaning as cleaning_services
+    from datasets_app.services import dataset_clean_apply
+
+    conflicts = "text,label\nsame words,a\nsame words,a\nsame words,b\nother words,b\n"
+    dataset = imported_dataset(analyst, conflicts, MAPPING)
+    label_schema_set(dataset=dataset, user=analyst, labels=["a", "b", "c"])
+    minority = Record.objects.get(import_run_id=dataset.active_import_id, source_row=3)
+    read = cleaning_services.records_frame
+
+    def read_then_someone_labels(target):
+        frame = read(target)  # the fix has its view of the records ...
+        record_label_set(dataset=target, user=analyst, record_id=minority.pk, label="c")
+        return frame  # ... and a person labels one of them before it writes
+
+    monkeypatch.setattr(cleaning_services, "records_frame", read_then_someone_labels)
+    with pytest.raises(ValidationError, match="Nothing to fix"):
+        dataset_clean_apply(dataset=dataset, user=analyst, kind="resolve_conflicts_majority")
+    minority.refresh_from_db()
+    assert minority.label == "c"
+
+
+def test_undo_is_refused_while_a_fix_is_queued(analyst):
+    from datasets_app.services import dataset_clean_apply, dataset_clean_undo
+    from datasets_app.services.cleaning import dataset_clean_start
+
+    dataset = imported_dataset(analyst, "text,label\nx,a\nx,a\ny,b\n", MAPPING)
+    dataset_clean_apply(dataset=dataset, user=analyst, kind="drop_exact_duplicates")
+    with broker_for_this_process(_redis_url()):
+        dataset_clean_start(dataset=dataset, user=analyst, kind="drop_empty")
+    with pytest.raises(ValidationError) as refused:
+        dataset_clean_undo(dataset=dataset, user=analyst)
+    assert refused.value.messages == [
+        "A cleaning fix is being applied to this dataset. Wait for it to finish, then try again."
+    ]
+    assert (
+        Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=True).count() == 1
+    )
+
+
+def test_the_unlabeled_link_lists_as_many_records_as_it_counts(client, analyst):
+    dataset = imported_dataset(analyst, "text,label\nx,\ny,\nz,a\n", MAPPING, report=False)
+    Record.objects.filter(import_run_id=dataset.active_import_id, text="x").update(
+        is_excluded=True, exclusion_reason="test"
+    )
+    from datasets_app.services.imports import dataset_refresh_counts
+
+    dataset_refresh_counts(dataset)
+    client.force_login(analyst)
+    overview = client.get(reverse("datasets:labeling")).content.decode()
+    link = f"/datasets/{dataset.pk}/records/?label=&amp;flag=included"
+    assert f'<a href="{link}">1</a>' in overview
+    listed = client.get(f"/datasets/{dataset.pk}/records/", {"label": "", "flag": "included"})
+    assert listed.context["page"].records[0].text == "y"
+    assert len(listed.context["page"].records) == 1
