@@ -237,6 +237,9 @@ class CleaningAction(models.Model):
     description = models.CharField(max_length=300)
     affected_count = models.PositiveIntegerField(default=0)
     undone_at = models.DateTimeField(null=True, blank=True)
+    # Set when an import replaced the records this fix changed: it can no longer be undone,
+    # and was not undone either.
+    superseded_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -165,6 +165,9 @@ def _detail_context(request, dataset, **extra) -> dict:
         "snapshot_form": SnapshotForm(),
         "snapshots": dataset.snapshots.all(),
         "cleaning_actions": dataset.cleaning_actions.all()[:10],
+        "can_undo": dataset.cleaning_actions.filter(
+            undone_at__isnull=True, superseded_at__isnull=True
+        ).exists(),
         "report": report,
         "label_chart": _top_labels(label_counts),
         "limits": _limits_context(),

@@ -367,7 +367,7 @@ def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
         dataset_busy_check(dataset)
         action = (
             CleaningAction.objects.select_for_update()
-            .filter(dataset=dataset, undone_at__isnull=True)
+            .filter(dataset=dataset, undone_at__isnull=True, superseded_at__isnull=True)
             .order_by("-created_at", "-id")
             .first()
         )

@@ -603,7 +603,9 @@ def _import_finish(
         dataset.quality_report = {}
         dataset.save()
         # Fixes applied to the records this import replaces can no longer be undone.
-        dataset.cleaning_actions.filter(undone_at__isnull=True).update(undone_at=timezone.now())
+        dataset.cleaning_actions.filter(undone_at__isnull=True, superseded_at__isnull=True).update(
+            superseded_at=timezone.now()
+        )
         kept = f" Kept {carried:,} labels given in the console." if carried else ""
         job.succeed(message=f"Imported {rows:,} records in {seconds:.1f} s.{kept}")
     if previous:

@@ -1362,3 +1362,26 @@ def test_a_split_whose_worker_is_lost_twice_fails_saying_nothing_changed(analyst
         "again. Nothing was changed; start it again to retry."
     )
     assert not Record.objects.filter(import_run_id=dataset.active_import_id).exclude(split="")
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_fixes_of_replaced_records_are_marked_replaced_not_undone(client, analyst):
+    from datasets_app.models import CleaningAction
+    from datasets_app.services import dataset_clean_apply, dataset_clean_undo
+    from tests.datasets_app.factories import import_now, imported_dataset
+
+    mapping = {"text_columns": ["text"], "label_column": "label"}
+    dataset = imported_dataset(analyst, "text,label\nx,a\nx,a\ny,b\n", mapping)
+    action = dataset_clean_apply(dataset=dataset, user=analyst, kind="drop_exact_duplicates")
+
+    assert import_now(dataset, analyst, mapping).status == "succeeded"
+
+    action = CleaningAction.objects.get(pk=action.pk)
+    assert action.undone_at is None
+    assert action.superseded_at is not None
+    with pytest.raises(ValidationError, match=r"There is no cleaning step to undo\."):
+        dataset_clean_undo(dataset=dataset, user=analyst)
+    client.force_login(analyst)
+    page = client.get(f"/datasets/{dataset.pk}/").content.decode()
+    assert "replaced by an import</span>" in page
+    assert "Undo last cleaning step" not in page

@@ -678,5 +678,5 @@ def test_labeling_page_counts_records_without_a_label(client_as, analyst):
 
     assert response.status_code == 200
     content = response.content.decode()
-    assert f'href="/datasets/{dataset.pk}/records/?label="' in content
+    assert f'href="/datasets/{dataset.pk}/records/?label=&amp;flag=included"' in content
     assert ">1</a>" in content
