@@ -119,7 +119,10 @@ def dataset_demo(request):
 def _top_labels(label_counts: dict, limit: int = 40) -> dict:
     # JSON columns do not keep key order on PostgreSQL (jsonb), so sort by count here.
     ranked = sorted(label_counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
-    return {"labels": [label for label, _ in ranked], "values": [count for _, count in ranked]}
+    return {
+        "labels": [label or "(no label)" for label, _ in ranked],
+        "values": [count for _, count in ranked],
+    }
 
 
 JOB_SHOWN_AFTER_END = timedelta(minutes=10)

@@ -680,3 +680,12 @@ def test_labeling_page_counts_records_without_a_label(client_as, analyst):
     content = response.content.decode()
     assert f'href="/datasets/{dataset.pk}/records/?label=&amp;flag=included"' in content
     assert ">1</a>" in content
+
+
+def test_label_chart_names_records_without_a_label(analyst_client, analyst):
+    dataset = imported_dataset(analyst, "text,label\na,x\nb,\nc,\n", TEXT_LABEL)
+
+    response = analyst_client.get(f"/datasets/{dataset.pk}/")
+
+    chart = json_script(response, "label-chart-data")
+    assert chart == {"labels": ["(no label)", "x"], "values": [2, 1]}
