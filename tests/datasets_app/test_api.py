@@ -12,7 +12,6 @@ from rest_framework.test import APIClient
 
 from datasets_app.models import CleaningAction, Dataset, DatasetJob, Record, Snapshot
 from datasets_app.services import dataset_import_execute
-from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import imported_dataset, run_queued_jobs, run_queued_reports
 
 API = "/api/v1"
@@ -34,10 +33,7 @@ NOTHING_TO_UNDO = "There is no cleaning step to undo."
 RATIOS_MESSAGE = "Give three ratios (train, validation, test) that add up to 1."
 
 
-@pytest.fixture(autouse=True)
-def _redis_broker(redis_url):
-    with broker_for_this_process(redis_url):
-        yield
+pytestmark = pytest.mark.usefixtures("redis_broker")
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from rest_framework.test import APIClient
 
 from datasets_app.models import Dataset, DatasetJob, Record
 from datasets_app.services import dataset_upload
-from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import import_now
 
 # Polish, Windows-1250, semicolons, and commas inside the first column. Detection reads it as
@@ -28,16 +27,7 @@ NOT_A_FILE_ENCODING = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _redis_broker(redis_url):
-    with broker_for_this_process(redis_url):
-        yield
-
-
-@pytest.fixture
-def analyst_client(client, analyst):
-    client.force_login(analyst)
-    return client
+pytestmark = pytest.mark.usefixtures("redis_broker")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from rest_framework.test import APIClient
 
 from datasets_app.selectors import export_stream
 from datasets_app.services import snapshot_create
-from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import import_now, imported_dataset
 
 API = "/api/v1"
@@ -22,10 +21,7 @@ WIDE_CSV = "ref,text,intent,label,lang\n=r1,Hello there,greet,old,en\nr2,Bye now
 WIDE_MAPPING = {"text_columns": ["text"], "label_column": "intent", "id_column": "ref"}
 
 
-@pytest.fixture(autouse=True)
-def _redis_broker(redis_url):
-    with broker_for_this_process(redis_url):
-        yield
+pytestmark = pytest.mark.usefixtures("redis_broker")
 
 
 def csv_rows(text: str) -> list[list[str]]:

@@ -36,16 +36,7 @@ DEMO_NOT_QUEUED = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _redis_broker(redis_url):
-    with broker_for_this_process(redis_url):
-        yield
-
-
-@pytest.fixture
-def analyst_client(client, analyst):
-    client.force_login(analyst)
-    return client
+pytestmark = pytest.mark.usefixtures("redis_broker")
 
 
 def run_latest_import(dataset: Dataset) -> DatasetJob:

@@ -23,7 +23,6 @@ from datasets_app.services import (
 )
 from datasets_app.services.cleaning import FIXES
 from lepton_web.jobs import BrokerUnavailable
-from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import imported_dataset, run_queued_jobs, run_queued_reports
 
 TEXT_LABEL = {"text_columns": ["text"], "label_column": "label"}
@@ -92,21 +91,12 @@ RECORD_FIELDS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _redis_broker(redis_url):
-    with broker_for_this_process(redis_url):
-        yield
+pytestmark = pytest.mark.usefixtures("redis_broker")
 
 
 @pytest.fixture
 def every_finding(analyst) -> Dataset:
     return imported_dataset(analyst, EVERY_FINDING_CSV, TEXT_LABEL_SPLIT)
-
-
-@pytest.fixture
-def analyst_client(client, analyst):
-    client.force_login(analyst)
-    return client
 
 
 def rows(dataset: Dataset, fields=RECORD_FIELDS) -> list[tuple]:

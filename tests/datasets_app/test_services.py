@@ -43,7 +43,6 @@ from datasets_app.services import (
     snapshot_create,
 )
 from lepton_web.jobs import jobs_sweep
-from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import (
     RecordFactory,
     import_now,
@@ -89,11 +88,7 @@ FULL_FIELDS = (
 SNAPSHOT_FIELDS = ("record_id", "source_row", "text", "label", "split")
 
 
-@pytest.fixture(autouse=True)
-def _redis_broker(redis_url):
-    """Services publish jobs to the Redis test broker; tests run them here."""
-    with broker_for_this_process(redis_url):
-        yield
+pytestmark = pytest.mark.usefixtures("redis_broker")
 
 
 def records(dataset: Dataset, fields=CLEANING_FIELDS) -> list[tuple]:

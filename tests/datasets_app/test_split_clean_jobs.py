@@ -24,7 +24,7 @@ from datasets_app.services import (
     dataset_split_start,
 )
 from datasets_app.services import snapshots as split_service
-from tests.conftest import broker_for_this_process, skip_or_fail
+from tests.conftest import skip_or_fail
 from tests.datasets_app.factories import imported_dataset, run_queued_jobs
 
 TEXT_LABEL = {"text_columns": ["text"], "label_column": "label"}
@@ -47,10 +47,7 @@ MESSY_CSV = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _redis_broker(redis_url):
-    with broker_for_this_process(redis_url):
-        yield
+pytestmark = pytest.mark.usefixtures("redis_broker")
 
 
 def labelled_csv(per_label: int) -> str:

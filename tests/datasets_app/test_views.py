@@ -11,7 +11,6 @@ from django.utils.html import escape
 from pytest_django.asserts import assertContains, assertNotContains, assertRedirects
 
 from datasets_app.models import CleaningAction, Dataset, DatasetJob, Record, Snapshot
-from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import (
     import_now,
     imported_dataset,
@@ -33,16 +32,7 @@ MESSY_CSV = (
 CHOOSE_A_FILE = "Choose a file to upload (CSV, TSV, JSON Lines, optionally .gz)."
 
 
-@pytest.fixture(autouse=True)
-def _redis_broker(redis_url):
-    with broker_for_this_process(redis_url):
-        yield
-
-
-@pytest.fixture
-def analyst_client(client, analyst):
-    client.force_login(analyst)
-    return client
+pytestmark = pytest.mark.usefixtures("redis_broker")
 
 
 def csv_file(text: str = CSV, name: str = "banking.csv") -> SimpleUploadedFile:
