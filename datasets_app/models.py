@@ -50,6 +50,9 @@ class Dataset(models.Model):
     # The labels annotators choose from, in the order of their buttons (keys 1-9). Empty: the
     # labels the import found (see ``label_choices``).
     label_schema = models.JSONField(default=list, blank=True)
+    # Records may carry several labels of the list, stored joined with "|" (the separator
+    # multi-label training reads).
+    label_multiple = models.BooleanField(default=False)
     licence = models.CharField(max_length=200, blank=True)
     attribution = models.TextField(blank=True)
     created_by = models.ForeignKey(

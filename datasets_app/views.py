@@ -431,6 +431,9 @@ def _labeling_page(request, dataset, item, *, error: str = "", status: int = 200
             (label, str(index + 1) if index < 9 else ("0" if index == 9 else ""))
             for index, label in enumerate(item.labels)
         ],
+        "current_labels": (
+            set(item.record.label.split("|")) if item.record and item.record.label else set()
+        ),
         "progress": labeling_progress(dataset=dataset, user=request.user),
         "error": error,
         "claim_minutes": max(1, settings.LABELING_CLAIM_SECONDS // 60),
@@ -463,7 +466,12 @@ def labeling_queue(request, dataset_id: int):
 def labeling_save(request, dataset_id: int, record_id: int):
     """Save one label, then show the next record; on a conflict or a bad label, show this
     record again as it is now, with the reason next to the labels."""
-    from datasets_app.services.labeling import LabelConflict, labeling_next, record_label_set
+    from datasets_app.services.labeling import (
+        LABEL_SEPARATOR,
+        LabelConflict,
+        labeling_next,
+        record_label_set,
+    )
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     try:
@@ -471,7 +479,8 @@ def labeling_save(request, dataset_id: int, record_id: int):
             dataset=dataset,
             user=request.user,
             record_id=record_id,
-            label=request.POST.get("label", ""),
+            # Several ticked labels (a list that allows several) or the one button pressed.
+            label=LABEL_SEPARATOR.join(request.POST.getlist("label")),
             expected_label=request.POST.get("expected_label"),
         )
     except ValidationError as exc:
@@ -494,7 +503,10 @@ def label_schema_edit(request, dataset_id: int):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
     try:
         dataset = label_schema_set(
-            dataset=dataset, user=request.user, labels=request.POST.get("labels", "").splitlines()
+            dataset=dataset,
+            user=request.user,
+            labels=request.POST.get("labels", "").splitlines(),
+            multiple=request.POST.get("multiple") == "on",
         )
     except ValidationError as exc:
         messages.error(request, _error_text(exc))

@@ -25,6 +25,13 @@ class LabelSchemaSerializer(serializers.Serializer):
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
         help_text="The labels annotators choose from, in the order of their buttons.",
     )
+    multiple = serializers.BooleanField(
+        required=False,
+        help_text=(
+            'A record may have several of the labels, joined with "|" (as multi-label training '
+            "reads them). Left out: unchanged."
+        ),
+    )
     from_schema = serializers.BooleanField(
         read_only=True,
         help_text="False when no list was set and the labels are those the records have.",
@@ -41,7 +48,10 @@ class LabelingNextSerializer(serializers.Serializer):
 
 
 class LabelInputSerializer(serializers.Serializer):
-    label = serializers.CharField(max_length=500)
+    label = serializers.CharField(
+        max_length=500,
+        help_text='One of the labels; where a record may have several, e.g. "a|b".',
+    )
     expected_label = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -62,6 +72,14 @@ def _id_param(request, name: str) -> int | None:
     return int(raw)
 
 
+def _schema_body(dataset) -> dict:
+    return {
+        "labels": label_choices(dataset),
+        "multiple": dataset.label_multiple,
+        "from_schema": bool(dataset.label_schema),
+    }
+
+
 class LabelSchemaApi(APIView):
     permission_classes = [RolePermission]
     access_resource = "dataset"
@@ -70,9 +88,7 @@ class LabelSchemaApi(APIView):
     @extend_schema(responses={200: LabelSchemaSerializer})
     def get(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
-        return Response(
-            {"labels": label_choices(dataset), "from_schema": bool(dataset.label_schema)}
-        )
+        return Response(_schema_body(dataset))
 
     @extend_schema(request=LabelSchemaSerializer, responses={200: LabelSchemaSerializer})
     def put(self, request, dataset_id: int):
@@ -80,9 +96,12 @@ class LabelSchemaApi(APIView):
         data = LabelSchemaSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         dataset = label_schema_set(
-            dataset=dataset, user=request.user, labels=data.validated_data["labels"]
+            dataset=dataset,
+            user=request.user,
+            labels=data.validated_data["labels"],
+            multiple=data.validated_data.get("multiple"),
         )
-        return Response({"labels": label_choices(dataset), "from_schema": True})
+        return Response(_schema_body(dataset))
 
 
 class LabelingNextApi(APIView):

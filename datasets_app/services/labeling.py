@@ -23,6 +23,7 @@ from lepton_web.access import access_check
 
 MAX_LABELS = 200
 MAX_LABEL_CHARS = 500
+LABEL_SEPARATOR = "|"  # several labels of one record, as multi-label training reads them
 
 
 class LabelConflict(ValidationError):
@@ -47,14 +48,23 @@ def _lock_dataset(dataset: Dataset) -> Dataset:
     return Dataset.objects.select_for_update(no_key=True).get(pk=dataset.pk)
 
 
-def label_schema_set(*, dataset: Dataset, user, labels: list[str]) -> Dataset:
-    """Set the labels annotators choose from, in order. Records keep the labels they have."""
+def label_schema_set(
+    *, dataset: Dataset, user, labels: list[str], multiple: bool | None = None
+) -> Dataset:
+    """Set the labels annotators choose from, in order, and whether a record may get several
+    of them (``multiple``; None keeps the current choice). Records keep the labels they have."""
     access_check(user, "dataset", "change")
+    multiple = dataset.label_multiple if multiple is None else bool(multiple)
     cleaned: list[str] = []
     for raw in labels:
         label = str(raw).strip()
         if not label:
             continue
+        if multiple and LABEL_SEPARATOR in label:
+            raise ValidationError(
+                f'The label "{label[:40]}" contains "{LABEL_SEPARATOR}", which joins the labels '
+                "of a record that has several. Rename it, or allow one label per record."
+            )
         if len(label) > MAX_LABEL_CHARS:
             raise ValidationError(
                 f'The label "{label[:40]}…" is longer than {MAX_LABEL_CHARS} characters.'
@@ -71,7 +81,8 @@ def label_schema_set(*, dataset: Dataset, user, labels: list[str]) -> Dataset:
     with transaction.atomic():
         dataset = _lock_dataset(dataset)
         dataset.label_schema = cleaned
-        dataset.save(update_fields=["label_schema", "updated_at"])
+        dataset.label_multiple = multiple
+        dataset.save(update_fields=["label_schema", "label_multiple", "updated_at"])
     return dataset
 
 
@@ -169,6 +180,10 @@ def _next_unclaimed(dataset: Dataset, user, after: int | None) -> Record | None:
     return None
 
 
+def _split_labels(label: str) -> list[str]:
+    return [part.strip() for part in label.split(LABEL_SEPARATOR) if part.strip()]
+
+
 def label_choices(dataset: Dataset) -> list[str]:
     """The labels offered: the list an analyst wrote; else every label the records have now
     or were given in the queue (so a label stays offered after its last record is relabeled,
@@ -180,6 +195,8 @@ def label_choices(dataset: Dataset) -> list[str]:
         LabelChange.objects.filter(dataset=dataset).values_list("old_label", "new_label").distinct()
     ):
         seen.update(label for label in (old, new) if label)
+    if dataset.label_multiple:  # "a|b" is two labels
+        seen = {part for label in seen for part in _split_labels(label)}
     return sorted(seen)
 
 
@@ -212,12 +229,18 @@ def record_label_set(
     with transaction.atomic():
         dataset = _lock_dataset(dataset)
         choices = label_choices(dataset)
-        if label not in choices:
-            shown = ", ".join(f'"{choice}"' for choice in choices[:20]) or "none yet"
-            raise ValidationError(
-                f'"{label[:80]}" is not one of this dataset\'s labels ({shown}). An analyst can '
-                "add it to the label list."
-            )
+        given = _split_labels(label) if dataset.label_multiple else [label]
+        if not given:
+            raise ValidationError("Choose a label.")
+        for one in given:
+            if one not in choices:
+                shown = ", ".join(f'"{choice}"' for choice in choices[:20]) or "none yet"
+                raise ValidationError(
+                    f'"{one[:80]}" is not one of this dataset\'s labels ({shown}). An analyst '
+                    "can add it to the label list."
+                )
+        # Several labels are stored once each, in the list's order: "b|a" and "a|b" are one.
+        label = LABEL_SEPARATOR.join(sorted(set(given), key=choices.index))
         record = (
             Record.objects.select_for_update()
             .filter(pk=record_id, import_run_id=dataset.active_import_id)

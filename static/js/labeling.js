@@ -1,11 +1,12 @@
-// Labeling queue: number keys pick a label, S skips, B goes back; with many labels a filter
-// box narrows the buttons and Enter picks the only one left. Keys are ignored while typing.
+// Labeling queue: number keys pick a label (or tick it, where a record may have several, and
+// Enter saves), S skips, B goes back; with many labels a filter box narrows them and Enter
+// picks the only one left. Keys are ignored while typing.
 (function () {
   "use strict";
   const form = document.querySelector("[data-testid=label-form]");
   if (!form) return;
   const filter = form.querySelector("[data-label-filter]");
-  const buttons = Array.from(form.querySelectorAll("button[name=label]"));
+  const buttons = Array.from(form.querySelectorAll("button[name=label], .label-toggle"));
   let sent = false;
 
   function pick(button) {
@@ -23,14 +24,18 @@
     filter.addEventListener("input", () => {
       const wanted = filter.value.trim().toLowerCase();
       buttons.forEach((button) => {
-        button.hidden = wanted !== "" && !button.value.toLowerCase().includes(wanted);
+        const name = (button.value || button.textContent).toLowerCase();
+        button.hidden = wanted !== "" && !name.includes(wanted);
       });
     });
     filter.addEventListener("keydown", (event) => {
       if (event.key === "Enter") {
         event.preventDefault();
         const left = visible();
-        if (left.length === 1) pick(left[0]);
+        if (left.length !== 1) return;
+        const box = left[0].querySelector("input[type=checkbox]");
+        if (box) box.checked = !box.checked; // several labels: tick it, Enter again saves
+        else pick(left[0]);
       }
     });
   }
@@ -38,12 +43,20 @@
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const target = event.target;
-    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable)) return;
+    const typing = target && ((target.tagName === "INPUT" && target.type !== "checkbox") ||
+      target.tagName === "TEXTAREA" || target.isContentEditable);
+    if (typing) return;
     const key = event.key.toLowerCase();
-    const keyed = form.querySelector(`button[data-key="${CSS.escape(key)}"]`);
-    if (keyed) {
+    const keyed = form.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    if (keyed && keyed.type === "checkbox") {
+      event.preventDefault();
+      keyed.checked = !keyed.checked; // several labels: keys tick, Enter saves
+    } else if (keyed) {
       event.preventDefault();
       pick(keyed);
+    } else if (key === "enter" && form.querySelector("[data-save]")) {
+      event.preventDefault();
+      pick(form.querySelector("[data-save]"));
     } else if (key === "s") {
       const skip = document.querySelector("[data-key-skip]");
       if (skip) window.location.href = skip.href;

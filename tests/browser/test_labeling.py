@@ -71,3 +71,34 @@ def test_annotator_labels_with_the_keyboard(page, live_server, make_user):
     press(page, "2")  # now knowingly changed
     expect(text).to_have_text("echo")
     assert Record.objects.get(pk=delta.pk).label == "b"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_several_labels_are_ticked_with_keys_and_saved_with_enter(page, live_server, make_user):
+    from datasets_app.services.labeling import label_schema_set
+
+    analyst = make_user("analyst", username="ana")
+    dataset = imported_dataset(
+        analyst, "text\nfirst\nsecond\n", {"text_columns": ["text"]}, report=False
+    )
+    label_schema_set(
+        dataset=dataset, user=analyst, labels=["urgent", "billing", "bug"], multiple=True
+    )
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ana")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/")
+
+    text = page.get_by_test_id("label-text")
+    expect(text).to_have_text("first")
+    press(page, "1")
+    press(page, "3")
+    expect(page.locator('input[value="urgent"]')).to_be_checked()
+    expect(page.locator('input[value="bug"]')).to_be_checked()
+    press(page, "3")  # changed my mind
+    expect(page.locator('input[value="bug"]')).not_to_be_checked()
+    press(page, "2")
+    press(page, "Enter")
+    expect(text).to_have_text("second")
+    assert Record.objects.get(text="first").label == "urgent|billing"

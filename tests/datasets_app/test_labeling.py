@@ -371,6 +371,13 @@ def test_analysts_edit_the_label_list_on_the_page(client, dataset, analyst):
     assert answer.status_code == 302
     dataset.refresh_from_db()
     assert dataset.label_schema == ["pos", "neg", "mixed"]
+    assert dataset.label_multiple is False
+    client.post(
+        reverse("datasets:label_schema_edit", args=[dataset.pk]),
+        {"labels": "pos\nneg", "multiple": "on"},
+    )
+    dataset.refresh_from_db()
+    assert dataset.label_multiple is True
     refused = client.post(
         reverse("datasets:label_schema_edit", args=[dataset.pk]), {"labels": "a\na"}, follow=True
     )
@@ -433,13 +440,17 @@ def test_api_queue_label_and_conflict(api_client_as, dataset):
 def test_api_label_schema_and_roles(api_client_as, dataset):
     base = f"/api/v1/datasets/{dataset.pk}/label-schema/"
     viewer = api_client_as("viewer")
-    assert viewer.get(base).json() == {"labels": ["neg", "pos"], "from_schema": False}
+    assert viewer.get(base).json() == {
+        "labels": ["neg", "pos"],
+        "multiple": False,
+        "from_schema": False,
+    }
     assert viewer.put(base, {"labels": ["a"]}, format="json").status_code == 403
     assert viewer.get(f"/api/v1/datasets/{dataset.pk}/labeling/next/").status_code == 403
     analyst = api_client_as("analyst")
     answer = analyst.put(base, {"labels": ["b", "a"]}, format="json")
     assert answer.status_code == 200
-    assert answer.json() == {"labels": ["b", "a"], "from_schema": True}
+    assert answer.json() == {"labels": ["b", "a"], "multiple": False, "from_schema": True}
     refused = analyst.put(base, {"labels": []}, format="json")
     assert refused.status_code == 400
     assert refused.json()["detail"] == "Give at least one label, one per line."
@@ -592,3 +603,90 @@ def test_the_unlabeled_link_lists_as_many_records_as_it_counts(client, analyst):
     listed = client.get(f"/datasets/{dataset.pk}/records/", {"label": "", "flag": "included"})
     assert listed.context["page"].records[0].text == "y"
     assert len(listed.context["page"].records) == 1
+
+
+# --- several labels per record -------------------------------------------------------------------
+def test_several_labels_are_stored_once_each_in_the_lists_order(dataset, analyst):
+    label_schema_set(
+        dataset=dataset, user=analyst, labels=["pos", "neg", "sarcastic"], multiple=True
+    )
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+
+    saved = record_label_set(
+        dataset=dataset, user=analyst, record_id=record.pk, label="sarcastic | pos|pos"
+    )
+
+    assert saved.label == "pos|sarcastic"
+    dataset.refresh_from_db()
+    assert dataset.label_counts == recount(dataset)
+    assert dataset.label_counts["pos|sarcastic"] == 1
+    with pytest.raises(ValidationError) as refused:
+        record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="pos|meh")
+    assert refused.value.messages[0].startswith('"meh" is not one of this dataset')
+    with pytest.raises(ValidationError, match=r"Choose a label\."):
+        record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label=" | ")
+
+
+def test_a_list_allowing_several_labels_refuses_a_label_with_the_separator(dataset, analyst):
+    with pytest.raises(ValidationError) as refused:
+        label_schema_set(dataset=dataset, user=analyst, labels=["a|b", "c"], multiple=True)
+    assert refused.value.messages == [
+        'The label "a|b" contains "|", which joins the labels of a record that has several. '
+        "Rename it, or allow one label per record."
+    ]
+    # One label per record: "|" is just a character of a label.
+    label_schema_set(dataset=dataset, user=analyst, labels=["a|b", "c"])
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+    assert (
+        record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="a|b").label
+        == "a|b"
+    )
+
+
+def test_imported_multi_labels_offer_their_parts(analyst):
+    dataset = imported_dataset(analyst, "text,label\nx,a|b\ny,c\nz,\n", MAPPING, report=False)
+    assert label_choices(dataset) == ["a|b", "c"]
+    dataset.label_multiple = True  # as the label list's checkbox sets it
+    dataset.save()
+    assert label_choices(dataset) == ["a", "b", "c"]
+
+
+def test_page_ticks_several_labels_and_saves_them(client, dataset, analyst):
+    label_schema_set(
+        dataset=dataset, user=analyst, labels=["pos", "neg", "sarcastic"], multiple=True
+    )
+    client.force_login(analyst)
+    page = client.get(reverse("datasets:labeling_queue", args=[dataset.pk])).content.decode()
+    assert 'type="checkbox" name="label" value="sarcastic"' in page
+    assert "Save labels" in page
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+
+    answer = client.post(
+        reverse("datasets:labeling_save", args=[dataset.pk, record.pk]),
+        {"label": ["sarcastic", "neg"], "expected_label": ""},
+    )
+
+    assert answer.status_code == 302
+    record.refresh_from_db()
+    assert record.label == "neg|sarcastic"
+    again = client.get(
+        f"{reverse('datasets:labeling_queue', args=[dataset.pk])}?record={record.pk}"
+    )
+    html = again.content.decode()
+    assert 'value="neg" checked' in html
+    assert 'value="sarcastic" checked' in html
+    assert 'value="pos" checked' not in html
+
+
+def test_api_schema_switches_to_several_labels(api_client_as, dataset):
+    api = api_client_as("analyst")
+    base = f"/api/v1/datasets/{dataset.pk}"
+    answer = api.put(
+        f"{base}/label-schema/", {"labels": ["pos", "neg"], "multiple": True}, format="json"
+    )
+    assert answer.json() == {"labels": ["pos", "neg"], "multiple": True, "from_schema": True}
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+    saved = api.post(f"{base}/records/{record.pk}/label/", {"label": "neg|pos"}, format="json")
+    assert saved.json()["label"] == "pos|neg"
+    kept = api.put(f"{base}/label-schema/", {"labels": ["pos", "neg", "x"]}, format="json")
+    assert kept.json()["multiple"] is True  # left out: unchanged
