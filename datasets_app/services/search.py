@@ -110,6 +110,12 @@ def dataset_search_index_execute(*, job_id: int) -> DatasetJob | None:
                 stop.set()  # cancelled: ranges not started are skipped
         if stop.is_set() and not replaced:
             return job
+    if not replaced:
+        # Fresh statistics, or the planner guesses how many texts a word matches: without
+        # them a page of search results for a common word took 1 s on a million records
+        # instead of 7 ms. ANALYZE samples (about 30,000 rows), so it stays well under a second.
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {RecordSearch._meta.db_table}, {Record._meta.db_table}")
     ready = not replaced and Dataset.objects.filter(
         pk=job.dataset_id, active_import_id=run_id
     ).update(search_import_id=run_id)
