@@ -275,7 +275,8 @@ def dataset_delete(*, dataset: Dataset, user) -> None:
         # By import run, which is indexed; dataset_id alone is not (each index is paid per row).
         records_delete(Record.objects.filter(import_run__in=dataset.jobs.values("id")))
         dataset.delete()
-    transaction.on_commit(lambda: stored.storage.delete(stored.name))
+    if stored.name:  # a dataset whose file was never stored has none to remove
+        transaction.on_commit(lambda: stored.storage.delete(stored.name))
 
 
 # --- the import job -------------------------------------------------------------------------------
