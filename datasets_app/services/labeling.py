@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from datasets_app.models import Dataset, LabelChange, LabelClaim, Record
@@ -42,10 +42,35 @@ def _claim_seconds() -> int:
     return settings.LABELING_CLAIM_SECONDS
 
 
+LOCK_WAIT = "3s"
+BUSY = (
+    "A split, cleaning fix or import of this dataset is being saved right now. Try again in a "
+    "few seconds; nothing was changed."
+)
+
+
 def _lock_dataset(dataset: Dataset) -> Dataset:
     """Lock the dataset row (FOR NO KEY UPDATE) and return it fresh: label counts are read
-    and written under this lock, so concurrent labels never lose an increment."""
-    return Dataset.objects.select_for_update(no_key=True).get(pk=dataset.pk)
+    and written under this lock, so concurrent labels never lose an increment.
+
+    A split or fix holds the same lock while it writes (seconds on a large dataset); rather
+    than leave an annotator's page hanging, give up after LOCK_WAIT with a sentence. Call
+    inside a transaction.
+    """
+    if connection.vendor != "postgresql":
+        return Dataset.objects.select_for_update(no_key=True).get(pk=dataset.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+    try:
+        with transaction.atomic():
+            return Dataset.objects.select_for_update(no_key=True).get(pk=dataset.pk)
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "pgcode", None) == "55P03":  # lock_not_available
+            raise ValidationError(BUSY) from None
+        raise
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = 0")
 
 
 def label_schema_set(

@@ -690,3 +690,47 @@ def test_api_schema_switches_to_several_labels(api_client_as, dataset):
     assert saved.json()["label"] == "pos|neg"
     kept = api.put(f"{base}/label-schema/", {"labels": ["pos", "neg", "x"]}, format="json")
     assert kept.json()["multiple"] is True  # left out: unchanged
+
+
+@pytest.mark.django_db(transaction=True)
+def test_labeling_says_busy_instead_of_hanging_while_a_fix_is_saved(
+    on_postgres, redis_url, make_user
+):
+    import time
+
+    from django.db import transaction
+
+    from datasets_app.models import Dataset
+    from datasets_app.services.labeling import BUSY
+
+    analyst = make_user("analyst")
+    dataset = imported_dataset(analyst, CSV, MAPPING, report=False)
+    locked, release = threading.Event(), threading.Event()
+
+    def a_fix_saving():  # holds the lock a split or cleaning fix takes while it writes
+        try:
+            with transaction.atomic():
+                list(Dataset.objects.select_for_update(no_key=True).filter(pk=dataset.pk))
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=a_fix_saving)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        with pytest.raises(ValidationError) as busy:
+            labeling_next(dataset=dataset, user=analyst)
+        assert busy.value.messages == [BUSY]
+        assert time.monotonic() - started < 10
+        record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+        with pytest.raises(ValidationError, match="being saved right now"):
+            record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="pos")
+    finally:
+        release.set()
+        holder.join()
+    record.refresh_from_db()
+    assert record.label == ""
+    assert labeling_next(dataset=dataset, user=analyst).record.text == "second"
