@@ -393,7 +393,7 @@ def dataset_export(request, dataset_id: int):
     if raw:
         snapshot = (
             dataset.snapshots.filter(pk=int(raw)).first()
-            if raw.isdigit() and len(raw) < 18
+            if raw.isascii() and raw.isdigit() and len(raw) < 18
             else None
         )
         if snapshot is None:
@@ -415,7 +415,7 @@ def labeling(request):
 
 def _positive_int(raw: str | None) -> int | None:
     """A record id from a query string, or None when absent or not a usable id."""
-    if raw and raw.isdigit() and len(raw) < 19:
+    if raw and raw.isascii() and raw.isdigit() and len(raw) < 19:
         return int(raw) or None
     return None
 
@@ -466,6 +466,7 @@ def labeling_queue(request, dataset_id: int):
 def labeling_save(request, dataset_id: int, record_id: int):
     """Save one label, then show the next record; on a conflict or a bad label, show this
     record again as it is now, with the reason next to the labels."""
+    from datasets_app.services.jobs import DatasetBusy
     from datasets_app.services.labeling import (
         LABEL_SEPARATOR,
         LabelConflict,
@@ -482,6 +483,12 @@ def labeling_save(request, dataset_id: int, record_id: int):
             # Several ticked labels (a list that allows several) or the one button pressed.
             label=LABEL_SEPARATOR.join(request.POST.getlist("label")),
             expected_label=request.POST.get("expected_label"),
+        )
+    except DatasetBusy as exc:
+        # Saving would wait on a split or fix: say so and come back to this record.
+        messages.error(request, _error_text(exc))
+        return redirect(
+            reverse("datasets:labeling_queue", args=[dataset.pk]) + f"?record={record_id}"
         )
     except ValidationError as exc:
         try:

@@ -67,7 +67,7 @@ def _id_param(request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ApiValidationError({name: [f"'{name}' must be a record id (a whole number)."]})
     return int(raw)
 

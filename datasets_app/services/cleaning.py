@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -253,7 +254,9 @@ def _clean_apply(
             raise JobLost()
 
     report(5, "Reading records.")
-    read_at = timezone.now()
+    # A label saved just before this instant may commit after the read: a margin covers it
+    # (records labeled in it are only left alone, never harmed).
+    read_at = timezone.now() - timedelta(seconds=5)
     frame = records_frame(dataset)
     report(25, f"Finding what to fix among {len(frame):,} records.")
     changes = _changes_for(kind, frame)
@@ -358,11 +361,11 @@ def _lock_dataset(dataset: Dataset) -> None:
 
 def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
     """Undo the most recent fix that is still applied (fixes are undone last-first)."""
-    from datasets_app.services.jobs import dataset_busy_check
+    from datasets_app.services.jobs import dataset_busy_check, dataset_lock
 
     access_check(user, "dataset", "change")
     with transaction.atomic():
-        _lock_dataset(dataset)
+        dataset_lock(dataset)
         # A fix being computed would write over what the undo restores.
         dataset_busy_check(dataset)
         action = (

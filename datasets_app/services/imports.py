@@ -179,9 +179,11 @@ def dataset_detect(
 # --- starting, cancelling ------------------------------------------------------------------------
 def dataset_import_start(*, dataset: Dataset, user, mapping: dict | None = None) -> DatasetJob:
     """Queue an import of the stored file with ``mapping``; nothing is queued when it is invalid."""
+    from datasets_app.services.jobs import dataset_lock
+
     access_check(user, "dataset", "change")
     with transaction.atomic():
-        dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        dataset = dataset_lock(dataset, no_key=False)
         if dataset.jobs.filter(
             kind=DatasetJob.Kind.IMPORT, status__in=["queued", "running"]
         ).exists():

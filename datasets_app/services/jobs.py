@@ -7,10 +7,10 @@ import logging
 from collections.abc import Callable
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
 
 from datasets_app.models import Dataset, DatasetJob
-from lepton_web.jobs import ACTIVE_STATUSES, BrokerUnavailable
+from lepton_web.jobs import ACTIVE_STATUSES, BrokerUnavailable, job_heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,46 @@ BUSY_MESSAGES = {
     DatasetJob.Kind.CLEAN: "A cleaning fix is being applied to this dataset. Wait for it to "
     "finish, then try again.",
 }
+
+
+LOCK_WAIT = "3s"
+BUSY = (
+    "A split, cleaning fix or import of this dataset is being saved right now. Try again in a "
+    "few seconds; nothing was changed."
+)
+
+
+class DatasetBusy(ValidationError):
+    """The dataset row stayed locked by a job saving its work for longer than LOCK_WAIT."""
+
+    def __init__(self) -> None:
+        super().__init__(BUSY)
+
+
+def dataset_lock(dataset: Dataset, *, no_key: bool = True) -> Dataset:
+    """Lock the dataset row and return it fresh; call inside a transaction.
+
+    A split, fix or import holds this lock while it writes (seconds on a large dataset), so a
+    request that needs it gives up after LOCK_WAIT with DatasetBusy (a plain sentence) instead
+    of hanging until a gateway timeout. ``no_key``: FOR NO KEY UPDATE, else FOR UPDATE.
+    """
+    rows = Dataset.objects.select_for_update(no_key=no_key)
+    if connection.vendor != "postgresql":
+        return rows.get(pk=dataset.pk)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('lock_timeout')")
+        previous = cursor.fetchone()[0]
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
+    try:
+        with transaction.atomic():
+            return rows.get(pk=dataset.pk)
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "pgcode", None) == "55P03":  # lock_not_available
+            raise DatasetBusy() from None
+        raise
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
 
 
 class JobLost(Exception):
@@ -56,7 +96,7 @@ def dataset_job_start(*, dataset: Dataset, kind: str, params: dict, user) -> Dat
     cannot be reached: nothing queued.
     """
     with transaction.atomic():
-        locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        locked = dataset_lock(dataset, no_key=False)
         dataset_busy_check(locked)
         job = DatasetJob.objects.create(dataset=locked, kind=kind, mapping=params, created_by=user)
     try:
@@ -78,7 +118,10 @@ def dataset_job_run(
     if job is None or not job.claim():
         return None  # taken by another worker, or finished: never a second copy
     try:
-        work(job)
+        # Reading and grouping a large dataset can take longer than the sweeper waits for a
+        # silent job: keep its heartbeat fresh from a thread of its own.
+        with job_heartbeat(job):
+            work(job)
     except ValidationError as exc:
         job.fail(error=error_text(exc))
     except JobLost:

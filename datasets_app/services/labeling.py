@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from datasets_app.models import Dataset, LabelChange, LabelClaim, Record
@@ -42,35 +42,13 @@ def _claim_seconds() -> int:
     return settings.LABELING_CLAIM_SECONDS
 
 
-LOCK_WAIT = "3s"
-BUSY = (
-    "A split, cleaning fix or import of this dataset is being saved right now. Try again in a "
-    "few seconds; nothing was changed."
-)
-
-
 def _lock_dataset(dataset: Dataset) -> Dataset:
     """Lock the dataset row (FOR NO KEY UPDATE) and return it fresh: label counts are read
-    and written under this lock, so concurrent labels never lose an increment.
+    and written under this lock, so concurrent labels never lose an increment. While a split
+    or fix saves, this answers DatasetBusy after a few seconds instead of hanging."""
+    from datasets_app.services.jobs import dataset_lock
 
-    A split or fix holds the same lock while it writes (seconds on a large dataset); rather
-    than leave an annotator's page hanging, give up after LOCK_WAIT with a sentence. Call
-    inside a transaction.
-    """
-    if connection.vendor != "postgresql":
-        return Dataset.objects.select_for_update(no_key=True).get(pk=dataset.pk)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
-    try:
-        with transaction.atomic():
-            return Dataset.objects.select_for_update(no_key=True).get(pk=dataset.pk)
-    except OperationalError as exc:
-        if getattr(exc.__cause__, "pgcode", None) == "55P03":  # lock_not_available
-            raise ValidationError(BUSY) from None
-        raise
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL lock_timeout = 0")
+    return dataset_lock(dataset)
 
 
 def label_schema_set(
@@ -266,6 +244,11 @@ def record_label_set(
                 )
         # Several labels are stored once each, in the list's order: "b|a" and "a|b" are one.
         label = LABEL_SEPARATOR.join(sorted(set(given), key=choices.index))
+        if len(label) > MAX_LABEL_CHARS:
+            raise ValidationError(
+                f"Together these labels are {len(label):,} characters long; a record's labels "
+                f"can be at most {MAX_LABEL_CHARS}. Choose fewer of them."
+            )
         record = (
             Record.objects.select_for_update()
             .filter(pk=record_id, import_run_id=dataset.active_import_id)

@@ -246,8 +246,10 @@ def snapshot_create(*, dataset: Dataset, user, note: str = "") -> Snapshot:
     through Python.
     """
     access_check(user, "dataset", "change")
+    from datasets_app.services.jobs import dataset_lock
+
     with transaction.atomic():
-        locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        locked = dataset_lock(dataset, no_key=False)
         # While a new import runs, the snapshot freezes the records that are active now.
         if not locked.active_import_id:
             raise ValidationError("This dataset has no imported records to snapshot yet.")

@@ -54,7 +54,9 @@
     } else if (keyed) {
       event.preventDefault();
       pick(keyed);
-    } else if (key === "enter" && form.querySelector("[data-save]")) {
+    } else if (key === "enter" && form.querySelector("[data-save]") &&
+               (target === document.body || form.contains(target))) {
+      // Enter on a link or another form's button keeps its own meaning.
       event.preventDefault();
       pick(form.querySelector("[data-save]"));
     } else if (key === "s") {

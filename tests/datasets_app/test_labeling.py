@@ -694,14 +694,14 @@ def test_api_schema_switches_to_several_labels(api_client_as, dataset):
 
 @pytest.mark.django_db(transaction=True)
 def test_labeling_says_busy_instead_of_hanging_while_a_fix_is_saved(
-    on_postgres, redis_url, make_user
+    on_postgres, redis_url, make_user, client
 ):
     import time
 
     from django.db import transaction
 
     from datasets_app.models import Dataset
-    from datasets_app.services.labeling import BUSY
+    from datasets_app.services.jobs import BUSY
 
     analyst = make_user("analyst")
     dataset = imported_dataset(analyst, CSV, MAPPING, report=False)
@@ -728,9 +728,45 @@ def test_labeling_says_busy_instead_of_hanging_while_a_fix_is_saved(
         record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
         with pytest.raises(ValidationError, match="being saved right now"):
             record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="pos")
+        # The page: one wait, the sentence, and back to the same record.
+        client.force_login(analyst)
+        saved = client.post(
+            reverse("datasets:labeling_save", args=[dataset.pk, record.pk]),
+            {"label": "pos", "expected_label": ""},
+        )
+        assert saved.status_code == 302
+        assert saved["Location"].endswith(f"/label/?record={record.pk}")
+        assert [str(m) for m in saved.wsgi_request._messages] == [BUSY]
     finally:
         release.set()
         holder.join()
     record.refresh_from_db()
     assert record.label == ""
     assert labeling_next(dataset=dataset, user=analyst).record.text == "second"
+
+
+def test_several_labels_longer_together_than_a_label_may_be_are_refused(dataset, analyst):
+    label_schema_set(dataset=dataset, user=analyst, labels=["x" * 300, "y" * 300], multiple=True)
+    record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
+    with pytest.raises(ValidationError) as refused:
+        record_label_set(
+            dataset=dataset, user=analyst, record_id=record.pk, label="x" * 300 + "|" + "y" * 300
+        )
+    assert refused.value.messages == [
+        "Together these labels are 601 characters long; a record's labels can be at most 500. "
+        "Choose fewer of them."
+    ]
+    record.refresh_from_db()
+    assert record.label == ""
+
+
+def test_ids_in_query_strings_that_are_not_plain_digits_are_not_errors(
+    client, api_client_as, dataset, analyst
+):
+    client.force_login(analyst)
+    page = client.get(reverse("datasets:labeling_queue", args=[dataset.pk]), {"after": "²"})
+    assert page.status_code == 200  # ignored: the queue starts from the beginning
+    api = api_client_as("annotator")
+    answer = api.get(f"/api/v1/datasets/{dataset.pk}/labeling/next/", {"record": "²"})
+    assert answer.status_code == 400
+    assert answer.json()["errors"]["record"] == ["'record' must be a record id (a whole number)."]

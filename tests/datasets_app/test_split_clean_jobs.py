@@ -483,3 +483,71 @@ def test_progress_written_inside_the_write_transaction_is_visible_before_the_com
         seen = DatasetJob.objects.values_list("progress", "message").get(pk=job.pk)
 
     assert seen == (55, "Writing splits: 5 of 10 records (50%).")
+
+
+# --- long steps and a busy dataset (real connections, PostgreSQL) -----------------------------
+@pytest.mark.django_db(transaction=True)
+def test_a_split_job_keeps_its_heartbeat_while_it_computes(
+    on_postgres, redis_url, make_user, monkeypatch, settings
+):
+    import time
+
+    from tests.conftest import broker_for_this_process
+
+    settings.JOB_HEARTBEAT_INTERVAL_SECONDS = 0.2
+    analyst = make_user("analyst")
+    with broker_for_this_process(redis_url):
+        data = imported_dataset(analyst, labelled_csv(10), TEXT_LABEL, report=False)
+        job = dataset_split_start(dataset=data, user=analyst)
+    beats = []
+    assign = split_service.cleaning.assign_splits
+
+    def slow_assign(*args, **kwargs):  # a grouping step longer than the heartbeat interval
+        for _ in range(5):
+            time.sleep(0.3)
+            beats.append(DatasetJob.objects.get(pk=job.pk).heartbeat_at)
+        return assign(*args, **kwargs)
+
+    monkeypatch.setattr(split_service.cleaning, "assign_splits", slow_assign)
+    split_service.dataset_split_execute(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+    assert len(set(beats)) >= 3  # the sweeper saw it alive during the silent step
+
+
+@pytest.mark.django_db(transaction=True)
+def test_starting_a_split_while_a_fix_saves_says_busy_instead_of_hanging(
+    on_postgres, redis_url, make_user
+):
+    import threading
+    import time
+
+    from datasets_app.services.jobs import BUSY
+
+    analyst = make_user("analyst")
+    data = imported_dataset(analyst, labelled_csv(10), TEXT_LABEL, report=False)
+    locked, release = threading.Event(), threading.Event()
+
+    def a_fix_saving():
+        try:
+            with transaction.atomic():
+                list(Dataset.objects.select_for_update(no_key=True).filter(pk=data.pk))
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=a_fix_saving)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        with pytest.raises(ValidationError) as busy:
+            dataset_split_start(dataset=data, user=analyst)
+        assert busy.value.messages == [BUSY]
+        assert time.monotonic() - started < 10
+    finally:
+        release.set()
+        holder.join()
+    assert not DatasetJob.objects.filter(kind=DatasetJob.Kind.SPLIT).exists()
