@@ -112,18 +112,16 @@ class RecordPage:
     search_mode: str = ""
 
 
-def record_page(
+def records_filtered(
     *,
     dataset: Dataset,
-    after: int | None = None,
     label: str | None = None,
     split: str | None = None,
     flag: str | None = None,
     search: str = "",
-    page_size: int = PAGE_SIZE,
-) -> RecordPage:
-    """One page of records in id order, continuing after record ``after`` (keyset, not OFFSET,
-    so page 20,000 costs the same as page 1)."""
+):
+    """The current records matching the records page's filters, and how search matched
+    ("full_text", "substring" or "" without a search). Shared by the page and bulk labeling."""
     records = Record.objects.filter(import_run_id=dataset.active_import_id)
     if flag == "included":  # what counts, snapshots and training see
         records = records.filter(is_excluded=False)
@@ -153,6 +151,24 @@ def record_page(
         else:
             records = records.filter(text__icontains=search)
             search_mode = "substring"
+    return records, search_mode
+
+
+def record_page(
+    *,
+    dataset: Dataset,
+    after: int | None = None,
+    label: str | None = None,
+    split: str | None = None,
+    flag: str | None = None,
+    search: str = "",
+    page_size: int = PAGE_SIZE,
+) -> RecordPage:
+    """One page of records in id order, continuing after record ``after`` (keyset, not OFFSET,
+    so page 20,000 costs the same as page 1)."""
+    records, search_mode = records_filtered(
+        dataset=dataset, label=label, split=split, flag=flag, search=search
+    )
     if after:
         records = records.filter(id__gt=after)
     rows = list(records.order_by("id")[: page_size + 1])

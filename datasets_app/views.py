@@ -1,4 +1,5 @@
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -351,6 +352,8 @@ def dataset_delete(request, dataset_id: int):
 @require_GET
 @access_required("dataset", "view")
 def dataset_records(request, dataset_id: int):
+    from datasets_app.services.labeling import label_choices
+
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     params = request.GET
     try:
@@ -378,6 +381,9 @@ def dataset_records(request, dataset_id: int):
         "filters": filters,
         "flag_filters": FLAG_FILTERS,
         "labels": list(dataset.label_counts),
+        "label_choices": label_choices(dataset),
+        "filtered": any(value not in (None, "") for key, value in filters.items() if key != "label")
+        or filters["label"] is not None,
         "query_without_after": query.urlencode(),
         "search_supported": search_index_supported(),
     }
@@ -520,3 +526,27 @@ def label_schema_edit(request, dataset_id: int):
     else:
         messages.success(request, f"The label list now has {len(dataset.label_schema)} labels.")
     return redirect("datasets:labeling_queue", dataset.pk)
+
+
+@require_POST
+@access_required("dataset", "change")
+def records_label_bulk(request, dataset_id: int):
+    """Label every record matching the records page's filters, then show that page again."""
+    from datasets_app.services.labeling import records_label_bulk as label_bulk
+
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    post = request.POST
+    filters = {key: post[key] for key in ("label", "split", "flag", "search") if key in post}
+    label = post.get("new_label", "")
+    try:
+        changed = label_bulk(dataset=dataset, user=request.user, label=label, filters=filters)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+    else:
+        if changed:
+            noun = "record" if changed == 1 else "records"
+            messages.success(request, f"Labeled {changed:,} {noun} “{label.strip()}”.")
+        else:
+            messages.info(request, "Every matching record already had that label.")
+    back = reverse("datasets:dataset_records", args=[dataset.pk])
+    return redirect(f"{back}?{urlencode(filters)}" if filters else back)

@@ -2,7 +2,12 @@
 the labeling page)."""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.response import Response
@@ -16,6 +21,7 @@ from datasets_app.services.labeling import (
     label_schema_set,
     labeling_next,
     record_label_set,
+    records_label_bulk,
 )
 from lepton_web.access import RolePermission
 
@@ -173,3 +179,41 @@ class RecordLabelApi(APIView):
                 status=status.HTTP_409_CONFLICT,
             )
         return Response(RecordSerializer(record).data)
+
+
+class BulkLabelSerializer(serializers.Serializer):
+    class Filters(serializers.Serializer):
+        label = serializers.CharField(required=False, allow_blank=True, help_text='"" = no label')
+        split = serializers.CharField(required=False, allow_blank=True, help_text='"" = unassigned')
+        flag = serializers.CharField(required=False, allow_blank=True)
+        search = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+    label = serializers.CharField(max_length=500, help_text="The label to give them.")
+    filters = Filters(help_text="The records page's filters; at least one is required.")
+
+
+class RecordsLabelBulkApi(APIView):
+    """Label every current record matching the filters (at most 50,000; analysts)."""
+
+    permission_classes = [RolePermission]
+    access_resource = "dataset"
+    access_actions = {"POST": "change"}
+
+    @extend_schema(
+        request=BulkLabelSerializer,
+        responses={
+            200: inline_serializer("BulkLabelResult", {"changed": serializers.IntegerField()}),
+            400: OpenApiResponse(description="No filter, too many records, or an unknown label."),
+        },
+    )
+    def post(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        data = BulkLabelSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        changed = records_label_bulk(
+            dataset=dataset,
+            user=request.user,
+            label=data.validated_data["label"],
+            filters=dict(data.validated_data["filters"]),
+        )
+        return Response({"changed": changed})

@@ -59,6 +59,11 @@ urlpatterns = [
         name="api_dataset_labeling_next",
     ),
     path(
+        "datasets/<id:dataset_id>/records/label/",
+        labeling.RecordsLabelBulkApi.as_view(),
+        name="api_records_label_bulk",
+    ),
+    path(
         "datasets/<id:dataset_id>/records/<id:record_id>/label/",
         labeling.RecordLabelApi.as_view(),
         name="api_record_label",

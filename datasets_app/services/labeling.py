@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from datasets_app.models import Dataset, LabelChange, LabelClaim, Record
@@ -183,6 +184,33 @@ def _next_unclaimed(dataset: Dataset, user, after: int | None) -> Record | None:
     return None
 
 
+def _validated_label(dataset: Dataset, label: str) -> str:
+    """``label`` checked against the dataset's labels; several (a|b) where the list allows
+    them, stored once each in the list's order."""
+    label = (label or "").strip()
+    if not label:
+        raise ValidationError("Choose a label.")
+    choices = label_choices(dataset)
+    given = _split_labels(label) if dataset.label_multiple else [label]
+    if not given:
+        raise ValidationError("Choose a label.")
+    for one in given:
+        if one not in choices:
+            shown = ", ".join(f'"{choice}"' for choice in choices[:20]) or "none yet"
+            raise ValidationError(
+                f'"{one[:80]}" is not one of this dataset\'s labels ({shown}). An analyst '
+                "can add it to the label list."
+            )
+    # Several labels are stored once each, in the list's order: "b|a" and "a|b" are one.
+    label = LABEL_SEPARATOR.join(sorted(set(given), key=choices.index))
+    if len(label) > MAX_LABEL_CHARS:
+        raise ValidationError(
+            f"Together these labels are {len(label):,} characters long; a record's labels "
+            f"can be at most {MAX_LABEL_CHARS}. Choose fewer of them."
+        )
+    return label
+
+
 def _split_labels(label: str) -> list[str]:
     return [part.strip() for part in label.split(LABEL_SEPARATOR) if part.strip()]
 
@@ -231,24 +259,7 @@ def record_label_set(
         raise ValidationError("Choose a label.")
     with transaction.atomic():
         dataset = _lock_dataset(dataset)
-        choices = label_choices(dataset)
-        given = _split_labels(label) if dataset.label_multiple else [label]
-        if not given:
-            raise ValidationError("Choose a label.")
-        for one in given:
-            if one not in choices:
-                shown = ", ".join(f'"{choice}"' for choice in choices[:20]) or "none yet"
-                raise ValidationError(
-                    f'"{one[:80]}" is not one of this dataset\'s labels ({shown}). An analyst '
-                    "can add it to the label list."
-                )
-        # Several labels are stored once each, in the list's order: "b|a" and "a|b" are one.
-        label = LABEL_SEPARATOR.join(sorted(set(given), key=choices.index))
-        if len(label) > MAX_LABEL_CHARS:
-            raise ValidationError(
-                f"Together these labels are {len(label):,} characters long; a record's labels "
-                f"can be at most {MAX_LABEL_CHARS}. Choose fewer of them."
-            )
+        label = _validated_label(dataset, label)
         record = (
             Record.objects.select_for_update()
             .filter(pk=record_id, import_run_id=dataset.active_import_id)
@@ -352,3 +363,70 @@ def labels_carry_over(*, dataset_id: int, previous_import_id: int, import_id: in
             record_id=Case(*(When(record_id=old, then=new) for old, new, *_ in chunk))
         )
     return len(pairs)
+
+
+BULK_LIMIT = 50_000
+
+
+def records_label_bulk(*, dataset: Dataset, user, label: str, filters: dict) -> int:
+    """Give every current record matching the records page's ``filters`` (label, split, flag,
+    search) the label ``label``, e.g. all texts that mention "refund". Returns how many changed.
+
+    For analysts (it rewrites many records at once); at most BULK_LIMIT records, so a filter
+    left empty by mistake cannot relabel a whole dataset. Each change is logged like a label
+    given in the queue, the file's label is kept as the original, and counts are recomputed.
+    """
+    from datasets_app.selectors import records_filtered
+    from datasets_app.services.imports import dataset_refresh_counts
+
+    access_check(user, "dataset", "change")
+    allowed = {"label", "split", "flag", "search"}
+    filters = {key: value for key, value in filters.items() if key in allowed}
+    # "" is a choice for label and split (no label, unassigned); for flag and search it is none.
+    chosen = [
+        key
+        for key, value in filters.items()
+        if (key in ("label", "split") and value is not None and value != "__any__")
+        or (key in ("flag", "search") and value)
+    ]
+    if not chosen:
+        raise ValidationError(
+            "Choose a filter first (a search, a label, a split or a flag): labeling every "
+            "record at once is not offered."
+        )
+    with transaction.atomic():
+        dataset = _lock_dataset(dataset)
+        if not dataset.active_import_id:
+            raise ValidationError("This dataset has no imported records yet; import it first.")
+        label = _validated_label(dataset, label)
+        records, _ = records_filtered(dataset=dataset, **filters)
+        changing = list(
+            records.exclude(label=label).order_by("id").values_list("id", "label")[: BULK_LIMIT + 1]
+        )
+        if len(changing) > BULK_LIMIT:
+            raise ValidationError(
+                f"More than {BULK_LIMIT:,} records match these filters; label at most "
+                f"{BULK_LIMIT:,} at once. Narrow the filters and try again."
+            )
+        if not changing:
+            return 0
+        ids = [record_id for record_id, _ in changing]
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start : start + 10_000]
+            # The file's (or cleaning's) label is kept once, as for a label given in the queue.
+            Record.objects.filter(id__in=chunk, original_label__isnull=True).exclude(
+                label=""
+            ).update(original_label=F("label"))
+            Record.objects.filter(id__in=chunk).update(label=label)
+        LabelChange.objects.bulk_create(
+            [
+                LabelChange(
+                    dataset=dataset, record_id=record_id, old_label=old, new_label=label, user=user
+                )
+                for record_id, old in changing
+            ],
+            batch_size=5000,
+        )
+        LabelClaim.objects.filter(record_id__in=ids).delete()
+        dataset_refresh_counts(dataset)
+    return len(changing)

@@ -770,3 +770,104 @@ def test_ids_in_query_strings_that_are_not_plain_digits_are_not_errors(
     answer = api.get(f"/api/v1/datasets/{dataset.pk}/labeling/next/", {"record": "²"})
     assert answer.status_code == 400
     assert answer.json()["errors"]["record"] == ["'record' must be a record id (a whole number)."]
+
+
+# --- labeling every record a filter matches ---------------------------------------------------
+BULK_CSV = (
+    "text,label\nrefund please,\nmy refund is late,other\nwhere is my card,\ncard lost,card\n"
+    "refund for card,card\n"
+)
+
+
+def test_bulk_label_gives_every_matching_record_the_label(analyst):
+    from datasets_app.services.labeling import records_label_bulk
+
+    dataset = imported_dataset(analyst, BULK_CSV, MAPPING, report=False)
+    label_schema_set(dataset=dataset, user=analyst, labels=["refund", "card", "other"])
+
+    changed = records_label_bulk(
+        dataset=dataset, user=analyst, label="refund", filters={"search": "refund"}
+    )
+
+    assert changed == 3
+    now = {
+        r.text: (r.label, r.original_label)
+        for r in Record.objects.filter(import_run_id=dataset.active_import_id)
+    }
+    assert now == {
+        "refund please": ("refund", None),
+        "my refund is late": ("refund", "other"),
+        "where is my card": ("", None),
+        "card lost": ("card", None),
+        "refund for card": ("refund", "card"),
+    }
+    dataset.refresh_from_db()
+    assert dataset.label_counts == recount(dataset) == {"refund": 3, "": 1, "card": 1}
+    assert LabelChange.objects.filter(dataset=dataset, new_label="refund").count() == 3
+    # Only unlabeled records: "" is a filter of its own.
+    assert (
+        records_label_bulk(dataset=dataset, user=analyst, label="card", filters={"label": ""}) == 1
+    )
+    assert (
+        records_label_bulk(dataset=dataset, user=analyst, label="card", filters={"label": "card"})
+        == 0
+    )
+
+
+def test_bulk_label_refuses_no_filter_too_many_records_and_annotators(
+    analyst, make_user, monkeypatch
+):
+    from datasets_app.services import labeling
+    from datasets_app.services.labeling import records_label_bulk
+
+    dataset = imported_dataset(analyst, BULK_CSV, MAPPING, report=False)
+    label_schema_set(dataset=dataset, user=analyst, labels=["refund", "card", "other"])
+    with pytest.raises(ValidationError) as refused:
+        records_label_bulk(
+            dataset=dataset, user=analyst, label="card", filters={"label": "__any__", "flag": ""}
+        )
+    assert refused.value.messages[0].startswith("Choose a filter first")
+    monkeypatch.setattr(labeling, "BULK_LIMIT", 2)
+    with pytest.raises(ValidationError) as refused:
+        records_label_bulk(dataset=dataset, user=analyst, label="other", filters={"search": "r"})
+    assert refused.value.messages == [
+        "More than 2 records match these filters; label at most 2 at once. Narrow the filters "
+        "and try again."
+    ]
+    with pytest.raises(PermissionDenied):
+        records_label_bulk(
+            dataset=dataset, user=make_user("annotator"), label="card", filters={"label": ""}
+        )
+    assert not LabelChange.objects.exists()
+
+
+def test_bulk_label_from_the_records_page_and_the_api(client, api_client_as, analyst):
+    dataset = imported_dataset(analyst, BULK_CSV, MAPPING, report=False)
+    label_schema_set(dataset=dataset, user=analyst, labels=["refund", "card", "other"])
+    client.force_login(analyst)
+    page = client.get(f"/datasets/{dataset.pk}/records/", {"search": "refund"}).content.decode()
+    assert 'data-testid="bulk-label"' in page
+    assert '<input type="hidden" name="search" value="refund">' in page
+    unfiltered = client.get(f"/datasets/{dataset.pk}/records/").content.decode()
+    assert 'data-testid="bulk-label"' not in unfiltered
+
+    answer = client.post(
+        reverse("datasets:records_label_bulk", args=[dataset.pk]),
+        {"search": "refund", "new_label": "refund"},
+        follow=True,
+    )
+    assert "Labeled 3 records “refund”." in answer.content.decode()
+    assert answer.redirect_chain[-1][0].endswith("/records/?search=refund")
+
+    api = api_client_as("analyst")
+    url = f"/api/v1/datasets/{dataset.pk}/records/label/"
+    done = api.post(url, {"label": "card", "filters": {"label": ""}}, format="json")
+    assert done.json() == {"changed": 1}
+    refused = api.post(url, {"label": "card", "filters": {}}, format="json")
+    assert refused.status_code == 400
+    assert (
+        api_client_as("annotator")
+        .post(url, {"label": "card", "filters": {"label": ""}}, format="json")
+        .status_code
+        == 403
+    )
