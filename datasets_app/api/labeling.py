@@ -200,6 +200,7 @@ class RecordsLabelBulkApi(APIView):
     access_actions = {"POST": "change"}
 
     @extend_schema(
+        operation_id="v1_datasets_records_label_bulk",
         request=BulkLabelSerializer,
         responses={
             200: inline_serializer("BulkLabelResult", {"changed": serializers.IntegerField()}),
