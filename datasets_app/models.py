@@ -77,6 +77,15 @@ class Dataset(models.Model):
         return int((self.label_counts or {}).get("", 0))
 
     @property
+    def labeling_totals(self) -> dict[str, int]:
+        """Records counted (not excluded), labeled, unlabeled and the labeled percentage."""
+        total = sum((self.label_counts or {}).values())
+        unlabeled = self.unlabeled_count
+        labeled = total - unlabeled
+        percent = round(100 * labeled / total) if total else 0
+        return {"total": total, "labeled": labeled, "unlabeled": unlabeled, "percent": percent}
+
+    @property
     def label_choices(self) -> list[str]:
         """The labels offered in the labeling queue: the schema an analyst set, else the
         labels the records already have, by name."""

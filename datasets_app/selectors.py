@@ -328,15 +328,7 @@ def datasets_needing_labels(*, user) -> list[dict]:
     rows = []
     datasets = Dataset.objects.filter(active_import__isnull=False).order_by("-created_at")
     for dataset in datasets:
-        counts = dataset.label_counts or {}
-        unlabeled, total = counts.get("", 0), sum(counts.values())
         rows.append(
-            {
-                "dataset": dataset,
-                "unlabeled": unlabeled,
-                "total": total,
-                "percent": round(100 * (total - unlabeled) / total) if total else 0,
-                "labels": label_choices(dataset),
-            }
+            {"dataset": dataset, **dataset.labeling_totals, "labels": label_choices(dataset)}
         )
     return rows

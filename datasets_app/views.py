@@ -427,7 +427,7 @@ def _positive_int(raw: str | None) -> int | None:
 
 
 def _labeling_page(request, dataset, item, *, error: str = "", status: int = 200):
-    from datasets_app.services.labeling import labeling_progress
+    from datasets_app.services.labeling import labeling_progress, split_labels
 
     context = {
         "dataset": dataset,
@@ -437,9 +437,7 @@ def _labeling_page(request, dataset, item, *, error: str = "", status: int = 200
             (label, str(index + 1) if index < 9 else ("0" if index == 9 else ""))
             for index, label in enumerate(item.labels)
         ],
-        "current_labels": (
-            set(item.record.label.split("|")) if item.record and item.record.label else set()
-        ),
+        "current_labels": set(split_labels(item.record.label)) if item.record else set(),
         "progress": labeling_progress(dataset=dataset, user=request.user),
         "error": error,
         "claim_minutes": max(1, settings.LABELING_CLAIM_SECONDS // 60),

@@ -191,7 +191,7 @@ def _validated_label(dataset: Dataset, label: str) -> str:
     if not label:
         raise ValidationError("Choose a label.")
     choices = label_choices(dataset)
-    given = _split_labels(label) if dataset.label_multiple else [label]
+    given = split_labels(label) if dataset.label_multiple else [label]
     if not given:
         raise ValidationError("Choose a label.")
     for one in given:
@@ -211,7 +211,8 @@ def _validated_label(dataset: Dataset, label: str) -> str:
     return label
 
 
-def _split_labels(label: str) -> list[str]:
+def split_labels(label: str) -> list[str]:
+    """The labels of one record that may have several ("a|b")."""
     return [part.strip() for part in label.split(LABEL_SEPARATOR) if part.strip()]
 
 
@@ -227,7 +228,7 @@ def label_choices(dataset: Dataset) -> list[str]:
     ):
         seen.update(label for label in (old, new) if label)
     if dataset.label_multiple:  # "a|b" is two labels
-        seen = {part for label in seen for part in _split_labels(label)}
+        seen = {part for label in seen for part in split_labels(label)}
     return sorted(seen)
 
 
@@ -306,18 +307,9 @@ def record_label_set(
 
 def labeling_progress(*, dataset: Dataset, user) -> dict:
     """How far the dataset is, and how many labels ``user`` gave today."""
-    counts = dataset.label_counts or {}
-    total = sum(counts.values())
-    unlabeled = int(counts.get("", 0))
     today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     mine = LabelChange.objects.filter(dataset=dataset, user=user, created_at__gte=today).count()
-    return {
-        "total": total,
-        "labeled": total - unlabeled,
-        "unlabeled": unlabeled,
-        "percent": round(100 * (total - unlabeled) / total) if total else 0,
-        "mine_today": mine,
-    }
+    return {**dataset.labeling_totals, "mine_today": mine}
 
 
 CARRY_BATCH = 2000

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import factory
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -112,3 +114,32 @@ def imported_dataset(
             run_queued_reports(dataset)
     dataset.refresh_from_db()
     return dataset
+
+
+@contextmanager
+def dataset_row_held(dataset: Dataset) -> Iterator[None]:
+    """Hold the dataset row lock a split or cleaning fix takes while it writes, from another
+    connection (a thread), for the duration of the block. Needs a transactional test."""
+    import threading
+
+    from django.db import connection, transaction
+
+    locked, release = threading.Event(), threading.Event()
+
+    def a_fix_saving() -> None:
+        try:
+            with transaction.atomic():
+                list(Dataset.objects.select_for_update(no_key=True).filter(pk=dataset.pk))
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=a_fix_saving)
+    holder.start()
+    try:
+        assert locked.wait(10), "the lock was not taken"
+        yield
+    finally:
+        release.set()
+        holder.join()

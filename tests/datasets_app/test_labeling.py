@@ -23,7 +23,7 @@ from datasets_app.services.labeling import (
     record_label_set,
 )
 from tests.conftest import _redis_url, broker_for_this_process
-from tests.datasets_app.factories import imported_dataset
+from tests.datasets_app.factories import dataset_row_held, imported_dataset
 
 pytestmark = pytest.mark.usefixtures("redis_url")
 
@@ -698,28 +698,11 @@ def test_labeling_says_busy_instead_of_hanging_while_a_fix_is_saved(
 ):
     import time
 
-    from django.db import transaction
-
-    from datasets_app.models import Dataset
     from datasets_app.services.jobs import BUSY
 
     analyst = make_user("analyst")
     dataset = imported_dataset(analyst, CSV, MAPPING, report=False)
-    locked, release = threading.Event(), threading.Event()
-
-    def a_fix_saving():  # holds the lock a split or cleaning fix takes while it writes
-        try:
-            with transaction.atomic():
-                list(Dataset.objects.select_for_update(no_key=True).filter(pk=dataset.pk))
-                locked.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=a_fix_saving)
-    holder.start()
-    try:
-        assert locked.wait(10)
+    with dataset_row_held(dataset):
         started = time.monotonic()
         with pytest.raises(ValidationError) as busy:
             labeling_next(dataset=dataset, user=analyst)
@@ -737,9 +720,6 @@ def test_labeling_says_busy_instead_of_hanging_while_a_fix_is_saved(
         assert saved.status_code == 302
         assert saved["Location"].endswith(f"/label/?record={record.pk}")
         assert [str(m) for m in saved.wsgi_request._messages] == [BUSY]
-    finally:
-        release.set()
-        holder.join()
     record.refresh_from_db()
     assert record.label == ""
     assert labeling_next(dataset=dataset, user=analyst).record.text == "second"
@@ -871,3 +851,26 @@ def test_bulk_label_from_the_records_page_and_the_api(client, api_client_as, ana
         .status_code
         == 403
     )
+
+
+def test_bulk_label_refusals_come_back_as_sentences_on_the_page_and_the_api(
+    client, api_client_as, analyst
+):
+    dataset = imported_dataset(analyst, BULK_CSV, MAPPING, report=False)
+    label_schema_set(dataset=dataset, user=analyst, labels=["refund", "card", "other"])
+    client.force_login(analyst)
+
+    no_filter = client.post(
+        reverse("datasets:records_label_bulk", args=[dataset.pk]),
+        {"new_label": "refund"},
+        follow=True,
+    )
+    assert "Choose a filter first" in no_filter.content.decode()
+    unknown = api_client_as("analyst").post(
+        f"/api/v1/datasets/{dataset.pk}/records/label/",
+        {"label": "meh", "filters": {"search": "refund"}},
+        format="json",
+    )
+    assert unknown.status_code == 400
+    assert unknown.json()["detail"].startswith('"meh" is not one of this dataset')
+    assert not LabelChange.objects.exists()

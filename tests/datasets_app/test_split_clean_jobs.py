@@ -25,7 +25,7 @@ from datasets_app.services import (
 )
 from datasets_app.services import snapshots as split_service
 from tests.conftest import skip_or_fail
-from tests.datasets_app.factories import imported_dataset, run_queued_jobs
+from tests.datasets_app.factories import dataset_row_held, imported_dataset, run_queued_jobs
 
 TEXT_LABEL = {"text_columns": ["text"], "label_column": "label"}
 RATIOS_MESSAGE = "Give three ratios (train, validation, test) that add up to 1."
@@ -520,34 +520,16 @@ def test_a_split_job_keeps_its_heartbeat_while_it_computes(
 def test_starting_a_split_while_a_fix_saves_says_busy_instead_of_hanging(
     on_postgres, redis_url, make_user
 ):
-    import threading
     import time
 
     from datasets_app.services.jobs import BUSY
 
     analyst = make_user("analyst")
     data = imported_dataset(analyst, labelled_csv(10), TEXT_LABEL, report=False)
-    locked, release = threading.Event(), threading.Event()
-
-    def a_fix_saving():
-        try:
-            with transaction.atomic():
-                list(Dataset.objects.select_for_update(no_key=True).filter(pk=data.pk))
-                locked.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=a_fix_saving)
-    holder.start()
-    try:
-        assert locked.wait(10)
+    with dataset_row_held(data):
         started = time.monotonic()
         with pytest.raises(ValidationError) as busy:
             dataset_split_start(dataset=data, user=analyst)
         assert busy.value.messages == [BUSY]
         assert time.monotonic() - started < 10
-    finally:
-        release.set()
-        holder.join()
     assert not DatasetJob.objects.filter(kind=DatasetJob.Kind.SPLIT).exists()
