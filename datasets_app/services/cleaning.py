@@ -20,6 +20,7 @@ from datasets_app.models import (
     LabelChange,
     Record,
 )
+from datasets_app.services.jobs import dataset_lock
 from datasets_app.services.search import search_entries_refresh
 from lepton_web.access import access_check
 
@@ -125,7 +126,7 @@ def dataset_report_execute(*, job_id: int) -> DatasetJob | None:
     job.report(progress=80, message="Marking the records of each finding.")
     with transaction.atomic():
         # Flags and the stored report change together, and not under a fix that is running.
-        _lock_dataset(dataset)
+        dataset_lock(dataset, wait=None)  # a worker waits its turn
         _record_flags_write(import_run_id=dataset.active_import_id, findings=report["findings"])
         Dataset.objects.filter(pk=dataset.pk).update(quality_report=_storable(report))
     found = sum(f["count"] for f in report["findings"])
@@ -268,7 +269,7 @@ def _clean_apply(
     rows = {int(row["id"]): row for row in changes.to_dict("records")}
     report(40, f"Saving changes: 0 of {total:,} records.")
     with transaction.atomic():
-        _lock_dataset(dataset)
+        dataset_lock(dataset, wait=None)  # a worker waits its turn
         # Labels given in the labeling queue since the records were read are newer than this
         # fix's view of them: those records are left as the person left them.
         relabeled = set(
@@ -350,18 +351,9 @@ def _fix_write(action: CleaningAction, kind: str, old: dict[int, Record], rows: 
     return [record.id for record in updated if record.original_text is not None]
 
 
-def _lock_dataset(dataset: Dataset) -> None:
-    """Serialise with other writers of these records (the search index job, other fixes)."""
-    list(
-        Dataset.objects.select_for_update(no_key=True)
-        .filter(pk=dataset.pk)
-        .values_list("pk", flat=True)
-    )
-
-
 def dataset_clean_undo(*, dataset: Dataset, user) -> CleaningAction:
     """Undo the most recent fix that is still applied (fixes are undone last-first)."""
-    from datasets_app.services.jobs import dataset_busy_check, dataset_lock
+    from datasets_app.services.jobs import dataset_busy_check
 
     access_check(user, "dataset", "change")
     with transaction.atomic():

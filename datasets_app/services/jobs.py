@@ -40,20 +40,22 @@ class DatasetBusy(ValidationError):
         super().__init__(BUSY)
 
 
-def dataset_lock(dataset: Dataset, *, no_key: bool = True) -> Dataset:
-    """Lock the dataset row and return it fresh; call inside a transaction.
+def dataset_lock(dataset: Dataset, *, no_key: bool = True, wait: str | None = LOCK_WAIT) -> Dataset:
+    """Lock the dataset row and return it fresh; call inside a transaction. Every writer of a
+    dataset's records takes it, so they never interleave.
 
     A split, fix or import holds this lock while it writes (seconds on a large dataset), so a
-    request that needs it gives up after LOCK_WAIT with DatasetBusy (a plain sentence) instead
-    of hanging until a gateway timeout. ``no_key``: FOR NO KEY UPDATE, else FOR UPDATE.
+    request that needs it gives up after ``wait`` with DatasetBusy (a plain sentence) instead
+    of hanging until a gateway timeout; jobs on a worker pass ``wait=None`` and queue behind.
+    ``no_key``: FOR NO KEY UPDATE, else FOR UPDATE.
     """
     rows = Dataset.objects.select_for_update(no_key=no_key)
-    if connection.vendor != "postgresql":
+    if wait is None or connection.vendor != "postgresql":
         return rows.get(pk=dataset.pk)
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('lock_timeout')")
         previous = cursor.fetchone()[0]
-        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
     try:
         with transaction.atomic():
             return rows.get(pk=dataset.pk)

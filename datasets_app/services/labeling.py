@@ -20,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from datasets_app.models import Dataset, LabelChange, LabelClaim, Record
+from datasets_app.services.jobs import dataset_lock
 from lepton_web.access import access_check
 
 MAX_LABELS = 200
@@ -41,15 +42,6 @@ class LabelingItem:
 
 def _claim_seconds() -> int:
     return settings.LABELING_CLAIM_SECONDS
-
-
-def _lock_dataset(dataset: Dataset) -> Dataset:
-    """Lock the dataset row (FOR NO KEY UPDATE) and return it fresh: label counts are read
-    and written under this lock, so concurrent labels never lose an increment. While a split
-    or fix saves, this answers DatasetBusy after a few seconds instead of hanging."""
-    from datasets_app.services.jobs import dataset_lock
-
-    return dataset_lock(dataset)
 
 
 def label_schema_set(
@@ -83,7 +75,7 @@ def label_schema_set(
             f"{len(cleaned)} labels were given; a schema holds at most {MAX_LABELS}."
         )
     with transaction.atomic():
-        dataset = _lock_dataset(dataset)
+        dataset = dataset_lock(dataset)
         dataset.label_schema = cleaned
         dataset.label_multiple = multiple
         dataset.save(update_fields=["label_schema", "label_multiple", "updated_at"])
@@ -136,7 +128,7 @@ def labeling_next(
     """
     access_check(user, "labeling", "label")
     with transaction.atomic():
-        dataset = _lock_dataset(dataset)
+        dataset = dataset_lock(dataset)
         if not dataset.active_import_id:
             raise ValidationError("This dataset has no imported records yet; import it first.")
         labels = label_choices(dataset)
@@ -259,7 +251,8 @@ def record_label_set(
     if not label:
         raise ValidationError("Choose a label.")
     with transaction.atomic():
-        dataset = _lock_dataset(dataset)
+        # Counts are read and written under the dataset lock: no increment is ever lost.
+        dataset = dataset_lock(dataset)
         label = _validated_label(dataset, label)
         record = (
             Record.objects.select_for_update()
@@ -387,7 +380,7 @@ def records_label_bulk(*, dataset: Dataset, user, label: str, filters: dict) -> 
             "record at once is not offered."
         )
     with transaction.atomic():
-        dataset = _lock_dataset(dataset)
+        dataset = dataset_lock(dataset)
         if not dataset.active_import_id:
             raise ValidationError("This dataset has no imported records yet; import it first.")
         label = _validated_label(dataset, label)

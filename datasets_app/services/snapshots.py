@@ -147,13 +147,9 @@ def _split_apply(
 ) -> None:
     """Write the split in one transaction (all of it or none is ever visible); with a job,
     report progress at each step and mark it succeeded in that same transaction."""
-    from datasets_app.services.cleaning import (
-        _lock_dataset,
-        dataset_report_queue_on_commit,
-        records_frame,
-    )
+    from datasets_app.services.cleaning import dataset_report_queue_on_commit, records_frame
     from datasets_app.services.imports import dataset_refresh_counts
-    from datasets_app.services.jobs import job_succeed_in_transaction
+    from datasets_app.services.jobs import dataset_lock, job_succeed_in_transaction
     from lepton_web.jobs import job_progress_aside
 
     def report(progress: int, message: str) -> None:
@@ -163,7 +159,7 @@ def _split_apply(
     if mode == "file":
         report(20, "Copying the splits the file gave.")
         with transaction.atomic():
-            _lock_dataset(dataset)
+            dataset_lock(dataset, wait=None)  # a worker waits its turn
             Record.objects.filter(
                 import_run_id=dataset.active_import_id, is_excluded=False
             ).exclude(split=F("file_split")).update(split=F("file_split"))
@@ -194,7 +190,7 @@ def _split_apply(
     total = len(ids)
     report(35, f"Writing splits: 0 of {total:,} records.")
     with transaction.atomic():
-        _lock_dataset(dataset)
+        dataset_lock(dataset, wait=None)
         # Progress inside the transaction goes through another connection (see
         # job_progress_aside); its block ends before succeed() writes the job row here.
         with job_progress_aside(job) as aside:
