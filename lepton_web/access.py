@@ -7,6 +7,7 @@ that allows an action is enough. Views use ``access_required``; API views use
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 
@@ -24,6 +25,8 @@ ROLE_DESCRIPTIONS = {
     ANNOTATOR: "Labeling only.",
     VIEWER: "Read only.",
 }
+
+logger = logging.getLogger(__name__)
 
 _EVERYONE = frozenset(ROLES)
 _BUILDERS = frozenset({ADMIN, ANALYST})
@@ -135,11 +138,20 @@ class RolePermission(BasePermission):
     def has_permission(self, request, view) -> bool:
         if not request.user or not request.user.is_authenticated:
             return False
+        method = request.method.lower()
+        if method not in view.http_method_names or not hasattr(view, method):
+            # DRF checks permissions before it looks for the handler: let it answer 405 with
+            # ``Allow`` instead of asking for a rule no one wrote (PUT on a list, TRACE, ...).
+            return True
         actions = {**self.default_actions, **getattr(view, "access_actions", {})}
         action = actions.get(request.method)
-        if action is None:
-            return False
         resource = view.access_resource
+        if action is None or action not in RULES.get(resource, {}):
+            # A handler without a rule is a bug (tests/lepton_web/test_api_methods.py looks for
+            # one); refuse rather than crash.
+            logger.error("No access rule for %s %s on %s", request.method, resource, view)
+            self.message = "This action has no access rule yet, so nobody may use it."
+            return False
         if not can(request.user, resource, action):
             self.message = denial_message(request.user, resource, action)
             return False
