@@ -1,0 +1,84 @@
+"""One loaded model per process and key, swapped by reference when the key changes.
+
+The key names what is served: (version id, runtime, artifact identity such as a checksum or
+path). When an endpoint moves to another version, the next request asks for a new key and gets
+a freshly loaded predictor; requests still holding the old one finish on it (Triton's
+model-repository polling and TorchServe's versioned workers work this way). Loading happens
+outside the cache lock, once per key even when many threads ask at the same moment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+DEFAULT_MAX_MODELS = 4
+
+
+class ModelCache:
+    def __init__(self, *, max_models: int = DEFAULT_MAX_MODELS) -> None:
+        self.max_models = max_models
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._loading: dict[Hashable, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def get_or_load(self, key: Hashable, loader: Callable[[], Any]) -> Any:
+        """The cached value for `key`, loading it with `loader()` once if absent."""
+        value = self.get(key)
+        if value is not None:
+            return value
+        with self._lock:
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            value = self.get(key)
+            if value is not None:
+                return value
+            try:
+                value = loader()
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            self.put(key, value)
+            return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_models:
+                _, evicted = self._entries.popitem(last=False)
+                _close(evicted)
+
+    def discard(self, predicate: Callable[[Hashable], bool]) -> int:
+        """Drop entries whose key matches (e.g. an endpoint's old versions); returns how many.
+        Callers still holding a dropped model keep using it until they let go."""
+        with self._lock:
+            keys = [key for key in self._entries if predicate(key)]
+            for key in keys:
+                _close(self._entries.pop(key))
+        return len(keys)
+
+    def clear(self) -> None:
+        self.discard(lambda key: True)
+
+    def keys(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._entries)
+
+
+def _close(value: Any) -> None:
+    close = getattr(value, "close", None)
+    if callable(close):
+        close()
+
+
+model_cache = ModelCache()

@@ -1,0 +1,162 @@
+"""Engines: (input_ids, attention_mask) int64 arrays -> float32 logits.
+
+TorchEngine runs the Hugging Face model (CPU; CUDA with bf16 autocast when a GPU is present).
+OnnxEngine runs an exported ONNX graph with ONNX Runtime. Both take an explicit thread count:
+several serving processes on one machine each with every core's worth of threads spin and
+steal the CPU from each other (measured: a MiniLM step went from a steady 0.33 s to 0.2-3.3 s),
+so a process gets `cores / processes` threads (see `thread_count`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from models_app.runtime.artifact import ArtifactError, ModelInfo
+
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_count(configured: int | None = None, *, processes: int = 1) -> int:
+    """Threads for one engine: `configured` if given, else LEPTON_SERVE_THREADS, else
+    OMP_NUM_THREADS, else this process's share of the cores."""
+    if configured and configured > 0:
+        return int(configured)
+    for name in ("LEPTON_SERVE_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return max(1, cpu_count() // max(1, processes))
+
+
+class Engine:
+    name = ""
+    device = "cpu"
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchEngine(Engine):
+    """The PyTorch model under inference_mode; handles the unmerged prefix-tuning artifact."""
+
+    name = "pytorch"
+
+    def __init__(
+        self, info: ModelInfo, *, threads: int | None = None, device: str = "auto"
+    ) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        self._torch = torch
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        if device == "cpu":
+            # Process-wide in torch: the last engine loaded decides, which is what we want.
+            torch.set_num_threads(thread_count(threads))
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(info.folder), local_files_only=True
+            )
+        except Exception as error:
+            raise ArtifactError(
+                f"The model weights cannot be loaded: {_first_line(error)}"
+            ) from error
+        self.prefix = False
+        if info.unmerged_adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(Path(info.folder) / info.unmerged_adapter))
+            self.prefix = True
+            backbone = model.base_model.get_submodule(model.transformer_backbone_name)
+            parameters = inspect.signature(backbone.forward).parameters
+            self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        self.model = model.to(device).eval()
+        self.autocast_dtype = None
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            self.autocast_dtype = torch.bfloat16
+
+    def module_forward(self, input_ids, attention_mask):
+        """Logits tensor from tensors (for explanations, which need gradients)."""
+        torch = self._torch
+        if not self.prefix:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        # peft 0.21 looks for `past_key_values`, which transformers 5 renamed to `cache`;
+        # pass the learned prefix as the cache ourselves, with its attention mask.
+        batch = input_ids.shape[0]
+        prompt = self.model.get_prompt(batch_size=batch)
+        virtual = self.model.active_peft_config.num_virtual_tokens
+        prefix_mask = torch.ones(
+            batch, virtual, dtype=attention_mask.dtype, device=attention_mask.device
+        )
+        mask = torch.cat([prefix_mask, attention_mask], dim=1)
+        return self.model.base_model(
+            input_ids=input_ids, attention_mask=mask, **{self._cache_argument: prompt}
+        ).logits
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        ids = torch.from_numpy(input_ids).to(self.device)
+        mask = torch.from_numpy(attention_mask).to(self.device)
+        with torch.inference_mode():
+            if self.autocast_dtype is not None:
+                with torch.autocast(device_type="cuda", dtype=self.autocast_dtype):
+                    logits = self.module_forward(ids, mask)
+            else:
+                logits = self.module_forward(ids, mask)
+        return logits.float().cpu().numpy()
+
+
+class OnnxEngine(Engine):
+    """An ONNX graph under ONNX Runtime (CPU), threads bounded and not spinning when idle."""
+
+    name = "onnx"
+
+    def __init__(self, model_path: str | Path, *, threads: int | None = None) -> None:
+        import onnxruntime
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ArtifactError(f"The ONNX file is missing ({model_path.name}).")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = thread_count(threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads would otherwise spin and take the CPU from other processes.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:
+            raise ArtifactError(f"The ONNX file cannot be loaded: {_first_line(error)}") from error
+        self.input_names = {item.name for item in self.session.get_inputs()}
+        self.output_name = self.session.get_outputs()[0].name
+        # One ORT session may be run from several threads, but our MicroBatcher already
+        # serialises work per model; the lock keeps direct callers from oversubscribing.
+        self._lock = threading.Lock()
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        feeds = {name: value for name, value in feeds.items() if name in self.input_names}
+        with self._lock:
+            (logits,) = self.session.run([self.output_name], feeds)
+        return np.asarray(logits, dtype=np.float32)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,164 @@
+"""The serving runtime on its own (no Django): load, tokenize, batch, predict, cache, batch
+concurrent requests."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from models_app import runtime
+from models_app.runtime.batching import length_batches, pad
+from tests.models_app.tiny_classifier import save_tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def single_label_folder(tmp_path_factory):
+    return save_tiny_classifier(tmp_path_factory.mktemp("single"), labels=("neg", "pos", "mid"))
+
+
+def test_length_batches_sort_longest_first_and_keep_to_the_token_budget():
+    lengths = [3, 50, 10, 50, 4]
+
+    batches = length_batches(lengths, batch_size=4, token_budget=100)
+
+    assert [list(b) for b in batches] == [[1, 3], [2, 4, 0]]
+
+
+def test_pad_masks_the_padding():
+    input_ids, attention_mask = pad([[5, 6, 7], [8]], pad_id=0)
+
+    assert input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_single_label_predictions_name_a_label_and_score_every_class(single_label_folder):
+    predictor = runtime.load_predictor(single_label_folder, runtime="pytorch")
+
+    results = predictor.predict(["this is a good movie", "bad"])
+
+    assert len(results) == 2
+    for result in results:
+        assert set(result) == {"label", "scores"}
+        assert list(result["scores"]) == ["neg", "pos", "mid"]
+        assert result["label"] == max(result["scores"], key=result["scores"].get)
+        assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_batched_logits_equal_one_at_a_time(single_label_folder):
+    predictor = runtime.load_predictor(single_label_folder, runtime="pytorch")
+    texts = ["good", "this is a bad bad movie", "the number 12345 is fine", "awful"]
+
+    together = predictor.logits(texts)
+    alone = np.concatenate([predictor.logits([text]) for text in texts])
+
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_long_texts_are_truncated_to_the_model_max_length(single_label_folder):
+    predictor = runtime.load_predictor(single_label_folder, runtime="pytorch")
+
+    (ids,) = predictor.encode(["good " * 500])
+
+    assert len(ids) == 32  # lepton_max_length of the tiny model
+
+
+def test_multi_label_returns_labels_over_the_threshold(tmp_path):
+    folder = save_tiny_classifier(tmp_path, task="multi_label", labels=("a", "b", "c"))
+    predictor = runtime.load_predictor(folder)
+
+    (result,) = predictor.predict(["good movie"])
+
+    assert set(result) == {"labels", "scores"}
+    assert result["labels"] == [n for n, s in result["scores"].items() if s >= 0.5]
+
+
+def test_regression_returns_a_value(tmp_path):
+    folder = save_tiny_classifier(tmp_path, task="regression")
+    predictor = runtime.load_predictor(folder)
+
+    (result,) = predictor.predict(["good movie"])
+
+    assert set(result) == {"value"}
+    assert isinstance(result["value"], float)
+
+
+def test_missing_folder_is_an_artifact_error_with_a_plain_reason(tmp_path):
+    with pytest.raises(runtime.ArtifactError, match="model files are missing"):
+        runtime.load_predictor(tmp_path / "gone")
+
+
+def test_missing_onnx_file_is_an_artifact_error(single_label_folder):
+    with pytest.raises(runtime.ArtifactError, match="ONNX file is missing"):
+        runtime.load_predictor(single_label_folder, runtime="onnx-int8")
+
+
+def test_cache_loads_once_per_key_even_when_threads_race():
+    cache = runtime.ModelCache(max_models=2)
+    loads = []
+    start = threading.Barrier(8)
+
+    def loader():
+        loads.append(1)
+        return object()
+
+    def ask():
+        start.wait()
+        cache.get_or_load(("endpoint", 1), loader)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(loads) == 1
+
+
+def test_cache_evicts_the_least_recently_used_and_closes_it():
+    cache = runtime.ModelCache(max_models=2)
+    closed = []
+
+    class Model:
+        def __init__(self, name):
+            self.name = name
+
+        def close(self):
+            closed.append(self.name)
+
+    for name in ("a", "b", "c"):
+        cache.get_or_load(name, lambda name=name: Model(name))
+
+    assert cache.keys() == ["b", "c"]
+    assert closed == ["a"]
+
+
+def test_microbatcher_gives_each_concurrent_caller_its_own_rows(single_label_folder):
+    predictor = runtime.load_predictor(single_label_folder)
+    batcher = runtime.MicroBatcher(predictor, window_seconds=0.01)
+    texts = [f"good movie number {i}" for i in range(40)]
+    expected = predictor.predict(texts)
+    answers = [None] * len(texts)
+
+    def call(i):
+        answers[i] = batcher.submit([texts[i]])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+
+    for i, answer in enumerate(answers):
+        assert answer[0]["label"] == expected[i]["label"]
+        assert answer[0]["scores"] == pytest.approx(expected[i]["scores"], abs=1e-4)
+
+
+def test_microbatcher_still_answers_after_it_was_closed(single_label_folder):
+    predictor = runtime.load_predictor(single_label_folder)
+    batcher = runtime.MicroBatcher(predictor)
+    batcher.close()
+
+    (result,) = batcher.submit(["good"])
+
+    assert result["label"] in ("neg", "pos", "mid")
