@@ -426,7 +426,17 @@ def _positive_int(raw: str | None) -> int | None:
     return None
 
 
-def _labeling_page(request, dataset, item, *, error: str = "", status: int = 200):
+def _labeling_page(
+    request,
+    dataset,
+    item,
+    *,
+    error: str = "",
+    status: int = 200,
+    schema_form: dict | None = None,
+):
+    """The labeling page; ``schema_form`` re-shows a refused label list as it was typed
+    (``text``, ``multiple``, ``error``, ``labels_in_use``)."""
     from datasets_app.services.labeling import labeling_progress, split_labels
 
     context = {
@@ -438,6 +448,10 @@ def _labeling_page(request, dataset, item, *, error: str = "", status: int = 200
             for index, label in enumerate(item.labels)
         ],
         "current_labels": set(split_labels(item.record.label)) if item.record else set(),
+        # Joined here: a template tag cannot span lines (a newline inside {{ }} left the tag
+        # unparsed, and saving the editor unchanged replaced the labels with its pieces).
+        "label_list_text": "\n".join(item.labels),
+        "schema_form": schema_form or {},
         "progress": labeling_progress(dataset=dataset, user=request.user),
         "error": error,
         "claim_minutes": max(1, settings.LABELING_CLAIM_SECONDS // 60),
@@ -509,20 +523,34 @@ def labeling_save(request, dataset_id: int, record_id: int):
 @require_POST
 @access_required("dataset", "change")
 def label_schema_edit(request, dataset_id: int):
-    from datasets_app.services.labeling import label_schema_set
+    from datasets_app.services.labeling import LabelsInUse, label_schema_set, labeling_next
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    text = request.POST.get("labels", "")
+    multiple = request.POST.get("multiple") == "on"
     try:
         dataset = label_schema_set(
             dataset=dataset,
             user=request.user,
-            labels=request.POST.get("labels", "").splitlines(),
-            multiple=request.POST.get("multiple") == "on",
+            labels=text.splitlines(),
+            multiple=multiple,
+            drop_labels_in_use=request.POST.get("drop_labels_in_use") == "on",
         )
     except ValidationError as exc:
-        messages.error(request, _error_text(exc))
-    else:
-        messages.success(request, f"The label list now has {len(dataset.label_schema)} labels.")
+        # Shown again as typed, with the reason (and, for labels in use, a box to confirm).
+        try:
+            item = labeling_next(dataset=dataset, user=request.user)
+        except ValidationError:
+            messages.error(request, _error_text(exc))
+            return redirect("datasets:labeling")
+        schema_form = {
+            "text": text,
+            "multiple": multiple,
+            "error": _error_text(exc),
+            "labels_in_use": isinstance(exc, LabelsInUse),
+        }
+        return _labeling_page(request, dataset, item, status=400, schema_form=schema_form)
+    messages.success(request, f"The label list now has {len(dataset.label_schema)} labels.")
     return redirect("datasets:labeling_queue", dataset.pk)
 
 

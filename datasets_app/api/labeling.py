@@ -38,6 +38,15 @@ class LabelSchemaSerializer(serializers.Serializer):
             "reads them). Left out: unchanged."
         ),
     )
+    drop_labels_in_use = serializers.BooleanField(
+        required=False,
+        default=False,
+        write_only=True,
+        help_text=(
+            "Save a list that leaves out labels records have (they keep them). Without it such "
+            "a list is refused with a 400 naming those labels."
+        ),
+    )
     from_schema = serializers.BooleanField(
         read_only=True,
         help_text="False when no list was set and the labels are those the records have.",
@@ -106,6 +115,7 @@ class LabelSchemaApi(APIView):
             user=request.user,
             labels=data.validated_data["labels"],
             multiple=data.validated_data.get("multiple"),
+            drop_labels_in_use=data.validated_data["drop_labels_in_use"],
         )
         return Response(_schema_body(dataset))
 

@@ -32,6 +32,30 @@ class LabelConflict(ValidationError):
     """The record's label changed after the annotator was shown it."""
 
 
+class LabelsInUse(ValidationError):
+    """A new label list leaves out labels that records have; ``labels`` maps each to its
+    record count."""
+
+    def __init__(self, message: str, *, labels: dict[str, int]):
+        super().__init__(message)
+        self.labels = labels
+
+
+# Pieces of a page template (a tag the page failed to render) are never labels: saving them
+# would replace the list with debris, as a tag broken over two lines once did.
+TEMPLATE_DEBRIS = ("{{", "}}", "{%", "%}")
+
+
+def _labels_in_use(dataset: Dataset, multiple: bool) -> dict[str, int]:
+    """Labels the dataset's current records have (not excluded), with their record counts."""
+    used: dict[str, int] = {}
+    for label, count in (dataset.label_counts or {}).items():
+        for one in split_labels(label) if multiple else [label]:
+            if one and count > 0:
+                used[one] = used.get(one, 0) + count
+    return used
+
+
 @dataclass(frozen=True)
 class LabelingItem:
     record: Record | None  # None: nothing left to label
@@ -45,10 +69,18 @@ def _claim_seconds() -> int:
 
 
 def label_schema_set(
-    *, dataset: Dataset, user, labels: list[str], multiple: bool | None = None
+    *,
+    dataset: Dataset,
+    user,
+    labels: list[str],
+    multiple: bool | None = None,
+    drop_labels_in_use: bool = False,
 ) -> Dataset:
     """Set the labels annotators choose from, in order, and whether a record may get several
-    of them (``multiple``; None keeps the current choice). Records keep the labels they have."""
+    of them (``multiple``; None keeps the current choice). Records keep the labels they have.
+
+    A list that leaves out labels records have raises ``LabelsInUse`` (nothing changes) unless
+    ``drop_labels_in_use``: those labels would silently stop being offered."""
     access_check(user, "dataset", "change")
     multiple = dataset.label_multiple if multiple is None else bool(multiple)
     cleaned: list[str] = []
@@ -56,6 +88,11 @@ def label_schema_set(
         label = str(raw).strip()
         if not label:
             continue
+        if any(piece in label for piece in TEMPLATE_DEBRIS):
+            raise ValidationError(
+                f'The label "{label[:40]}" looks like a piece of a page template, not a label. '
+                "Write the labels themselves, one per line."
+            )
         if multiple and LABEL_SEPARATOR in label:
             raise ValidationError(
                 f'The label "{label[:40]}" contains "{LABEL_SEPARATOR}", which joins the labels '
@@ -76,6 +113,25 @@ def label_schema_set(
         )
     with transaction.atomic():
         dataset = dataset_lock(dataset)
+        missing = {
+            label: count
+            for label, count in _labels_in_use(dataset, multiple).items()
+            if label not in cleaned
+        }
+        if missing and not drop_labels_in_use:
+            listed = ", ".join(
+                f'"{label[:40]}" ({count:,} record{"" if count == 1 else "s"})'
+                for label, count in sorted(missing.items(), key=lambda item: (-item[1], item[0]))[
+                    :10
+                ]
+            )
+            more = f" and {len(missing) - 10:,} more" if len(missing) > 10 else ""
+            raise LabelsInUse(
+                f"The new list leaves out labels that records have: {listed}{more}. Records "
+                "keep their labels either way, but these would no longer be offered. Add them "
+                "back to the list, or confirm that you mean to leave them off.",
+                labels=missing,
+            )
         dataset.label_schema = cleaned
         dataset.label_multiple = multiple
         dataset.save(update_fields=["label_schema", "label_multiple", "updated_at"])

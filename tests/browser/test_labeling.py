@@ -102,3 +102,31 @@ def test_several_labels_are_ticked_with_keys_and_saved_with_enter(page, live_ser
     press(page, "Enter")
     expect(text).to_have_text("second")
     assert Record.objects.get(text="first").label == "urgent|billing"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_label_list_saved_unchanged_keeps_the_labels(page, live_server, make_user):
+    """Issue 9, item 1: the editor showed a template tag split over two lines, and saving it
+    unchanged replaced the labels with the tag's two halves."""
+    analyst = make_user("analyst", username="ana")
+    dataset = imported_dataset(
+        analyst, CSV, {"text_columns": ["text"], "label_column": "label"}, report=False
+    )
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ana")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/")
+
+    for round_trip in range(2):  # the imported labels, then the list saved from them
+        page.get_by_text("Label list", exact=True).click()
+        editor = page.get_by_test_id("label-list")
+        expect(editor).to_be_visible()
+        expect(editor).to_have_value("a\nb")
+        page.get_by_role("button", name="Save the label list").click()
+        expect(page.locator("body")).to_contain_text("The label list now has 2 labels.")
+        dataset.refresh_from_db()
+        assert dataset.label_schema == ["a", "b"], round_trip
+        form = page.get_by_test_id("label-form")
+        expect(form.get_by_role("button")).to_have_text(["1 a", "2 b"])
+    assert "{{" not in page.content()

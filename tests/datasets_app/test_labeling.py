@@ -16,6 +16,7 @@ from datasets_app.models import LabelChange, LabelClaim, Record
 from datasets_app.selectors import record_distribution
 from datasets_app.services.labeling import (
     LabelConflict,
+    LabelsInUse,
     label_choices,
     label_schema_set,
     labeling_next,
@@ -80,6 +81,62 @@ def test_bad_schemas_are_refused_and_nothing_changes(dataset, analyst, labels, m
 def test_only_builders_set_the_schema(dataset, make_user):
     with pytest.raises(PermissionDenied):
         label_schema_set(dataset=dataset, user=make_user("annotator"), labels=["a"])
+
+
+def test_schema_refuses_template_debris_and_nothing_changes(dataset, analyst):
+    # Issue 9, item 1: the halves of a template tag the page failed to render.
+    with pytest.raises(ValidationError) as caught:
+        label_schema_set(dataset=dataset, user=analyst, labels=['{{ item.labels|join:"', '" }}'])
+    assert caught.value.messages == [
+        'The label "{{ item.labels|join:"" looks like a piece of a page template, not a label. '
+        "Write the labels themselves, one per line."
+    ]
+    dataset.refresh_from_db()
+    assert dataset.label_schema == []
+
+
+def test_schema_leaving_out_labels_records_have_needs_confirming(dataset, analyst):
+    with pytest.raises(LabelsInUse) as caught:
+        label_schema_set(dataset=dataset, user=analyst, labels=["pos", "mixed"])
+    assert caught.value.labels == {"neg": 1}
+    assert caught.value.messages == [
+        'The new list leaves out labels that records have: "neg" (1 record). Records keep '
+        "their labels either way, but these would no longer be offered. Add them back to the "
+        "list, or confirm that you mean to leave them off."
+    ]
+    dataset.refresh_from_db()
+    assert dataset.label_schema == []
+
+    label_schema_set(
+        dataset=dataset, user=analyst, labels=["pos", "mixed"], drop_labels_in_use=True
+    )
+    dataset.refresh_from_db()
+    assert dataset.label_schema == ["pos", "mixed"]
+    assert Record.objects.get(text="third").label == "neg"
+
+
+def test_label_list_page_shows_the_typed_list_again_with_the_reason(client, dataset, analyst):
+    client.force_login(analyst)
+    url = reverse("datasets:label_schema_edit", args=[dataset.pk])
+    refused = client.post(url, {"labels": "pos\nmixed"})
+    assert refused.status_code == 400
+    page = refused.content.decode()
+    assert "leaves out labels that records have: &quot;neg&quot; (1 record)" in page
+    assert ">pos\nmixed</textarea>" in page
+    assert 'name="drop_labels_in_use"' in page
+    dataset.refresh_from_db()
+    assert dataset.label_schema == []
+
+    saved = client.post(url, {"labels": "pos\nmixed", "drop_labels_in_use": "on"})
+    assert saved.status_code == 302
+    dataset.refresh_from_db()
+    assert dataset.label_schema == ["pos", "mixed"]
+
+
+def test_label_list_editor_shows_the_labels_one_per_line(client, dataset, analyst):
+    client.force_login(analyst)
+    page = client.get(reverse("datasets:labeling_queue", args=[dataset.pk])).content.decode()
+    assert 'data-testid="label-list">neg\npos</textarea>' in page
 
 
 # --- the queue ---------------------------------------------------------------------------------
@@ -448,7 +505,12 @@ def test_api_label_schema_and_roles(api_client_as, dataset):
     assert viewer.put(base, {"labels": ["a"]}, format="json").status_code == 403
     assert viewer.get(f"/api/v1/datasets/{dataset.pk}/labeling/next/").status_code == 403
     analyst = api_client_as("analyst")
-    answer = analyst.put(base, {"labels": ["b", "a"]}, format="json")
+    in_use = analyst.put(base, {"labels": ["b", "a"]}, format="json")
+    assert in_use.status_code == 400
+    assert in_use.json()["detail"].startswith(
+        'The new list leaves out labels that records have: "neg" (1 record), "pos" (1 record).'
+    )
+    answer = analyst.put(base, {"labels": ["b", "a"], "drop_labels_in_use": True}, format="json")
     assert answer.status_code == 200
     assert answer.json() == {"labels": ["b", "a"], "multiple": False, "from_schema": True}
     refused = analyst.put(base, {"labels": []}, format="json")
@@ -635,7 +697,7 @@ def test_a_list_allowing_several_labels_refuses_a_label_with_the_separator(datas
         "Rename it, or allow one label per record."
     ]
     # One label per record: "|" is just a character of a label.
-    label_schema_set(dataset=dataset, user=analyst, labels=["a|b", "c"])
+    label_schema_set(dataset=dataset, user=analyst, labels=["a|b", "c"], drop_labels_in_use=True)
     record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
     assert (
         record_label_set(dataset=dataset, user=analyst, record_id=record.pk, label="a|b").label
@@ -726,7 +788,13 @@ def test_labeling_says_busy_instead_of_hanging_while_a_fix_is_saved(
 
 
 def test_several_labels_longer_together_than_a_label_may_be_are_refused(dataset, analyst):
-    label_schema_set(dataset=dataset, user=analyst, labels=["x" * 300, "y" * 300], multiple=True)
+    label_schema_set(
+        dataset=dataset,
+        user=analyst,
+        labels=["x" * 300, "y" * 300],
+        multiple=True,
+        drop_labels_in_use=True,
+    )
     record = Record.objects.get(import_run_id=dataset.active_import_id, text="second")
     with pytest.raises(ValidationError) as refused:
         record_label_set(
