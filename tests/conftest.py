@@ -51,6 +51,23 @@ def _test_settings(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
+    """Name the test database after this process, so two test runs against one PostgreSQL
+    server (or one var/ folder) never create, use or drop each other's database. Django drops
+    it when the session ends, as usual."""
+    suffix = f"run{os.getpid()}"
+    for db_settings in django_settings.DATABASES.values():
+        test_settings = db_settings.setdefault("TEST", {})
+        name = test_settings.get("NAME")
+        if db_settings["ENGINE"] == "django.db.backends.sqlite3":
+            if name and name != ":memory:" and suffix not in name:
+                path = Path(name)
+                test_settings["NAME"] = str(path.with_name(f"{path.stem}_{suffix}{path.suffix}"))
+        elif not (name or "").endswith(suffix):
+            test_settings["NAME"] = f"{name or 'test_' + db_settings['NAME']}_{suffix}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _empty_test_broker_folder():
     """Unit tests publish to the filesystem broker under var/test when no broker is set."""
@@ -113,6 +130,19 @@ def redis_url() -> str:
     except redis.RedisError as exc:
         skip_or_fail(f"Redis at {url} is not reachable ({exc}). Start it with: {REDIS_START}")
     return url
+
+
+@pytest.fixture
+def queue_redis(redis_url):
+    """``(url, client)`` for tests that count published messages: the Redis database of
+    ``TEST_REDIS_URL`` and no other, emptied before and after (tests run one at a time, and
+    ``redis_worker`` stops its workers before the next test)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield redis_url, client
+    client.flushdb()
 
 
 @pytest.fixture

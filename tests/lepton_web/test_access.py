@@ -4,10 +4,7 @@ The expected tables below are written out by hand on purpose. They must never be
 ``lepton_web.access.RULES``, or a wrong rule would be copied into its own expectation.
 """
 
-from urllib.parse import urlsplit, urlunsplit
-
 import pytest
-import redis
 from django.contrib.auth.models import Group
 
 from lepton_web.access import RULES, can
@@ -143,21 +140,6 @@ def api_client_for(user_for):
         return api
 
     return login
-
-
-@pytest.fixture
-def queue_redis(redis_url):
-    """A Redis database of its own for tests that count published messages.
-
-    Same server as ``redis_url``, but a database no test worker consumes (CI uses 14 for the
-    console's broker and 15 for worker tests), so no worker can take these messages and no
-    other test run's messages are counted. Emptied before and after.
-    """
-    url = urlunsplit(urlsplit(redis_url)._replace(path="/13"))
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url, client
-    client.flushdb()
 
 
 # --- (a) the rule table --------------------------------------------------------------------------

@@ -2,10 +2,8 @@
 
 import re
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 from django.utils import timezone
 
 from lepton_web.jobs import BrokerUnavailable, jobs_sweep
@@ -52,21 +50,6 @@ def silence(job: WorkerCheck, *, seconds: int = 3600, **fields) -> None:
 @pytest.fixture(autouse=True)
 def _stale_after_90_seconds(settings):
     settings.JOB_STALE_AFTER_SECONDS = 90
-
-
-@pytest.fixture
-def queue_redis(redis_url):
-    """A Redis database of its own for tests that count published messages.
-
-    Same server as ``redis_url``, but a database no test worker consumes (CI uses 14 for the
-    console's broker and 15 for worker tests), so no worker can take these messages and no
-    other test run's messages are counted. Emptied before and after.
-    """
-    url = urlunsplit(urlsplit(redis_url)._replace(path="/13"))
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url, client
-    client.flushdb()
 
 
 # --- guarded transitions ----------------------------------------------------------------------
