@@ -1,13 +1,15 @@
 """Lepton Console settings: one module, every value from the environment.
 
-With no environment at all the console runs on one laptop (the embedded default): SQLite and
-files under ``var/``, Celery's filesystem broker, a secret key generated once into ``var/``.
-Production sets ``DEBUG=false``, ``SECRET_KEY``, ``ALLOWED_HOSTS``, ``DATABASE_URL`` (PostgreSQL)
-and ``CELERY_BROKER_URL`` (Redis). ``.env.example`` documents every variable.
+With no environment at all the console runs on one machine (the embedded default): SQLite and
+files under ``var/``, Celery's filesystem broker, a secret key generated once into ``var/``,
+DEBUG off and the hosts of ``LEPTON_BIND`` allowed. Larger installations set ``DATABASE_URL``
+(PostgreSQL), ``CELERY_BROKER_URL`` (Redis), ``ALLOWED_HOSTS`` and ``LEPTON_HTTPS``; developers
+set ``DEBUG=true``. ``.env.example`` documents every variable.
 """
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -20,7 +22,7 @@ load_dotenv(BASE_DIR / ".env", override=False)
 
 
 def env_bool(name: str, *, default: bool) -> bool:
-    value = os.environ.get(name, str(default).lower()).strip().lower()
+    value = (os.environ.get(name) or str(default)).strip().lower()
     if value not in ("true", "false"):
         raise ImproperlyConfigured(f"{name} must be 'true' or 'false', not {value!r}.")
     return value == "true"
@@ -46,37 +48,43 @@ _default_var = BASE_DIR / "var" / ("test" if os.environ.get("PYTEST_VERSION") el
 VAR_DIR = Path(os.environ.get("LEPTON_VAR_DIR") or _default_var).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-# The embedded default is a development install on one machine, so DEBUG defaults to true;
-# every production deployment sets DEBUG=false, which then demands explicit secrets and hosts.
-DEBUG = env_bool("DEBUG", default=True)
+# The console started by scripts/run.sh is a real service people share, so DEBUG is off unless
+# a developer asks for it (DEBUG=true): a 500 must never show Django's debug page.
+DEBUG = env_bool("DEBUG", default=False)
+# True when the console is reached over HTTPS (directly or behind a TLS proxy): only then are
+# cookies marked Secure, plain HTTP redirected and HSTS sent; run.sh serves plain HTTP.
+LEPTON_HTTPS = env_bool("LEPTON_HTTPS", default=False)
+# Address the web server binds to (scripts/run.sh, Procfile); it also names the allowed host.
+LEPTON_BIND = os.environ.get("LEPTON_BIND") or "127.0.0.1:8000"
 
 
-def dev_secret_key() -> str:
-    """A key generated once into var/ so sessions survive restarts of a laptop install."""
+def generated_secret_key() -> str:
+    """A key generated once into var/ (mode 600), so sessions survive restarts."""
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        # Created with mode 600 from the start: never readable by others, not even briefly.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
-if os.environ.get("SECRET_KEY"):
-    SECRET_KEY = os.environ["SECRET_KEY"]
-elif DEBUG:
-    SECRET_KEY = dev_secret_key()
-else:
-    raise ImproperlyConfigured(
-        "SECRET_KEY must be set when DEBUG=false. Generate one with: "
-        "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
-    )
+def bind_hosts(bind: str) -> list[str]:
+    """Host names a server bound to ``bind`` (host:port) answers to, plus localhost."""
+    host = bind.rsplit(":", 1)[0].strip("[]") if ":" in bind else bind
+    hosts = ["localhost", "127.0.0.1", "[::1]"]
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - reading the bind address, not binding
+        # Every interface: the names this machine goes by. Others go in ALLOWED_HOSTS.
+        hosts += [socket.gethostname(), socket.getfqdn()]
+    elif ":" in host:
+        hosts.append(f"[{host}]")
+    else:
+        hosts.append(host)
+    return list(dict.fromkeys(h for h in hosts if h))
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS")
-if not ALLOWED_HOSTS:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "ALLOWED_HOSTS must be set when DEBUG=false, e.g. ALLOWED_HOSTS=console.example.com"
-        )
-    ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+SECRET_KEY = os.environ.get("SECRET_KEY") or generated_secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or bind_hosts(LEPTON_BIND)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
@@ -212,11 +220,11 @@ STORAGES = {
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
-# --- Security (production values whenever DEBUG=false) -------------------------------------------
+# --- Security -------------------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-if not DEBUG:
+if LEPTON_HTTPS:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -334,3 +342,19 @@ if TRAINING_CHECKPOINT_SYNC not in ("auto", "on", "off"):
 # zipped model folders are unpacked under MEDIA_ROOT and limited to this many bytes.
 BASE_MODEL_ROOTS = env_list("BASE_MODEL_ROOTS") or [str(VAR_DIR / "models")]
 BASE_MODEL_MAX_UNPACKED_BYTES = env_int("BASE_MODEL_MAX_UNPACKED_MB", default=4096) * 1024 * 1024
+
+# --- Serving (models_app/runtime) ------------------------------------------------------------
+# Limits of one predict call; larger requests get a 400 naming the field.
+SERVE_MAX_TEXTS = env_int("SERVE_MAX_TEXTS", default=256)
+SERVE_MAX_CHARS = env_int("SERVE_MAX_CHARS", default=10_000)
+# Keep every predict call's texts and results (for later labeling). Off by default.
+SERVE_LOG_PREDICTIONS = env_bool("SERVE_LOG_PREDICTIONS", default=False)
+# Threads per loaded model (0: cores / SERVE_PROCESSES), models kept per process, batching window.
+SERVE_THREADS = env_int("SERVE_THREADS", default=0)
+SERVE_PROCESSES = env_int("SERVE_PROCESSES", default=2)
+SERVE_MAX_MODELS = env_int("SERVE_MAX_MODELS", default=4)
+SERVE_BATCH_WINDOW_MS = env_int("SERVE_BATCH_WINDOW_MS", default=2)
+# An export below this label agreement with PyTorch is never chosen by default.
+SERVE_PARITY_MIN_AGREEMENT = 0.99
+# Local copies of versions served from remote storage (S3).
+SERVE_CACHE_DIR = Path(os.environ.get("SERVE_CACHE_DIR") or VAR_DIR / "serve-cache")
