@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from lepton_web.jobs import Job
+
 
 class BaseModel(models.Model):
     """A pretrained model that runs can start from: the base-model catalogue."""
@@ -98,6 +100,9 @@ class ModelVersion(models.Model):
     artifact_files = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     status_message = models.TextField(blank=True)
+    validation_metrics = models.JSONField(default=dict, blank=True)
+    is_archived = models.BooleanField(default=False)
+    archived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -111,3 +116,220 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.registered_model.name} v{self.version}"
+
+
+class ModelAlias(models.Model):
+    """A movable name (production, staging, ...) for one version of a registered model."""
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.CASCADE, related_name="aliases"
+    )
+    name = models.SlugField(max_length=60)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["registered_model", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["registered_model", "name"], name="model_alias_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registered_model.name}@{self.name}"
+
+
+class ModelAliasEvent(models.Model):
+    """History of an alias: who moved it, when, from which version to which."""
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.CASCADE, related_name="alias_events"
+    )
+    name = models.CharField(max_length=60)
+    from_version = models.ForeignKey(
+        ModelVersion, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    to_version = models.ForeignKey(
+        ModelVersion, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.from_version_id} -> {self.to_version_id}"
+
+
+class ModelExport(Job):
+    """An ONNX export of a version (fp32 or int8) with its parity check against PyTorch."""
+
+    task_name = "models_app.tasks.model_export_execute_task"
+    access_resource = "model_version"
+    verbose_kind = "export"
+
+    class Kind(models.TextChoices):
+        ONNX_FP32 = "onnx-fp32", "ONNX fp32"
+        ONNX_INT8 = "onnx-int8", "ONNX int8"
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="exports"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    file_path = models.CharField(max_length=500, blank=True, help_text="Storage name of the .onnx.")
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    agreement = models.FloatField(
+        null=True, blank=True, help_text="Label agreement with PyTorch, 0-1."
+    )
+    max_abs_logit_delta = models.FloatField(null=True, blank=True)
+    parity_examples = models.PositiveIntegerField(default=0)
+    details = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta(Job.Meta):
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} export of {self.model_version}"
+
+    @property
+    def passed_parity(self) -> bool:
+        from django.conf import settings as django_settings
+
+        return (
+            self.status == "succeeded"
+            and self.agreement is not None
+            and self.agreement >= django_settings.SERVE_PARITY_MIN_AGREEMENT
+        )
+
+
+class Deployment(models.Model):
+    """A live endpoint: a slug that serves one model version with one runtime."""
+
+    class Runtime(models.TextChoices):
+        ONNX_INT8 = "onnx-int8", "ONNX int8"
+        ONNX_FP32 = "onnx-fp32", "ONNX fp32"
+        PYTORCH = "pytorch", "PyTorch"
+
+    class Status(models.TextChoices):
+        LIVE = "live", "Live"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    slug = models.SlugField(max_length=60, unique=True)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
+    runtime = models.CharField(max_length=16, choices=Runtime.choices)
+    export = models.ForeignKey(
+        ModelExport, null=True, blank=True, on_delete=models.PROTECT, related_name="deployments"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.LIVE)
+    status_message = models.TextField(blank=True)
+    follow_alias = models.SlugField(max_length=60, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class DeploymentEvent(models.Model):
+    """History of an endpoint: deploy, promote, rollback, stop, start (who, when, from, to)."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=20)
+    from_version = models.ForeignKey(
+        ModelVersion, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    to_version = models.ForeignKey(
+        ModelVersion, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    from_runtime = models.CharField(max_length=16, blank=True)
+    to_runtime = models.CharField(max_length=16, blank=True)
+    message = models.CharField(max_length=300, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} {self.action}"
+
+
+class DeploymentMinute(models.Model):
+    """Requests, errors and a latency histogram of one endpoint in one minute (for the charts)."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="minutes")
+    minute = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    texts = models.PositiveIntegerField(default=0)
+    latency_buckets = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["deployment", "minute"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "minute"], name="deployment_minute_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}@{self.minute:%H:%M} {self.requests}"
+
+
+class PredictionToken(models.Model):
+    """An application's token that may only call predict on chosen endpoints (no user rights).
+
+    Only a SHA-256 of the key is stored; the key is shown once when the token is created."""
+
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12)
+    deployments = models.ManyToManyField(Deployment, related_name="prediction_tokens", blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class PredictionLog(models.Model):
+    """Inputs and outputs of predict calls, kept only when SERVE_LOG_PREDICTIONS is on."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="logs")
+    version = models.ForeignKey(
+        ModelVersion, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.TextField()
+    result = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}: {self.text[:40]}"
