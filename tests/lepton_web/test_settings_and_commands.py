@@ -1,5 +1,6 @@
 """Production settings refuse to start half-configured; bootstrap and lepton_user commands."""
 
+import json
 import os
 import re
 import secrets
@@ -45,7 +46,7 @@ SETTINGS_PREFIXES = (
 )
 
 
-def manage_check_deploy(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
+def settings_env(tmp_path: Path, **variables: str) -> dict:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -53,17 +54,40 @@ def manage_check_deploy(tmp_path: Path, **variables: str) -> subprocess.Complete
     }
     # Empty values, not absent ones, so a developer's .env cannot fill them in (load_dotenv
     # never overrides a variable that is set, even to "").
-    env.update(SECRET_KEY="", ALLOWED_HOSTS="", DATABASE_URL="", CELERY_BROKER_URL="")
-    env.update(LEPTON_VAR_DIR=str(tmp_path), **variables)
+    env.update(DEBUG="", SECRET_KEY="", ALLOWED_HOSTS="", DATABASE_URL="", CELERY_BROKER_URL="")
+    env.update({"LEPTON_VAR_DIR": str(tmp_path), "LEPTON_BIND": "", "LEPTON_HTTPS": ""})
+    env.update(variables)
+    return env
+
+
+def manage(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env=env,
+        env=settings_env(tmp_path, **variables),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def manage_check_deploy(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
+    return manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **variables)
+
+
+PRINT_SETTINGS = (
+    "from django.conf import settings; import json; print(json.dumps({'debug': settings.DEBUG, "
+    "'hosts': settings.ALLOWED_HOSTS, 'key': settings.SECRET_KEY, "
+    "'secure_cookies': getattr(settings, 'SESSION_COOKIE_SECURE', False), "
+    "'static': settings.STORAGES['staticfiles']['BACKEND']}))"
+)
+
+
+def settings_seen(tmp_path: Path, **variables: str) -> dict:
+    result = manage(tmp_path, "shell", "-c", PRINT_SETTINGS, **variables)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def password_in(output: str) -> str:
@@ -77,25 +101,77 @@ def test_production_settings_pass_the_deploy_check(tmp_path):
         DEBUG="false",
         SECRET_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="console.example.com",
+        LEPTON_HTTPS="true",
     )
 
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
 
 
-def test_debug_false_without_secret_key_refuses_to_start(tmp_path):
-    result = manage_check_deploy(tmp_path, DEBUG="false", ALLOWED_HOSTS="console.example.com")
+def test_the_default_install_runs_with_debug_off_and_serves_its_static_files(tmp_path):
+    seen = settings_seen(tmp_path)
 
-    assert result.returncode != 0
-    assert "SECRET_KEY must be set when DEBUG=false" in result.stderr
+    assert seen["debug"] is False
+    assert seen["static"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    # run.sh serves plain HTTP: Secure cookies would log nobody in.
+    assert seen["secure_cookies"] is False
+
+
+def test_debug_is_on_only_when_a_developer_asks_for_it(tmp_path):
+    assert settings_seen(tmp_path, DEBUG="true")["debug"] is True
+
+
+def test_a_secret_key_is_generated_once_into_var_readable_only_by_its_owner(tmp_path):
+    first = settings_seen(tmp_path)
+    second = settings_seen(tmp_path)
+
+    key_file = tmp_path / "secret_key"
+    assert (key_file.stat().st_mode & 0o777) == 0o600
+    assert first["key"] == second["key"] == key_file.read_text().strip()
+    assert len(first["key"]) >= 50
+
+
+def test_a_secret_key_from_the_environment_wins_and_nothing_is_written(tmp_path):
+    key = secrets.token_urlsafe(50)
+
+    assert settings_seen(tmp_path, SECRET_KEY=key)["key"] == key
     assert not (tmp_path / "secret_key").exists()
 
 
-def test_debug_false_without_allowed_hosts_refuses_to_start(tmp_path):
-    result = manage_check_deploy(tmp_path, DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50))
+def test_allowed_hosts_come_from_the_bind_address_plus_localhost(tmp_path):
+    hosts = settings_seen(tmp_path, LEPTON_BIND="10.1.2.3:9000")["hosts"]
 
-    assert result.returncode != 0
-    assert "ALLOWED_HOSTS must be set when DEBUG=false" in result.stderr
+    assert hosts == ["localhost", "127.0.0.1", "[::1]", "10.1.2.3"]
+
+
+def test_allowed_hosts_from_the_environment_replace_the_bind_address(tmp_path):
+    hosts = settings_seen(
+        tmp_path, LEPTON_BIND="10.1.2.3:9000", ALLOWED_HOSTS="console.example.com"
+    )["hosts"]
+
+    assert hosts == ["console.example.com"]
+
+
+def test_https_marks_cookies_secure(tmp_path):
+    assert settings_seen(tmp_path, LEPTON_HTTPS="true")["secure_cookies"] is True
+
+
+def test_a_server_error_shows_the_plain_error_page_not_the_debug_page(client, analyst, monkeypatch):
+    def broken():
+        raise RuntimeError("postgres://secret@db/console")
+
+    monkeypatch.setattr("lepton_web.views.dashboard_counts", broken)
+    client.raise_request_exception = False
+    client.force_login(analyst)
+
+    response = client.get("/")
+
+    assert response.status_code == 500
+    body = response.content.decode()
+    assert "Server error" in body
+    assert "Traceback" not in body
+    assert "postgres://" not in body
+    assert "DATABASE_URL" not in body
 
 
 def test_debug_that_is_not_true_or_false_refuses_to_start(tmp_path):
@@ -291,3 +367,100 @@ def test_user_password_for_an_unknown_user_is_refused(db):
         lepton_user("password", "ghost")
 
     assert not get_user_model().objects.exists()
+
+
+# --- lepton_database_ready ------------------------------------------------------------------
+@pytest.fixture
+def postgres_server():
+    """An autocommit connection to the PostgreSQL server of DATABASE_URL, and its URL parts."""
+    import dj_database_url
+    import psycopg2
+
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        pytest.skip(
+            "Needs PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres"
+        )
+    parts = dj_database_url.parse(url)
+    admin = psycopg2.connect(
+        dbname="postgres",
+        user=parts["USER"],
+        password=parts["PASSWORD"] or None,
+        host=parts["HOST"],
+        port=parts["PORT"] or 5432,
+    )
+    admin.autocommit = True
+    server = f"{parts['HOST']}:{parts['PORT'] or 5432}"
+    created: list[str] = []
+    yield admin, server, created
+    with admin.cursor() as cursor:
+        for statement in created:
+            cursor.execute(statement)
+    admin.close()
+
+
+def database_exists(admin, name: str) -> bool:
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        return cursor.fetchone() is not None
+
+
+def test_database_ready_creates_a_missing_database_when_the_account_may(tmp_path, postgres_server):
+    admin, server, cleanup = postgres_server
+    name = f"lepton_missing_{secrets.token_hex(4)}"
+    cleanup.append(f'DROP DATABASE IF EXISTS "{name}"')
+
+    result = manage(
+        tmp_path, "lepton_database_ready", DATABASE_URL=f"postgres://postgres@{server}/{name}"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"Created the database '{name}' on {server}."
+    assert database_exists(admin, name)
+
+
+def test_database_ready_says_in_one_line_what_to_create_when_the_account_may_not(
+    tmp_path, postgres_server
+):
+    admin, server, cleanup = postgres_server
+    role = f"lepton_nocreate_{secrets.token_hex(4)}"
+    name = f"lepton_missing_{secrets.token_hex(4)}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+    cleanup.append(f'DROP ROLE IF EXISTS "{role}"')
+
+    result = manage(
+        tmp_path, "lepton_database_ready", DATABASE_URL=f"postgres://{role}@{server}/{name}"
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"CommandError: The database '{name}' does not exist on {server}, and {role} may not "
+        "create it (permission denied to create database). Create it with: createdb"
+    )
+    assert f"-O {role} {name}" in lines[0]
+    assert not database_exists(admin, name)
+
+
+def test_database_ready_is_silent_when_the_database_exists(tmp_path, postgres_server):
+    result = manage(tmp_path, "lepton_database_ready", DATABASE_URL=os.environ["DATABASE_URL"])
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_database_ready_names_the_problem_when_the_server_is_down(tmp_path):
+    result = manage(
+        tmp_path, "lepton_database_ready", DATABASE_URL="postgres://postgres@127.0.0.1:1/console"
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        "CommandError: Cannot connect to the database in DATABASE_URL ("
+    )
+    assert result.stderr.strip().endswith(
+        "Check DATABASE_URL and that the database server is running."
+    )
