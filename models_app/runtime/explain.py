@@ -6,14 +6,13 @@ the word pushed the explained class up; negative, down.
 
 - Integrated gradients (captum's LayerIntegratedGradients on the word embeddings) needs the
   PyTorch model: it follows gradients from a baseline where every word is [PAD] (special tokens
-  kept) to the text. Its scores add up to f(text) - f(baseline) (completeness); the gap is
-  returned as ``convergence_delta``.
+  kept) to the text, on the class's log-probability (the logit for multi-label, the value for
+  regression). Its scores add up to f(text) - f(baseline) (completeness); the gap is returned
+  as ``convergence_delta``.
 - Occlusion masks one word at a time (its word pieces become [MASK]) and scores the drop of the
-  explained output. It needs only a ``logits(input_ids, attention_mask)`` function, so it works
-  with any engine (ONNX Runtime included) and costs one forward pass per word, batched.
-
-The explained output is the class probability for single-label models (softmax), the label's
-probability for multi-label models (sigmoid) and the value itself for regression.
+  class's probability (the value for regression). It needs only a
+  ``logits(input_ids, attention_mask)`` function, so it works with any engine (ONNX Runtime
+  included) and costs one forward pass per word, batched.
 """
 
 from __future__ import annotations
@@ -49,13 +48,29 @@ class WordScore:
         return {"word": self.word, "start": self.start, "end": self.end, "score": self.score}
 
 
+_EXPLAINED_OUTPUT = {
+    "single_label": "log_probability",
+    "multi_label": "logit",
+    "regression": "value",
+}
+_SCORED_OUTPUT = {
+    "single_label": "probability",
+    "multi_label": "probability",
+    "regression": "value",
+}
+
+
 @dataclass
 class Explanation:
     method: str
     target: int  # index of the explained class (0 for regression)
-    target_score: float  # the explained output for the text
-    baseline_score: float | None  # integrated gradients: the output for the all-[PAD] baseline
-    convergence_delta: float | None  # integrated gradients: sum(scores) - (target - baseline)
+    target_score: float  # the class's probability (or the value) for the text
+    baseline_score: float | None  # integrated gradients: the same for the all-[PAD] baseline
+    # What word scores measure: integrated gradients attribute the log-probability (logit for
+    # multi-label); occlusion scores the drop in probability when the word is masked.
+    explained_output: str
+    explained_change: float | None  # integrated gradients: output(text) - output(baseline)
+    convergence_delta: float | None  # integrated gradients: sum(scores) - explained_change
     truncated: bool  # the text was longer than the model reads; later words have no score
     words: list[WordScore] = field(default_factory=list)
 
@@ -65,6 +80,8 @@ class Explanation:
             "target": self.target,
             "target_score": self.target_score,
             "baseline_score": self.baseline_score,
+            "explained_output": self.explained_output,
+            "explained_change": self.explained_change,
             "convergence_delta": self.convergence_delta,
             "truncated": self.truncated,
             "words": [word.to_dict() for word in self.words],
@@ -226,11 +243,15 @@ def _scores_numpy(logits: np.ndarray, task: str) -> np.ndarray:
     return logits
 
 
-def _scores_torch(logits: Any, task: str) -> Any:
+def _explained_torch(logits: Any, task: str) -> Any:
+    """What integrated gradients attributes: log-probabilities, logits (log-odds) or the value.
+
+    Not probabilities: a confident classifier's probability is flat along most of the path
+    from the baseline and jumps in a few steps that a short integral misses, scoring every
+    word ~0; its log-probability changes over the whole path.
+    """
     if task == "single_label":
-        return logits.softmax(dim=-1)
-    if task == "multi_label":
-        return logits.sigmoid()
+        return logits.log_softmax(dim=-1)
     return logits
 
 
@@ -281,6 +302,8 @@ def _occlusion(
         target=chosen,
         target_score=float(scores[0, chosen]),
         baseline_score=None,
+        explained_output=_SCORED_OUTPUT[task],
+        explained_change=None,
         convergence_delta=None,
         truncated=encoded.truncated,
         words=_words(text, encoded, token_scores),
@@ -321,14 +344,15 @@ def _integrated_gradients(
     attention_mask = torch.ones_like(input_ids)
 
     def forward(ids: Any, mask: Any) -> Any:
-        return _scores_torch(_call(model, ids, mask), task)
+        return _explained_torch(_call(model, ids, mask), task)
 
     was_training = getattr(model, "training", False)
     model.eval()
     try:
         with torch.no_grad():
-            both = forward(torch.cat([input_ids, baseline_ids]), attention_mask.repeat(2, 1))
-        scores = both.double().numpy()
+            logits = _call(model, torch.cat([input_ids, baseline_ids]), attention_mask.repeat(2, 1))
+        scores = _scores_numpy(logits.double().numpy(), task)
+        explained = _explained_torch(logits.double(), task).numpy()
         chosen = _pick_target(scores[0], target, task)
         attribution = LayerIntegratedGradients(forward, _embedding_layer(model))
         # The attention mask is the same along the path: pass it as a fixed extra argument.
@@ -349,6 +373,8 @@ def _integrated_gradients(
         target=chosen,
         target_score=float(scores[0, chosen]),
         baseline_score=float(scores[1, chosen]),
+        explained_output=_EXPLAINED_OUTPUT[task],
+        explained_change=float(explained[0, chosen] - explained[1, chosen]),
         convergence_delta=float(delta.reshape(-1)[0]),
         truncated=encoded.truncated,
         words=_words(text, encoded, token_scores),
