@@ -42,6 +42,13 @@ class TextTokenizer:
                 raise ArtifactError(f"The tokenizer cannot be loaded: {error}.") from error
             self.pad_token_id = int(self._slow.pad_token_id or 0)
 
+    @property
+    def backend(self):
+        """The `tokenizers.Tokenizer` (character offsets for explanations), or None if slow."""
+        if self._fast is not None:
+            return self._fast
+        return getattr(self._slow, "backend_tokenizer", None)
+
     def set_pad_token_id(self, pad_token_id: int) -> None:
         self.pad_token_id = int(pad_token_id)
 
