@@ -29,6 +29,7 @@ DEFAULT_METHOD = "integrated_gradients"
 # a second a sentence on one CPU thread; see benchmarks/explain.py.
 DEFAULT_STEPS = 16
 TASKS = ("single_label", "multi_label", "regression")
+OCCLUSION_BATCH = 32  # masked copies of the text per forward pass
 
 LogitsFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -107,6 +108,7 @@ def explain(
     target: int | None = None,
     max_length: int = 512,
     n_steps: int = DEFAULT_STEPS,
+    device: str = "cpu",
 ) -> Explanation:
     """Explain the prediction for one text.
 
@@ -129,7 +131,7 @@ def explain(
             raise ExplainError("Integrated gradients needs the PyTorch model.")
         return _integrated_gradients(
             text, encoded, tokenizer=tokenizer, model=model, task=task, target=target,
-            n_steps=n_steps,
+            n_steps=n_steps, device=device,
         )  # fmt: skip
     if logits_function is None:
         if model is None:
@@ -161,7 +163,7 @@ def torch_logits_function(model: Any) -> LogitsFunction:
 def _backend(tokenizer: Any) -> Any:
     """The `tokenizers.Tokenizer` behind a transformers fast tokenizer, the runtime's
     TextTokenizer, or the object itself."""
-    for name in ("backend_tokenizer", "fast_tokenizer"):
+    for name in ("backend_tokenizer", "backend"):
         backend = getattr(tokenizer, name, None)
         if backend is not None:
             return backend
@@ -289,8 +291,11 @@ def _occlusion(
     batch = np.tile(ids, (len(groups) + 1, 1))
     for row, positions in enumerate(groups, start=1):
         batch[row, positions] = mask_id
-    attention = np.ones_like(batch)
-    scores = _scores_numpy(logits_function(batch, attention), task)
+    chunks = [
+        batch[start : start + OCCLUSION_BATCH] for start in range(0, len(batch), OCCLUSION_BATCH)
+    ]
+    logits = np.concatenate([logits_function(chunk, np.ones_like(chunk)) for chunk in chunks])
+    scores = _scores_numpy(logits, task)
     chosen = _pick_target(scores[0], target, task)
     drops = scores[0, chosen] - scores[1:, chosen]
     token_scores = np.zeros(len(ids))
@@ -329,6 +334,7 @@ def _integrated_gradients(
     task: str,
     target: int | None,
     n_steps: int,
+    device: str,
 ) -> Explanation:
     import torch
     from captum.attr import LayerIntegratedGradients
@@ -336,7 +342,7 @@ def _integrated_gradients(
     if n_steps < 2:
         raise ExplainError("Integrated gradients needs at least 2 steps.")
     pad_id = _special_id(tokenizer, "pad") or 0
-    input_ids = torch.tensor([encoded.input_ids], dtype=torch.long)
+    input_ids = torch.tensor([encoded.input_ids], dtype=torch.long, device=device)
     baseline_ids = input_ids.clone()
     for position, word_id in enumerate(encoded.word_ids):
         if word_id is not None:
@@ -351,8 +357,8 @@ def _integrated_gradients(
     try:
         with torch.no_grad():
             logits = _call(model, torch.cat([input_ids, baseline_ids]), attention_mask.repeat(2, 1))
-        scores = _scores_numpy(logits.double().numpy(), task)
-        explained = _explained_torch(logits.double(), task).numpy()
+        scores = _scores_numpy(logits.double().cpu().numpy(), task)
+        explained = _explained_torch(logits.double(), task).cpu().numpy()
         chosen = _pick_target(scores[0], target, task)
         attribution = LayerIntegratedGradients(forward, _embedding_layer(model))
         # The attention mask is the same along the path: pass it as a fixed extra argument.
@@ -367,7 +373,7 @@ def _integrated_gradients(
         )
     finally:
         model.train(was_training)
-    token_scores = attributions.sum(dim=-1)[0].detach().double().numpy()
+    token_scores = attributions.sum(dim=-1)[0].detach().double().cpu().numpy()
     return Explanation(
         method="integrated_gradients",
         target=chosen,
@@ -379,6 +385,59 @@ def _integrated_gradients(
         truncated=encoded.truncated,
         words=_words(text, encoded, token_scores),
     )
+
+
+def explain_prediction(
+    predictor: Any,
+    text: str,
+    *,
+    method: str = DEFAULT_METHOD,
+    target: int | None = None,
+    n_steps: int = DEFAULT_STEPS,
+    torch_engine: Any = None,
+) -> Explanation:
+    """Explain one text with a loaded runtime Predictor.
+
+    Occlusion runs on the predictor's own engine (ONNX Runtime included). Integrated gradients
+    needs gradients, so it runs on a PyTorch engine: the predictor's own when it is one, else
+    ``torch_engine`` (a TorchEngine for the same folder, which the caller loads and caches).
+    """
+    tokenizer = predictor.tokenizer
+    common = {
+        "tokenizer": tokenizer,
+        "method": method,
+        "task": predictor.task,
+        "target": target,
+        "max_length": predictor.info.max_length,
+    }
+    if method == "occlusion":
+        return explain(text, logits_function=predictor.engine.run, **common)
+    engine = predictor.engine if hasattr(predictor.engine, "module_forward") else torch_engine
+    if engine is None:
+        raise ExplainError("Integrated gradients needs the PyTorch model; use occlusion instead.")
+    return explain(
+        text, model=_EngineModule(engine), n_steps=n_steps, device=str(engine.device), **common
+    )
+
+
+class _EngineModule:
+    """A runtime TorchEngine seen as a module: (input_ids, attention_mask) -> logits tensor."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.training = False
+
+    def __call__(self, input_ids: Any, attention_mask: Any) -> Any:
+        return self.engine.module_forward(input_ids, attention_mask)
+
+    def get_input_embeddings(self) -> Any:
+        return self.engine.model.get_input_embeddings()
+
+    def eval(self) -> None:
+        self.engine.model.eval()
+
+    def train(self, mode: bool = True) -> None:
+        self.engine.model.train(mode)
 
 
 def top_words(explanation: Explanation, count: int = 3) -> Sequence[WordScore]:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 
-from models_app.runtime.explain import ExplainError, explain, torch_logits_function
+from models_app.runtime.explain import (
+    ExplainError,
+    explain,
+    explain_prediction,
+    torch_logits_function,
+)
 from tests.models_app.toy_classifier import LABELS, save_toy_classifier
 
 
@@ -127,3 +133,49 @@ def test_bad_requests_get_plain_messages(toy, kwargs, message):
 
     with pytest.raises(ExplainError, match=message):
         explain(text, **arguments)
+
+
+@pytest.fixture(scope="module")
+def toy_predictor(toy, tmp_path_factory):
+    from models_app.runtime import load_predictor
+
+    model, tokenizer = toy
+    folder = tmp_path_factory.mktemp("toy_version")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return load_predictor(folder, runtime="pytorch", threads=1)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
+def test_a_runtime_predictor_explains_with_its_own_engine_and_tokenizer(toy_predictor, method):
+    result = explain_prediction(toy_predictor, "the story was great", method=method)
+
+    assert toy_predictor.label_names[result.target] == "positive"
+    assert max(result.words, key=lambda word: word.score).word == "great"
+    assert result.explained_output == (
+        "log_probability" if method == "integrated_gradients" else "probability"
+    )
+
+
+def test_integrated_gradients_need_a_torch_engine_beside_an_onnx_predictor(toy_predictor):
+    class OnnxLike:
+        def run(self, input_ids, attention_mask):
+            return toy_predictor.engine.run(input_ids, attention_mask)
+
+    onnx_predictor = copy.copy(toy_predictor)
+    onnx_predictor.engine = OnnxLike()
+
+    with pytest.raises(ExplainError, match="use occlusion instead"):
+        explain_prediction(onnx_predictor, "great story")
+    result = explain_prediction(onnx_predictor, "great story", torch_engine=toy_predictor.engine)
+    assert result.words[0].word == "great"
+    assert explain_prediction(onnx_predictor, "great story", method="occlusion").words[0].score > 0
+
+
+def test_occlusion_of_a_text_longer_than_one_batch_scores_every_word(toy_predictor):
+    text = " ".join(["the film"] * 30) + " good"
+
+    result = explain_prediction(toy_predictor, text, method="occlusion")
+
+    assert len(result.words) == 61
+    assert max(result.words, key=lambda word: word.score).word == "good"
