@@ -322,6 +322,9 @@ class LabelClaim(models.Model):
         return f"{self.record_id} held by {self.user_id}"
 
 
+TRAINING_SPLITS = ("train", "validation", "test")
+
+
 class Snapshot(models.Model):
     """An immutable, numbered version of a dataset: which records, their text, label and split."""
 
@@ -349,6 +352,41 @@ class Snapshot(models.Model):
     @property
     def has_labels(self) -> bool:
         return bool({k for k in self.label_counts if k})
+
+    @property
+    def has_train_split(self) -> bool:
+        """Whether it has train records: only then is it offered to train on."""
+        return bool((self.split_counts or {}).get("train"))
+
+    @property
+    def training_gaps(self) -> list[str]:
+        """What this snapshot lacks for training, in sentences (none: nothing is missing)."""
+        splits = self.split_counts or {}
+        gaps = []
+        missing = [name for name in TRAINING_SPLITS if not splits.get(name)]
+        if len(missing) == len(TRAINING_SPLITS):
+            none = (
+                "Its record has no split"
+                if self.record_count == 1
+                else f"None of its {self.record_count:,} records has a split"
+            )
+            gaps.append(
+                f"{none} yet, so it cannot be trained on. Assign splits on the dataset, then "
+                "take a new snapshot."
+            )
+        elif missing:
+            named = " or ".join(missing)
+            gaps.append(
+                f"It has no {named} records, so it cannot be trained on (training needs train, "
+                "validation and test). Assign splits on the dataset, then take a new snapshot."
+            )
+        elif splits.get(""):
+            count = splits[""]
+            noun = "record has" if count == 1 else "records have"
+            gaps.append(f"{count:,} {noun} no split; training leaves them out.")
+        if self.record_count and not self.has_labels:
+            gaps.append("No record has a label yet: label the records before training on them.")
+        return gaps
 
 
 class SnapshotRecord(models.Model):

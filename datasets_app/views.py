@@ -326,14 +326,20 @@ def snapshot_create(request, dataset_id: int):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
     form = SnapshotForm(request.POST)
     form.is_valid()
-    return _run(
-        request,
-        dataset,
-        lambda: services.snapshot_create(
+    try:
+        snapshot = services.snapshot_create(
             dataset=dataset, user=request.user, note=form.cleaned_data.get("note", "")
-        ),
-        success="Snapshot created.",
-    )
+        )
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+    else:
+        # Taken anyway (it may be wanted for export), but the page says what it lacks.
+        gaps = snapshot.training_gaps
+        if gaps:
+            messages.warning(request, f"Snapshot v{snapshot.number} created. {' '.join(gaps)}")
+        else:
+            messages.success(request, f"Snapshot v{snapshot.number} created.")
+    return redirect(f"{reverse('datasets:dataset_detail', args=[dataset.pk])}#snapshots")
 
 
 @require_POST

@@ -73,7 +73,15 @@ def _number(**attrs) -> forms.NumberInput:
 class RunForm(forms.Form):
     """The new-run form. Blank hyperparameters take the engine's defaults."""
 
-    snapshot = SnapshotChoiceField(queryset=None, empty_label="Choose a snapshot", label="Snapshot")
+    snapshot = SnapshotChoiceField(
+        queryset=None,
+        empty_label="Choose a snapshot",
+        label="Snapshot",
+        error_messages={
+            "invalid_choice": "Choose one of the listed snapshots: a snapshot without train "
+            "records cannot be trained on."
+        },
+    )
     base_model = forms.ModelChoiceField(queryset=None, empty_label=None, label="Base model")
     task = forms.ChoiceField(choices=TrainingRun.Task.choices, label="Task")
     method = forms.ChoiceField(choices=TrainingRun.Method.choices, label="Method")

@@ -100,7 +100,7 @@ MAX_COMPARED_RUNS = 8
 
 
 def snapshot_choices_for_user(*, user) -> QuerySet:
-    """Snapshots a run can train on, newest first."""
+    """Snapshots with records (to evaluate on), newest first."""
     from datasets_app.models import Snapshot
 
     access_check(user, "training_run", "view")
@@ -109,6 +109,11 @@ def snapshot_choices_for_user(*, user) -> QuerySet:
         .filter(record_count__gt=0)
         .order_by("-created_at", "-id")
     )
+
+
+def snapshot_training_choices_for_user(*, user) -> QuerySet:
+    """Snapshots a run can train on (with train records), newest first."""
+    return snapshot_choices_for_user(user=user).filter(split_counts__train__gt=0)
 
 
 def base_model_choices_for_user(*, user) -> QuerySet:

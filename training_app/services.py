@@ -60,6 +60,12 @@ def run_dir(run_id: int) -> Path:
     return Path(settings.TRAINING_WORK_DIR) / f"run-{run_id}"
 
 
+NO_TRAIN_SPLIT = (
+    "This snapshot has no train split, so there is nothing to train on. Assign splits on the "
+    "dataset and take a new snapshot."
+)
+
+
 # --- reading a snapshot ---------------------------------------------------------------------------
 def snapshot_splits(snapshot: Snapshot) -> dict[str, tuple[list[str], list[str]]]:
     rows = (
@@ -105,9 +111,7 @@ def _check_snapshot(snapshot: Snapshot, task: str) -> tuple[dict, list[str], dic
     splits = snapshot_splits(snapshot)
     train_texts, train_labels = splits["train"]
     if not train_texts:
-        errors.setdefault("snapshot", []).append(
-            "This snapshot has no train split. Assign splits on the dataset and take a new snapshot."
-        )
+        errors.setdefault("snapshot", []).append(NO_TRAIN_SPLIT)
         return splits, [], errors
     for name in ("validation", "test"):
         if not splits[name][0]:
@@ -205,6 +209,8 @@ def training_run_estimate(
 ) -> dict:
     from training_app.trainer import estimate
 
+    if not (snapshot.split_counts or {}).get("train"):
+        raise ValidationError({"snapshot": [NO_TRAIN_SPLIT]})
     config = training_config_build(task=task, method=method, params=params)
     train = SnapshotRecord.objects.filter(snapshot=snapshot, split="train")
     n_train = train.count()

@@ -30,6 +30,7 @@ from training_app.selectors import (
     runs_get_for_user,
     runs_validation_series,
     snapshot_choices_for_user,
+    snapshot_training_choices_for_user,
 )
 
 RUNS_PER_PAGE = 50
@@ -98,7 +99,7 @@ def _run_form(request, data=None) -> RunForm:
     return RunForm(
         data,
         initial=initial,
-        snapshots=snapshot_choices_for_user(user=request.user),
+        snapshots=snapshot_training_choices_for_user(user=request.user),
         base_models=base_model_choices_for_user(user=request.user),
     )
 

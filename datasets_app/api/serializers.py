@@ -117,6 +117,16 @@ class RecordPageSerializer(serializers.Serializer):
 
 
 class SnapshotSerializer(serializers.ModelSerializer):
+    has_train_split = serializers.BooleanField(
+        read_only=True, help_text="Whether it has train records (only then can runs train on it)."
+    )
+    warnings = serializers.ListField(
+        source="training_gaps",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="What it lacks for training, in sentences; empty when nothing is missing.",
+    )
+
     class Meta:
         model = Snapshot
         fields = [
@@ -127,6 +137,8 @@ class SnapshotSerializer(serializers.ModelSerializer):
             "record_count",
             "label_counts",
             "split_counts",
+            "has_train_split",
+            "warnings",
             "created_at",
         ]
 

@@ -398,7 +398,7 @@ def test_splitting_and_snapshotting_from_the_page(analyst_client, analyst):
     assertContains(page, job.message)
     assertContains(page, 'data-testid="split-counts"')
     assert not Record.objects.filter(split="").exists()
-    assertContains(snapshot, "Snapshot created.")
+    assertContains(snapshot, "Snapshot v1 created.")
     assertContains(snapshot, 'data-testid="snapshots"')
     assertContains(snapshot, "first")
     assert Snapshot.objects.get().record_count == 5
