@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from lepton_web.access import access_check
 from training_app.models import Evaluation, TrainingMetric, TrainingRun
@@ -178,6 +179,74 @@ def runs_validation_series(runs: list[TrainingRun]) -> dict:
 
 def run_events(run: TrainingRun) -> QuerySet:
     return run.events.order_by("created_at", "id")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def run_events_empty_text(run: TrainingRun) -> str:
+    """What the Events box says before the first event, true to the run's status."""
+    if run.status == "queued":
+        return "Nothing yet: the run starts when a worker on the gpu queue picks it up."
+    if run.status == "running":
+        return (
+            "A worker has the run and is loading the model and data; events appear here as it goes."
+        )
+    return "This run recorded no events."
+
+
+def run_tiles(run: TrainingRun) -> dict[str, str]:
+    """The run page's live tiles, as shown: the page and the live state both use these."""
+    steps = f"{run.steps_done:,}" + (f" / {run.total_steps:,}" if run.total_steps else "")
+    if run.is_finished:
+        time_left = "done"
+    elif run.is_active and run.seconds_left is not None and run.steps_done:
+        time_left = _duration(run.seconds_left)
+    else:
+        time_left = "—"
+    throughput = f"{run.examples_per_second:.1f}" if run.examples_per_second else "—"
+    return {"steps": steps, "time_left": time_left, "throughput": throughput}
+
+
+def run_live_state(run: TrainingRun) -> dict:
+    """Everything on the run page that changes while it trains, from one read of the row:
+    status, progress, tiles, events and metric series, so the page never mixes two moments."""
+    events = [
+        {
+            "id": event.pk,
+            "kind": event.kind,
+            "message": event.message,
+            "time": timezone.localtime(event.created_at).strftime("%H:%M:%S"),
+            "timestamp": event.created_at.isoformat(),
+        }
+        for event in run_events(run)
+    ]
+    message = run.message or ("Waiting for a worker…" if run.status == "queued" else "")
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_display": run.get_status_display(),
+        "is_active": run.is_active,
+        "is_finished": run.is_finished,
+        "progress": run.progress,
+        "message": message,
+        "error_message": run.error_message,
+        "attempts": run.attempts,
+        "steps_done": run.steps_done,
+        "total_steps": run.total_steps,
+        "seconds_left": run.seconds_left if run.is_active else None,
+        "tiles": run_tiles(run),
+        "events": events,
+        "events_empty_text": run_events_empty_text(run),
+        "series": run_metric_series(run),
+    }
 
 
 def _label_text(value) -> str:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("new/", views.run_create, name="run_create"),
     path("estimate/", views.run_estimate, name="run_estimate"),
     path("<id:run_id>/", views.run_detail, name="run_detail"),
+    path("<id:run_id>/live/", views.run_live, name="run_live"),
     path("<id:run_id>/events/", views.run_events_fragment, name="run_events"),
     path("<id:run_id>/cancel/", views.run_cancel, name="run_cancel"),
     path(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -20,12 +21,15 @@ from training_app.selectors import (
     evaluation_list_for_version,
     run_dataset_choices_for_user,
     run_events,
+    run_events_empty_text,
     run_get_for_user,
     run_headline_metric,
     run_list_for_user,
+    run_live_state,
     run_metric_series,
     run_model_version,
     run_test_report,
+    run_tiles,
     runs_compare,
     runs_get_for_user,
     runs_validation_series,
@@ -171,19 +175,35 @@ def run_detail(request, run_id: int):
     context = {
         "run": run,
         "events": run_events(run),
+        "events_empty_text": run_events_empty_text(run),
         "series": run_metric_series(run),
         "report": run_test_report(run) if run.is_finished else None,
         "model_version": run_model_version(run),
-        "metrics_url": reverse("api_run_metrics", args=[run.pk]),
+        "tiles": run_tiles(run),
+        "live_url": reverse("training:run_live", args=[run.pk]),
     }
     return render(request, "training_app/run_detail.html", context)
 
 
 @require_GET
 @access_required("training_run", "view")
+def run_live(request, run_id: int):
+    """The run page's live state as JSON: badge, progress, tiles, events and charts together."""
+    run = run_get_for_user(user=request.user, run_id=run_id)
+    response = JsonResponse(run_live_state(run))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+@access_required("training_run", "view")
 def run_events_fragment(request, run_id: int):
     run = run_get_for_user(user=request.user, run_id=run_id)
-    context = {"run": run, "events": run_events(run)}
+    context = {
+        "run": run,
+        "events": run_events(run),
+        "events_empty_text": run_events_empty_text(run),
+    }
     return render(request, "training_app/_run_events.html", context)
 
 

@@ -32,72 +32,153 @@
     return { label, data, borderColor: color, backgroundColor: color, pointRadius: 2, borderWidth: 2, tension: 0.15 };
   }
 
-  // --- run page -------------------------------------------------------------------------------
+  // Loss-like metrics (lower is better, unbounded) share the left axis; scores the right one.
+  const LOSS_METRICS = ["loss", "mse", "mae"];
+  const METRIC_WORDS = {
+    macro_f1: "macro-F1", micro_f1: "micro-F1", accuracy: "accuracy", subset_accuracy: "subset accuracy",
+    loss: "loss", mse: "MSE", mae: "MAE", r2: "R²", spearman: "Spearman",
+  };
+  function metricWord(name) { return METRIC_WORDS[name] || name.replace(/_/g, " "); }
+
+  function validationDatasets(series, names, labelOf) {
+    return names.map((name, i) => {
+      const metric = name.replace(/^val_/, "");
+      return {
+        ...dataset(labelOf(metric), points(series[name]), i),
+        yAxisID: LOSS_METRICS.includes(metric) ? "loss" : "score",
+        pointRadius: 4,
+        showLine: true,
+      };
+    });
+  }
+
+  function twoAxisOptions() {
+    const options = lineOptions("");
+    options.scales = {
+      x: options.scales.x,
+      loss: { type: "linear", position: "left", title: { display: true, text: "loss" }, beginAtZero: true },
+      score: { type: "linear", position: "right", title: { display: true, text: "score" }, suggestedMin: 0, suggestedMax: 1, grid: { drawOnChartArea: false } },
+    };
+    return options;
+  }
+
+  // --- run page: one live state (GET data-live-url) drives badge, progress, tiles, events, charts
+  const live = document.getElementById("run-live");
   const charts = document.getElementById("run-charts");
-  if (charts && typeof Chart !== "undefined") {
-    const lossCanvas = document.getElementById("loss-chart");
-    const validationCanvas = document.getElementById("validation-chart");
-    const lossChart = new Chart(lossCanvas, {
-      type: "line",
-      data: { datasets: [dataset("training loss", [], 0)] },
-      options: { ...lineOptions("loss"), plugins: { legend: { display: false } } },
-    });
-    const validationChart = new Chart(validationCanvas, {
-      type: "line",
-      data: { datasets: [] },
-      options: lineOptions(""),
-    });
+  if (live) {
+    const hasCharts = charts && typeof Chart !== "undefined";
+    let lossChart = null;
+    let validationChart = null;
+    if (hasCharts) {
+      lossChart = new Chart(document.getElementById("loss-chart"), {
+        type: "line",
+        data: { datasets: [{ ...dataset("training loss", [], 0), pointRadius: 0 }] },
+        options: { ...lineOptions("loss"), plugins: { legend: { display: false } } },
+      });
+      validationChart = new Chart(document.getElementById("validation-chart"), {
+        type: "line",
+        data: { datasets: [] },
+        options: twoAxisOptions(),
+      });
+    }
 
     function setText(id, text) {
       const el = document.getElementById(id);
-      if (el) el.textContent = text;
+      if (el && el.textContent !== text) el.textContent = text;
     }
 
-    function last(series) {
-      return series && series.length ? series[series.length - 1].value : null;
-    }
-
-    function render(series, status) {
+    function renderCharts(series) {
+      if (!hasCharts) return;
       lossChart.data.datasets[0].data = points(series.train_loss);
       lossChart.update();
       const names = Object.keys(series).filter((name) => name.startsWith("val_")).sort();
-      validationChart.data.datasets = names.map((name, i) => dataset(name.slice(4), points(series[name]), i));
+      validationChart.data.datasets = validationDatasets(series, names, metricWord);
+      validationChart.options.scales.loss.display = names.some((n) => LOSS_METRICS.includes(n.slice(4)));
+      validationChart.options.scales.score.display = names.some((n) => !LOSS_METRICS.includes(n.slice(4)));
       validationChart.update();
       const lossEmpty = document.getElementById("loss-chart-empty");
       if (lossEmpty) lossEmpty.hidden = !!(series.train_loss && series.train_loss.length);
       const validationEmpty = document.getElementById("validation-chart-empty");
       if (validationEmpty) validationEmpty.hidden = names.length > 0;
-      const badge = document.getElementById("run-status");
-      if (badge && (status === "queued" || status === "running")) {
-        badge.className = "badge badge-" + status;
-        badge.textContent = status === "queued" ? "Queued" : "Running";
-      }
-      if (status === "queued" || status === "running") {
-        const speed = last(series.train_examples_per_second);
-        const left = last(series.train_seconds_left);
-        if (speed !== null) setText("run-throughput", speed.toFixed(1));
-        if (left !== null) setText("run-time-left", Math.round(left) + " s");
+    }
+
+    function renderEvents(state) {
+      const list = document.getElementById("run-events-list");
+      const empty = document.getElementById("run-events-empty");
+      if (!list) return;
+      list.replaceChildren(...state.events.map((event) => {
+        const item = document.createElement("li");
+        item.className = "event event-" + event.kind;
+        const badge = document.createElement("span");
+        badge.className = "badge";
+        badge.textContent = event.kind;
+        const time = document.createElement("span");
+        time.className = "muted small";
+        time.title = event.timestamp;
+        time.textContent = event.time;
+        item.append(badge, " " + event.message + " ", time);
+        return item;
+      }));
+      list.hidden = state.events.length === 0;
+      if (empty) {
+        empty.hidden = state.events.length > 0;
+        empty.textContent = state.events_empty_text;
       }
     }
 
-    render(jsonData("run-metrics-data") || {}, null);
+    function render(state) {
+      for (const id of ["run-status", "run-progress-status"]) {
+        const badge = document.getElementById(id);
+        if (badge) {
+          badge.className = "badge badge-" + state.status;
+          badge.textContent = state.status_display;
+        }
+      }
+      const progress = document.getElementById("run-progress");
+      if (progress) {
+        progress.className = "job job-" + state.status;
+        progress.dataset.status = state.status;
+      }
+      const bar = document.getElementById("run-progress-bar");
+      if (bar) {
+        bar.setAttribute("aria-valuenow", String(state.progress));
+        bar.firstElementChild.style.width = state.progress + "%";
+      }
+      const message = document.getElementById("run-message");
+      if (message) {
+        message.className = state.error_message ? "error-text" : "";
+        message.textContent = state.error_message || state.message;
+      }
+      let detail = state.progress + "%";
+      if (state.is_active && state.steps_done && state.seconds_left !== null) detail += " · about " + state.tiles.time_left + " left";
+      if (state.attempts > 1) detail += " · attempt " + state.attempts;
+      setText("run-progress-text", detail);
+      setText("run-steps", state.tiles.steps);
+      setText("run-time-left", state.tiles.time_left);
+      setText("run-throughput", state.tiles.throughput);
+      renderEvents(state);
+      renderCharts(state.series || {});
+    }
 
-    if (charts.dataset.active === "true") {
-      const url = charts.dataset.metricsUrl;
+    renderCharts(jsonData("run-metrics-data") || {});
+
+    if (live.dataset.active === "true") {
       let timer = null;
       const poll = () => {
-        fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        fetch(live.dataset.liveUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
           .then((response) => (response.ok ? response.json() : Promise.reject(response.status)))
-          .then((body) => {
-            render(body.series || {}, body.status);
-            if (body.status !== "queued" && body.status !== "running") {
-              clearInterval(timer); // finished: the progress component reloads the page
-              charts.dataset.active = "false";
+          .then((state) => {
+            render(state);
+            if (!state.is_active) {
+              // Ended: the page around the run changes (test report, model version), so reload it.
+              clearInterval(timer);
+              live.dataset.active = "false";
+              window.location.reload();
             }
           })
           .catch(() => {}); // a missed poll is retried by the next tick
       };
-      timer = setInterval(poll, 3000);
+      timer = setInterval(poll, 2000);
       poll();
     }
   }

@@ -67,7 +67,7 @@ def test_start_a_run_watch_it_train_live_and_read_the_test_report(
     expect(page.get_by_test_id("evaluate-form")).to_be_visible()
 
 
-def test_run_page_charts_poll_the_metrics_api_while_the_run_is_active(
+def test_run_page_charts_poll_the_live_state_while_the_run_is_active(
     page, live_server, transactional_db, make_user, tmp_path
 ):
     """Without a worker: metrics written to the database show up in the charts within a poll."""
@@ -91,8 +91,8 @@ def test_run_page_charts_poll_the_metrics_api_while_the_run_is_active(
     assert page.evaluate("Chart.getChart('loss-chart').data.datasets[0].data.length") == 0
 
     TrainingMetric.objects.create(run=run, step=1, name="train_loss", value=1.2)
-    TrainingMetric.objects.create(run=run, step=1, name="train_examples_per_second", value=321.5)
     TrainingMetric.objects.create(run=run, step=2, name="val_macro_f1", value=0.4)
+    TrainingRun.objects.filter(pk=run.pk).update(examples_per_second=321.5)
 
     page.wait_for_function(
         "() => Chart.getChart('loss-chart').data.datasets[0].data.length === 1", timeout=10_000
@@ -101,3 +101,57 @@ def test_run_page_charts_poll_the_metrics_api_while_the_run_is_active(
         "() => Chart.getChart('validation-chart').data.datasets.length === 1", timeout=10_000
     )
     expect(page.locator("#run-throughput")).to_have_text("321.5")
+
+
+def test_run_page_tiles_badge_and_events_follow_the_run_row(
+    page, live_server, transactional_db, make_user, tmp_path
+):
+    """Issue 9 item 10: the tiles, the progress bar, the badge and the events box change
+    together as the run's row changes, and a running run never says it waits for a worker."""
+    from training_app.models import TrainingEvent, TrainingRun
+
+    analyst = make_user("analyst", username="ana")
+    base_model = register_tiny_base_model(save_tiny_bert(tmp_path / "tiny-bert"))
+    snapshot = make_snapshot(user=analyst)
+    run = TrainingRun.objects.create(
+        name="Live",
+        snapshot=snapshot,
+        base_model=base_model,
+        task="single_label",
+        method="full",
+        status="queued",
+        created_by=analyst,
+    )
+    log_in(page, live_server, "ana")
+    page.goto(f"{live_server.url}/training/{run.pk}/")
+    expect(page.get_by_test_id("run-status")).to_have_text("Queued")
+    expect(page.get_by_test_id("events-empty")).to_contain_text("picks it up")
+
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status="running", progress=0, steps_done=0, total_steps=135
+    )
+    expect(page.get_by_test_id("run-status")).to_have_text("Running")
+    expect(page.get_by_test_id("events-empty")).not_to_contain_text("picks it up")
+    expect(page.get_by_test_id("events-empty")).to_contain_text("A worker has the run")
+
+    TrainingRun.objects.filter(pk=run.pk).update(
+        steps_done=24,
+        progress=17,
+        seconds_left=173,
+        examples_per_second=45.25,
+        message="Step 24 of 135, loss 0.9000.",
+    )
+    TrainingEvent.objects.create(run=run, kind="started", message="Training on 120 examples.")
+    expect(page.get_by_test_id("run-steps")).to_have_text("24 / 135")
+    expect(page.get_by_test_id("run-time-left")).to_have_text("3 min")
+    expect(page.get_by_test_id("run-throughput")).to_have_text("45.2")
+    expect(page.get_by_test_id("job-progress").get_by_role("progressbar")).to_have_attribute(
+        "aria-valuenow", "17"
+    )
+    expect(page.get_by_test_id("job-progress")).to_contain_text("Step 24 of 135")
+    expect(page.get_by_test_id("events")).to_contain_text("Training on 120 examples.")
+    expect(page.get_by_test_id("events-empty")).to_be_hidden()
+
+    TrainingRun.objects.filter(pk=run.pk).update(steps_done=100, seconds_left=40)
+    expect(page.get_by_test_id("run-steps")).to_have_text("100 / 135")
+    expect(page.get_by_test_id("run-time-left")).to_have_text("40 s")

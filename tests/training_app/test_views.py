@@ -560,25 +560,97 @@ def test_running_run_page_shows_progress_charts_throughput_events_and_cancel(
     assertContains(response, CANCEL_BUTTON)
     assertContains(
         response,
-        f'hx-get="/jobs/training_app.trainingrun/{running_run.pk}/progress/?reload=1" hx-trigger="every 2s"',
+        f'id="run-live" data-live-url="/training/{running_run.pk}/live/" data-active="true"',
     )
-    assertContains(response, '<span class="stat-value" id="run-throughput">123.4</span>', html=True)
-    assertContains(response, '<span class="stat-value" id="run-time-left">17 s</span>', html=True)
+    assertContains(
+        response,
+        '<span class="stat-value" id="run-throughput" data-testid="run-throughput">123.4</span>',
+        html=True,
+    )
+    assertContains(
+        response,
+        '<span class="stat-value" id="run-time-left" data-testid="run-time-left">17 s</span>',
+        html=True,
+    )
+    assertContains(
+        response,
+        '<span class="stat-value" id="run-steps" data-testid="run-steps">8 / 20</span>',
+        html=True,
+    )
     assertContains(response, '<canvas id="loss-chart" data-testid="loss-chart"></canvas>')
     assertContains(
         response, '<canvas id="validation-chart" data-testid="validation-chart"></canvas>'
     )
-    assertContains(
-        response, f'data-metrics-url="/api/v1/runs/{running_run.pk}/metrics/" data-active="true"'
-    )
     series = json_script(response, "run-metrics-data")
     assert [p["value"] for p in series["train_loss"]] == [1.1, 1.0, 0.9]
-    assertContains(response, f'hx-get="/training/{running_run.pk}/events/" hx-trigger="every 3s"')
     assertContains(
         response, '<span class="badge">evaluated</span> Step 7: macro_f1 0.5000', html=False
     )
     assertNotContains(response, 'data-testid="test-report"')
     assertContains(response, "Reviews</a> · snapshot v1 (90 records)")
+
+
+def test_live_state_carries_badge_progress_tiles_events_and_series_from_one_read(
+    client_as, running_run
+):
+    response = client_as("viewer").get(f"/training/{running_run.pk}/live/")
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    state = response.json()
+    assert state["status"] == "running"
+    assert state["status_display"] == "Running"
+    assert state["is_active"] is True
+    assert state["progress"] == 40
+    assert state["message"] == "Step 8 of 20, loss 0.9000."
+    assert state["tiles"] == {"steps": "8 / 20", "time_left": "17 s", "throughput": "123.4"}
+    assert [(e["kind"], e["message"]) for e in state["events"]] == [
+        ("started", "Started."),
+        ("evaluated", "Step 7: macro_f1 0.5000"),
+    ]
+    assert [p["value"] for p in state["series"]["train_loss"]] == [1.1, 1.0, 0.9]
+
+
+def test_live_state_follows_the_row_as_the_run_advances(client_as, running_run):
+    client = client_as("viewer")
+    TrainingRun.objects.filter(pk=running_run.pk).update(
+        steps_done=24, total_steps=135, seconds_left=173, progress=17
+    )
+
+    state = client.get(f"/training/{running_run.pk}/live/").json()
+
+    assert state["tiles"]["steps"] == "24 / 135"
+    assert state["tiles"]["time_left"] == "3 min"
+    assert state["progress"] == 17
+
+
+def test_running_run_without_events_does_not_say_it_waits_for_a_worker(client_as, make_run):
+    run = make_run(status="running", progress=0)
+
+    page = client_as("viewer").get(f"/training/{run.pk}/")
+    state = client_as("viewer").get(f"/training/{run.pk}/live/").json()
+
+    assertNotContains(page, "picks it up")
+    assertContains(page, "A worker has the run and is loading the model and data")
+    assert state["events"] == []
+    assert state["events_empty_text"].startswith("A worker has the run")
+
+
+def test_queued_run_says_it_waits_for_a_worker(client_as, make_run):
+    run = make_run(status="queued")
+
+    state = client_as("viewer").get(f"/training/{run.pk}/live/").json()
+
+    assert state["events_empty_text"] == (
+        "Nothing yet: the run starts when a worker on the gpu queue picks it up."
+    )
+    assert state["tiles"] == {"steps": "0", "time_left": "—", "throughput": "—"}
+
+
+def test_live_state_of_an_unknown_run_is_a_404(client_as):
+    response = client_as("viewer").get("/training/999999/live/")
+
+    assert response.status_code == 404
 
 
 def test_events_fragment_stops_polling_once_the_run_finished(client_as, finished_run):
