@@ -48,3 +48,24 @@ def registered_model_list_for_user(*, user) -> QuerySet:
     access_check(user, "model_version", "view")
     versions = ModelVersion.objects.select_related("base_model").order_by("-version")
     return RegisteredModel.objects.prefetch_related(Prefetch("versions", queryset=versions))
+
+
+def deployment_list_for_user(*, user) -> QuerySet:
+    from models_app.models import Deployment
+
+    access_check(user, "deployment", "view")
+    return Deployment.objects.select_related("version", "version__registered_model")
+
+
+def deployment_get_for_user(*, user, slug: str):
+    from models_app.models import Deployment
+
+    access_check(user, "deployment", "view")
+    deployment = (
+        Deployment.objects.select_related("version", "version__registered_model")
+        .filter(slug=slug)
+        .first()
+    )
+    if deployment is None:
+        raise Http404(f"Nothing is deployed at {slug}.")
+    return deployment

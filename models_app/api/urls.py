@@ -16,3 +16,28 @@ urlpatterns = [
         name="api_model_version_download",
     ),
 ]
+
+from models_app.api import deployments  # noqa: E402
+
+urlpatterns += [
+    path("deployments/", deployments.DeploymentListApi.as_view(), name="api_deployments"),
+    path(
+        "deployments/<slug:slug>/", deployments.DeploymentDetailApi.as_view(), name="api_deployment"
+    ),
+    path(
+        "deployments/<slug:slug>/predict/",
+        deployments.PredictApi.as_view(),
+        name="api_deployment_predict",
+    ),
+    path(
+        "prediction-tokens/", deployments.PredictionTokenApi.as_view(), name="api_prediction_tokens"
+    ),
+]
+for _action in ("promote", "rollback", "stop", "start"):
+    urlpatterns.append(
+        path(
+            f"deployments/<slug:slug>/{_action}/",
+            deployments.DeploymentActionApi.as_view(action=_action),
+            name=f"api_deployment_{_action}",
+        )
+    )

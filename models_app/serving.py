@@ -1,0 +1,302 @@
+"""The Django side of serving: look up the endpoint, get its loaded model, count the request.
+
+The model itself runs in models_app/runtime (plain Python). Each process keeps one loaded model
+per (version, runtime, artifact) in `runtime.model_cache`; the endpoint row is read on every
+request, so the request after a promote gets the new model while requests in flight finish on
+the object they hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from models_app import runtime
+from models_app.models import Deployment, DeploymentMinute, ModelVersion, PredictionLog
+
+logger = logging.getLogger(__name__)
+
+# Upper bounds (ms) of the latency histogram kept per endpoint and minute.
+LATENCY_BOUNDS_MS = (
+    1,
+    2,
+    3,
+    5,
+    7,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    150,
+    200,
+    300,
+    500,
+    1000,
+    2000,
+    5000,
+)
+STATS_FLUSH_SECONDS = 5.0
+
+
+class EndpointUnavailable(Exception):
+    """The endpoint exists but cannot answer (stopped, failed, broken files): a 503."""
+
+
+class EndpointNotFound(Exception):
+    """No endpoint of that name: a 404."""
+
+
+@dataclass
+class Prediction:
+    results: list[dict]
+    version: ModelVersion
+    runtime: str
+    deployment: Deployment
+
+
+# --- artifacts on local disk -----------------------------------------------------------------
+def model_version_serving_dir(version: ModelVersion, extra_files: list[str] = ()) -> Path:
+    """The version's folder on local disk: in place on disk storage; from remote storage (S3)
+    a copy under SERVE_CACHE_DIR, downloaded once per process machine (temp folder, rename)."""
+    try:
+        return Path(default_storage.path(version.artifact_uri))
+    except NotImplementedError:
+        pass
+    digest = hashlib.sha256(f"{version.artifact_uri}|{'|'.join(extra_files)}".encode()).hexdigest()
+    target = Path(settings.SERVE_CACHE_DIR) / f"v{version.pk}-{digest[:12]}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=target.parent))
+    names = [item["path"] for item in version.artifact_files] + list(extra_files)
+    for relative in names:
+        destination = temp / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            default_storage.open(f"{version.artifact_uri}/{relative}", "rb") as source,
+            destination.open("wb") as out,
+        ):
+            shutil.copyfileobj(source, out, 1024 * 1024)
+    try:
+        temp.rename(target)
+    except OSError:  # another process got there first
+        shutil.rmtree(temp, ignore_errors=True)
+    return target
+
+
+# --- the request path ---------------------------------------------------------------------------
+def deployment_get_live(slug: str) -> Deployment:
+    deployment = (
+        Deployment.objects.select_related("version", "version__registered_model", "export")
+        .filter(slug=slug)
+        .first()
+    )
+    if deployment is None:
+        raise EndpointNotFound(f"Nothing is deployed at {slug}.")
+    if deployment.status == Deployment.Status.STOPPED:
+        raise EndpointUnavailable(
+            f"The endpoint {slug} is stopped. Start it on the Deployments page."
+        )
+    if deployment.status == Deployment.Status.FAILED:
+        reason = deployment.status_message or "its model could not be loaded"
+        raise EndpointUnavailable(f"The endpoint {slug} has failed: {reason}")
+    return deployment
+
+
+def _onnx_relative(deployment: Deployment) -> str | None:
+    if deployment.runtime == Deployment.Runtime.PYTORCH or deployment.export is None:
+        return None
+    prefix = f"{deployment.version.artifact_uri}/"
+    name = deployment.export.file_path
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def served_model(deployment: Deployment) -> runtime.MicroBatcher:
+    """The loaded model (behind its micro-batcher) for the endpoint's current version."""
+    version = deployment.version
+    onnx_relative = _onnx_relative(deployment)
+    key = (version.pk, deployment.runtime, version.artifact_uri, onnx_relative)
+
+    def load() -> runtime.MicroBatcher:
+        folder = model_version_serving_dir(version, [onnx_relative] if onnx_relative else [])
+        predictor = runtime.load_predictor(
+            folder,
+            runtime=deployment.runtime,
+            task=version.task or None,
+            threads=settings.SERVE_THREADS
+            or runtime.engines.thread_count(processes=settings.SERVE_PROCESSES),
+            onnx_file=folder / onnx_relative if onnx_relative else None,
+        )
+        return runtime.MicroBatcher(
+            predictor, window_seconds=settings.SERVE_BATCH_WINDOW_MS / 1000.0
+        )
+
+    runtime.model_cache.max_models = settings.SERVE_MAX_MODELS
+    return runtime.model_cache.get_or_load(key, load)
+
+
+def deployment_predict(*, deployment: Deployment, texts: list[str]) -> Prediction:
+    """Run `texts` on the endpoint's current model. Raises EndpointUnavailable (a 503 with a
+    plain reason) when the model cannot be loaded or run; never lets a traceback through."""
+    started = time.perf_counter()
+    try:
+        try:
+            model = served_model(deployment)
+        except (runtime.ArtifactError, OSError) as error:
+            reason = f"the files of {deployment.version} cannot be loaded ({error})"
+            from models_app.deploy import deployment_mark_failed
+
+            deployment_mark_failed(
+                deployment_id=deployment.pk, version_id=deployment.version_id, reason=reason
+            )
+            raise EndpointUnavailable(
+                f"The endpoint {deployment.slug} has failed: {reason}"
+            ) from error
+        try:
+            results = model.submit(texts, timeout=120)
+        except Exception as error:
+            logger.exception("Prediction failed on %s", deployment.slug)
+            raise EndpointUnavailable(
+                f"The endpoint {deployment.slug} could not run {deployment.version}; the error was logged."
+            ) from error
+    except EndpointUnavailable:
+        stats.record(deployment.pk, time.perf_counter() - started, texts=len(texts), error=True)
+        raise
+    stats.record(deployment.pk, time.perf_counter() - started, texts=len(texts), error=False)
+    if settings.SERVE_LOG_PREDICTIONS:
+        PredictionLog.objects.bulk_create(
+            PredictionLog(deployment=deployment, version=deployment.version, text=t, result=r)
+            for t, r in zip(texts, results, strict=True)
+        )
+    return Prediction(
+        results=results,
+        version=deployment.version,
+        runtime=deployment.runtime,
+        deployment=deployment,
+    )
+
+
+def deployment_record_error(deployment_id: int) -> None:
+    stats.record(deployment_id, 0.0, texts=0, error=True)
+
+
+# --- per-minute counts ----------------------------------------------------------------------------
+def _bucket(seconds: float) -> int:
+    milliseconds = seconds * 1000.0
+    for index, bound in enumerate(LATENCY_BOUNDS_MS):
+        if milliseconds <= bound:
+            return index
+    return len(LATENCY_BOUNDS_MS)
+
+
+class _Stats:
+    """Counts in memory, written to DeploymentMinute every few seconds (one upsert per endpoint
+    and minute), so a request does not pay for a database write."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[int, datetime], list] = {}
+        self._last_flush = time.monotonic()
+
+    def record(self, deployment_id: int, seconds: float, *, texts: int, error: bool) -> None:
+        minute = timezone.now().replace(second=0, microsecond=0)
+        with self._lock:
+            entry = self._pending.setdefault(
+                (deployment_id, minute), [0, 0, 0, [0] * (len(LATENCY_BOUNDS_MS) + 1)]
+            )
+            entry[0] += 1
+            entry[1] += int(error)
+            entry[2] += texts
+            if not error:
+                entry[3][_bucket(seconds)] += 1
+            due = time.monotonic() - self._last_flush >= STATS_FLUSH_SECONDS
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._last_flush = time.monotonic()
+        for (deployment_id, minute), (requests, errors, texts, buckets) in pending.items():
+            try:
+                with transaction.atomic():
+                    row, _ = DeploymentMinute.objects.select_for_update().get_or_create(
+                        deployment_id=deployment_id, minute=minute
+                    )
+                    merged = list(row.latency_buckets or [0] * len(buckets))
+                    merged += [0] * (len(buckets) - len(merged))
+                    row.latency_buckets = [a + b for a, b in zip(merged, buckets, strict=True)]
+                    row.requests += requests
+                    row.errors += errors
+                    row.texts += texts
+                    row.save()
+            except Exception:  # the endpoint was deleted meanwhile, or the database hiccuped
+                logger.warning("Could not write request counts of endpoint %s", deployment_id)
+
+
+stats = _Stats()
+
+
+def latency_percentile(buckets: list[int], fraction: float) -> float | None:
+    """The upper bound (ms) of the bucket holding the given fraction of requests."""
+    total = sum(buckets)
+    if not total:
+        return None
+    needed = fraction * total
+    running = 0
+    for index, count in enumerate(buckets):
+        running += count
+        if running >= needed:
+            return (
+                float(LATENCY_BOUNDS_MS[index]) if index < len(LATENCY_BOUNDS_MS) else float(LATENCY_BOUNDS_MS[-1] * 2)
+            )
+    return None
+
+
+def deployment_usage(deployment: Deployment, *, minutes: int = 60) -> dict:
+    """The last hour: totals, p50/p95, and one point per minute for the chart."""
+    stats.flush()
+    since = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+    rows = list(DeploymentMinute.objects.filter(deployment=deployment, minute__gte=since))
+    width = len(LATENCY_BOUNDS_MS) + 1
+    total = [0] * width
+    for row in rows:
+        for index, count in enumerate(row.latency_buckets[:width]):
+            total[index] += count
+    by_minute = {row.minute: row for row in rows}
+    series = []
+    for offset in range(minutes):
+        minute = since + timedelta(minutes=offset)
+        row = by_minute.get(minute)
+        buckets = row.latency_buckets if row else []
+        series.append(
+            {
+                "minute": minute.isoformat(),
+                "requests": row.requests if row else 0,
+                "errors": row.errors if row else 0,
+                "p50_ms": latency_percentile(buckets, 0.5),
+                "p95_ms": latency_percentile(buckets, 0.95),
+            }
+        )
+    return {
+        "requests": sum(r.requests for r in rows),
+        "errors": sum(r.errors for r in rows),
+        "p50_ms": latency_percentile(total, 0.5),
+        "p95_ms": latency_percentile(total, 0.95),
+        "series": series,
+    }
