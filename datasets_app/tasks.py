@@ -1,10 +1,14 @@
 from celery import shared_task
 
+from lepton_web.celery import queue_name
+
 
 # Imports restart from the first row, reports are read-only, and splits and cleaning fixes
 # commit their writes together with the job's success, so a second delivery is harmless (the job
 # row is claimed once); late acks bring the message back after a crash.
-@shared_task(queue="default", acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
+@shared_task(
+    queue=queue_name("default"), acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300
+)
 def dataset_job_execute_task(job_id: int) -> None:
     from datasets_app.services import dataset_job_execute
 

@@ -6,7 +6,11 @@
   a second run in its buffer while the first one trains for hours. These tasks do *not* use
   ``acks_late``: Redis redelivers an unacknowledged message once ``visibility_timeout`` passes,
   even while the first copy still runs. Recovery of long jobs is ours instead: each job row
-  writes a heartbeat and the sweeper (below, run by beat) requeues or fails silent jobs.
+  writes a heartbeat (a thread, every few seconds) and the sweeper (a thread in every worker,
+  every few seconds) requeues or fails silent jobs.
+
+Queue and exchange names carry ``CELERY_QUEUE_PREFIX`` (from ``LEPTON_INSTANCE``), so several
+consoles can share one Redis server.
 """
 
 import os
@@ -20,19 +24,43 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lepton_web.settings")
 app = Celery("lepton_web")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
+
+def queue_name(logical: str) -> str:
+    """This installation's name of queue ``default`` or ``gpu`` (CELERY_QUEUE_PREFIX first).
+
+    Consoles sharing one Redis server then never take each other's messages: a worker of
+    another console would find no such job in its database and drop the message.
+    """
+    from django.conf import settings
+
+    return f"{settings.CELERY_QUEUE_PREFIX}{logical}"
+
+
+def logical_queue_name(name: str) -> str | None:
+    """``default``/``gpu`` for this installation's queue ``name``; None for another's."""
+    from django.conf import settings
+
+    prefix = settings.CELERY_QUEUE_PREFIX
+    return name.removeprefix(prefix) if name.startswith(prefix) else None
+
+
+def _queue(logical: str) -> Queue:
+    # The exchange is named per installation too: on Redis, bindings are kept per exchange
+    # name, so two consoles binding "default" would each receive the other's messages.
+    name = queue_name(logical)
+    return Queue(name, Exchange(name), routing_key=name)
+
+
 app.conf.update(
-    task_queues=(
-        Queue("default", Exchange("default"), routing_key="default"),
-        Queue("gpu", Exchange("gpu"), routing_key="gpu"),
-    ),
-    task_default_queue="default",
-    task_default_exchange="default",
-    task_default_routing_key="default",
-    # Per-task routing lives beside each task (``@shared_task(queue=...)``); these patterns
-    # catch any training/evaluation task that forgets to name its queue.
+    task_queues=(_queue("default"), _queue("gpu")),
+    task_default_queue=queue_name("default"),
+    task_default_exchange=queue_name("default"),
+    task_default_routing_key=queue_name("default"),
+    # Per-task routing lives beside each task (``@shared_task(queue=queue_name(...))``); these
+    # patterns catch any training/evaluation task that forgets to name its queue.
     task_routes={
-        "training_app.tasks.*": {"queue": "gpu"},
-        "models_app.tasks.model_version_evaluate*": {"queue": "gpu"},
+        "training_app.tasks.*": {"queue": queue_name("gpu")},
+        "models_app.tasks.model_version_evaluate*": {"queue": queue_name("gpu")},
     },
     # One message at a time per worker process: long jobs must not sit in a busy worker's buffer.
     worker_prefetch_multiplier=1,
@@ -52,11 +80,13 @@ app.conf.update(
     broker_connection_timeout=3,
     broker_connection_max_retries=1,
     worker_send_task_events=False,
+    # Silent jobs are swept by a thread in every worker (lepton_web.jobs.jobs_sweeper_start).
     beat_schedule={
-        "sweep-silent-jobs": {
-            "task": "lepton_web.tasks.jobs_sweep_task",
-            "schedule": float(os.environ.get("JOB_SWEEP_INTERVAL_SECONDS", "30")),
-            "options": {"queue": "default", "expires": 60},
+        "expire-training-checkpoints": {
+            "task": "training_app.tasks.training_checkpoints_expire_task",
+            "schedule": 3600.0,
+            # On the gpu queue: checkpoints live on the gpu workers' disks.
+            "options": {"queue": queue_name("gpu"), "expires": 3000},
         },
     },
     timezone="UTC",
@@ -71,16 +101,21 @@ def _on_worker_ready(sender, **kwargs) -> None:
     The filesystem broker loses a message when the whole worker is killed, so the sweep must
     also run at start-up, not only on beat's schedule.
     """
+    from lepton_web.jobs import jobs_sweeper_start
     from lepton_web.services import worker_presence_start
 
-    queues = sorted(q.name for q in sender.task_consumer.queues)
-    worker_presence_start(hostname=sender.hostname, queues=queues)
+    # Presence lists the queues by their plain names (default, gpu), as the dashboard asks.
+    names = (logical_queue_name(q.name) for q in sender.task_consumer.queues)
+    worker_presence_start(hostname=sender.hostname, queues=sorted(n for n in names if n))
     jobs_sweep_task = app.tasks["lepton_web.tasks.jobs_sweep_task"]
-    jobs_sweep_task.apply_async(queue="default")
+    jobs_sweep_task.apply_async(queue=queue_name("default"))
+    jobs_sweeper_start()
 
 
 @worker_shutdown.connect
 def _on_worker_shutdown(sender, **kwargs) -> None:
+    from lepton_web.jobs import jobs_sweeper_stop
     from lepton_web.services import worker_presence_stop
 
+    jobs_sweeper_stop()
     worker_presence_stop(hostname=sender.hostname)

@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.conf import settings
@@ -171,11 +171,13 @@ class Job(models.Model):
         """The queue to publish on; None follows the task's own routing."""
         return None
 
-    def enqueue(self) -> None:
+    def enqueue(self, *, options: dict | None = None) -> None:
         """Publish the task for this row; raise BrokerUnavailable when the broker is down."""
-        from lepton_web.celery import app
+        from lepton_web.celery import app, queue_name
 
-        options = {"queue": self.task_queue()} if self.task_queue() else {}
+        # Always this installation's queue name (CELERY_QUEUE_PREFIX), whatever the task's own
+        # routing says, so a console sharing the broker never takes this message.
+        options = {"queue": queue_name(self.task_queue() or "default"), **(options or {})}
         try:
             # Connect with one quick attempt first: kombu's own publish path retries the
             # connection for several seconds, which would hang the user's request.
@@ -245,19 +247,22 @@ def job_create_and_enqueue(*, model: type[Job], **fields) -> Job:
     return job
 
 
-def jobs_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
+def jobs_sweep(
+    *, stale_after_seconds: int | None = None, now: datetime | None = None
+) -> dict[str, int]:
     """Hand every running job whose heartbeat went silent to its type's recovery hook.
 
     Also republishes jobs left queued for longer than JOB_REPUBLISH_AFTER_SECONDS: their message
-    may have been lost with a killed worker on the filesystem broker, or never sent while the
-    broker was down. The window is long because a queued job usually just waits for a busy
-    worker. Publishing twice is safe: a task only works on a job it can claim.
+    may have been lost with a killed worker on the filesystem broker, taken by a worker that
+    could not run it, or never sent while the broker was down. Publishing twice is safe (a task
+    only works on a job it can claim), and the copy expires after the same window, so a job that
+    only waits for a busy worker gathers at most one live copy. ``now`` is for tests.
     """
+    now = now or timezone.now()
     stale_after = stale_after_seconds or settings.JOB_STALE_AFTER_SECONDS
-    cutoff = timezone.now() - timedelta(seconds=stale_after)
-    republish_cutoff = timezone.now() - timedelta(
-        seconds=max(stale_after, settings.JOB_REPUBLISH_AFTER_SECONDS)
-    )
+    cutoff = now - timedelta(seconds=stale_after)
+    republish_after = max(stale_after, settings.JOB_REPUBLISH_AFTER_SECONDS)
+    republish_cutoff = now - timedelta(seconds=republish_after)
     outcome: dict[str, int] = {}
     for model in job_models():
         silent = model.objects.filter(status=JobStatus.RUNNING).filter(
@@ -270,12 +275,43 @@ def jobs_sweep(*, stale_after_seconds: int | None = None) -> dict[str, int]:
         forgotten = model.objects.filter(status=JobStatus.QUEUED, updated_at__lt=republish_cutoff)
         for job in forgotten:
             try:
-                job.enqueue()
+                job.enqueue(options={"expires": republish_after})
             except BrokerUnavailable:
                 break
-            model.objects.filter(pk=job.pk).update(updated_at=timezone.now())
+            model.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(updated_at=now)
             outcome["republished"] = outcome.get("republished", 0) + 1
     return outcome
+
+
+_sweeper_stop = threading.Event()
+
+
+def jobs_sweeper_start(*, interval_seconds: float | None = None) -> threading.Thread:
+    """Sweep every JOB_SWEEP_INTERVAL_SECONDS from a daemon thread of this (worker) process.
+
+    A thread, not a beat task on the default queue: a sweep must not wait behind imports that
+    keep every default worker busy. Every worker sweeps; sweeps are safe to overlap because each
+    transition is a guarded UPDATE.
+    """
+    interval = interval_seconds or settings.JOB_SWEEP_INTERVAL_SECONDS
+    _sweeper_stop.clear()
+
+    def loop() -> None:
+        while not _sweeper_stop.wait(interval):
+            try:
+                jobs_sweep()
+            except Exception:  # a database or broker blip: sweep again next time
+                logger.exception("Sweeping silent jobs failed")
+            finally:
+                connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=loop, name="jobs-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+def jobs_sweeper_stop() -> None:
+    _sweeper_stop.set()
 
 
 @contextmanager
@@ -283,6 +319,10 @@ def job_heartbeat(
     job: Job, *, interval_seconds: float | None = None
 ) -> Iterator[Callable[[], bool]]:
     """Keep ``heartbeat_at`` fresh from a background thread while a long step runs.
+
+    A thread, not the job's own loop, so a step that holds the CPU for a long time (loading a
+    model, tokenising, a slow batch, uploading an artifact) still beats: the sweeper's short
+    silence window stays free of false alarms.
 
     Yields a function that says whether the job should stop (cancelled or no longer running).
     A killed process takes the thread with it, which is exactly what the sweeper detects.
@@ -295,9 +335,14 @@ def job_heartbeat(
     def beat() -> None:
         try:
             while not stop.wait(interval):
-                alive = model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    alive = model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception:  # a database blip (or SQLite's lock): beat again next time
+                    logger.exception("Heartbeat of %s %s failed", job.label(), job.pk)
+                    connection.close()
+                    continue
                 if not alive:
                     should_stop.set()
         finally:

@@ -1,7 +1,9 @@
 from celery import shared_task
 
+from lepton_web.celery import queue_name
 
-@shared_task(queue="default", acks_late=True, soft_time_limit=120, time_limit=150)
+
+@shared_task(queue=queue_name("default"), acks_late=True, soft_time_limit=120, time_limit=150)
 def jobs_sweep_task() -> dict:
     from lepton_web.jobs import jobs_sweep
 

@@ -289,7 +289,7 @@ def test_sweep_republishes_a_queued_job_left_untouched_past_the_stale_window(db,
 def test_sweep_leaves_a_job_that_is_only_waiting_for_a_busy_worker(db, queue_redis):
     url, queue = queue_redis
     job = WorkerCheck.objects.create()
-    WorkerCheck.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    WorkerCheck.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(seconds=30))
 
     with broker_for_this_process(url):
         outcome = jobs_sweep()
