@@ -280,6 +280,33 @@ class CleaningChange(models.Model):
         return f"{self.action_id}:{self.record_id}"
 
 
+class BulkLabel(models.Model):
+    """One label given at once to every record a records-page filter matched. Its changes
+    are the LabelChange rows pointing at it; it can be undone, as cleaning fixes can."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="bulk_labels")
+    label = models.CharField(max_length=500)
+    filters = models.JSONField(default=dict, blank=True)
+    changed_count = models.PositiveIntegerField(default=0)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # How many records the undo gave their earlier label back (the rest were relabeled since).
+    restored_count = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.changed_count} records labeled {self.label!r}"
+
+
 class LabelChange(models.Model):
     """One label given in the labeling queue: by whom, when, and the label it replaced."""
 
@@ -290,6 +317,10 @@ class LabelChange(models.Model):
     new_label = models.CharField(max_length=500)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Set when the label was given to many records at once (records page, "Label them").
+    bulk_label = models.ForeignKey(
+        BulkLabel, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -332,3 +332,14 @@ def datasets_needing_labels(*, user) -> list[dict]:
             {"dataset": dataset, **dataset.labeling_totals, "labels": label_choices(dataset)}
         )
     return rows
+
+
+def bulk_labels_undoable(*, dataset: Dataset, limit: int = 5) -> QuerySet:
+    """The dataset's latest bulk labels that were not undone, newest first (records page)."""
+    from datasets_app.models import BulkLabel
+
+    return (
+        BulkLabel.objects.filter(dataset=dataset, undone_at__isnull=True)
+        .select_related("created_by")
+        .order_by("-created_at", "-id")[:limit]
+    )

@@ -21,6 +21,11 @@ urlpatterns = [
     path("<id:dataset_id>/delete/", views.dataset_delete, name="dataset_delete"),
     path("<id:dataset_id>/records/", views.dataset_records, name="dataset_records"),
     path("<id:dataset_id>/records/label/", views.records_label_bulk, name="records_label_bulk"),
+    path(
+        "<id:dataset_id>/records/label/<id:bulk_label_id>/undo/",
+        views.records_label_bulk_undo,
+        name="records_label_bulk_undo",
+    ),
     path("<id:dataset_id>/export/", views.dataset_export, name="dataset_export"),
     path("<id:dataset_id>/label/", views.labeling_queue, name="labeling_queue"),
     path("<id:dataset_id>/label/<id:record_id>/", views.labeling_save, name="labeling_save"),

@@ -8,6 +8,7 @@ from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from datasets_app import services
@@ -24,6 +25,7 @@ from datasets_app.forms import (
 from datasets_app.limits import human_bytes, import_limits
 from datasets_app.selectors import (
     FLAG_FILTERS,
+    bulk_labels_undoable,
     dataset_get_for_user,
     dataset_latest_jobs,
     dataset_list_for_user,
@@ -392,6 +394,9 @@ def dataset_records(request, dataset_id: int):
         or filters["label"] is not None,
         "query_without_after": query.urlencode(),
         "search_supported": search_index_supported(),
+        # Where "label"/"relabel" comes back to: this page, filters and place kept.
+        "here": request.get_full_path(),
+        "bulk_labels": bulk_labels_undoable(dataset=dataset),
     }
     return render(request, "datasets_app/dataset_records.html", context)
 
@@ -432,6 +437,17 @@ def _positive_int(raw: str | None) -> int | None:
     return None
 
 
+def _safe_next(request, raw: str | None) -> str:
+    """``raw`` if it is a path on this site (where to go back to after labeling), else ""."""
+    if not raw or len(raw) > 2000 or not raw.startswith("/") or raw.startswith(("//", "/\\")):
+        return ""
+    if not url_has_allowed_host_and_scheme(
+        raw, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return ""
+    return raw
+
+
 def _labeling_page(
     request,
     dataset,
@@ -440,9 +456,11 @@ def _labeling_page(
     error: str = "",
     status: int = 200,
     schema_form: dict | None = None,
+    next_url: str = "",
 ):
     """The labeling page; ``schema_form`` re-shows a refused label list as it was typed
-    (``text``, ``multiple``, ``error``, ``labels_in_use``)."""
+    (``text``, ``multiple``, ``error``, ``labels_in_use``); ``next_url``: the page to go back
+    to once the record is labeled (the records list it was opened from)."""
     from datasets_app.services.labeling import labeling_progress, split_labels
 
     context = {
@@ -458,6 +476,7 @@ def _labeling_page(
         # unparsed, and saving the editor unchanged replaced the labels with its pieces).
         "label_list_text": "\n".join(item.labels),
         "schema_form": schema_form or {},
+        "next_url": next_url,
         "progress": labeling_progress(dataset=dataset, user=request.user),
         "error": error,
         "claim_minutes": max(1, settings.LABELING_CLAIM_SECONDS // 60),
@@ -482,7 +501,9 @@ def labeling_queue(request, dataset_id: int):
     except ValidationError as exc:
         messages.error(request, _error_text(exc))
         return redirect("datasets:labeling")
-    return _labeling_page(request, dataset, item)
+    return _labeling_page(
+        request, dataset, item, next_url=_safe_next(request, request.GET.get("next"))
+    )
 
 
 @require_POST
@@ -499,6 +520,7 @@ def labeling_save(request, dataset_id: int, record_id: int):
     )
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    next_url = _safe_next(request, request.POST.get("next"))
     try:
         record_label_set(
             dataset=dataset,
@@ -511,17 +533,22 @@ def labeling_save(request, dataset_id: int, record_id: int):
     except DatasetBusy as exc:
         # Saving would wait on a split or fix: say so and come back to this record.
         messages.error(request, _error_text(exc))
+        query = {"record": record_id, **({"next": next_url} if next_url else {})}
         return redirect(
-            reverse("datasets:labeling_queue", args=[dataset.pk]) + f"?record={record_id}"
+            reverse("datasets:labeling_queue", args=[dataset.pk]) + "?" + urlencode(query)
         )
     except ValidationError as exc:
         try:
             item = labeling_next(dataset=dataset, user=request.user, record_id=record_id)
         except ValidationError:
             messages.error(request, _error_text(exc))
-            return redirect("datasets:labeling_queue", dataset.pk)
+            return redirect(next_url or reverse("datasets:labeling_queue", args=[dataset.pk]))
         status = 409 if isinstance(exc, LabelConflict) else 400
-        return _labeling_page(request, dataset, item, error=_error_text(exc), status=status)
+        return _labeling_page(
+            request, dataset, item, error=_error_text(exc), status=status, next_url=next_url
+        )
+    if next_url:  # opened from the records list: back to it, filters and place kept
+        return redirect(next_url)
     after = "" if request.POST.get("stay") else f"?after={record_id}"
     return redirect(reverse("datasets:labeling_queue", args=[dataset.pk]) + after)
 
@@ -560,25 +587,100 @@ def label_schema_edit(request, dataset_id: int):
     return redirect("datasets:labeling_queue", dataset.pk)
 
 
+def _records_url(dataset, filters: dict) -> str:
+    back = reverse("datasets:dataset_records", args=[dataset.pk])
+    return f"{back}?{urlencode(filters)}" if filters else back
+
+
+def _filters_in_words(filters: dict) -> list[str]:
+    words = []
+    if filters.get("search"):
+        words.append(f"text matches “{filters['search']}”")
+    if filters.get("label") not in (None, "__any__"):
+        words.append(f"label is “{filters['label']}”" if filters["label"] else "no label")
+    if filters.get("split") not in (None, "__any__"):
+        words.append(f"split is {filters['split']}" if filters["split"] else "no split")
+    if filters.get("flag"):
+        words.append(f"{FLAG_FILTERS.get(filters['flag'], filters['flag'])}".lower())
+    return words
+
+
 @require_POST
 @access_required("dataset", "change")
 def records_label_bulk(request, dataset_id: int):
-    """Label every record matching the records page's filters, then show that page again."""
+    """Label every record matching the records page's filters: first a page that says how many
+    records would change and asks to confirm, then (confirmed) the change, back on the list."""
     from datasets_app.services.labeling import records_label_bulk as label_bulk
+    from datasets_app.services.labeling import records_label_bulk_preview
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
     post = request.POST
     filters = {key: post[key] for key in ("label", "split", "flag", "search") if key in post}
     label = post.get("new_label", "")
+    back = _records_url(dataset, filters)
+    expected = post.get("expected_count")
     try:
-        changed = label_bulk(dataset=dataset, user=request.user, label=label, filters=filters)
+        if expected is None:
+            preview = records_label_bulk_preview(
+                dataset=dataset, user=request.user, label=label, filters=filters
+            )
+            if not preview.changing:
+                messages.info(request, "Every matching record already has that label.")
+                return redirect(back)
+            context = {
+                "dataset": dataset,
+                "preview": preview,
+                "filters": filters,
+                "filters_in_words": _filters_in_words(filters),
+                "back": back,
+            }
+            return render(request, "datasets_app/records_label_bulk_confirm.html", context)
+        if not (expected.isascii() and expected.isdigit() and len(expected) < 10):
+            raise ValidationError("Confirm the number of records to label again.")
+        bulk = label_bulk(
+            dataset=dataset,
+            user=request.user,
+            label=label,
+            filters=filters,
+            expected_count=int(expected),
+        )
     except ValidationError as exc:
         messages.error(request, _error_text(exc))
     else:
-        if changed:
-            noun = "record" if changed == 1 else "records"
-            messages.success(request, f"Labeled {changed:,} {noun} “{label.strip()}”.")
+        if bulk:
+            noun = "record" if bulk.changed_count == 1 else "records"
+            messages.success(
+                request,
+                f"Labeled {bulk.changed_count:,} {noun} “{bulk.label}”. If that was a mistake, "
+                "undo it under “Bulk labels” on this page.",
+            )
         else:
-            messages.info(request, "Every matching record already had that label.")
-    back = reverse("datasets:dataset_records", args=[dataset.pk])
-    return redirect(f"{back}?{urlencode(filters)}" if filters else back)
+            messages.info(request, "Every matching record already has that label.")
+    return redirect(back)
+
+
+@require_POST
+@access_required("dataset", "change")
+def records_label_bulk_undo(request, dataset_id: int, bulk_label_id: int):
+    """Undo one bulk label, then show the records it was given to."""
+    from datasets_app.services.labeling import records_label_bulk_undo as undo
+
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+    try:
+        bulk = undo(dataset=dataset, user=request.user, bulk_label_id=bulk_label_id)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect("datasets:dataset_records", dataset.pk)
+    restored = bulk.restored_count or 0
+    kept = bulk.changed_count - restored
+    text = (
+        f"Undid the bulk label “{bulk.label}”: {restored:,} "
+        f"record{'' if restored == 1 else 's'} got their earlier label back."
+    )
+    if kept:
+        text += (
+            f" {kept:,} record{' was' if kept == 1 else 's were'} labeled again (or replaced "
+            "by an import) since, and keep their newer label."
+        )
+    messages.success(request, text)
+    return redirect(_records_url(dataset, bulk.filters))

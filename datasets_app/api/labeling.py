@@ -22,6 +22,7 @@ from datasets_app.services.labeling import (
     labeling_next,
     record_label_set,
     records_label_bulk,
+    records_label_bulk_undo,
 )
 from lepton_web.access import RolePermission
 
@@ -200,6 +201,14 @@ class BulkLabelSerializer(serializers.Serializer):
 
     label = serializers.CharField(max_length=500, help_text="The label to give them.")
     filters = Filters(help_text="The records page's filters; at least one is required.")
+    expected_count = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=10**9,
+        help_text=(
+            "How many records you expect to change; if another number would, nothing changes (400)."
+        ),
+    )
 
 
 class RecordsLabelBulkApi(APIView):
@@ -213,7 +222,16 @@ class RecordsLabelBulkApi(APIView):
         operation_id="v1_datasets_records_label_bulk",
         request=BulkLabelSerializer,
         responses={
-            200: inline_serializer("BulkLabelResult", {"changed": serializers.IntegerField()}),
+            200: inline_serializer(
+                "BulkLabelResult",
+                {
+                    "changed": serializers.IntegerField(),
+                    "bulk_label_id": serializers.IntegerField(
+                        allow_null=True,
+                        help_text="Undo it with POST …/bulk-labels/{id}/undo/; null if none changed.",
+                    ),
+                },
+            ),
             400: OpenApiResponse(description="No filter, too many records, or an unknown label."),
         },
     )
@@ -221,10 +239,46 @@ class RecordsLabelBulkApi(APIView):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
         data = BulkLabelSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        changed = records_label_bulk(
+        bulk = records_label_bulk(
             dataset=dataset,
             user=request.user,
             label=data.validated_data["label"],
             filters=dict(data.validated_data["filters"]),
+            expected_count=data.validated_data.get("expected_count"),
         )
-        return Response({"changed": changed})
+        return Response(
+            {"changed": bulk.changed_count if bulk else 0, "bulk_label_id": bulk and bulk.pk}
+        )
+
+
+class BulkLabelUndoApi(APIView):
+    """Give the records a bulk label changed their earlier labels back (analysts); records
+    labeled again since keep their newer label."""
+
+    permission_classes = [RolePermission]
+    access_resource = "dataset"
+    access_actions = {"POST": "change"}
+
+    @extend_schema(
+        operation_id="v1_datasets_bulk_labels_undo",
+        request=None,
+        responses={
+            200: inline_serializer(
+                "BulkLabelUndoResult",
+                {
+                    "restored": serializers.IntegerField(),
+                    "kept": serializers.IntegerField(
+                        help_text="Records labeled again since (or replaced by an import)."
+                    ),
+                },
+            ),
+            400: OpenApiResponse(description="No such bulk label, or it was undone already."),
+        },
+    )
+    def post(self, request, dataset_id: int, bulk_label_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
+        bulk = records_label_bulk_undo(
+            dataset=dataset, user=request.user, bulk_label_id=bulk_label_id
+        )
+        restored = bulk.restored_count or 0
+        return Response({"restored": restored, "kept": bulk.changed_count - restored})

@@ -64,6 +64,11 @@ urlpatterns = [
         name="api_records_label_bulk",
     ),
     path(
+        "datasets/<id:dataset_id>/bulk-labels/<id:bulk_label_id>/undo/",
+        labeling.BulkLabelUndoApi.as_view(),
+        name="api_bulk_label_undo",
+    ),
+    path(
         "datasets/<id:dataset_id>/records/<id:record_id>/label/",
         labeling.RecordLabelApi.as_view(),
         name="api_record_label",

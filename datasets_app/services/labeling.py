@@ -19,7 +19,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from datasets_app.models import Dataset, LabelChange, LabelClaim, Record
+from datasets_app.models import BulkLabel, Dataset, LabelChange, LabelClaim, Record
 from datasets_app.services.jobs import dataset_lock
 from lepton_web.access import access_check
 
@@ -407,22 +407,12 @@ def labels_carry_over(*, dataset_id: int, previous_import_id: int, import_id: in
 
 
 BULK_LIMIT = 50_000
+BULK_FILTERS = ("label", "split", "flag", "search")
 
 
-def records_label_bulk(*, dataset: Dataset, user, label: str, filters: dict) -> int:
-    """Give every current record matching the records page's ``filters`` (label, split, flag,
-    search) the label ``label``, e.g. all texts that mention "refund". Returns how many changed.
-
-    For analysts (it rewrites many records at once); at most BULK_LIMIT records, so a filter
-    left empty by mistake cannot relabel a whole dataset. Each change is logged like a label
-    given in the queue, the file's label is kept as the original, and counts are recomputed.
-    """
-    from datasets_app.selectors import records_filtered
-    from datasets_app.services.imports import dataset_refresh_counts
-
-    access_check(user, "dataset", "change")
-    allowed = {"label", "split", "flag", "search"}
-    filters = {key: value for key, value in filters.items() if key in allowed}
+def _bulk_filters(filters: dict) -> dict:
+    """The records page's filters that bulk labeling takes; refuses none at all."""
+    filters = {key: value for key, value in filters.items() if key in BULK_FILTERS}
     # "" is a choice for label and split (no label, unassigned); for flag and search it is none.
     chosen = [
         key
@@ -435,22 +425,99 @@ def records_label_bulk(*, dataset: Dataset, user, label: str, filters: dict) -> 
             "Choose a filter first (a search, a label, a split or a flag): labeling every "
             "record at once is not offered."
         )
+    return filters
+
+
+def _bulk_changing(dataset: Dataset, label: str, filters: dict):
+    """The matching records that do not have ``label`` yet, refused past BULK_LIMIT."""
+    from datasets_app.selectors import records_filtered
+
+    records, _ = records_filtered(dataset=dataset, **filters)
+    changing = records.exclude(label=label)
+    if changing.order_by().values("id")[BULK_LIMIT : BULK_LIMIT + 1].exists():
+        raise ValidationError(
+            f"More than {BULK_LIMIT:,} records match these filters; label at most "
+            f"{BULK_LIMIT:,} at once. Narrow the filters and try again."
+        )
+    return records, changing
+
+
+@dataclass(frozen=True)
+class BulkLabelPreview:
+    label: str
+    matching: int  # records the filters match
+    changing: int  # of them, those that do not have the label yet
+    by_label: dict[str, int]  # the labels the changing ones have now ("" = none), most first
+
+
+def records_label_bulk_preview(
+    *, dataset: Dataset, user, label: str, filters: dict
+) -> BulkLabelPreview:
+    """What ``records_label_bulk`` would change, to show before asking to confirm."""
+    from django.db.models import Count
+
+    access_check(user, "dataset", "change")
+    filters = _bulk_filters(filters)
+    if not dataset.active_import_id:
+        raise ValidationError("This dataset has no imported records yet; import it first.")
+    label = _validated_label(dataset, label)
+    records, changing = _bulk_changing(dataset, label, filters)
+    by_label = {
+        row["label"]: row["count"]
+        for row in changing.order_by().values("label").annotate(count=Count("id"))
+    }
+    return BulkLabelPreview(
+        label=label,
+        matching=records.count(),
+        changing=sum(by_label.values()),
+        by_label=dict(sorted(by_label.items(), key=lambda item: (-item[1], item[0]))),
+    )
+
+
+def records_label_bulk(
+    *,
+    dataset: Dataset,
+    user,
+    label: str,
+    filters: dict,
+    expected_count: int | None = None,
+) -> BulkLabel | None:
+    """Give every current record matching the records page's ``filters`` (label, split, flag,
+    search) the label ``label``, e.g. all texts that mention "refund". Returns the BulkLabel
+    (``changed_count``; undo it with ``records_label_bulk_undo``), or None if none changed.
+
+    For analysts (it rewrites many records at once); at most BULK_LIMIT records, so a filter
+    left empty by mistake cannot relabel a whole dataset. ``expected_count``: the number of
+    records the person confirmed; if another number would change now, nothing does. Each change
+    is logged like a label given in the queue, the file's label is kept as the original, and
+    counts are recomputed.
+    """
+    from datasets_app.services.imports import dataset_refresh_counts
+
+    access_check(user, "dataset", "change")
+    filters = _bulk_filters(filters)
     with transaction.atomic():
         dataset = dataset_lock(dataset)
         if not dataset.active_import_id:
             raise ValidationError("This dataset has no imported records yet; import it first.")
         label = _validated_label(dataset, label)
-        records, _ = records_filtered(dataset=dataset, **filters)
-        changing = list(
-            records.exclude(label=label).order_by("id").values_list("id", "label")[: BULK_LIMIT + 1]
-        )
-        if len(changing) > BULK_LIMIT:
+        _, changing_records = _bulk_changing(dataset, label, filters)
+        changing = list(changing_records.order_by("id").values_list("id", "label"))
+        if expected_count is not None and len(changing) != expected_count:
             raise ValidationError(
-                f"More than {BULK_LIMIT:,} records match these filters; label at most "
-                f"{BULK_LIMIT:,} at once. Narrow the filters and try again."
+                f"{len(changing):,} records would get this label now, not the "
+                f"{expected_count:,} you confirmed (the records changed meanwhile). Nothing "
+                "was changed; check the list and confirm again."
             )
         if not changing:
-            return 0
+            return None
+        bulk = BulkLabel.objects.create(
+            dataset=dataset,
+            label=label,
+            filters=filters,
+            changed_count=len(changing),
+            created_by=user,
+        )
         ids = [record_id for record_id, _ in changing]
         for start in range(0, len(ids), 10_000):
             chunk = ids[start : start + 10_000]
@@ -462,7 +529,12 @@ def records_label_bulk(*, dataset: Dataset, user, label: str, filters: dict) -> 
         LabelChange.objects.bulk_create(
             [
                 LabelChange(
-                    dataset=dataset, record_id=record_id, old_label=old, new_label=label, user=user
+                    dataset=dataset,
+                    record_id=record_id,
+                    old_label=old,
+                    new_label=label,
+                    user=user,
+                    bulk_label=bulk,
                 )
                 for record_id, old in changing
             ],
@@ -470,4 +542,58 @@ def records_label_bulk(*, dataset: Dataset, user, label: str, filters: dict) -> 
         )
         LabelClaim.objects.filter(record_id__in=ids).delete()
         dataset_refresh_counts(dataset)
-    return len(changing)
+    return bulk
+
+
+def records_label_bulk_undo(*, dataset: Dataset, user, bulk_label_id: int) -> BulkLabel:
+    """Give the records a bulk label changed the labels they had before it.
+
+    A record labeled again since (in the queue, or by a later bulk label that was not undone)
+    or changed by cleaning keeps its newer label, as a cleaning undo keeps queue labels; so
+    does a record an import replaced. ``restored_count`` on the returned row says how many
+    got their earlier label back.
+    """
+    from datasets_app.services.imports import dataset_refresh_counts
+
+    access_check(user, "dataset", "change")
+    with transaction.atomic():
+        dataset = dataset_lock(dataset)
+        bulk = (
+            BulkLabel.objects.select_for_update().filter(pk=bulk_label_id, dataset=dataset).first()
+        )
+        if bulk is None:
+            raise ValidationError("This dataset has no such bulk label.")
+        if bulk.undone_at is not None:
+            raise ValidationError("This bulk label was undone already.")
+        changes = list(bulk.changes.values_list("record_id", "old_label"))
+        restored: list[Record] = []
+        for start in range(0, len(changes), 10_000):
+            chunk = dict(changes[start : start + 10_000])
+            newer = (
+                LabelChange.objects.filter(
+                    record_id__in=list(chunk), created_at__gte=bulk.created_at
+                )
+                .exclude(bulk_label=bulk)
+                .exclude(bulk_label__undone_at__isnull=False)
+                .values("record_id")
+            )
+            records = (
+                Record.objects.filter(
+                    id__in=list(chunk), import_run_id=dataset.active_import_id, label=bulk.label
+                )
+                .exclude(id__in=newer)
+                .only("id", "label", "original_label")
+            )
+            for record in records:
+                record.label = chunk[record.id]
+                if record.original_label == record.label:
+                    record.original_label = None  # as before the bulk label kept it
+                restored.append(record)
+        Record.objects.bulk_update(restored, ["label", "original_label"], batch_size=5000)
+        LabelClaim.objects.filter(record_id__in=[record.id for record in restored]).delete()
+        bulk.undone_at = timezone.now()
+        bulk.undone_by = user
+        bulk.restored_count = len(restored)
+        bulk.save(update_fields=["undone_at", "undone_by", "restored_count", "updated_at"])
+        dataset_refresh_counts(dataset)
+    return bulk

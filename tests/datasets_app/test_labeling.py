@@ -12,7 +12,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from datasets_app.models import LabelChange, LabelClaim, Record
+from datasets_app.models import BulkLabel, LabelChange, LabelClaim, Record
 from datasets_app.selectors import record_distribution
 from datasets_app.services.labeling import (
     LabelConflict,
@@ -833,11 +833,12 @@ def test_bulk_label_gives_every_matching_record_the_label(analyst):
     dataset = imported_dataset(analyst, BULK_CSV, MAPPING, report=False)
     label_schema_set(dataset=dataset, user=analyst, labels=["refund", "card", "other"])
 
-    changed = records_label_bulk(
+    bulk = records_label_bulk(
         dataset=dataset, user=analyst, label="refund", filters={"search": "refund"}
     )
 
-    assert changed == 3
+    assert bulk.changed_count == 3
+    assert (bulk.label, bulk.filters, bulk.created_by) == ("refund", {"search": "refund"}, analyst)
     now = {
         r.text: (r.label, r.original_label)
         for r in Record.objects.filter(import_run_id=dataset.active_import_id)
@@ -851,14 +852,18 @@ def test_bulk_label_gives_every_matching_record_the_label(analyst):
     }
     dataset.refresh_from_db()
     assert dataset.label_counts == recount(dataset) == {"refund": 3, "": 1, "card": 1}
-    assert LabelChange.objects.filter(dataset=dataset, new_label="refund").count() == 3
-    # Only unlabeled records: "" is a filter of its own.
     assert (
-        records_label_bulk(dataset=dataset, user=analyst, label="card", filters={"label": ""}) == 1
+        LabelChange.objects.filter(dataset=dataset, new_label="refund", bulk_label=bulk).count()
+        == 3
     )
+    # Only unlabeled records: "" is a filter of its own.
+    only_unlabeled = records_label_bulk(
+        dataset=dataset, user=analyst, label="card", filters={"label": ""}
+    )
+    assert only_unlabeled.changed_count == 1
     assert (
         records_label_bulk(dataset=dataset, user=analyst, label="card", filters={"label": "card"})
-        == 0
+        is None
     )
 
 
@@ -899,10 +904,12 @@ def test_bulk_label_from_the_records_page_and_the_api(client, api_client_as, ana
     unfiltered = client.get(f"/datasets/{dataset.pk}/records/").content.decode()
     assert 'data-testid="bulk-label"' not in unfiltered
 
+    url = reverse("datasets:records_label_bulk", args=[dataset.pk])
+    confirm = client.post(url, {"search": "refund", "new_label": "refund"})
+    assert confirm.status_code == 200
+    assert not LabelChange.objects.exists()  # asked first
     answer = client.post(
-        reverse("datasets:records_label_bulk", args=[dataset.pk]),
-        {"search": "refund", "new_label": "refund"},
-        follow=True,
+        url, {"search": "refund", "new_label": "refund", "expected_count": "3"}, follow=True
     )
     assert "Labeled 3 records “refund”." in answer.content.decode()
     assert answer.redirect_chain[-1][0].endswith("/records/?search=refund")
@@ -910,7 +917,8 @@ def test_bulk_label_from_the_records_page_and_the_api(client, api_client_as, ana
     api = api_client_as("analyst")
     url = f"/api/v1/datasets/{dataset.pk}/records/label/"
     done = api.post(url, {"label": "card", "filters": {"label": ""}}, format="json")
-    assert done.json() == {"changed": 1}
+    bulk = BulkLabel.objects.get(label="card")
+    assert done.json() == {"changed": 1, "bulk_label_id": bulk.pk}
     refused = api.post(url, {"label": "card", "filters": {}}, format="json")
     assert refused.status_code == 400
     assert (
@@ -942,3 +950,210 @@ def test_bulk_label_refusals_come_back_as_sentences_on_the_page_and_the_api(
     assert unknown.status_code == 400
     assert unknown.json()["detail"].startswith('"meh" is not one of this dataset')
     assert not LabelChange.objects.exists()
+
+
+# --- bulk labels: asked first, undoable (issue 9, item 14) -----------------------------------
+def _bulk_dataset(analyst):
+    dataset = imported_dataset(analyst, BULK_CSV, MAPPING, report=False)
+    return label_schema_set(dataset=dataset, user=analyst, labels=["refund", "card", "other"])
+
+
+def _labels(dataset) -> dict[str, tuple[str, str | None]]:
+    return {
+        r.text: (r.label, r.original_label)
+        for r in Record.objects.filter(import_run_id=dataset.active_import_id)
+    }
+
+
+def test_bulk_label_undo_gives_the_records_their_earlier_labels_back(analyst):
+    from datasets_app.services.labeling import records_label_bulk, records_label_bulk_undo
+
+    dataset = _bulk_dataset(analyst)
+    before = _labels(dataset)
+    dataset.refresh_from_db()
+    counts_before = dataset.label_counts
+    bulk = records_label_bulk(
+        dataset=dataset, user=analyst, label="refund", filters={"search": "refund"}
+    )
+
+    undone = records_label_bulk_undo(dataset=dataset, user=analyst, bulk_label_id=bulk.pk)
+
+    assert (undone.restored_count, undone.undone_by) == (3, analyst)
+    assert undone.undone_at is not None
+    assert _labels(dataset) == before
+    dataset.refresh_from_db()
+    assert dataset.label_counts == counts_before == recount(dataset)
+    # The history stays: who labeled them at once, and that it was undone.
+    assert LabelChange.objects.filter(bulk_label=bulk).count() == 3
+    with pytest.raises(ValidationError) as again:
+        records_label_bulk_undo(dataset=dataset, user=analyst, bulk_label_id=bulk.pk)
+    assert again.value.messages == ["This bulk label was undone already."]
+
+
+def test_bulk_label_undo_keeps_labels_given_since(analyst, make_user):
+    from datasets_app.services.labeling import records_label_bulk, records_label_bulk_undo
+
+    dataset = _bulk_dataset(analyst)
+    bulk = records_label_bulk(
+        dataset=dataset, user=analyst, label="refund", filters={"search": "refund"}
+    )
+    late = Record.objects.get(import_run_id=dataset.active_import_id, text="my refund is late")
+    record_label_set(dataset=dataset, user=make_user("annotator"), record_id=late.pk, label="card")
+    # A later bulk label that was undone does not count as a newer label.
+    later = records_label_bulk(
+        dataset=dataset, user=analyst, label="other", filters={"search": "please"}
+    )
+    records_label_bulk_undo(dataset=dataset, user=analyst, bulk_label_id=later.pk)
+
+    undone = records_label_bulk_undo(dataset=dataset, user=analyst, bulk_label_id=bulk.pk)
+
+    assert undone.restored_count == 2
+    now = _labels(dataset)
+    assert now["my refund is late"] == ("card", "other")
+    assert now["refund please"] == ("", None)
+    assert now["refund for card"] == ("card", None)
+    dataset.refresh_from_db()
+    assert dataset.label_counts == recount(dataset)
+
+
+def test_bulk_label_undo_refuses_another_datasets_bulk_label_and_annotators(analyst, make_user):
+    from datasets_app.services.labeling import records_label_bulk, records_label_bulk_undo
+
+    dataset = _bulk_dataset(analyst)
+    other = _bulk_dataset(analyst)
+    bulk = records_label_bulk(dataset=dataset, user=analyst, label="card", filters={"label": ""})
+    with pytest.raises(PermissionDenied):
+        records_label_bulk_undo(dataset=dataset, user=make_user("annotator"), bulk_label_id=bulk.pk)
+    with pytest.raises(ValidationError) as refused:
+        records_label_bulk_undo(dataset=other, user=analyst, bulk_label_id=bulk.pk)
+    assert refused.value.messages == ["This dataset has no such bulk label."]
+    bulk.refresh_from_db()
+    assert bulk.undone_at is None
+    assert _labels(dataset)["refund please"] == ("card", None)
+
+
+def test_bulk_label_changes_nothing_when_the_confirmed_count_is_out_of_date(analyst):
+    from datasets_app.services.labeling import records_label_bulk, records_label_bulk_preview
+
+    dataset = _bulk_dataset(analyst)
+    preview = records_label_bulk_preview(
+        dataset=dataset, user=analyst, label="refund", filters={"search": "refund"}
+    )
+    assert (preview.matching, preview.changing) == (3, 3)
+    assert preview.by_label == {"card": 1, "": 1, "other": 1}
+    with pytest.raises(ValidationError) as refused:
+        records_label_bulk(
+            dataset=dataset,
+            user=analyst,
+            label="refund",
+            filters={"search": "refund"},
+            expected_count=2,
+        )
+    assert refused.value.messages == [
+        "3 records would get this label now, not the 2 you confirmed (the records changed "
+        "meanwhile). Nothing was changed; check the list and confirm again."
+    ]
+    assert not LabelChange.objects.exists()
+    assert not BulkLabel.objects.exists()
+
+
+def test_records_page_asks_to_confirm_with_the_count_and_offers_undo(client, analyst):
+    dataset = _bulk_dataset(analyst)
+    client.force_login(analyst)
+    records = reverse("datasets:dataset_records", args=[dataset.pk])
+    page = client.get(records, {"search": "card"}).content.decode()
+    # No label is preselected: pressing the button by accident labels nothing.
+    assert '<option value="" selected disabled>Choose a label…</option>' in page
+    assert 'aria-label="Label for every matching record" required' in page
+
+    url = reverse("datasets:records_label_bulk", args=[dataset.pk])
+    confirm = client.post(url, {"search": "card", "new_label": "other"}).content.decode()
+    assert 'data-testid="bulk-label-count">3</strong>' in confirm
+    assert 'data-testid="bulk-label-matching">3</strong>' in confirm
+    assert '<input type="hidden" name="expected_count" value="3">' in confirm
+    assert '<input type="hidden" name="search" value="card">' in confirm
+    assert not LabelChange.objects.exists()
+
+    done = client.post(
+        url, {"search": "card", "new_label": "other", "expected_count": "3"}, follow=True
+    ).content.decode()
+    assert "Labeled 3 records “other”." in done
+    bulk = BulkLabel.objects.get()
+    undo_url = reverse("datasets:records_label_bulk_undo", args=[dataset.pk, bulk.pk])
+    assert f'action="{undo_url}"' in done
+
+    undone = client.post(undo_url, follow=True)
+    assert (
+        "Undid the bulk label “other”: 3 records got their earlier label back."
+        in undone.content.decode()
+    )
+    assert undone.redirect_chain[-1][0].endswith("/records/?search=card")
+    assert _labels(dataset)["card lost"] == ("card", None)
+    assert f'action="{undo_url}"' not in undone.content.decode()
+
+
+def test_bulk_label_undo_over_the_api(api_client_as, analyst):
+    dataset = _bulk_dataset(analyst)
+    api = api_client_as("analyst")
+    done = api.post(
+        f"/api/v1/datasets/{dataset.pk}/records/label/",
+        {"label": "other", "filters": {"search": "card"}, "expected_count": 3},
+        format="json",
+    ).json()
+    undo = f"/api/v1/datasets/{dataset.pk}/bulk-labels/{done['bulk_label_id']}/undo/"
+    assert api_client_as("annotator").post(undo).status_code == 403
+    answer = api.post(undo)
+    assert answer.status_code == 200
+    assert answer.json() == {"restored": 3, "kept": 0}
+    again = api.post(undo)
+    assert again.status_code == 400
+    assert again.json()["detail"] == "This bulk label was undone already."
+
+
+# --- relabeling from the records page comes back to it (issue 9, item 15) --------------------
+def test_relabel_from_the_records_page_returns_to_the_filtered_list(client, analyst):
+    from urllib.parse import quote
+
+    dataset = _bulk_dataset(analyst)
+    client.force_login(analyst)
+    records = reverse("datasets:dataset_records", args=[dataset.pk])
+    card = Record.objects.get(import_run_id=dataset.active_import_id, text="card lost")
+    page = client.get(records, {"search": "card", "split": "__any__"}).content.decode()
+    here = f"{records}?search=card&split=__any__"
+    link = f"?record={card.pk}&amp;next={quote(here, safe='')}"
+    assert link in page
+
+    queue = client.get(
+        reverse("datasets:labeling_queue", args=[dataset.pk]), {"record": card.pk, "next": here}
+    ).content.decode()
+    assert f'<input type="hidden" name="next" value="{here.replace("&", "&amp;")}">' in queue
+    assert 'data-testid="back-to-records"' in queue
+
+    saved = client.post(
+        reverse("datasets:labeling_save", args=[dataset.pk, card.pk]),
+        {"label": "other", "expected_label": "card", "next": here},
+    )
+    assert saved.status_code == 302
+    assert saved["Location"] == here
+    assert Record.objects.get(pk=card.pk).label == "other"
+
+
+@pytest.mark.parametrize(
+    "unsafe",
+    ["https://evil.example/", "//evil.example/records/", "/\\evil.example/", "javascript:alert(1)"],
+)
+def test_relabel_ignores_a_next_that_leaves_the_site(client, analyst, unsafe):
+    dataset = _bulk_dataset(analyst)
+    client.force_login(analyst)
+    card = Record.objects.get(import_run_id=dataset.active_import_id, text="card lost")
+    queue = client.get(
+        reverse("datasets:labeling_queue", args=[dataset.pk]), {"record": card.pk, "next": unsafe}
+    ).content.decode()
+    assert 'name="next"' not in queue
+    saved = client.post(
+        reverse("datasets:labeling_save", args=[dataset.pk, card.pk]),
+        {"label": "other", "expected_label": "card", "next": unsafe},
+    )
+    assert saved["Location"] == (
+        reverse("datasets:labeling_queue", args=[dataset.pk]) + f"?after={card.pk}"
+    )
