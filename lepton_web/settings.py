@@ -295,12 +295,22 @@ else:
     }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
-# How long a running job may stay silent before the sweeper treats its worker as lost.
-JOB_HEARTBEAT_INTERVAL_SECONDS = env_int("JOB_HEARTBEAT_INTERVAL_SECONDS", default=10)
-JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", default=90)
-JOB_SWEEP_INTERVAL_SECONDS = env_int("JOB_SWEEP_INTERVAL_SECONDS", default=30)
-# A job still queued after this long has its message published again (it may have been lost).
-JOB_REPUBLISH_AFTER_SECONDS = env_int("JOB_REPUBLISH_AFTER_SECONDS", default=15 * 60)
+# A running job's heartbeat thread writes every few seconds (even while the job's own thread is
+# busy on the CPU); a job silent for JOB_STALE_AFTER_SECONDS has lost its worker. Every worker
+# sweeps every JOB_SWEEP_INTERVAL_SECONDS, so a lost worker is noticed within about 25 s.
+JOB_HEARTBEAT_INTERVAL_SECONDS = env_int("JOB_HEARTBEAT_INTERVAL_SECONDS", default=3)
+JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", default=20)
+JOB_SWEEP_INTERVAL_SECONDS = env_int("JOB_SWEEP_INTERVAL_SECONDS", default=5)
+# A job still queued after this long has its message published again (it may have been lost);
+# the copy expires after the same time, so a job waiting for a busy worker gathers no pile.
+JOB_REPUBLISH_AFTER_SECONDS = env_int("JOB_REPUBLISH_AFTER_SECONDS", default=60)
+# Queue (and exchange) names start with this, so consoles sharing one Redis server never take
+# each other's tasks: LEPTON_INSTANCE=lab gives queues "lab.default" and "lab.gpu".
+CELERY_QUEUE_PREFIX = (
+    f"{os.environ['LEPTON_INSTANCE']}." if os.environ.get("LEPTON_INSTANCE") else ""
+)
+# Checkpoints of failed and cancelled runs are kept this long for "Resume", then removed.
+TRAINING_CHECKPOINT_RETENTION_HOURS = env_int("TRAINING_CHECKPOINT_RETENTION_HOURS", default=168)
 WORKER_ONLINE_WINDOW_SECONDS = env_int("WORKER_ONLINE_WINDOW_SECONDS", default=45)
 
 # --- Logging ------------------------------------------------------------------------------------
