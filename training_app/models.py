@@ -47,6 +47,9 @@ class TrainingRun(Job):
     test_report = models.JSONField(default=dict, blank=True)
     worst_examples = models.JSONField(default=list, blank=True)
     stopped_early = models.BooleanField(default=False)
+    # The step of the newest checkpoint kept for resuming; cleared once it is removed (after a
+    # success at once, after a failure or cancel when TRAINING_CHECKPOINT_RETENTION_HOURS pass).
+    checkpoint_step = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="training_runs"
     )

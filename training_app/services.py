@@ -6,10 +6,12 @@ that need it, never at module import: the web process pays for it only when a ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -19,7 +21,7 @@ from django.utils import timezone
 
 from datasets_app.models import Snapshot, SnapshotRecord
 from lepton_web.access import access_check
-from lepton_web.jobs import BrokerUnavailable, JobStatus
+from lepton_web.jobs import BrokerUnavailable, JobStatus, job_heartbeat
 from models_app.models import BaseModel
 from training_app.checkpoints import (
     checkpoint_sync_enabled,
@@ -292,6 +294,100 @@ def training_run_cancel(*, run: TrainingRun, user) -> TrainingRun:
     return run
 
 
+def training_run_resume(*, run: TrainingRun, user) -> TrainingRun:
+    """Queue a failed or cancelled run again; it continues from its kept checkpoint, if any.
+
+    The count of lost workers starts again, so a run that failed after losing its worker three
+    times gets three more tries. Raises BrokerUnavailable (and leaves the run as it was) when
+    the broker is down.
+    """
+    access_check(user, "training_run", "create")
+    previous = (
+        TrainingRun.objects.filter(pk=run.pk)
+        .values("status", "message", "error_message", "attempts", "finished_at")
+        .first()
+    )
+    if previous is None or previous["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise ValidationError("Only a failed or cancelled run can be resumed.")
+    step = run.checkpoint_step
+    message = (
+        f"Resuming from the checkpoint at step {step:,}."
+        if step
+        else "No checkpoint was kept, so the run starts from the beginning."
+    )
+    if not run._transition(
+        allowed=(JobStatus.FAILED, JobStatus.CANCELLED),
+        status=JobStatus.QUEUED,
+        message=message,
+        error_message="",
+        attempts=0,
+        finished_at=None,
+        progress=0,
+    ):
+        raise ValidationError("Only a failed or cancelled run can be resumed.")
+    try:
+        run.enqueue()
+    except BrokerUnavailable:
+        TrainingRun.objects.filter(pk=run.pk, status=JobStatus.QUEUED).update(**previous)
+        run.refresh_from_db()
+        raise
+    TrainingEvent.objects.create(run=run, kind="resume_requested", message=message)
+    return run
+
+
+def training_checkpoint_expires_at(run: TrainingRun):
+    """When the kept checkpoint of a failed or cancelled run is removed; None if not kept."""
+    if not run.checkpoint_step or run.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        return None
+    if run.finished_at is None:
+        return None
+    return run.finished_at + timedelta(hours=settings.TRAINING_CHECKPOINT_RETENTION_HOURS)
+
+
+def training_checkpoints_expire(*, now=None) -> dict[str, int]:
+    """Remove checkpoints of runs that failed or were cancelled longer ago than the retention.
+
+    Runs on a gpu worker (hourly, from beat): it removes this machine's work folders of those
+    runs (and of runs that succeeded or no longer exist) and the copies in storage.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=settings.TRAINING_CHECKPOINT_RETENTION_HOURS)
+    expired = TrainingRun.objects.filter(
+        status__in=(JobStatus.FAILED, JobStatus.CANCELLED), finished_at__lt=cutoff
+    )
+    outcome = {"folders": 0, "stored": 0}
+    work_dir = Path(settings.TRAINING_WORK_DIR)
+    if work_dir.is_dir():
+        folders = {}
+        for folder in work_dir.glob("run-*"):
+            with contextlib.suppress(ValueError):
+                folders[int(folder.name.removeprefix("run-"))] = folder
+        active = set(
+            TrainingRun.objects.filter(pk__in=folders)
+            .exclude(pk__in=expired.values("pk"))
+            .exclude(status=JobStatus.SUCCEEDED)
+            .values_list("pk", flat=True)
+        )
+        for run_id, folder in folders.items():
+            if run_id not in active:
+                shutil.rmtree(folder, ignore_errors=True)
+                outcome["folders"] += 1
+    kept = expired.exclude(checkpoint_step=None)
+    if checkpoint_sync_enabled():
+        for run_id in kept.values_list("pk", flat=True):
+            checkpoints_delete(run_id=run_id)
+            outcome["stored"] += 1
+    for run in kept:
+        TrainingEvent.objects.create(
+            run=run,
+            kind="checkpoint_removed",
+            message=f"Its checkpoint was removed after "
+            f"{settings.TRAINING_CHECKPOINT_RETENTION_HOURS} hours; Resume now starts over.",
+        )
+    kept.update(checkpoint_step=None)
+    return outcome
+
+
 # --- execution -----------------------------------------------------------------------------------------
 class RunCallbacks:
     """Bridges the engine's callbacks to the run row: metrics, events, progress, heartbeat, cancel."""
@@ -345,6 +441,7 @@ class RunCallbacks:
         )
 
     def on_checkpoint(self, *, step: int, path: str) -> None:
+        TrainingRun.objects.filter(pk=self.run.pk).update(checkpoint_step=step)
         message = f"Checkpoint saved at step {step}."
         if checkpoint_sync_enabled():
             try:
@@ -373,12 +470,18 @@ class RunCallbacks:
 
 def training_run_execute(*, run_id: int) -> TrainingRun | None:
     """Run (or resume) a claimed run on this worker; a second delivery does nothing."""
-    from lepton_web.jobs import job_heartbeat
     from training_app import trainer
 
     run = TrainingRun.objects.select_related("snapshot", "base_model").filter(pk=run_id).first()
     if run is None or not run.claim():
         return None
+    # The heartbeat thread runs from the claim to the end, so reading the snapshot, fetching
+    # checkpoints, loading the model and uploading the artifact all count as alive.
+    with job_heartbeat(run):
+        return _training_run_execute_claimed(run, trainer=trainer)
+
+
+def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
     if run.attempts > 1:
         # The engine then says "resumed" (from a checkpoint) or "started" (none was saved yet).
         TrainingEvent.objects.create(
@@ -402,8 +505,9 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     config = trainer.TrainingConfig(task=run.task, method=run.method, **run.params)
     workdir = run_dir(run.pk)
     callbacks = RunCallbacks(run)
-    if run.attempts > 1 and checkpoint_sync_enabled():
-        # Taken over from a lost machine: its checkpoints are in storage, not in this folder.
+    if checkpoint_sync_enabled():
+        # Taken over from a lost machine, or resumed by a user: the checkpoints may be in
+        # storage only (this fetches none that this folder already has).
         fetched = checkpoints_fetch(run_id=run.pk, checkpoint_dir=workdir / "checkpoints")
         if fetched:
             TrainingEvent.objects.create(
@@ -413,16 +517,15 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
                 f"at step {int(fetched[-1].rsplit('-', 1)[1]):,}.",
             )
     try:
-        with job_heartbeat(run):
-            result = trainer.train(
-                base_model_path=run.base_model.location,
-                data=data,
-                config=config,
-                output_dir=str(workdir / "artifact"),
-                checkpoint_dir=str(workdir / "checkpoints"),
-                callbacks=callbacks,
-                resume=True,
-            )
+        result = trainer.train(
+            base_model_path=run.base_model.location,
+            data=data,
+            config=config,
+            output_dir=str(workdir / "artifact"),
+            checkpoint_dir=str(workdir / "checkpoints"),
+            callbacks=callbacks,
+            resume=True,
+        )
     except trainer.TrainingError as exc:
         run.fail(error=str(exc))
         TrainingEvent.objects.create(run=run, kind="failed", message=str(exc))
@@ -466,9 +569,11 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
         + (" Stopped early." if result.stopped_early else "")
     )
     TrainingEvent.objects.create(run=run, kind="succeeded", message=f"Registered {version}.")
-    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    # The registry holds the artifact now: no second copy, checkpoints or caches stay behind.
+    shutil.rmtree(workdir, ignore_errors=True)
     if checkpoint_sync_enabled():
         checkpoints_delete(run_id=run.pk)
+    TrainingRun.objects.filter(pk=run.pk).update(checkpoint_step=None)
     return run
 
 
@@ -493,7 +598,6 @@ def evaluation_start(*, user, model_version, snapshot: Snapshot, split: str = "t
 
 
 def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
-    from models_app.services import model_version_local_dir
     from training_app import trainer
 
     evaluation = (
@@ -503,6 +607,13 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
     )
     if evaluation is None or not evaluation.claim():
         return None
+    with job_heartbeat(evaluation):  # loading and running the model can hold the CPU a while
+        return _evaluation_execute_claimed(evaluation, trainer=trainer)
+
+
+def _evaluation_execute_claimed(evaluation: Evaluation, *, trainer) -> Evaluation:
+    from models_app.services import model_version_local_dir
+
     version = evaluation.model_version
     texts, labels = snapshot_splits(evaluation.snapshot)[evaluation.split]
     converted, problems = _labels_for_task(version.task, labels, evaluation.split)

@@ -1,20 +1,29 @@
 from celery import shared_task
 
+from lepton_web.celery import queue_name
+
 # Training and evaluation run on the gpu queue without acks_late: Redis would redeliver a
 # message that is still running after visibility_timeout and start a second copy. A lost worker
 # is noticed by the heartbeat sweeper instead, which requeues the run to resume from its last
 # checkpoint (lepton_web/jobs.py).
 
 
-@shared_task(queue="gpu", soft_time_limit=11 * 3600, time_limit=12 * 3600)
+@shared_task(queue=queue_name("gpu"), soft_time_limit=11 * 3600, time_limit=12 * 3600)
 def training_run_execute_task(run_id: int) -> None:
     from training_app.services import training_run_execute
 
     training_run_execute(run_id=run_id)
 
 
-@shared_task(queue="gpu", soft_time_limit=2 * 3600, time_limit=2 * 3600 + 300)
+@shared_task(queue=queue_name("gpu"), soft_time_limit=2 * 3600, time_limit=2 * 3600 + 300)
 def evaluation_execute_task(evaluation_id: int) -> None:
     from training_app.services import evaluation_execute
 
     evaluation_execute(evaluation_id=evaluation_id)
+
+
+@shared_task(queue=queue_name("gpu"), acks_late=True, soft_time_limit=600, time_limit=660)
+def training_checkpoints_expire_task() -> dict:
+    from training_app.services import training_checkpoints_expire
+
+    return training_checkpoints_expire()
