@@ -41,3 +41,30 @@ for _action in ("promote", "rollback", "stop", "start"):
             name=f"api_deployment_{_action}",
         )
     )
+
+from models_app.api import registry  # noqa: E402
+
+urlpatterns += [
+    path(
+        "model-versions/<id:version_id>/exports/",
+        registry.VersionExportListApi.as_view(),
+        name="api_model_version_exports",
+    ),
+    path(
+        "model-versions/<id:version_id>/alias/",
+        registry.VersionAliasApi.as_view(),
+        name="api_model_version_alias",
+    ),
+    path(
+        "model-versions/<id:version_id>/archive/",
+        registry.VersionArchiveApi.as_view(),
+        name="api_model_version_archive",
+    ),
+    path("model-aliases/", registry.ModelAliasListApi.as_view(), name="api_model_aliases"),
+    path("exports/<id:export_id>/", registry.ExportDetailApi.as_view(), name="api_export"),
+    path(
+        "exports/<id:export_id>/download/",
+        registry.ExportDownloadApi.as_view(),
+        name="api_export_download",
+    ),
+]

@@ -1,0 +1,202 @@
+"""Registry over REST: ONNX exports (start, read, download), aliases, archiving."""
+
+from __future__ import annotations
+
+from django.http import FileResponse, Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from lepton_web.access import RolePermission, access_check
+from lepton_web.filenames import safe_filename
+from models_app import deploy
+from models_app.exports import model_export_start, model_export_zip
+from models_app.models import ModelAlias, ModelExport
+from models_app.selectors import model_version_get_for_user
+
+
+class ExportSerializer(serializers.ModelSerializer):
+    passed_parity = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = ModelExport
+        fields = [
+            "id",
+            "model_version",
+            "kind",
+            "status",
+            "progress",
+            "message",
+            "error_message",
+            "size_bytes",
+            "agreement",
+            "max_abs_logit_delta",
+            "parity_examples",
+            "passed_parity",
+            "details",
+            "created_at",
+            "finished_at",
+        ]
+
+
+def _export_get_for_user(*, user, export_id: int) -> ModelExport:
+    access_check(user, "model_version", "view")
+    export = (
+        ModelExport.objects.select_related("model_version__registered_model")
+        .filter(pk=export_id)
+        .first()
+    )
+    if export is None:
+        raise Http404("This export does not exist.")
+    return export
+
+
+class VersionExportListApi(APIView):
+    """A version's ONNX exports; POST starts one (a background job with progress)."""
+
+    access_resource = "model_version"
+    permission_classes = [RolePermission]
+
+    class InputSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=ModelExport.Kind.values)
+
+    @extend_schema(responses={200: ExportSerializer(many=True)})
+    def get(self, request, version_id: int):
+        version = model_version_get_for_user(user=request.user, version_id=version_id)
+        return Response(ExportSerializer(version.exports.all(), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={202: ExportSerializer})
+    def post(self, request, version_id: int):
+        version = model_version_get_for_user(user=request.user, version_id=version_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        export = model_export_start(
+            user=request.user, version=version, kind=data.validated_data["kind"]
+        )
+        return Response(ExportSerializer(export).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ExportDetailApi(APIView):
+    access_resource = "model_version"
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses={200: ExportSerializer})
+    def get(self, request, export_id: int):
+        export = _export_get_for_user(user=request.user, export_id=export_id)
+        return Response(ExportSerializer(export).data)
+
+
+class ExportDownloadApi(APIView):
+    """The exported model.onnx with the tokenizer and config, as a zip."""
+
+    access_resource = "model_version"
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    def get(self, request, export_id: int):
+        export = _export_get_for_user(user=request.user, export_id=export_id)
+        return export_download_response(export)
+
+
+def export_download_response(export: ModelExport) -> FileResponse:
+    if export.status != "succeeded" or not export.file_path:
+        raise Http404("This export has not finished, so there is nothing to download.")
+    version = export.model_version
+    name = safe_filename(f"{version.registered_model.name}-v{version.version}-{export.kind}")
+    return FileResponse(
+        model_export_zip(export),
+        as_attachment=True,
+        filename=f"{name}.zip",
+        content_type="application/zip",
+    )
+
+
+class VersionAliasApi(APIView):
+    """Point an alias (production, staging, ...) of the version's model at this version."""
+
+    access_resource = "deployment"
+    access_actions = {"POST": "deploy"}
+    permission_classes = [RolePermission]
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=60)
+
+    @extend_schema(request=InputSerializer, responses={200: None})
+    def post(self, request, version_id: int):
+        version = model_version_get_for_user(user=request.user, version_id=version_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        alias = deploy.model_alias_set(
+            user=request.user,
+            registered_model=version.registered_model,
+            name=data.validated_data["name"],
+            version=version,
+        )
+        return Response(
+            {"model": alias.registered_model.name, "alias": alias.name, "version": version.version}
+        )
+
+
+class ModelAliasListApi(APIView):
+    """Every alias with its version, and each alias's history (who, when, from, to)."""
+
+    access_resource = "model_version"
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses={200: None})
+    def get(self, request):
+        access_check(request.user, "model_version", "view")
+        aliases = ModelAlias.objects.select_related("registered_model", "version")
+        from models_app.models import ModelAliasEvent
+
+        events = ModelAliasEvent.objects.select_related(
+            "registered_model", "from_version", "to_version", "user"
+        )[:200]
+        return Response(
+            {
+                "aliases": [
+                    {
+                        "model": a.registered_model.name,
+                        "name": a.name,
+                        "version": a.version.version,
+                        "version_id": a.version_id,
+                        "updated_at": a.updated_at,
+                    }
+                    for a in aliases
+                ],
+                "history": [
+                    {
+                        "model": e.registered_model.name,
+                        "name": e.name,
+                        "from_version": e.from_version.version if e.from_version else None,
+                        "to_version": e.to_version.version if e.to_version else None,
+                        "user": e.user.username if e.user else None,
+                        "created_at": e.created_at,
+                    }
+                    for e in events
+                ],
+            }
+        )
+
+
+class VersionArchiveApi(APIView):
+    """Archive ({"archived": true}) a version nothing deploys, or unarchive it."""
+
+    access_resource = "model_version"
+    access_actions = {"POST": "delete"}
+    permission_classes = [RolePermission]
+
+    class InputSerializer(serializers.Serializer):
+        archived = serializers.BooleanField(default=True)
+
+    @extend_schema(request=InputSerializer, responses={200: None})
+    def post(self, request, version_id: int):
+        version = model_version_get_for_user(user=request.user, version_id=version_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = deploy.model_version_archive(
+            user=request.user, version=version, archived=data.validated_data["archived"]
+        )
+        return Response({"id": version.pk, "is_archived": version.is_archived})

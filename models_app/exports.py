@@ -1,0 +1,162 @@
+"""ONNX export jobs: export, store next to the version's files, check parity, record it."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.storage import default_storage
+
+from lepton_web.access import access_check
+from models_app.models import ModelExport, ModelVersion
+from models_app.services import model_version_local_dir
+
+logger = logging.getLogger(__name__)
+
+PARITY_MAX_TEXTS = 1000
+EXPORT_FILES = {"onnx-fp32": "onnx/model-fp32.onnx", "onnx-int8": "onnx/model-int8.onnx"}
+
+
+def model_export_start(*, user, version: ModelVersion, kind: str) -> ModelExport:
+    from lepton_web.jobs import job_create_and_enqueue
+
+    access_check(user, "model_version", "create")
+    if kind not in ModelExport.Kind.values:
+        raise ValidationError(
+            {"kind": f"Export kind must be one of {', '.join(ModelExport.Kind.values)}."}
+        )
+    if version.status != ModelVersion.Status.READY:
+        raise ValidationError({"version": f"{version} is not ready, so it cannot be exported."})
+    if version.hyperparameters.get("method") == "prefix" or version.method == "prefix":
+        raise ValidationError(
+            {"kind": "Prefix-tuned versions cannot be exported to ONNX; serve them with PyTorch."}
+        )
+    if ModelExport.objects.filter(
+        model_version=version, kind=kind, status__in=("queued", "running")
+    ).exists():
+        raise ValidationError({"kind": f"A {kind} export of {version} is already running."})
+    return job_create_and_enqueue(
+        model=ModelExport, model_version=version, kind=kind, created_by=user
+    )
+
+
+def _parity_texts(version: ModelVersion) -> tuple[list[str], str]:
+    """Texts of the version's validation split (else its test split), at most 1,000."""
+    if version.snapshot_id is None:
+        return [], ""
+    from datasets_app.models import SnapshotRecord
+
+    for split in ("validation", "test"):
+        texts = list(
+            SnapshotRecord.objects.filter(snapshot_id=version.snapshot_id, split=split)
+            .order_by("id")
+            .values_list("text", flat=True)[:PARITY_MAX_TEXTS]
+        )
+        if texts:
+            return texts, split
+    return [], ""
+
+
+def model_export_execute(*, export_id: int) -> ModelExport | None:
+    from models_app import runtime
+    from models_app.runtime.export import export_onnx, parity_check
+
+    export = ModelExport.objects.select_related("model_version").filter(pk=export_id).first()
+    if export is None or not export.claim():
+        return None
+    version = export.model_version
+    relative = EXPORT_FILES[export.kind]
+    name = f"{version.artifact_uri}/{relative}"
+    from lepton_web.jobs import job_heartbeat
+
+    try:
+        with (
+            job_heartbeat(export),
+            model_version_local_dir(version) as folder,
+            tempfile.TemporaryDirectory() as temp,
+        ):
+            out = Path(temp) / Path(relative).name
+            details = export_onnx(
+                folder,
+                out,
+                kind=export.kind,
+                progress=lambda percent, message: export.report(progress=percent, message=message),
+            )
+            export.report(progress=80, message="Checking parity with the PyTorch model.")
+            texts, split = _parity_texts(version)
+            threads = settings.SERVE_THREADS or None
+            reference = runtime.load_predictor(
+                folder, runtime="pytorch", task=version.task or None, threads=threads, device="cpu"
+            )
+            candidate = runtime.load_predictor(
+                folder,
+                runtime=export.kind,
+                task=version.task or None,
+                onnx_file=out,
+                threads=threads,
+            )
+            parity = parity_check(reference, candidate, texts)
+            export.report(progress=95, message="Storing the export.")
+            if default_storage.exists(name):
+                default_storage.delete(name)
+            with out.open("rb") as handle:
+                default_storage.save(name, File(handle))
+    except runtime.ArtifactError as error:
+        export.fail(error=str(error))
+        return export
+    except Exception:
+        logger.exception("Export %s crashed", export.pk)
+        export.fail(error="The export stopped because of an internal error, which was logged.")
+        raise
+    ModelExport.objects.filter(pk=export.pk).update(
+        file_path=name,
+        size_bytes=details["size_bytes"],
+        agreement=parity["agreement"],
+        max_abs_logit_delta=parity["max_abs_logit_delta"],
+        parity_examples=parity["examples"],
+        details={**details, "parity_split": split},
+    )
+    if parity["agreement"] is None:
+        message = "Exported; no validation or test split to check parity on, so it is not chosen by default."
+    else:
+        message = (
+            f"Exported; {parity['agreement']:.1%} label agreement with PyTorch on "
+            f"{parity['examples']:,} {split} texts, max |Δlogit| {parity['max_abs_logit_delta']:.4f}."
+        )
+    export.succeed(message=message)
+    return export
+
+
+def model_export_zip(export: ModelExport):
+    """The export with the tokenizer and config as a zip file object."""
+    import shutil
+    import zipfile
+
+    from lepton_web.filenames import safe_filename
+
+    version = export.model_version
+    archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 returned open
+    folder = safe_filename(f"{version.registered_model.name}-v{version.version}-{export.kind}")
+    keep = [
+        item["path"]
+        for item in version.artifact_files
+        if not item["path"].endswith((".safetensors", ".bin")) and "/" not in item["path"]
+    ]
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zipped:
+        for relative in keep:
+            with (
+                default_storage.open(f"{version.artifact_uri}/{relative}", "rb") as source,
+                zipped.open(f"{folder}/{relative}", "w") as target,
+            ):
+                shutil.copyfileobj(source, target, 1024 * 1024)
+        with (
+            default_storage.open(export.file_path, "rb") as source,
+            zipped.open(f"{folder}/model.onnx", "w", force_zip64=True) as target,
+        ):
+            shutil.copyfileobj(source, target, 1024 * 1024)
+    archive.seek(0)
+    return archive
