@@ -333,3 +333,52 @@ class PredictionLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id}: {self.text[:40]}"
+
+
+class BatchPrediction(Job):
+    """Predictions for many texts at once (a snapshot's split or an uploaded file) as a file."""
+
+    task_name = "models_app.tasks.batch_prediction_execute_task"
+    access_resource = "model_version"
+    verbose_kind = "batch prediction"
+
+    class Source(models.TextChoices):
+        SNAPSHOT = "snapshot", "Snapshot"
+        UPLOAD = "upload", "Uploaded file"
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        JSONL = "jsonl", "JSON Lines"
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="batch_predictions"
+    )
+    source = models.CharField(max_length=16, choices=Source.choices)
+    snapshot = models.ForeignKey(
+        "datasets_app.Snapshot",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="batch_predictions",
+    )
+    split = models.CharField(max_length=16, blank=True, help_text="Empty: every split.")
+    input_file = models.FileField(upload_to="predictions/inputs/%Y/%m/", max_length=500, blank=True)
+    input_filename = models.CharField(max_length=255, blank=True)
+    text_column = models.CharField(max_length=200, blank=True)
+    label_column = models.CharField(max_length=200, blank=True)
+    output_format = models.CharField(max_length=8, choices=Format.choices, default=Format.CSV)
+    output_file = models.CharField(max_length=500, blank=True, help_text="Storage name.")
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    summary = models.JSONField(default=dict, blank=True)
+    store_suggestions = models.BooleanField(default=False)
+    suggestions_stored = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta(Job.Meta):
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Batch prediction {self.pk} with {self.model_version}"
