@@ -18,7 +18,12 @@ def make_snapshot(rows: list[tuple[str, str, str]], *, name: str = "toy", user=N
         for i, (t, lab, s) in enumerate(rows)
     )
     number = dataset.snapshots.count() + 1
-    snapshot = Snapshot.objects.create(dataset=dataset, number=number, record_count=len(rows))
+    split_counts: dict[str, int] = {}
+    for _, _, split in rows:
+        split_counts[split] = split_counts.get(split, 0) + 1
+    snapshot = Snapshot.objects.create(
+        dataset=dataset, number=number, record_count=len(rows), split_counts=split_counts
+    )
     SnapshotRecord.objects.bulk_create(
         SnapshotRecord(
             snapshot=snapshot,
