@@ -8,12 +8,14 @@ import threading
 import time
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.utils import timezone
 
 from lepton_web.access import access_check
-from lepton_web.jobs import BrokerUnavailable, job_create_and_enqueue
+from lepton_web.jobs import ACTIVE_STATUSES, BrokerUnavailable
 from lepton_web.models import WorkerCheck, WorkerPresence
 
 logger = logging.getLogger(__name__)
@@ -64,17 +66,52 @@ def worker_presence_stop(*, hostname: str) -> None:
         logger.exception("Could not record shutdown of worker %s", hostname)
 
 
+def _pending_worker_check(*, user: AbstractBaseUser, queue: str) -> WorkerCheck | None:
+    return (
+        WorkerCheck.objects.filter(created_by=user, queue=queue, status__in=ACTIVE_STATUSES)
+        .order_by("id")
+        .first()
+    )
+
+
 def worker_check_start(*, user: AbstractBaseUser, queue: str, steps: int = 5) -> WorkerCheck:
-    """Queue a diagnostic job on ``queue``; raises BrokerUnavailable (nothing saved) if down."""
+    """Queue a diagnostic job on ``queue``; raises BrokerUnavailable (nothing saved) if down.
+
+    A user has at most one check waiting or running per queue, so nobody can fill a queue with
+    checks that hold up real jobs; the next one can start once it has finished.
+    """
     access_check(user, "worker_check", "create")
-    return job_create_and_enqueue(model=WorkerCheck, queue=queue, steps=steps, created_by=user)
+    with transaction.atomic():
+        # Serializes one user's starts, so two requests at once cannot both pass the check.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+        pending = _pending_worker_check(user=user, queue=queue)
+        if pending is not None:
+            raise ValidationError(
+                f"Your worker check #{pending.pk} on the {queue} queue is still {pending.status}. "
+                "Wait for it to finish before starting another one there."
+            )
+        job = WorkerCheck.objects.create(queue=queue, steps=steps, created_by=user)
+    # Published after the commit, so the worker finds the row.
+    try:
+        job.enqueue()
+    except BrokerUnavailable:
+        job.delete()
+        raise
+    return job
 
 
 def worker_checks_start_all(*, user: AbstractBaseUser) -> list[WorkerCheck]:
-    """One check per queue; if the broker fails part-way, none of them is kept."""
+    """One check per queue where the user has none waiting; if the broker fails part-way,
+    none of them is kept. Raises ValidationError when every queue already has one."""
     started: list[WorkerCheck] = []
+    queues = [q for q in WorkerCheck.Queue.values if not _pending_worker_check(user=user, queue=q)]
+    if not queues:
+        raise ValidationError(
+            "Your worker checks on every queue are still waiting or running. "
+            "Wait for them to finish before starting more."
+        )
     try:
-        for queue in WorkerCheck.Queue.values:
+        for queue in queues:
             started.append(worker_check_start(user=user, queue=queue))
     except BrokerUnavailable:
         WorkerCheck.objects.filter(pk__in=[job.pk for job in started]).delete()

@@ -1,5 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -33,11 +34,13 @@ def dashboard_health(request):
 @access_required("worker_check", "create")
 def worker_checks_start(request):
     try:
-        worker_checks_start_all(user=request.user)
-    except BrokerUnavailable as exc:
-        messages.error(request, str(exc))
+        started = worker_checks_start_all(user=request.user)
+    except (BrokerUnavailable, ValidationError) as exc:
+        messages.error(request, exc.messages[0] if isinstance(exc, ValidationError) else str(exc))
     else:
-        messages.success(request, "Worker checks queued on the default and gpu queues.")
+        queues = " and ".join(job.queue for job in started)
+        plural = "s" if len(started) > 1 else ""
+        messages.success(request, f"Worker check{plural} queued on the {queues} queue{plural}.")
     return redirect("dashboard")
 
 

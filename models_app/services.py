@@ -173,7 +173,20 @@ def model_version_zip(version: ModelVersion) -> tempfile.SpooledTemporaryFile:
 
 
 # --- base-model catalogue -------------------------------------------------------------------------
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+# The Hub's own rule for repository ids: "owner/name", each part letters, digits, "-", "_" and
+# ".", at most 96 characters, not starting or ending with "-" or ".", no "--" or "..".
+_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"
+HUB_ID = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$")
+
+
+def hub_id_problem(location: str) -> str | None:
+    """Why ``location`` is not a Hugging Face Hub model id of the form owner/name, or None."""
+    if HUB_ID.match(location) and "--" not in location and ".." not in location:
+        return None
+    return (
+        f"{location!r} is not a Hugging Face Hub id. A hub id is owner/name, e.g. "
+        "'google-bert/bert-base-uncased': letters, digits, '-', '_' and '.', with no spaces."
+    )
 MAX_UPLOAD_FILES = 200
 
 
@@ -207,8 +220,9 @@ def base_model_register(
         described = _describe_folder(folder)
         location = str(folder)
     elif source == BaseModel.Source.HUB:
-        if not HUB_ID.match(location):
-            raise ValidationError({"location": "A hub id looks like 'organisation/model-name'."})
+        problem = hub_id_problem(location)
+        if problem:
+            raise ValidationError({"location": problem})
         described = {"architecture": "", "parameter_count": None}
     else:
         raise ValidationError(

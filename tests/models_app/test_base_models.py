@@ -63,13 +63,62 @@ def test_dot_dot_cannot_escape_the_allowed_root(analyst, settings, tmp_path):
         )
 
 
-def test_bad_hub_id_is_refused(analyst, db):
+@pytest.mark.parametrize(
+    "location",
+    [
+        "https://evil.example/x",
+        "bert-base-uncased",  # no owner
+        "0",
+        "owner/",
+        "/name",
+        "a/b/c",
+        "owner/name with space",
+        "-owner/name",
+        "owner/name.",
+        "owner/a--b",
+        "owner/a..b",
+        "owner/" + "n" * 97,
+        "../../etc/passwd",
+    ],
+)
+def test_hub_id_that_is_not_owner_slash_name_is_refused(analyst, db, location):
     with pytest.raises(ValidationError) as caught:
-        base_model_register(user=analyst, name="x", source="hub", location="https://evil.example/x")
+        base_model_register(user=analyst, name="x", source="hub", location=location)
 
     assert caught.value.message_dict == {
-        "location": ["A hub id looks like 'organisation/model-name'."]
+        "location": [
+            f"{location!r} is not a Hugging Face Hub id. A hub id is owner/name, e.g. "
+            "'google-bert/bert-base-uncased': letters, digits, '-', '_' and '.', with no spaces."
+        ]
     }
+    assert not BaseModel.objects.filter(name="x").exists()
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["google-bert/bert-base-uncased", "sentence-transformers/all-MiniLM-L6-v2", "org_1/model.v2"],
+)
+def test_hub_id_of_the_form_owner_slash_name_is_registered(analyst, db, location):
+    base_model = base_model_register(user=analyst, name="x", source="hub", location=location)
+
+    assert (base_model.source, base_model.location) == ("hub", location)
+
+
+def test_api_refuses_a_malformed_hub_id_with_400(analyst, db):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(analyst)
+
+    response = api.post(
+        "/api/v1/base-models/",
+        {"name": "x", "source": "hub", "location": "not a hub id"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["location"]
+    assert not BaseModel.objects.filter(name="x").exists()
 
 
 def test_uploaded_zip_of_a_model_folder_is_unpacked(analyst, settings, tmp_path):
