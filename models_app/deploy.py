@@ -337,6 +337,7 @@ def model_version_archive(*, user, version: ModelVersion, archived: bool = True)
         locked.is_archived = archived
         locked.archived_at = timezone.now() if archived else None
         locked.save(update_fields=["is_archived", "archived_at", "updated_at"])
+    version.is_archived, version.archived_at = locked.is_archived, locked.archived_at
     return locked
 
 

@@ -125,11 +125,127 @@ def model_version_register(*, run, artifact_dir: Path) -> ModelVersion:
             label_names=run.label_names,
             hyperparameters=run.params,
             test_metrics=dict(run.test_metrics or {}),
+            validation_metrics=dict(getattr(run, "best_metrics", None) or {}),
             artifact_uri=prefix,
             artifact_files=files,
             status=ModelVersion.Status.READY,
         )
+    model_card_write(version)
     return version
+
+
+# --- model card and best version -------------------------------------------------------------
+SELECTION_METRIC = {"single_label": "macro_f1", "multi_label": "macro_f1", "regression": "mse"}
+LOWER_IS_BETTER = frozenset({"loss", "mse", "mae"})
+
+
+def version_selection_metric(task: str) -> str:
+    """The validation metric versions of a model are ranked by."""
+    return SELECTION_METRIC.get(task, "loss")
+
+
+def best_version_ids(versions) -> set[int]:
+    """Per registered model, the id of the non-archived ready version with the best validation
+    metric (higher F1, lower MSE); versions without that metric are not ranked."""
+    best: dict[int, tuple[float, int]] = {}
+    for version in versions:
+        if version.is_archived or version.status != ModelVersion.Status.READY:
+            continue
+        metric = version_selection_metric(version.task)
+        value = (version.validation_metrics or {}).get(metric)
+        if not isinstance(value, int | float) or math.isnan(value):
+            continue
+        score = -value if metric in LOWER_IS_BETTER else value
+        current = best.get(version.registered_model_id)
+        if current is None or score > current[0]:
+            best[version.registered_model_id] = (score, version.pk)
+    return {pk for _, pk in best.values()}
+
+
+def _format_metrics(metrics: dict) -> list[str]:
+    return [
+        f"| {name} | {value:.4f} |"
+        for name, value in sorted(metrics.items())
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+
+
+def model_card_text(version: ModelVersion) -> str:
+    """A README.md for the version's folder, from what the registry knows."""
+    name = f"{version.registered_model.name} v{version.version}"
+    task_words = {
+        "single_label": "single-label text classification (one class per text)",
+        "multi_label": "multi-label text classification (any number of classes per text)",
+        "regression": "text regression (one number per text)",
+    }.get(version.task, version.task)
+    lines = [f"# {name}", "", "## Intended use", ""]
+    lines.append(
+        f"{task_words.capitalize()}, fine-tuned in Lepton Console for texts like those it was "
+        "trained on. Check its metrics on your own data before relying on it."
+    )
+    if version.label_names:
+        lines += ["", "## Labels", "", ", ".join(f"`{label}`" for label in version.label_names)]
+    for title, metrics in (
+        ("Validation metrics (best checkpoint)", version.validation_metrics),
+        ("Test metrics", version.test_metrics),
+    ):
+        rows = _format_metrics(metrics or {})
+        if rows:
+            lines += ["", f"## {title}", "", "| metric | value |", "|---|---|", *rows]
+    lines += ["", "## Data", ""]
+    snapshot = version.snapshot
+    if snapshot is not None:
+        dataset = snapshot.dataset
+        lines.append(
+            f"Snapshot v{snapshot.number} of the dataset **{dataset.name}** "
+            f"({snapshot.record_count:,} records; splits "
+            + ", ".join(f"{k} {v:,}" for k, v in (snapshot.split_counts or {}).items())
+            + f"), imported from `{dataset.source_filename}` (SHA-256 {dataset.source_sha256[:12]}…)."
+        )
+        if dataset.description:
+            lines += ["", f"Note on the data (licence, source): {dataset.description}"]
+    else:
+        lines.append("Unknown: this version was not registered from a training run.")
+    lines += ["", "## Training", ""]
+    base = version.base_model.name if version.base_model else "unknown"
+    lines.append(f"- Base model: {base}")
+    lines.append(f"- Method: {version.method or 'unknown'}")
+    for key in ("epochs", "learning_rate", "batch_size", "max_length"):
+        if version.hyperparameters.get(key) is not None:
+            lines.append(f"- {key.replace('_', ' ').capitalize()}: {version.hyperparameters[key]}")
+    max_length = version.hyperparameters.get("max_length")
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- It knows only the labels above and always answers with one of them (or a number), "
+        "even for texts unlike its training data.",
+        f"- Texts longer than {max_length or 'the maximum length of'} tokens are cut; the rest is not read.",
+        "- It repeats the biases and label mistakes of its training data.",
+        "- Scores are model confidences, not calibrated probabilities.",
+        "",
+        "## Files",
+        "",
+        "A Hugging Face folder: `AutoModelForSequenceClassification.from_pretrained(folder)` "
+        "and `AutoTokenizer.from_pretrained(folder)` load it.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def model_card_write(version: ModelVersion) -> None:
+    """Write README.md into the version's folder and list it among its files."""
+    from django.core.files.base import ContentFile
+
+    name = f"{version.artifact_uri}/README.md"
+    content = model_card_text(version).encode()
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    default_storage.save(name, ContentFile(content))
+    files = [item for item in version.artifact_files if item["path"] != "README.md"]
+    files.append({"path": "README.md", "size_bytes": len(content)})
+    ModelVersion.objects.filter(pk=version.pk).update(artifact_files=files)
+    version.artifact_files = files
 
 
 @contextmanager
@@ -187,6 +303,8 @@ def hub_id_problem(location: str) -> str | None:
         f"{location!r} is not a Hugging Face Hub id. A hub id is owner/name, e.g. "
         "'google-bert/bert-base-uncased': letters, digits, '-', '_' and '.', with no spaces."
     )
+
+
 MAX_UPLOAD_FILES = 200
 
 
