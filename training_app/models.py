@@ -63,6 +63,14 @@ class TrainingRun(Job):
     def task_queue(self) -> str:
         return "gpu"
 
+    def abandoned_note(self) -> str:
+        if self.checkpoint_step:
+            return (
+                f"Its checkpoint at step {self.checkpoint_step:,} is kept: press Resume on the "
+                "run page to continue from there."
+            )
+        return "It saved no checkpoint yet: Resume on the run page starts it again."
+
 
 class TrainingMetric(models.Model):
     """One scalar at one step: training loss, or a validation/test metric. Reruns overwrite."""

@@ -12,6 +12,7 @@ urlpatterns = [
     path("<id:run_id>/live/", views.run_live, name="run_live"),
     path("<id:run_id>/events/", views.run_events_fragment, name="run_events"),
     path("<id:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("<id:run_id>/resume/", views.run_resume, name="run_resume"),
     path(
         "model-versions/<id:version_id>/evaluations/",
         views.version_evaluations,

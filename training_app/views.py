@@ -28,6 +28,7 @@ from training_app.selectors import (
     run_live_state,
     run_metric_series,
     run_model_version,
+    run_resume_note,
     run_test_report,
     run_tiles,
     runs_compare,
@@ -181,6 +182,7 @@ def run_detail(request, run_id: int):
         "model_version": run_model_version(run),
         "tiles": run_tiles(run),
         "live_url": reverse("training:run_live", args=[run.pk]),
+        "resume_note": run_resume_note(run),
     }
     return render(request, "training_app/run_detail.html", context)
 
@@ -217,6 +219,21 @@ def run_cancel(request, run_id: int):
         messages.error(request, " ".join(_error_sentences(exc)))
     else:
         messages.success(request, "The run is cancelled. A running worker stops at its next step.")
+    return redirect("training:run_detail", run.pk)
+
+
+@require_POST
+@access_required("training_run", "create")
+def run_resume(request, run_id: int):
+    run = run_get_for_user(user=request.user, run_id=run_id)
+    try:
+        run = services.training_run_resume(run=run, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(_error_sentences(exc)))
+    except BrokerUnavailable as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"The run is queued again. {run.message}")
     return redirect("training:run_detail", run.pk)
 
 

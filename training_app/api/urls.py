@@ -8,6 +8,7 @@ urlpatterns = [
     path("runs/<id:run_id>/", views.RunDetailApi.as_view(), name="api_run"),
     path("runs/<id:run_id>/metrics/", views.RunMetricsApi.as_view(), name="api_run_metrics"),
     path("runs/<id:run_id>/cancel/", views.RunCancelApi.as_view(), name="api_run_cancel"),
+    path("runs/<id:run_id>/resume/", views.RunResumeApi.as_view(), name="api_run_resume"),
     path("evaluations/", views.EvaluationListApi.as_view(), name="api_evaluations"),
     path(
         "evaluations/<id:evaluation_id>/",

@@ -184,6 +184,20 @@ class RunCancelApi(APIView):
         return Response(RunOutputSerializer(run).data)
 
 
+class RunResumeApi(APIView):
+    """Queue a failed or cancelled run again; it continues from its kept checkpoint."""
+
+    access_resource = "training_run"
+    access_actions = {"POST": "create"}
+    permission_classes = [RolePermission]
+
+    @extend_schema(request=None, responses={202: RunOutputSerializer})
+    def post(self, request, run_id: int):
+        run = run_get_for_user(user=request.user, run_id=run_id)
+        run = services.training_run_resume(run=run, user=request.user)
+        return Response(RunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
 class EvaluationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Evaluation
