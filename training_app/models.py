@@ -33,7 +33,11 @@ class TrainingRun(Job):
     )
     task = models.CharField(max_length=20, choices=Task.choices)
     method = models.CharField(max_length=20, choices=Method.choices)
-    params = models.JSONField(default=dict, help_text="The full, resolved training config.")
+    params = models.JSONField(default=dict, help_text="The training config as requested.")
+    # What the engine trains with: the method's learning rate for an empty one, the model's own
+    # dropout, the device and precision "auto" chose, the clamped max length. Set at creation
+    # from the config, then overwritten by the engine when it starts (issue 9, item 12).
+    resolved_params = models.JSONField(default=dict, blank=True)
     estimate = models.JSONField(default=dict, blank=True)
     label_names = models.JSONField(default=list, blank=True)
     total_steps = models.PositiveIntegerField(default=0)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from lepton_web import vocabulary
 from lepton_web.access import access_check
 from lepton_web.jobs import JobStatus
 from training_app.models import Evaluation, TrainingMetric, TrainingRun
@@ -67,21 +68,90 @@ def run_model_version(run: TrainingRun):
     return ModelVersion.objects.filter(training_run=run).select_related("registered_model").first()
 
 
+# Hyperparameters that only some methods or tasks use; the rest apply to every run.
+PARAMETER_METHODS = {"lora_r": ("lora", "adalora"), "lora_alpha": ("lora", "adalora")}
+PARAMETER_TASKS = {"class_weighting": ("single_label", "multi_label")}
+
+
+def parameter_applies(run: TrainingRun, name: str) -> bool:
+    """Whether ``name`` means anything for this run (no LoRA rank for full fine-tuning)."""
+    return run.method in PARAMETER_METHODS.get(name, (run.method,)) and run.task in (
+        PARAMETER_TASKS.get(name, (run.task,))
+    )
+
+
+def run_parameter_value(run: TrainingRun, name: str):
+    """The value the engine used: recorded when it started, else resolved from the request."""
+    resolved = run.resolved_params or {}
+    value = resolved.get(name, (run.params or {}).get(name))
+    if value is None and name == "learning_rate":
+        # Runs from before values were recorded: the method's default is what they used.
+        from training_app.forms import engine_options
+
+        value = engine_options()["learning_rates"].get(run.method)
+    return value
+
+
+def run_parameters(run: TrainingRun) -> list[dict]:
+    """The run's hyperparameters as shown: the values used, only those its method applies."""
+    from training_app.services import PARAM_NAMES
+
+    names = [*PARAM_NAMES, *(k for k in run.params or {} if k not in PARAM_NAMES)]
+    return [
+        {
+            "name": name,
+            "label": vocabulary.word(name),
+            "text": vocabulary.parameter_value(name, run_parameter_value(run, name)),
+        }
+        for name in names
+        if parameter_applies(run, name)
+        and (name in (run.params or {}) or name in (run.resolved_params or {}))
+    ]
+
+
 def runs_compare(runs: list[TrainingRun]) -> dict:
-    """Hyperparameters side by side (with which differ) and final metrics of several runs."""
-    names = sorted({key for run in runs for key in run.params})
+    """Hyperparameters side by side (the values used, with which differ) and final metrics."""
+    from training_app.services import PARAM_NAMES
+
+    recorded = {key for run in runs for key in (*(run.params or {}), *(run.resolved_params or {}))}
+    names = [*PARAM_NAMES, *sorted(recorded - set(PARAM_NAMES))]
     rows = []
-    for name in ["base_model", "method", "task", *names]:
+    for name in ["base_model", "task", "method", *names]:
         if name == "base_model":
             values = [run.base_model.name for run in runs]
+            texts = values
         elif name in ("method", "task"):
             values = [getattr(run, name) for run in runs]
+            texts = [vocabulary.word(value) for value in values]
         else:
-            values = [run.params.get(name) for run in runs]
-        rows.append({"name": name, "values": values, "differs": len({repr(v) for v in values}) > 1})
+            if name not in recorded or not any(parameter_applies(run, name) for run in runs):
+                continue
+            values = [
+                run_parameter_value(run, name) if parameter_applies(run, name) else None
+                for run in runs
+            ]
+            texts = [
+                vocabulary.parameter_value(name, value)
+                if parameter_applies(run, name)
+                else f"not used by {vocabulary.word(run.method)}"
+                for run, value in zip(runs, values, strict=True)
+            ]
+        rows.append(
+            {
+                "name": name,
+                "label": vocabulary.word(name),
+                "values": values,
+                "texts": texts,
+                "differs": len({repr(v) for v in values}) > 1,
+            }
+        )
     metric_names = sorted({key for run in runs for key in (run.test_metrics or {})})
     metrics = [
-        {"name": name, "values": [(run.test_metrics or {}).get(name) for run in runs]}
+        {
+            "name": name,
+            "label": vocabulary.metric(name),
+            "values": [(run.test_metrics or {}).get(name) for run in runs],
+        }
         for name in metric_names
     ]
     return {"runs": runs, "params": rows, "metrics": metrics}
@@ -160,13 +230,18 @@ def runs_get_for_user(*, user, run_ids: list[int]) -> list[TrainingRun]:
 def runs_validation_series(runs: list[TrainingRun]) -> dict:
     """Validation curves of several runs: {"metrics": [...], "runs": [{id, name, series}]}."""
     by_run: dict[int, dict[str, list[dict]]] = {run.pk: {} for run in runs}
+    losses: dict[int, list[dict]] = {run.pk: [] for run in runs}
     rows = (
-        TrainingMetric.objects.filter(run__in=runs, name__startswith="val_")
+        TrainingMetric.objects.filter(run__in=runs)
+        .filter(Q(name__startswith="val_") | Q(name="train_loss"))
         .order_by("run_id", "step")
         .values_list("run_id", "name", "step", "value")
     )
     for run_id, name, step, value in rows:
-        by_run[run_id].setdefault(name, []).append({"step": step, "value": value})
+        if name == "train_loss":
+            losses[run_id].append({"step": step, "value": value})
+        else:
+            by_run[run_id].setdefault(name, []).append({"step": step, "value": value})
     names = sorted({name for series in by_run.values() for name in series})
     preferred = [f"val_{HEADLINE_METRICS.get(run.task, 'macro_f1')}" for run in runs]
     first = next((name for name in preferred if name in names), names[0] if names else None)
@@ -175,8 +250,16 @@ def runs_validation_series(runs: list[TrainingRun]) -> dict:
         names.insert(0, first)
     return {
         "metrics": names,
+        "metric_labels": {name: vocabulary.metric(name) for name in names},
+        "has_loss": any(losses.values()),
         "runs": [
-            {"id": run.pk, "name": f"#{run.pk} {run}", "series": by_run[run.pk]} for run in runs
+            {
+                "id": run.pk,
+                "name": f"#{run.pk} {run}",
+                "series": by_run[run.pk],
+                "train_loss": losses[run.pk],
+            }
+            for run in runs
         ],
     }
 

@@ -270,6 +270,8 @@ def training_run_start(
             task=task,
             method=method,
             params=resolved,
+            # The engine refines these when it starts (device, precision, the model's dropout).
+            resolved_params={**resolved, "learning_rate": config.effective_learning_rate},
             estimate=estimate,
             label_names=label_names,
             created_by=user,
@@ -457,6 +459,12 @@ class RunCallbacks:
 
     def on_event(self, *, kind: str, message: str) -> None:
         TrainingEvent.objects.create(run=self.run, kind=kind, message=message[:2000])
+
+    def on_start(self, *, resolved: dict) -> None:
+        """Record the values the engine trains with (what Compare and the run page show)."""
+        values = {**(self.run.resolved_params or self.run.params), **resolved}
+        self.run.resolved_params = values
+        TrainingRun.objects.filter(pk=self.run.pk).update(resolved_params=values)
 
     def should_stop(self) -> bool:
         now = time.monotonic()

@@ -273,6 +273,8 @@ class Callbacks(Protocol):
 
     def on_event(self, *, kind: str, message: str) -> None: ...
 
+    def on_start(self, *, resolved: dict) -> None: ...
+
     def should_stop(self) -> bool: ...
 
 
@@ -575,6 +577,10 @@ class _SafeCallbacks:
     def on_event(self, *, kind: str, message: str) -> None:
         if method := self._get("on_event"):
             method(kind=kind, message=message)
+
+    def on_start(self, *, resolved: dict) -> None:
+        if method := self._get("on_start"):
+            method(resolved=resolved)
 
     def should_stop(self) -> bool:
         method = self._get("should_stop")
@@ -1372,6 +1378,17 @@ class _Run:
                 ),
             )
         model.config.lepton_max_length = self.max_length
+        self.dropout_used = next(
+            (
+                float(value)
+                for value in (
+                    getattr(model.config, name, None)
+                    for name in ("hidden_dropout_prob", "dropout", "seq_classif_dropout")
+                )
+                if isinstance(value, int | float) and not isinstance(value, bool)
+            ),
+            self.config.dropout,
+        )
         self.base_model = model
         self.tokenizer = tokenizer
 
@@ -1848,6 +1865,18 @@ class _Run:
             else self.module
         )
 
+    def resolved_config(self) -> dict:
+        """The values this run trains with, defaults and "auto" resolved on this machine."""
+        config = self.config
+        return {
+            "learning_rate": config.effective_learning_rate,
+            "dropout": self.dropout_used,
+            "eval_every_steps": config.eval_every_steps or self.steps_per_epoch,
+            "device": self.device.type,
+            "precision": "bf16" if self.autocast_dtype == torch.bfloat16 else "fp32",
+            "max_length": self.max_length,
+        }
+
     # --- the loop
 
     def _train_loop(self) -> TrainingResult:
@@ -1885,12 +1914,15 @@ class _Run:
                 kind="started",
                 message=(
                     f"Training on {len(self.train_split):,} examples for {_format_number(config.epochs)} "
-                    f"epochs ({self.total_steps} steps of {self.group_size}) on {self.device.type}"
+                    f"epoch{'' if config.epochs == 1 else 's'} ({self.total_steps:,} steps of "
+                    f"{self.group_size}) on {self.device.type}"
                     + (" in bf16 autocast" if self.autocast_dtype == torch.bfloat16 else "")
                     + (f" with {self.world_size} processes" if self.world_size > 1 else "")
                     + f", learning rate {_format_number(config.effective_learning_rate)}."
                 ),
             )
+
+        self.callbacks.on_start(resolved=self.resolved_config())
 
         plan: list[np.ndarray] | None = (
             [tensor.numpy() for tensor in state["plan"]] if state["plan"] is not None else None

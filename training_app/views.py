@@ -28,6 +28,7 @@ from training_app.selectors import (
     run_live_state,
     run_metric_series,
     run_model_version,
+    run_parameters,
     run_resume_note,
     run_test_report,
     run_tiles,
@@ -181,6 +182,7 @@ def run_detail(request, run_id: int):
         "report": run_test_report(run) if run.is_finished else None,
         "model_version": run_model_version(run),
         "tiles": run_tiles(run),
+        "parameters": run_parameters(run),
         "live_url": reverse("training:run_live", args=[run.pk]),
         "resume_note": run_resume_note(run),
     }

@@ -184,15 +184,23 @@
   }
 
   // --- comparison page ------------------------------------------------------------------------
-  const compareCanvas = document.getElementById("compare-chart");
   const compare = jsonData("compare-data");
+  const compareLossCanvas = document.getElementById("compare-loss-chart");
+  if (compareLossCanvas && compare && typeof Chart !== "undefined") {
+    new Chart(compareLossCanvas, {
+      type: "line",
+      data: { datasets: compare.runs.map((run, i) => ({ ...dataset(run.name, points(run.train_loss), i), pointRadius: 0 })) },
+      options: lineOptions("training loss"),
+    });
+  }
+  const compareCanvas = document.getElementById("compare-chart");
   if (compareCanvas && compare && typeof Chart !== "undefined") {
     const select = document.getElementById("compare-metric");
     const chart = new Chart(compareCanvas, { type: "line", data: { datasets: [] }, options: lineOptions("") });
     const draw = () => {
       const metric = select ? select.value : compare.metrics[0];
-      chart.data.datasets = compare.runs.map((run, i) => dataset(run.name, points(run.series[metric]), i));
-      chart.options.scales.y.title = { display: true, text: metric };
+      chart.data.datasets = compare.runs.map((run, i) => ({ ...dataset(run.name, points(run.series[metric]), i), pointRadius: 4, showLine: true }));
+      chart.options.scales.y.title = { display: true, text: (compare.metric_labels || {})[metric] || metric };
       chart.update();
     };
     if (select) select.addEventListener("change", draw);

@@ -147,6 +147,40 @@ def test_valid_run_is_queued_with_resolved_defaults_and_an_estimate(analyst, bun
     assert run.estimate["memory_bytes"] > 0
 
 
+def test_a_queued_run_records_the_learning_rate_its_method_trains_with(analyst, bundled, redis_url):
+    with broker_for_this_process(redis_url):
+        lora = start(
+            analyst, make_snapshot(toy_rows()), bundled, task="single_label", method="lora"
+        )
+        full = start(analyst, make_snapshot(toy_rows()), bundled, task="single_label")
+
+    assert lora.params["learning_rate"] is None  # as requested: a resume resolves it again
+    assert lora.resolved_params["learning_rate"] == 1e-3
+    assert full.resolved_params["learning_rate"] == 5e-5
+    assert full.resolved_params["epochs"] == 3
+
+
+def test_the_engines_resolved_values_are_recorded_on_the_run_when_it_starts(
+    analyst, bundled, redis_url
+):
+    from training_app.services import RunCallbacks
+
+    with broker_for_this_process(redis_url):
+        run = start(analyst, make_snapshot(toy_rows()), bundled, task="single_label")
+    assert run.claim()
+
+    RunCallbacks(run).on_start(
+        resolved={"learning_rate": 5e-5, "device": "cpu", "precision": "fp32", "dropout": 0.1}
+    )
+
+    run.refresh_from_db()
+    assert run.resolved_params["device"] == "cpu"
+    assert run.resolved_params["precision"] == "fp32"
+    assert run.resolved_params["dropout"] == 0.1
+    assert run.resolved_params["batch_size"] == 32  # kept from the request
+    assert run.params["device"] == "auto"  # the request itself is unchanged
+
+
 def test_a_second_delivery_of_a_running_run_does_nothing(analyst, bundled, redis_url):
     with broker_for_this_process(redis_url):
         run = start(analyst, make_snapshot(toy_rows()), bundled, task="single_label")

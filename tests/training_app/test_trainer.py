@@ -989,3 +989,32 @@ def test_head_only_last_layer_leaves_other_models_alone():
 
     assert not trainer._last_layer_for_the_head_only(distil)
     assert not trainer._last_layer_for_the_head_only(chunked)
+
+
+def test_engine_reports_the_values_it_trains_with_at_start(base_model, tmp_path):
+    """Issue 9 item 12: defaults and "auto" are resolved and handed to the service, so pages
+    show the learning rate, dropout, device and precision the run really used."""
+
+    class Starts(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.resolved: list[dict] = []
+
+        def on_start(self, *, resolved: dict) -> None:
+            self.resolved.append(resolved)
+
+    recorder = Starts()
+    run(base_model, tmp_path, method="lora", learning_rate=None, epochs=1, callbacks=recorder)
+
+    assert len(recorder.resolved) == 1
+    resolved = recorder.resolved[0]
+    assert resolved["learning_rate"] == 1e-3  # LoRA's default
+    assert resolved["device"] == "cpu"
+    assert resolved["precision"] == "fp32"
+    assert resolved["max_length"] == 32
+    assert resolved["dropout"] == pytest.approx(0.1)  # the tiny BERT's own hidden dropout
+    assert isinstance(resolved["eval_every_steps"], int)
+    assert resolved["eval_every_steps"] >= 1
+    started = [message for kind, message in recorder.events if kind == "started"]
+    assert len(started) == 1
+    assert " for 1 epoch (" in started[0]

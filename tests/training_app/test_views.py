@@ -19,7 +19,7 @@ from datasets_app.models import Dataset
 from models_app.models import BaseModel
 from tests.conftest import broker_for_this_process
 from tests.training_app.conftest import make_snapshot
-from training_app.models import Evaluation, TrainingEvent, TrainingRun
+from training_app.models import Evaluation, TrainingEvent, TrainingMetric, TrainingRun
 
 DOWN_BROKER_URL = "redis://127.0.0.1:1/0"
 NEW_RUN_BUTTON = 'href="/training/new/">New run</a>'
@@ -198,17 +198,21 @@ def test_compare_shows_hyperparameters_side_by_side_with_differences_highlighted
     assert response.status_code == 200
     content = response.content.decode()
     assert (
-        '<tr class="differs" data-param="epochs"><th scope="row">epochs</th><td>3</td><td>2</td></tr>'
+        '<tr class="differs" data-param="epochs"><th scope="row">Epochs</th><td>3</td><td>2</td></tr>'
         in content
     )
     assert (
-        '<tr class="" data-param="seed"><th scope="row">seed</th><td>42</td><td>42</td></tr>'
+        '<tr class="" data-param="seed"><th scope="row">Seed</th><td>42</td><td>42</td></tr>'
         in content
     )
-    assert '<tr class="" data-param="learning_rate">' in content
+    # Runs from before values were recorded show the method's default learning rate.
+    assert (
+        '<tr class="" data-param="learning_rate"><th scope="row">Learning rate</th>'
+        "<td>5e-5</td><td>5e-5</td></tr>" in content
+    )
     assertContains(
         response,
-        '<th scope="row">macro_f1</th><td><span class="muted">—</span></td><td>0.7500</td>',
+        '<th scope="row">macro-F1</th><td><span class="muted">—</span></td><td>0.7500</td>',
     )
     curves = json_script(response, "compare-data")
     assert curves["metrics"] == ["val_macro_f1"]
@@ -217,6 +221,100 @@ def test_compare_shows_hyperparameters_side_by_side_with_differences_highlighted
     assert curves["runs"][1]["series"] == {}
     assertContains(response, '<canvas id="compare-chart"')
     assertContains(response, "vendor/chartjs/chart.umd.min.js")
+
+
+def test_compare_shows_the_values_the_engine_used_and_only_parameters_of_each_method(
+    client_as, make_run
+):
+    """Issue 9 item 12: resolved values instead of "default", words instead of codes, and no
+    LoRA rank or alpha for full fine-tuning."""
+    full = make_run(
+        method="full",
+        params={"learning_rate": None, "epochs": 1.0, "lora_r": 8, "lora_alpha": 16},
+        resolved_params={"learning_rate": 5e-5, "epochs": 1.0, "device": "cpu", "lora_r": 8},
+    )
+    lora = make_run(
+        method="lora",
+        params={"learning_rate": None, "epochs": 1.0, "lora_r": 8, "lora_alpha": 16},
+        resolved_params={"learning_rate": 1e-3, "epochs": 1.0, "device": "cpu", "lora_r": 8},
+    )
+    other_full = make_run(
+        method="full",
+        params={"learning_rate": 2e-5, "epochs": 1, "lora_r": 8, "lora_alpha": 16},
+    )
+    client = client_as("viewer")
+
+    mixed = client.get(f"/training/compare/?runs={full.pk},{lora.pk}").content.decode()
+    both_full = client.get(f"/training/compare/?runs={full.pk},{other_full.pk}").content.decode()
+
+    assert (
+        '<tr class="differs" data-param="learning_rate"><th scope="row">Learning rate</th>'
+        "<td>5e-5</td><td>1e-3</td></tr>" in mixed
+    )
+    assert (
+        '<tr class="differs" data-param="method"><th scope="row">Method</th>'
+        "<td>Full fine-tuning</td><td>LoRA</td></tr>" in mixed
+    )
+    assert (
+        '<tr class="" data-param="epochs"><th scope="row">Epochs</th><td>1</td><td>1</td></tr>'
+        in mixed
+    )
+    assert (
+        '<tr class="differs" data-param="lora_r"><th scope="row">LoRA rank</th>'
+        "<td>not used by Full fine-tuning</td><td>8</td></tr>" in mixed
+    )
+    assert "<td>Single-label classification</td>" in mixed
+    assert "single_label" not in mixed.split('id="compare-data"')[0]
+    assert "<td>default</td>" not in mixed
+    assert 'data-param="lora_r"' not in both_full
+    assert 'data-param="lora_alpha"' not in both_full
+    assert "<td>5e-5</td><td>2e-5</td>" in both_full
+
+
+def test_compare_overlays_training_loss_and_validation_curves_of_every_run(
+    client_as, running_run, make_run
+):
+    other = make_run(status="running")
+    TrainingMetric.objects.create(run=other, step=3, name="train_loss", value=0.7)
+    TrainingMetric.objects.create(run=other, step=3, name="val_macro_f1", value=0.6)
+
+    response = client_as("viewer").get(f"/training/compare/?runs={running_run.pk},{other.pk}")
+
+    curves = json_script(response, "compare-data")
+    assert curves["has_loss"] is True
+    assert [[p["value"] for p in run["train_loss"]] for run in curves["runs"]] == [
+        [1.1, 1.0, 0.9],
+        [0.7],
+    ]
+    assert [run["series"]["val_macro_f1"][0]["value"] for run in curves["runs"]] == [0.5, 0.6]
+    assert curves["metric_labels"] == {"val_macro_f1": "validation macro-F1"}
+    assertContains(response, '<canvas id="compare-loss-chart"')
+    assertContains(response, '<option value="val_macro_f1">validation macro-F1</option>')
+
+
+def test_run_page_lists_resolved_hyperparameters_in_words(client_as, make_run):
+    run = make_run(
+        method="full",
+        params={"learning_rate": None, "epochs": 1.0, "dropout": None, "lora_r": 8},
+        resolved_params={"learning_rate": 5e-5, "epochs": 1.0, "dropout": 0.1, "lora_r": 8},
+    )
+
+    response = client_as("viewer").get(f"/training/{run.pk}/")
+
+    assertContains(
+        response,
+        '<tr data-param="learning_rate"><th scope="row">Learning rate</th><td>5e-5</td></tr>',
+        html=True,
+    )
+    assertContains(
+        response, '<tr data-param="epochs"><th scope="row">Epochs</th><td>1</td></tr>', html=True
+    )
+    assertContains(
+        response,
+        '<tr data-param="dropout"><th scope="row">Dropout</th><td>0.1</td></tr>',
+        html=True,
+    )
+    assertNotContains(response, 'data-param="lora_r"')
 
 
 def test_compare_accepts_repeated_runs_parameters(client_as, running_run, finished_run):
