@@ -24,7 +24,24 @@ from zlib import error as zlib_error
 import charset_normalizer
 import pandas as pd
 
+# The csv module refuses fields over 128 KB by default; a row may be as long as a line may be
+# (Limits.max_line_bytes, checked before any parsing), and quoted values can span lines.
+csv.field_size_limit(2**31 - 1)
 SAMPLE_BYTES = 256 * 1024
+# Detection reads on past SAMPLE_BYTES (never further than one line may be long) until the sample
+# holds this many line breaks: the header, a preview's rows and the line that may be cut short.
+SAMPLE_LINES = 22
+# The encodings the README lists, in the codecs that read a superset of each (GBK within
+# GB18030, Big5 within Big5-HKSCS, Shift-JIS within cp932). Detection chooses among these only:
+# charset-normalizer alone also offers code pages nobody writes tables in (cp775, iso8859_16),
+# which decode nearly any bytes into plausible-looking garbage.
+LISTED_ENCODINGS = ("utf_8", "gb18030", "big5hkscs", "cp932", "cp1252")
+# A UTF-8 file with at most this many undecodable bytes in the sample is a damaged UTF-8 file
+# (when no listed encoding reads it as plausible text), not a file in another encoding.
+DAMAGED_UTF8_MAX_BYTES = 3
+# The longest single line a header can plausibly be (200 columns of 120-character names is 24 KB).
+HEADER_MAX_BYTES = 64 * 1024
+WRONG_ENCODING_FLAG = "wrong_encoding"
 MAX_LABEL_CHARS = 500  # Record.label
 MAX_ID_CHARS = 255  # Record.external_id
 # Problems of one kind kept per chunk: one more than an import lists, so it knows to say
@@ -56,21 +73,6 @@ ENCODING_ALIASES = {
     "iso8859_1": "cp1252",
     "windows_1252": "cp1252",
     "cp1252": "cp1252",
-}
-SINGLE_BYTE_LATIN = {
-    "cp1250",
-    "cp1252",
-    "cp1254",
-    "cp1257",
-    "latin_1",
-    "iso8859_1",
-    "iso8859_2",
-    "iso8859_9",
-    "iso8859_15",
-    "mac_roman",
-    "mac_latin2",
-    "cp850",
-    "cp437",
 }
 # Quoting the user can choose, by name, and the quote character each one reads with.
 QUOTING = {"double": '"', "single": "'", "none": ""}
@@ -245,18 +247,46 @@ def open_bytes(path: Path) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if _is_gzip(head) else path.open("rb")
 
 
-def read_sample(path: Path) -> tuple[bytes, str | None]:
+def read_sample(path: Path, *, max_line_bytes: int | None = None) -> tuple[bytes, str | None, bool]:
+    """(sample, compression, whether the sample is the whole file).
+
+    At least SAMPLE_BYTES; then on until SAMPLE_LINES line breaks are in it, so that a file whose
+    first rows are long (a legal 300 KB text) is still seen in whole rows. Never more than
+    SAMPLE_BYTES past the longest line a file may hold, so a file without line breaks costs
+    a bounded read.
+    """
+    max_line_bytes = Limits().max_line_bytes if max_line_bytes is None else max_line_bytes
     with path.open("rb") as probe:
         compression = "gzip" if _is_gzip(probe.read(2)) else None
     try:
         with open_bytes(path) as stream:
-            return stream.read(SAMPLE_BYTES), compression
+            sample = stream.read(SAMPLE_BYTES)
+            complete = len(sample) < SAMPLE_BYTES
+            cap = SAMPLE_BYTES + max_line_bytes
+            while not complete and len(sample) < cap and _line_breaks(sample) < SAMPLE_LINES:
+                wanted = min(len(sample), cap - len(sample))
+                block = stream.read(wanted)
+                sample += block
+                complete = len(block) < wanted
+            return sample, compression, complete
     except (OSError, EOFError) as exc:
         raise ImportProblem(f"The file is a damaged gzip archive: {exc}.") from None
 
 
+def _line_breaks(data: bytes) -> int:
+    return data.count(b"\n") or data.count(b"\r")
+
+
 # --- detection -------------------------------------------------------------------------------
 def detect_encoding(sample: bytes, *, complete: bool) -> str:
+    """The encoding of ``sample``: one the README lists, tried on the whole sample.
+
+    UTF-8 first (a valid UTF-8 sample of any length is almost never another encoding); then
+    charset-normalizer ranks the listed multi-byte and Windows encodings, and the first one
+    that decodes every byte of the sample into plausible text wins. A sample that is UTF-8 but
+    for a few bytes is a damaged UTF-8 file: refused, naming the line, rather than read as
+    another encoding that would garble every accented letter.
+    """
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -268,23 +298,42 @@ def detect_encoding(sample: bytes, *, complete: bool) -> str:
         # A sample cut in the middle of a multi-byte character is still UTF-8.
         if not complete and exc.start >= len(sample) - 3 and exc.reason == "unexpected end of data":
             return "utf-8"
+        utf8_error = exc
         _raise_if_mostly_utf8(sample, exc)
-    best = charset_normalizer.from_bytes(sample).best()
+    # Judge whole lines only: the last line of a partial sample may end inside a character.
+    whole = sample if complete else sample[: max(sample.rfind(b"\n"), sample.rfind(b"\r")) + 1]
+    whole = whole or sample
+    candidates = list(LISTED_ENCODINGS)
+    if whole.count(b"\x00") * 10 > len(whole):  # UTF-16 without a byte-order mark
+        candidates += ["utf_16_le", "utf_16_be"]
+        if len(whole) % 2:
+            whole = whole[:-1]
+    ranked = [
+        codecs.lookup(match.encoding).name.replace("-", "_")
+        for match in charset_normalizer.from_bytes(whole, cp_isolation=candidates)
+    ]
+    best: tuple[int, str] | None = None
+    for name in dict.fromkeys([*ranked, *candidates]):  # charset-normalizer's order first
+        if name == "utf_8":
+            continue
+        try:
+            text = whole.decode(name)
+        except UnicodeDecodeError:
+            continue
+        bad_lines = len(implausible_lines(text))
+        if best is None or bad_lines < best[0]:
+            best = (bad_lines, name)
+        if bad_lines == 0:
+            break
+    utf8_bad = len(re.findall("\ufffd+", whole.decode("utf-8", errors="replace")))
+    if (best is None or best[0] > 0) and utf8_bad <= DAMAGED_UTF8_MAX_BYTES:
+        _raise_damaged_utf8(sample, utf8_error)
     if best is None:
         raise ImportProblem(
             "Could not tell which text encoding this file uses; it may not be text at all. "
             "Save it as CSV UTF-8 and upload it again, or choose the encoding yourself."
         )
-    name = codecs.lookup(best.encoding).name.replace("-", "_")
-    if name in SINGLE_BYTE_LATIN:
-        # Short Western texts fit several Latin code pages equally well; Excel on Windows
-        # writes cp1252, by far the most common, so it wins whenever it decodes cleanly.
-        try:
-            sample.decode("cp1252")
-            return "cp1252"
-        except UnicodeDecodeError:
-            pass
-    return ENCODING_ALIASES.get(name, best.encoding)
+    return ENCODING_ALIASES.get(best[1], best[1])
 
 
 _UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
@@ -299,13 +348,82 @@ def _raise_if_mostly_utf8(sample: bytes, error: UnicodeDecodeError) -> None:
     bad = decoded.count("\ufffd")
     good = sum(1 for ch in decoded if ord(ch) > 127 and ch != "\ufffd")
     if good >= 3 and bad * 20 <= good and _UTF8_MULTIBYTE.search(sample):
-        line = sample[: error.start].count(b"\n") + 1
-        raise ImportProblem(
-            f"Line {line} has a byte that is not valid UTF-8 (0x{sample[error.start]:02x}), "
-            "while the rest of the file is UTF-8. Fix or remove that line, or choose the "
-            "encoding yourself if the file is not UTF-8.",
-            line=line,
+        _raise_damaged_utf8(sample, error)
+
+
+def _raise_damaged_utf8(sample: bytes, error: UnicodeDecodeError) -> None:
+    line = sample[: error.start].count(b"\n") + 1
+    raise ImportProblem(
+        f"Line {line} has a byte that is not valid UTF-8 (0x{sample[error.start]:02x}), "
+        "while the rest of the file is UTF-8. Fix or remove that line, or choose the "
+        "encoding yourself if the file is not UTF-8.",
+        line=line,
+    )
+
+
+# Text that no one writes, and that a wrong decoding produces: control characters, private-use
+# code points, U+FFFD; a capital accented letter straight after a small letter ('cafÃ(');
+# UTF-8 read as a Windows code page ('Ã©', 'â€™'); one Chinese, Japanese or Korean character
+# inside a Latin word ('Syrj<CJK>nen': a Latin-1 letter and the next byte read as one
+# double-byte character); half-width katakana touching Latin letters (cp932 single bytes).
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_HALF_WIDTH_KANA = "\uff61-\uff9f"
+_IMPLAUSIBLE = re.compile(
+    "[\x01-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd\ue000-\uf8ff]"
+    "|[a-z\u00df-\u00f6\u00f8-\u00ff][\u00c0-\u00d6\u00d8-\u00de\u0152\u0160\u0178\u017d]"
+    "|[\u00c2\u00c3][\u00a0-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+    "\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+    "|\u00e2\u20ac"
+    f"|[A-Za-z][{_CJK}][A-Za-z]"
+    f"|[A-Za-z][{_HALF_WIDTH_KANA}]|[{_HALF_WIDTH_KANA}][A-Za-z]"
+)
+
+
+def implausible_lines(text: str) -> list[int]:
+    """Line numbers (1-based) of ``text`` that hold text a wrong decoding produces."""
+    lines: list[int] = []
+    line, position = 1, 0
+    for match in _IMPLAUSIBLE.finditer(text):
+        line += text.count("\n", position, match.start())
+        position = match.start()
+        if not lines or lines[-1] != line:
+            lines.append(line)
+    return lines
+
+
+def implausible_texts(texts: list[str]) -> list[bool]:
+    """For each text, whether it holds text a wrong decoding produces (see ``_IMPLAUSIBLE``).
+
+    One regular-expression pass over all texts joined, at C speed; only the texts it matches
+    in are looked at one by one.
+    """
+    flagged = [False] * len(texts)
+    joined = "\x00".join(texts)
+    if not _IMPLAUSIBLE.search(joined):
+        return flagged
+    for index, text in enumerate(texts):
+        if _IMPLAUSIBLE.search(text):
+            flagged[index] = True
+    return flagged
+
+
+_MARKUP_START = re.compile(r"\s*<(!doctype\s+html|html|head|body|\?xml|!--|svg|rss)\b", re.I)
+
+
+def _markup_kind(text: str) -> str | None:
+    """What a file that starts like a web page or an XML document is, or None."""
+    match = _MARKUP_START.match(text.lstrip("\ufeff")[:1024])
+    if not match:
+        return None
+    if match.group(1).lower() in ("?xml", "svg", "rss"):
+        return (
+            "an XML document, not delimited text or JSON Lines. Export the table as CSV and "
+            "upload that"
         )
+    return (
+        "an HTML page (a web page or a download that returned one), not delimited text or JSON "
+        "Lines. Save the table itself as CSV and upload that"
+    )
 
 
 def _binary_kind(sample: bytes) -> str | None:
@@ -535,13 +653,15 @@ def detect(
     size = path.stat().st_size
     if size == 0:
         raise ImportProblem("The file is empty.")
-    sample, compression = read_sample(path)
-    complete = len(sample) < SAMPLE_BYTES
+    sample, compression, complete = read_sample(path, max_line_bytes=limits.max_line_bytes)
     if not sample.strip():
         raise ImportProblem("The file is empty.")
     kind = _binary_kind(sample)
     if kind:
         raise ImportProblem(f"This file is {kind}.")
+    if not complete and _line_breaks(sample) == 0:
+        # Read up to the line limit without finding a line break.
+        raise _line_too_long(limits.max_line_bytes, 1)
     if not encoding:
         encoding = detect_encoding(sample, complete=complete)
     try:
@@ -565,16 +685,18 @@ def detect(
             "The file may be binary or UTF-16 without a byte-order mark; save it as CSV UTF-8.",
             line=_line_of(text, nul),
         )
-    line_break = re.search(r"[\r\n]", text)
-    first_break = line_break.start() if line_break else -1
-    if first_break < 0 and not complete:
+    markup = _markup_kind(text)
+    if markup:
+        raise ImportProblem(f"This file is {markup}.", line=1)
+    if not re.search(r"[\r\n]", text.rstrip()) and len(sample) > HEADER_MAX_BYTES:
         raise ImportProblem(
-            f"The first {SAMPLE_BYTES // 1024} KB of the file hold no line break, so this is not "
-            "a table with one record per line. Check the delimiter and the line endings.",
+            f"The file is one line of {_human_size(len(sample))} with no line break, so it holds "
+            "no rows: this is not a table with one record per line. Check the delimiter and the "
+            "line endings.",
             line=1,
         )
-    # Lines longer than the sample are caught above; a lower limit is checked here, the rest of
-    # the file while it is read (_LineLengthGuard).
+    # Lines in the sample are checked here, the rest of the file while it is read
+    # (_LineLengthGuard).
     if limits.max_line_bytes < len(sample):
         for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
             if len(line) * 4 > limits.max_line_bytes and (
@@ -631,12 +753,7 @@ def detect(
             line=1,
         )
     if rows.empty and len(lines) > 1:
-        second = next(csv.reader([lines[1]], **_csv_quoting(delimiter, quotechar)))
-        raise ImportProblem(
-            f"None of the first rows has the {len(columns)} fields the header has (line 2 has "
-            f"{len(second)}). Check the delimiter, or put values that contain it in double quotes.",
-            line=2,
-        )
+        raise _no_row_fits(whole, delimiter, quotechar, len(columns), has_header)
     if rows.empty:
         raise ImportProblem("The file has a header but no rows under it.", line=2)
     estimated = _estimate_rows(
@@ -658,6 +775,58 @@ def detect(
         estimated_rows=estimated,
         preview=preview,
     )
+
+
+def _no_row_fits(
+    text: str, delimiter: str, quotechar: str, columns: int, has_header: bool
+) -> ImportProblem:
+    """Detection found no row with the header's number of fields: list the lines (up to
+    MAX_LENGTH_PROBLEMS - 1) and how many fields each has."""
+    reader = csv.reader(io.StringIO(text, newline=""), **_csv_quoting(delimiter, quotechar))
+    bad: list[tuple[int, int]] = []  # (line, fields)
+    more = False
+    start = 1
+    try:
+        for number, row in enumerate(reader):
+            line, start = start, reader.line_num + 1
+            if (number == 0 and has_header) or not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != columns:
+                if len(bad) == MAX_LENGTH_PROBLEMS - 1:
+                    more = True
+                    break
+                bad.append((line, len(row)))
+    except csv.Error:
+        pass
+    by_count: dict[int, list[int]] = {}
+    for line, fields in bad:
+        by_count.setdefault(fields, []).append(line)
+    parts = [
+        f"{_line_list(numbers)} {'has' if len(numbers) == 1 else 'have'} {fields} "
+        f"field{'s' if fields != 1 else ''}"
+        for fields, numbers in by_count.items()
+    ]
+    listed = "; ".join(parts) + (" (and more)" if more else "")
+    quotes = "single quotes" if quotechar == "'" else "double quotes"
+    contain = "it or a line break" if any(fields < columns for _, fields in bad) else "it"
+    return ImportProblem(
+        f"None of the first rows has the {columns} fields the header has: {listed}. Check the "
+        f"delimiter, or put values that contain {contain} in {quotes}.",
+        line=bad[0][0] if bad else 2,
+    )
+
+
+def _line_list(numbers: list[int]) -> str:
+    """'line 4', 'lines 2 to 5 and 9': runs of consecutive numbers shown as ranges."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    shown = [f"{run[0]}" if len(run) == 1 else f"{run[0]} to {run[-1]}" for run in runs]
+    text = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    return f"line {text}" if len(numbers) == 1 else f"lines {text}"
 
 
 def _read_preview(text: str, *, delimiter: str, quotechar: str) -> pd.DataFrame:
@@ -752,6 +921,7 @@ def suggest_mapping(columns: list[str]) -> ColumnMapping:
 class ParsedChunk:
     frame: pd.DataFrame  # source_row, text, label, split, external_id, metadata, flags
     problems: list[ImportProblem]
+    wrong_encoding_rows: int = 0  # rows flagged WRONG_ENCODING_FLAG
 
 
 _BAD_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields?, saw (\d+)")
@@ -806,12 +976,16 @@ def iter_records(
             row_problems: list[tuple[int, str, str | None]] = []
             frame = _to_records(raw, detection, mapping, limits, row_offset, row_problems)
             problems = []
-            if ragged or row_problems:
-                record_lines, row_lines = lines.find(
+            # pandas pads a row with fewer fields than the header with empty values, so a row
+            # whose last field is empty may be short: the csv module counts its fields.
+            short_candidates = _short_row_candidates(raw, detection, row_offset)
+            if ragged or row_problems or short_candidates:
+                record_lines, row_lines, short_rows = lines.find(
                     records={record for record, _, _ in ragged},
                     rows={row for row, _, _ in row_problems},
                     known=raw.attrs.get(SOURCE_LINES),
                     row_offset=row_offset,
+                    short_candidates=short_candidates,
                 )
                 quotes = "single quotes" if detection.quotechar == "'" else "double quotes"
                 for record, expected, saw in ragged:
@@ -823,17 +997,41 @@ def iter_records(
                             line=line,
                         )
                     )
+                expected = len(detection.columns)
+                for line, saw in short_rows:
+                    problems.append(
+                        ImportProblem(
+                            f"Line {line} has {saw} field{'s' if saw != 1 else ''} but the header "
+                            f"has {expected}. A line break inside a value needs the value in "
+                            f"{quotes}; otherwise add the missing fields (they may be empty).",
+                            line=line,
+                        )
+                    )
                 for row, rest, column in row_problems:
                     line = row_lines.get(row)
                     where = f"Line {line}" if line else f"Row {row}"
                     problems.append(ImportProblem(f"{where} {rest}", line=line, column=column))
+                problems.sort(key=lambda problem: problem.line or 0)
             row_offset += len(raw)
-            yield ParsedChunk(frame=frame, problems=problems)
+            wrong = 0
+            if checks_decoding(detection.encoding):
+                wrong = int(frame["flags"].str.contains(WRONG_ENCODING_FLAG, regex=False).sum())
+            yield ParsedChunk(frame=frame, problems=problems, wrong_encoding_rows=wrong)
     finally:
         lines.close()
         close = getattr(reader, "close", None)
         if close:
             close()
+
+
+def _short_row_candidates(raw: pd.DataFrame, detection: Detection, row_offset: int) -> set[int]:
+    """Rows (source_row numbers) of a delimited chunk whose last field is empty: the only ones
+    that can have had fewer fields than the header."""
+    if detection.format != "delimited" or len(detection.columns) < 2:
+        return set()
+    last = raw.iloc[:, len(detection.columns) - 1].to_numpy(dtype=object)
+    empty = (last == "").nonzero()[0]
+    return {row_offset + int(index) + 1 for index in empty}
 
 
 class _LineFinder:
@@ -855,16 +1053,25 @@ class _LineFinder:
         self._broken = False
 
     def find(
-        self, *, records: set[int], rows: set[int], known: list[int] | None, row_offset: int
-    ) -> tuple[dict[int, int], dict[int, int]]:
-        """Lines of pandas ``records`` and of data ``rows`` (source_row numbers)."""
+        self,
+        *,
+        records: set[int],
+        rows: set[int],
+        known: list[int] | None,
+        row_offset: int,
+        short_candidates: set[int] | frozenset[int] = frozenset(),
+    ) -> tuple[dict[int, int], dict[int, int], list[tuple[int, int]]]:
+        """Lines of pandas ``records`` and of data ``rows`` (source_row numbers), and (line,
+        fields) of the ``short_candidates`` rows that have fewer fields than the header."""
         if known is not None:  # JSON Lines: the reader kept each row's line
-            return {}, {row: known[row - row_offset - 1] for row in rows}
+            return {}, {row: known[row - row_offset - 1] for row in rows}, []
         found_records: dict[int, int] = {}
         found_rows: dict[int, int] = {}
+        short: list[tuple[int, int]] = []
         if self._broken:
-            return found_records, found_rows
-        last_record, last_row = max(records, default=0), max(rows, default=0)
+            return found_records, found_rows, short
+        last_row = max(max(rows, default=0), max(short_candidates, default=0))
+        last_record = max(records, default=0)
         columns = len(self._detection.columns)
         try:
             reader = self._open()
@@ -882,10 +1089,12 @@ class _LineFinder:
                     self._row += 1
                     if self._row in rows:
                         found_rows[self._row] = start
+                    if len(row) < columns and self._row in short_candidates:
+                        short.append((start, len(row)))
         except (csv.Error, UnicodeError, OSError, EOFError, zlib_error):
             # Keep pandas' numbers (or none) past a line the csv module cannot read.
             self._broken = True
-        return found_records, found_rows
+        return found_records, found_rows, short
 
     def _open(self):
         if self._reader is None:
@@ -1190,8 +1399,29 @@ def _to_records(
         ]
     else:
         out["metadata"] = "{}"
-    empty = pd.Series([not value or value.isspace() for value in text.tolist()], index=text.index)
+    texts = text.tolist()
+    empty = pd.Series([not value or value.isspace() for value in texts], index=text.index)
     out["flags"] = ""
     out.loc[too_long, "flags"] = ",truncated,"
     out.loc[empty, "flags"] = ",empty,"
+    if checks_decoding(detection.encoding):
+        # Rows that decode to text nobody writes: the encoding is wrong for them (or the file
+        # mixes encodings). Kept, but flagged so the records page can list them.
+        wrong = implausible_texts(texts)
+        if any(wrong):
+            flags = out["flags"].tolist()
+            out["flags"] = [
+                (flag or ",") + f"{WRONG_ENCODING_FLAG}," if is_wrong else flag
+                for flag, is_wrong in zip(flags, wrong, strict=True)
+            ]
     return out
+
+
+def checks_decoding(encoding: str) -> bool:
+    """Whether rows read with ``encoding`` are checked for implausible text: any encoding but
+    UTF-8 and UTF-16, whose valid byte sequences are never another encoding's text."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return True
+    return not name.startswith("utf")

@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from datasets_app.csv_io import (
+    WRONG_ENCODING_FLAG,
     ColumnMapping,
     Detection,
     ImportProblem,
@@ -508,7 +509,7 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
     mapping = ColumnMapping.from_dict(job.mapping)
     writer = RecordWriter(dataset_id=dataset.pk, import_run_id=job.pk)
     problems: list[ImportProblem] = []
-    rows = 0
+    rows = wrong_encoding_rows = 0
     started = time.monotonic()
     estimated = max(1, detection.estimated_rows)
     try:
@@ -521,6 +522,7 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
                 if not problems:
                     writer.write(chunk.frame)
                 rows += len(chunk.frame)
+                wrong_encoding_rows += chunk.wrong_encoding_rows
                 # Read on until one problem past those shown (or the end of the file), so the
                 # summary knows whether to say "(and more)".
                 if len(problems) > MAX_PROBLEMS:
@@ -560,7 +562,11 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
     if problems:
         return _import_fail(job, problems, rows_read=rows)
     return _import_finish(
-        job, seconds=time.monotonic() - started, distribution=writer.distribution()
+        job,
+        seconds=time.monotonic() - started,
+        distribution=writer.distribution(),
+        wrong_encoding_rows=wrong_encoding_rows,
+        encoding=detection.encoding,
     )
 
 
@@ -579,7 +585,12 @@ def _import_fail(job: DatasetJob, problems: list[ImportProblem], *, rows_read: i
 
 
 def _import_finish(
-    job: DatasetJob, *, seconds: float, distribution: tuple[int, dict, dict]
+    job: DatasetJob,
+    *,
+    seconds: float,
+    distribution: tuple[int, dict, dict],
+    wrong_encoding_rows: int = 0,
+    encoding: str = "",
 ) -> DatasetJob:
     rows = distribution[0]
     with transaction.atomic():
@@ -610,6 +621,11 @@ def _import_finish(
             superseded_at=timezone.now()
         )
         kept = f" Kept {carried:,} labels given in the console." if carried else ""
+        if wrong_encoding_rows:
+            kept += (
+                f" {wrong_encoding_rows:,} of them read as garbled text in {encoding} and are "
+                f"flagged {WRONG_ENCODING_FLAG}: check the file's encoding (How to read the file)."
+            )
         job.succeed(message=f"Imported {rows:,} records in {seconds:.1f} s.{kept}")
     if previous:
         records_delete(Record.objects.filter(import_run_id=previous))

@@ -154,8 +154,8 @@ DETECTION_FAILURES = [
     pytest.param(
         "huge_line.csv",
         {},
-        "The first 256 KB of the file hold no line break, so this is not a table with one "
-        "record per line. Check the delimiter and the line endings.",
+        "The file is one line of 311.4 KB with no line break, so it holds no rows: this is not "
+        "a table with one record per line. Check the delimiter and the line endings.",
         id="huge_line.csv",
     ),
     pytest.param(
@@ -175,8 +175,8 @@ DETECTION_FAILURES = [
     pytest.param(
         "ragged_many.csv",
         {},
-        "None of the first rows has the 2 fields the header has (line 2 has 3). Check the "
-        "delimiter, or put values that contain it in double quotes.",
+        "None of the first rows has the 2 fields the header has: lines 2 to 21 have 3 fields "
+        "(and more). Check the delimiter, or put values that contain it in double quotes.",
         id="ragged_many.csv",
     ),
     pytest.param(
@@ -526,3 +526,38 @@ def test_label_longer_than_column_is_a_problem_not_a_crash(analyst, redis_url):
     assert job.error_message == summary(1, message)
     assert Record.objects.count() == 0
     assert_raw_file_kept(dataset, content)
+
+
+def test_short_and_long_rows_are_listed_by_line_up_to_the_cap(analyst, redis_url):
+    # Short rows were once padded with empty values in silence (a stray line break split one
+    # record in two, one half without a label), while long rows failed the import.
+    lines = ["text,label", *[f"good {n},a" for n in range(5)]]
+    for n in range(15):
+        lines += [f"broken text {n}", f"continued {n},b", f"too,many,fields {n}"]
+    content = ("\n".join(lines) + "\n").encode()
+    dataset = dataset_upload(user=analyst, file=SimpleUploadedFile("ragged.csv", content))
+    assert dataset.status == Dataset.Status.UPLOADED, dataset.status_message
+
+    job = run_import(dataset, analyst, redis_url)
+
+    short = (
+        "has 1 field but the header has 2. A line break inside a value needs the value in "
+        "double quotes; otherwise add the missing fields (they may be empty)."
+    )
+    long = (
+        "has 3 fields but the header has 2. A delimiter inside a value needs the value in double "
+        "quotes."
+    )
+    expected = []
+    for n in range(15):
+        expected += [
+            problem(f"Line {7 + 3 * n} {short}", line=7 + 3 * n),
+            problem(f"Line {9 + 3 * n} {long}", line=9 + 3 * n),
+        ]
+    assert job.status == JobStatus.FAILED
+    assert job.problems == expected[:20]
+    assert job.error_message == (
+        f"Nothing was imported: 20 problems (and more) found. First: Line 7 {short} "
+        "Fix the file or change the mapping, then retry."
+    )
+    assert Record.objects.count() == 0

@@ -1004,3 +1004,51 @@ def test_the_uncompressed_limit_does_not_apply_to_plain_files(tmp_path):
         sum(len(c.frame) for c in iter_records(path, detection, TEXT_AND_LABEL, limits=limits))
         == 100_000
     )
+
+
+# --- whole rows, bounded -------------------------------------------------------------------------
+def test_a_50_mb_single_line_is_refused_as_too_long_after_reading_only_to_the_line_limit(tmp_path):
+    path = write(tmp_path, "one_line.csv", b"text,label," * (50 * 1024**2 // 11))
+
+    with pytest.raises(ImportProblem) as caught:
+        detect(path, filename="one_line.csv")
+
+    assert caught.value.as_dict() == {
+        "line": 1,
+        "column": None,
+        "message": "Line 1 is longer than 10 MB, the most one line may hold, so this is not a "
+        "table with one record per line. Check the delimiter and the line endings.",
+    }
+
+
+def test_detection_reads_on_until_it_has_whole_rows_for_the_preview(tmp_path):
+    rows = [(f"{number} " + "long text " * 20_000, str(number)) for number in range(25)]
+    path = write(tmp_path, "long_rows.csv", csv_text(rows).encode())
+
+    detection = detect(path, filename="long_rows.csv")
+
+    assert detection.columns == ["text", "label"]
+    assert [label for _, label in detection.preview] == [str(n) for n in range(20)]
+    assert detection.estimated_rows == 25
+
+
+# --- rows with fewer fields than the header ------------------------------------------------------
+def test_rows_with_fewer_fields_than_the_header_are_problems_naming_their_lines(tmp_path):
+    data = (
+        b"text,label\nfirst row,positive\nthis text was broken\nby a stray newline,negative\n"
+        b'"quoted\nline break",ok\nempty label,\n"",\nlast,positive\n'
+    )
+    path = write(tmp_path, "short.csv", data)
+    detection = detect(path, filename="short.csv")
+
+    chunks = list(iter_records(path, detection, TEXT_AND_LABEL, chunk_rows=2))
+
+    assert [p.as_dict() for chunk in chunks for p in chunk.problems] == [
+        {
+            "line": 3,
+            "column": None,
+            "message": "Line 3 has 1 field but the header has 2. A line break inside a value "
+            "needs the value in double quotes; otherwise add the missing fields (they may be "
+            "empty).",
+        }
+    ]

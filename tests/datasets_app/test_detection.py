@@ -7,6 +7,9 @@ mapping form's separator.
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils.html import escape
@@ -14,7 +17,7 @@ from pytest_django.asserts import assertContains, assertRedirects
 from rest_framework.test import APIClient
 
 from datasets_app.models import Dataset, DatasetJob, Record
-from datasets_app.services import dataset_upload
+from datasets_app.services import dataset_detect, dataset_upload
 from tests.datasets_app.factories import import_now
 
 # Polish, Windows-1250, semicolons, and commas inside the first column. Detection reads it as
@@ -304,3 +307,146 @@ def test_mapping_form_shows_a_stored_empty_separator_as_nothing(analyst_client, 
     assertContains(
         page, '<option value="none" selected>Nothing: run them together</option>', html=True
     )
+
+
+# --- encodings: only the listed ones, judged on the whole sample --------------------------------
+LATIN_NAMES = [
+    ("Technopolis chairman Ilkka Syrjänen said the deal was signed in Espoo .", "neutral"),
+    ("Seppälä and Åland Post agreed on the terms , according to Kesko .", "neutral"),
+    ("Operating profit rose to EUR 13.1 mn from EUR 8.7 mn , Pöyry said .", "positive"),
+    ("The Helsinki-based company also owns Stockmann and Hämeenlinna stores .", "neutral"),
+]
+PLAIN_ROWS = [
+    (f"Sales in period {number} increased by {number} percent , the company said .", "positive")
+    for number in range(40)
+]
+CHINESE_ROWS = [
+    ("我想查询一下我的银行卡余额，为什么转账一直没有到账？", "转账"),
+    ("今天的天气非常好，我们一起去公园散步吧。", "闲聊"),
+]
+
+
+def csv_bytes(rows, encoding: str) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([("text", "label"), *rows])
+    return buffer.getvalue().encode(encoding)
+
+
+def upload_bytes(user, content: bytes, filename: str = "data.csv") -> Dataset:
+    return dataset_upload(user=user, file=SimpleUploadedFile(filename, content))
+
+
+def imported_records(dataset: Dataset, user) -> list[tuple[str, str]]:
+    job = import_now(dataset, user, {"text_columns": ["text"], "label_column": "label"})
+    assert job.status == "succeeded", job.error_message
+    return list(
+        Record.objects.filter(import_run=job).order_by("source_row").values_list("text", "flags")
+    )
+
+
+def test_utf8_with_an_invalid_byte_and_no_accents_is_refused_naming_the_line(analyst):
+    # Once detected as iso8859_16, an encoding the README does not list, and imported as
+    # "cafĂ( ok" without a word.
+    dataset = upload_bytes(analyst, b"text,label\nhello,a\ncaf\xc3\x28 ok,b\nbye,c\n")
+
+    assert dataset.status == Dataset.Status.FAILED
+    assert dataset.status_message == (
+        "Line 3 has a byte that is not valid UTF-8 (0xc3), while the rest of the file is UTF-8. "
+        "Fix or remove that line, or choose the encoding yourself if the file is not UTF-8."
+    )
+    assert dataset.detection == {}
+
+
+def test_a_damaged_line_read_with_a_chosen_encoding_is_imported_flagged(analyst):
+    dataset = upload_bytes(analyst, b"text,label\nhello,a\ncaf\xc3\x28 ok,b\nbye,c\n")
+
+    dataset = dataset_detect(dataset=dataset, encoding="cp1252")
+
+    assert dataset.status == Dataset.Status.UPLOADED, dataset.status_message
+    assert imported_records(dataset, analyst) == [
+        ("hello", ""),
+        ("caf\u00c3( ok", ",wrong_encoding,"),
+        ("bye", ""),
+    ]
+    job = dataset.jobs.get(kind=DatasetJob.Kind.IMPORT)
+    assert job.message.endswith(
+        " 1 of them read as garbled text in cp1252 and are flagged wrong_encoding: check the "
+        "file's encoding (How to read the file)."
+    )
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        pytest.param(PLAIN_ROWS + LATIN_NAMES, id="latin-only"),
+        pytest.param(PLAIN_ROWS + LATIN_NAMES + CHINESE_ROWS * 15, id="latin-then-chinese"),
+    ],
+)
+def test_gb18030_with_latin_accents_is_read_as_gb18030_exactly(analyst, rows):
+    # Once read as cp775: 'Syrjänen' became 'Syrjü0Ŗ1nen' and the import reported no problem.
+    dataset = upload_bytes(analyst, csv_bytes(rows, "gb18030"))
+
+    assert dataset.detection["encoding"] == "gb18030"
+    assert imported_records(dataset, analyst) == [(text, "") for text, _ in rows]
+
+
+def test_rows_in_another_encoding_than_the_file_are_flagged_wrong_encoding(analyst):
+    content = csv_bytes(PLAIN_ROWS + LATIN_NAMES, "cp1252") + "Café crème,positive\n".encode()
+    dataset = upload_bytes(analyst, content)
+
+    assert dataset.detection["encoding"] == "cp1252"
+    records = imported_records(dataset, analyst)
+    assert records[-1] == ("CafÃ© crÃ¨me", ",wrong_encoding,")
+    assert [flags for _, flags in records[:-1]] == [""] * (len(PLAIN_ROWS) + len(LATIN_NAMES))
+
+
+# --- detection reads whole rows, and refusals name the real cause --------------------------------
+def test_a_first_row_longer_than_the_sample_is_read_whole_and_imports(analyst):
+    # Once refused with "The file has a header but no rows under it.": the 256 KB sample held
+    # only part of the first row, so detection saw a header and nothing under it.
+    long_text = "word " * 60_000  # 300 KB
+    content = csv_bytes([(long_text, "long"), ("short", "short")], "utf-8")
+
+    dataset = upload_bytes(analyst, content)
+
+    assert dataset.status == Dataset.Status.UPLOADED, dataset.status_message
+    assert dataset.detection["columns"] == ["text", "label"]
+    assert dataset.detection["preview"][1] == ["short", "short"]
+    job = import_now(dataset, analyst, {"text_columns": ["text"], "label_column": "label"})
+    assert job.status == "succeeded", job.error_message
+    assert list(Record.objects.order_by("source_row").values_list("label", "flags")) == [
+        ("long", ",truncated,"),
+        ("short", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            b"<!DOCTYPE html>\n<html><head><title>Export</title></head>\n<body><table>"
+            b"<tr><td>a,b</td></tr></table></body></html>\n",
+            "This file is an HTML page (a web page or a download that returned one), not "
+            "delimited text or JSON Lines. Save the table itself as CSV and upload that.",
+            id="html-page",
+        ),
+        pytest.param(
+            b'<?xml version="1.0"?>\n<rows><row text="a" label="b"/></rows>\n',
+            "This file is an XML document, not delimited text or JSON Lines. Export the table "
+            "as CSV and upload that.",
+            id="xml",
+        ),
+        pytest.param(
+            b"text;label;" * 30_000,
+            "The file is one line of 322.3 KB with no line break, so it holds no rows: this is "
+            "not a table with one record per line. Check the delimiter and the line endings.",
+            id="one-long-line",
+        ),
+    ],
+)
+def test_files_that_are_not_tables_are_refused_naming_the_cause(analyst, content, message):
+    dataset = upload_bytes(analyst, content)
+
+    assert dataset.status == Dataset.Status.FAILED
+    assert dataset.status_message == message
+    assert not Record.objects.exists()
