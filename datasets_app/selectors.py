@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 from django.http import Http404
 
 from datasets_app.cleaning import spreadsheet_safe
@@ -21,10 +23,16 @@ from datasets_app.models import (
     Snapshot,
     SnapshotRecord,
 )
+from datasets_app.search_syntax import websearch_to_fts5
 from lepton_web.access import access_check
 
 PAGE_SIZE = 50
-SEARCH_CONFIG = "simple"  # no stemming or stop words: texts come in any language
+# English word forms ("nicknames" finds "nickname"), as SQLite's FTS5 porter tokenizer does.
+# Texts in other languages still match word for word; a search of only English stop words
+# ("the") has no words to look up and matches the text as typed instead.
+SEARCH_CONFIG = "english"
+# The SQLite word index (migration 0015): an FTS5 table whose rowid is the record id.
+SQLITE_SEARCH_TABLE = "datasets_app_recordfts"
 # Record filters: excluded and edited come from cleaning; the rest are Record.flags tokens, set
 # at import (empty, truncated) or by the latest quality report (cleaning.REPORT_FLAGS).
 FLAG_FILTERS = {
@@ -88,8 +96,29 @@ def dataset_latest_jobs(dataset: Dataset) -> dict[str, DatasetJob | None]:
 
 
 def search_index_supported() -> bool:
-    """Whether this database has the word-search index (PostgreSQL; SQLite matches substrings)."""
-    return connection.vendor == "postgresql"
+    """Whether this database has the word-search index: PostgreSQL full-text search, or an
+    FTS5 table on SQLite (when its SQLite has FTS5, as nearly every build does)."""
+    if connection.vendor == "postgresql":
+        return True
+    return connection.vendor == "sqlite" and _sqlite_has_search_table(
+        connection.settings_dict["NAME"]
+    )
+
+
+@functools.cache
+def _sqlite_has_search_table(database_name: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", [SQLITE_SEARCH_TABLE]
+        )
+        return cursor.fetchone() is not None
+
+
+def search_engine_name() -> str:
+    """The word search in use, as the records page names it."""
+    if connection.vendor == "postgresql":
+        return "PostgreSQL full-text search"
+    return "SQLite FTS5"
 
 
 def search_index_ready(dataset: Dataset) -> bool:
@@ -108,8 +137,54 @@ class RecordPage:
     next_after: int | None
     has_previous: bool
     # How a search matched: "full_text" (words, through the index) or "substring" (while the
-    # index is being built, and on SQLite); "" without a search.
+    # index is being built, on a database without one, or for a search with no words to look
+    # up); "" without a search. ``search_note`` says it in a sentence.
     search_mode: str = ""
+    search_note: str = ""
+
+
+@dataclass(frozen=True)
+class SearchUse:
+    """How a search was matched: ``mode`` as in RecordPage, and the sentence saying so."""
+
+    mode: str = ""
+    note: str = ""
+
+
+SUBSTRING = "it matched the text exactly as typed (anywhere in a text, ignoring case)"
+
+
+def _word_search(dataset: Dataset, search: str) -> Q | None:
+    """The records whose words match ``search`` (websearch syntax), or None when it has no
+    words the index holds (only punctuation, or only stop words such as "the")."""
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT numnode(websearch_to_tsquery(%s::regconfig, %s))", [SEARCH_CONFIG, search]
+            )
+            if not cursor.fetchone()[0]:
+                return None
+        matching = RecordSearch.objects.filter(
+            import_run_id=dataset.active_import_id,
+            vector=SearchQuery(search, config=SEARCH_CONFIG, search_type="websearch"),
+        )
+        return Q(id__in=matching.values("record_id"))
+    fts = websearch_to_fts5(search)
+    if fts is None:
+        return None
+    # The query goes in as a bound parameter; only the table name is part of the SQL.
+    table = SQLITE_SEARCH_TABLE
+    matching = f"SELECT rowid FROM {table} WHERE {table} MATCH %s"  # noqa: S608
+
+    def ids(expression: str) -> RawSQL:
+        return RawSQL(matching, [expression])  # noqa: S611
+
+    condition = Q(id__in=ids(fts.match)) if fts.match else Q(pk__in=[])
+    for unwanted in fts.exclude_only:
+        condition |= ~Q(id__in=ids(unwanted))
+    return condition
 
 
 def records_filtered(
@@ -121,7 +196,7 @@ def records_filtered(
     search: str = "",
 ):
     """The current records matching the records page's filters, and how search matched
-    ("full_text", "substring" or "" without a search). Shared by the page and bulk labeling."""
+    (a SearchUse). Shared by the page and bulk labeling."""
     records = Record.objects.filter(import_run_id=dataset.active_import_id)
     if flag == "included":  # what counts, snapshots and training see
         records = records.filter(is_excluded=False)
@@ -137,21 +212,32 @@ def records_filtered(
         records = records.filter(label=label)
     if split is not None and split != "__any__":
         records = records.filter(split=split)
-    search_mode = ""
-    if search:
-        if search_index_ready(dataset):
-            from django.contrib.postgres.search import SearchQuery
-
-            matching = RecordSearch.objects.filter(
-                import_run_id=dataset.active_import_id,
-                vector=SearchQuery(search, config=SEARCH_CONFIG, search_type="websearch"),
-            )
-            records = records.filter(id__in=matching.values("record_id"))
-            search_mode = "full_text"
-        else:
-            records = records.filter(text__icontains=search)
-            search_mode = "substring"
-    return records, search_mode
+    if not search:
+        return records, SearchUse()
+    if not search_index_supported():
+        return records.filter(text__icontains=search), SearchUse(
+            "substring",
+            f"This database has no word search (its SQLite lacks FTS5), so {SUBSTRING}.",
+        )
+    if not search_index_ready(dataset):
+        return records.filter(text__icontains=search), SearchUse(
+            "substring",
+            f"The word index of this dataset is still being built, so {SUBSTRING}. Word search, "
+            "with phrases in quotes, OR and -word, is used once the index is ready.",
+        )
+    condition = _word_search(dataset, search)
+    if condition is None:
+        return records.filter(text__icontains=search), SearchUse(
+            "substring",
+            "This search has no words to look up (only punctuation, or only common words such "
+            f'as "the", which word search leaves out), so {SUBSTRING}.',
+        )
+    return records.filter(condition), SearchUse(
+        "full_text",
+        f"Word search ({search_engine_name()}): words match in their other English forms "
+        '("refunds" finds "refund"), "quoted phrases" match in order, OR finds either side, '
+        "and -word leaves texts with that word out.",
+    )
 
 
 def record_page(
@@ -166,7 +252,7 @@ def record_page(
 ) -> RecordPage:
     """One page of records in id order, continuing after record ``after`` (keyset, not OFFSET,
     so page 20,000 costs the same as page 1)."""
-    records, search_mode = records_filtered(
+    records, search_use = records_filtered(
         dataset=dataset, label=label, split=split, flag=flag, search=search
     )
     if after:
@@ -177,7 +263,8 @@ def record_page(
         records=rows[:page_size],
         next_after=next_after,
         has_previous=bool(after),
-        search_mode=search_mode,
+        search_mode=search_use.mode,
+        search_note=search_use.note,
     )
 
 

@@ -31,7 +31,6 @@ from datasets_app.selectors import (
     dataset_list_for_user,
     datasets_needing_labels,
     record_page,
-    search_index_supported,
 )
 from lepton_web.access import access_required
 from lepton_web.jobs import BrokerUnavailable
@@ -393,7 +392,6 @@ def dataset_records(request, dataset_id: int):
         "filtered": any(value not in (None, "") for key, value in filters.items() if key != "label")
         or filters["label"] is not None,
         "query_without_after": query.urlencode(),
-        "search_supported": search_index_supported(),
         # Where "label"/"relabel" comes back to: this page, filters and place kept.
         "here": request.get_full_path(),
         "bulk_labels": bulk_labels_undoable(dataset=dataset),

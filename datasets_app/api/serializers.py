@@ -111,8 +111,12 @@ class RecordPageSerializer(serializers.Serializer):
     search_mode = serializers.ChoiceField(
         choices=["", "full_text", "substring"],
         allow_blank=True,
-        help_text="How 'search' matched: 'full_text' (words, once the import's word index is "
-        "built), 'substring' (before that, and on SQLite), '' without a search.",
+        help_text="How 'search' matched: 'full_text' (words, websearch syntax, once the "
+        "import's word index is built), 'substring' (before that, or for a search with no "
+        "words to look up), '' without a search.",
+    )
+    search_note = serializers.CharField(
+        allow_blank=True, help_text="The same in a sentence, naming the search engine used."
     )
 
 

@@ -213,8 +213,9 @@ class RecordListApi(DatasetApiBase):
                 "results": RecordSerializer(page.records, many=True).data,
                 "next_after": page.next_after,
                 # "full_text" once the word index of the import is built, "substring" before
-                # (and on SQLite), "" without a search.
+                # (or for a search with no words to look up), "" without a search.
                 "search_mode": page.search_mode,
+                "search_note": page.search_note,
             }
         )
 

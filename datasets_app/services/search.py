@@ -1,15 +1,19 @@
-"""The full-text search index of records (PostgreSQL): built by a job after each import.
+"""The word-search index of records: built by a job after each import.
 
 Computing and indexing the words of every text used to be an expression index on the records
 table, paid inside every import: about half of the time of importing a million rows. It is now
 a side table (``RecordSearch``) filled after the import commits, in chunks with progress, so
 records are visible, browsable and filterable as soon as they are written, and search matches
-substrings until the index is ready (``record_page`` says which it used). On SQLite nothing
-here runs: search there is substring matching.
+substrings until the index is ready (``record_page`` says which it used).
+
+On SQLite (the embedded default) the same job fills an FTS5 table instead (migration 0015),
+queried with the same websearch syntax (``search_syntax.websearch_to_fts5``); only the
+statements differ.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -18,7 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from datasets_app.models import Dataset, DatasetJob, Record, RecordSearch
-from datasets_app.selectors import SEARCH_CONFIG, search_index_supported
+from datasets_app.selectors import SEARCH_CONFIG, SQLITE_SEARCH_TABLE, search_index_supported
 from lepton_web.jobs import Job, job_create_and_enqueue
 
 logger = logging.getLogger(__name__)
@@ -30,10 +34,15 @@ _INDEX_SQL = (
     "WHERE import_run_id = %s AND id BETWEEN %s AND %s "
     "ON CONFLICT (record_id) DO UPDATE SET vector = EXCLUDED.vector"
 )
+_SQLITE_INDEX_SQL = (
+    f"INSERT OR REPLACE INTO {SQLITE_SEARCH_TABLE} (rowid, text) "  # noqa: S608
+    "SELECT id, text FROM datasets_app_record "
+    "WHERE import_run_id = %s AND id BETWEEN %s AND %s"
+)
 
 
 def dataset_search_index_start(*, dataset: Dataset, user) -> Job | None:
-    """Queue the index job for the dataset's current records (PostgreSQL only)."""
+    """Queue the index job for the dataset's current records (where the database has one)."""
     if not search_index_supported():
         return None
     return job_create_and_enqueue(
@@ -69,6 +78,18 @@ def dataset_search_index_execute(*, job_id: int) -> DatasetJob | None:
         try:
             if stop.is_set():
                 return True
+            if connection.vendor == "sqlite":
+                # One writer at a time on SQLite: the transaction itself keeps a new import
+                # from replacing the records meanwhile.
+                with transaction.atomic(), connection.cursor() as cursor:
+                    current = Dataset.objects.filter(pk=job.dataset_id).values_list(
+                        "active_import_id", flat=True
+                    )
+                    if current.first() != run_id:
+                        stop.set()
+                        return False
+                    cursor.execute(_SQLITE_INDEX_SQL, [run_id, low, high])
+                return True
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(  # FOR SHARE: Django's select_for_update has no shared mode
                     "SELECT active_import_id FROM datasets_app_dataset WHERE id = %s FOR SHARE",
@@ -85,7 +106,11 @@ def dataset_search_index_execute(*, job_id: int) -> DatasetJob | None:
                 connection.close()
 
     # Inside a transaction (tests) other connections could not see the records: run inline.
-    parallel = max(1, settings.DATASET_IMPORT_WRITERS) if not connection.in_atomic_block else 1
+    parallel = (
+        max(1, settings.DATASET_IMPORT_WRITERS)
+        if connection.vendor == "postgresql" and not connection.in_atomic_block
+        else 1
+    )
     done = 0
     replaced = False
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="search-index") as pool:
@@ -110,7 +135,7 @@ def dataset_search_index_execute(*, job_id: int) -> DatasetJob | None:
                 stop.set()  # cancelled: ranges not started are skipped
         if stop.is_set() and not replaced:
             return job
-    if not replaced:
+    if not replaced and connection.vendor == "postgresql":
         # Fresh statistics, or the planner guesses how many texts a word matches: without
         # them a page of search results for a common word took 1 s on a million records
         # instead of 7 ms. ANALYZE samples (about 30,000 rows), so it stays well under a second.
@@ -131,6 +156,15 @@ def search_entries_refresh(record_ids: list[int]) -> None:
     """Re-index the texts of these records (after a cleaning fix or its undo edited them)."""
     if not search_index_supported() or not record_ids:
         return
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {SQLITE_SEARCH_TABLE} SET text = "  # noqa: S608
+                f"(SELECT text FROM datasets_app_record WHERE id = {SQLITE_SEARCH_TABLE}.rowid) "
+                "WHERE rowid IN (SELECT value FROM json_each(%s))",
+                [json.dumps(list(record_ids))],
+            )
+        return
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE datasets_app_recordsearch AS s "
@@ -143,5 +177,14 @@ def search_entries_refresh(record_ids: list[int]) -> None:
 
 def search_entries_delete(records) -> None:
     """Delete the search entries of these records (a queryset), set-based."""
-    if search_index_supported():
-        RecordSearch.objects.filter(record_id__in=records.values("id")).delete()
+    if not search_index_supported():
+        return
+    if connection.vendor == "sqlite":
+        ids_sql, params = records.values("id").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {SQLITE_SEARCH_TABLE} WHERE rowid IN ({ids_sql})",  # noqa: S608
+                params,
+            )
+        return
+    RecordSearch.objects.filter(record_id__in=records.values("id")).delete()

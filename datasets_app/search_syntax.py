@@ -1,0 +1,100 @@
+"""The records page's search syntax, read the way PostgreSQL's ``websearch_to_tsquery`` reads it,
+and written as SQLite FTS5 queries, so search means the same on both databases.
+
+    refund card        both words, anywhere in the text, in any order
+    "top up"           the words in this order
+    card OR cheque     either (OR binds the AND-groups around it: ``a b OR c`` is (a b) or c)
+    refund -card       leave out texts with "card"
+
+Pure: no Django imports. FTS5 has no NOT on its own (only ``a NOT b``), so a group made only of
+left-out words is returned apart, for the caller to express as "not among these matches".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Term:
+    text: str
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class Fts5Query:
+    """Records match ``match`` (one FTS5 expression; "" when every group only leaves words
+    out) or do NOT match one of ``exclude_only`` (one expression per such group)."""
+
+    match: str = ""
+    exclude_only: list[str] = field(default_factory=list)
+
+
+def _has_word(text: str) -> bool:
+    # Terms of punctuation alone have no words to look up; PostgreSQL drops them too.
+    return any(character.isalnum() for character in text)
+
+
+def websearch_groups(query: str) -> list[list[Term]]:
+    """The query as OR-ed groups of AND-ed terms, as ``websearch_to_tsquery`` splits it: quoted
+    text is one phrase (an unclosed quote runs to the end), ``-`` before a word or phrase leaves
+    it out, and ``or`` (any case) between two terms means OR; elsewhere it is a word."""
+    groups: list[list[Term]] = [[]]
+    negate = False
+    previous_was_term = False
+    position, length = 0, len(query)
+    while position < length:
+        character = query[position]
+        if character.isspace():
+            position += 1
+            continue
+        if character == "-":
+            negate = True
+            position += 1
+            continue
+        if character == '"':
+            end = query.find('"', position + 1)
+            end = length if end == -1 else end
+            text, position = query[position + 1 : end], end + 1
+        else:
+            end = position
+            while end < length and not query[end].isspace() and query[end] != '"':
+                end += 1
+            text, position = query[position:end], end
+            if text.lower() == "or" and previous_was_term and not negate:
+                groups.append([])
+                previous_was_term = False
+                continue
+        if _has_word(text):
+            groups[-1].append(Term(text=text, negated=negate))
+            previous_was_term = True
+        negate = False
+    return [group for group in groups if group]
+
+
+def _quoted(text: str) -> str:
+    """An FTS5 string: every term quoted, so no character of it is read as FTS5 syntax."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _any_of(terms: list[Term]) -> str:
+    return " OR ".join(_quoted(term.text) for term in terms)
+
+
+def websearch_to_fts5(query: str) -> Fts5Query | None:
+    """The FTS5 form of a websearch query, or None when it has no words to look for."""
+    groups = websearch_groups(query)
+    if not groups:
+        return None
+    matches, exclude_only = [], []
+    for group in groups:
+        wanted = [term for term in group if not term.negated]
+        unwanted = [term for term in group if term.negated]
+        if not wanted:
+            exclude_only.append(_any_of(unwanted))
+            continue
+        expression = " AND ".join(_quoted(term.text) for term in wanted)
+        if unwanted:
+            expression = f"({expression}) NOT ({_any_of(unwanted)})"
+        matches.append(f"({expression})")
+    return Fts5Query(match=" OR ".join(matches), exclude_only=exclude_only)
