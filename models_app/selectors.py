@@ -69,3 +69,48 @@ def deployment_get_for_user(*, user, slug: str):
     if deployment is None:
         raise Http404(f"Nothing is deployed at {slug}.")
     return deployment
+
+
+def version_page_context(version: ModelVersion) -> dict:
+    """Exports, aliases, endpoints and best-version flag for the version page."""
+    from models_app.deploy import default_runtime
+    from models_app.models import Deployment, ModelAlias
+    from models_app.services import best_version_ids, version_selection_metric
+
+    siblings = ModelVersion.objects.filter(registered_model=version.registered_model_id)
+    return {
+        "exports": list(version.exports.all()[:10]),
+        "aliases": list(ModelAlias.objects.filter(version=version)),
+        "endpoints": list(Deployment.objects.filter(version=version)),
+        "default_runtime": default_runtime(version),
+        "is_best": version.pk in best_version_ids(siblings),
+        "selection_metric": version_selection_metric(version.task),
+    }
+
+
+def deployment_page_rows(*, user) -> list[dict]:
+    """Each endpoint with its last hour's usage, history and the versions it may move to."""
+    from models_app.deploy import deployment_previous
+    from models_app.serving import deployment_usage
+
+    rows = []
+    for deployment in deployment_list_for_user(user=user):
+        previous = deployment_previous(deployment)
+        rows.append(
+            {
+                "deployment": deployment,
+                "usage": deployment_usage(deployment),
+                "history": list(
+                    deployment.events.select_related("from_version", "to_version", "user")[:10]
+                ),
+                "rollback_to": previous.from_version if previous else None,
+                "versions": list(
+                    ModelVersion.objects.filter(
+                        registered_model=deployment.version.registered_model_id,
+                        status=ModelVersion.Status.READY,
+                        is_archived=False,
+                    ).order_by("-version")
+                ),
+            }
+        )
+    return rows
