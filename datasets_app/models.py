@@ -433,3 +433,36 @@ class SnapshotRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.snapshot_id}:{self.record_id}"
+
+
+class RecordSuggestion(models.Model):
+    """A model's suggested label for a record (batch prediction), for the labeling queue.
+
+    One per record and source: storing a source's predictions again overwrites them."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="suggestions")
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="suggestions")
+    label = models.CharField(max_length=500)
+    probability = models.FloatField(null=True, blank=True)
+    # What made it, e.g. "sentiment v3 (batch prediction 12)"; free text so datasets_app needs
+    # nothing from models_app.
+    source = models.CharField(max_length=200)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["record", "-probability"]
+        indexes = [models.Index(fields=["dataset", "source"], name="suggestion_dataset_source")]
+        constraints = [
+            models.UniqueConstraint(fields=["record", "source"], name="suggestion_unique"),
+            models.CheckConstraint(
+                condition=Q(probability__isnull=True) | Q(probability__gte=0, probability__lte=1),
+                name="suggestion_probability_0_1",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.record_id}: {self.label} ({self.source})"
