@@ -30,6 +30,7 @@ urlpatterns = [
     path("worker-checks/", views.worker_checks_start, name="worker_checks_start"),
     path("jobs/<str:label>/<id:job_id>/progress/", views.job_progress, name="job_progress"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path(
         "login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True),

@@ -1,7 +1,8 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.staticfiles import finders
 from django.core.exceptions import ValidationError
-from django.http import JsonResponse
+from django.http import FileResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -55,6 +56,16 @@ def job_progress(request, label: str, job_id: int):
     )
     if reload_on_finish and job.is_finished:
         response["HX-Refresh"] = "true"  # the page around the job changes once it ends
+    return response
+
+
+@login_not_required
+@require_GET
+def favicon(request):
+    """/favicon.ico: browsers ask for it on every page (and the API docs page links none)."""
+    icon = open(finders.find("favicon.ico"), "rb")  # noqa: SIM115 - FileResponse closes it
+    response = FileResponse(icon, content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
     return response
 
 
