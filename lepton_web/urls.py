@@ -43,7 +43,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api_docs"),
+    path(
+        "api/docs/",
+        # The docs page with a bar back to the console (drf-spectacular's page has no way back).
+        SpectacularSwaggerView.as_view(url_name="schema", template_name="lepton_web/api_docs.html"),
+        name="api_docs",
+    ),
 ]
 
 handler403 = "lepton_web.views.error_403"

@@ -22,3 +22,11 @@ def test_every_page_links_the_favicon(client_as):
     assertContains(
         response, '<link rel="icon" href="/static/favicon.ico" sizes="16x16 32x32 48x48 64x64">'
     )
+
+
+# --- API docs ---------------------------------------------------------------------------------
+def test_api_docs_have_a_bar_back_to_the_console(client_as):
+    response = client_as("viewer").get("/api/docs/")
+
+    assertContains(response, '<a href="/">← Back to Lepton Console</a>', html=True)
+    assertContains(response, '<div id="swagger-ui"></div>', html=True)  # the docs themselves
