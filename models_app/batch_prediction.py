@@ -25,7 +25,7 @@ from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 
 from lepton_web.access import access_check
-from lepton_web.jobs import BrokerUnavailable, job_create_and_enqueue, job_heartbeat
+from lepton_web.jobs import job_create_and_enqueue, job_heartbeat
 from models_app.models import BatchPrediction, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -109,17 +109,15 @@ def batch_prediction_start(
         raise ValidationError(
             {"store_suggestions": "A regression model's values cannot be label suggestions."}
         )
-    try:
-        return job_create_and_enqueue(
-            model=BatchPrediction,
-            model_version=version,
-            output_format=output_format,
-            store_suggestions=store_suggestions,
-            created_by=user,
-            **fields,
-        )
-    except BrokerUnavailable as error:
-        raise ValidationError(str(error)) from error
+    # BrokerUnavailable (nothing saved) reaches the caller: the API answers 503, pages say so.
+    return job_create_and_enqueue(
+        model=BatchPrediction,
+        model_version=version,
+        output_format=output_format,
+        store_suggestions=store_suggestions,
+        created_by=user,
+        **fields,
+    )
 
 
 def batch_prediction_cancel(*, user, batch: BatchPrediction) -> BatchPrediction:

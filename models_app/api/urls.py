@@ -68,3 +68,28 @@ urlpatterns += [
         name="api_export_download",
     ),
 ]
+
+from models_app.api import batch_predictions  # noqa: E402
+
+urlpatterns += [
+    path(
+        "model-versions/<id:version_id>/batch-predictions/",
+        batch_predictions.VersionBatchPredictionListApi.as_view(),
+        name="api_model_version_batch_predictions",
+    ),
+    path(
+        "batch-predictions/<id:batch_id>/",
+        batch_predictions.BatchPredictionDetailApi.as_view(),
+        name="api_batch_prediction",
+    ),
+    path(
+        "batch-predictions/<id:batch_id>/cancel/",
+        batch_predictions.BatchPredictionCancelApi.as_view(),
+        name="api_batch_prediction_cancel",
+    ),
+    path(
+        "batch-predictions/<id:batch_id>/download/",
+        batch_predictions.BatchPredictionDownloadApi.as_view(),
+        name="api_batch_prediction_download",
+    ),
+]
