@@ -140,3 +140,31 @@ class Evaluation(Job):
 
     def task_queue(self) -> str:
         return "gpu"
+
+
+class TrainingCalibration(models.Model):
+    """How fast one base model trains with one method on one kind of device, measured on a
+    worker by a short probe the first time such a run starts (``trainer.calibrate``), and the
+    ratio of actual to estimated time of the runs since. Estimates come from it."""
+
+    base_model = models.ForeignKey(
+        "models_app.BaseModel", on_delete=models.CASCADE, related_name="training_calibrations"
+    )
+    method = models.CharField(max_length=20)
+    device = models.CharField(max_length=10)  # "cpu" | "cuda"
+    device_name = models.CharField(max_length=200, blank=True)
+    measurements = models.JSONField(default=dict)
+    chars_per_token = models.FloatField(null=True, blank=True)
+    run_ratios = models.JSONField(default=list, blank=True)  # actual / estimated, latest last
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["base_model", "method", "device"], name="training_calibration_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.base_model_id} {self.method} on {self.device_name or self.device}"

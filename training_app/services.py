@@ -209,17 +209,13 @@ def training_config_build(*, task: str, method: str, params: dict):
 def training_run_estimate(
     *, snapshot: Snapshot, base_model: BaseModel, task: str, method: str, params: dict
 ) -> dict:
-    from training_app.trainer import estimate
+    """Time (a range, calibrated on the workers once measured) and memory; see calibration.py."""
+    from training_app.calibration import training_time_estimate
 
     if not (snapshot.split_counts or {}).get("train"):
         raise ValidationError({"snapshot": [NO_TRAIN_SPLIT]})
     config = training_config_build(task=task, method=method, params=params)
-    train = SnapshotRecord.objects.filter(snapshot=snapshot, split="train")
-    n_train = train.count()
-    sample = list(train.values_list("text", flat=True)[:2000])
-    mean_chars = sum(len(t) for t in sample) / max(1, len(sample))
-    mean_tokens = min(config.max_length, mean_chars / 4.2 + 2)  # ~4.2 characters per WordPiece
-    return estimate(config, n_train, mean_tokens, base_model.parameter_count or 22_700_000)
+    return training_time_estimate(snapshot=snapshot, base_model=base_model, config=config)
 
 
 # --- creating, cancelling -----------------------------------------------------------------------------
@@ -524,6 +520,9 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
                 message=f"Fetched {len(fetched)} checkpoint(s) from storage, the latest "
                 f"at step {int(fetched[-1].rsplit('-', 1)[1]):,}.",
             )
+    from training_app.calibration import training_run_calibrate, training_run_record_actual
+
+    training_run_calibrate(run=run, config=config, train_texts=data.train_texts, trainer=trainer)
     try:
         result = trainer.train(
             base_model_path=run.base_model.location,
@@ -562,6 +561,8 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
         callbacks.write_metrics(
             step=result.steps_done, epoch=0, metrics=result.test_metrics, prefix="test_"
         )
+    if result.status != "cancelled":
+        training_run_record_actual(run=run, result=result)
     if result.status == "cancelled":
         TrainingEvent.objects.create(
             run=run,

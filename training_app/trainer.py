@@ -2157,3 +2157,143 @@ def _unwrap_modules_to_save(model: torch.nn.Module) -> torch.nn.Module:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
+
+
+# --------------------------------------------------------------------------- speed probe
+
+PROBE_LENGTHS = (32, 128)
+PROBE_BATCH_SIZE = 8
+PROBE_STEPS = 3
+
+
+def device_description(config: TrainingConfig) -> tuple[str, str]:
+    """The device type a run with ``config`` trains on here ("cpu" or "cuda") and its name."""
+    device = _resolve_device(config, check=False)
+    if device.type == "cuda":
+        return "cuda", torch.cuda.get_device_name(device)
+    return "cpu", f"CPU, {_thread_count()} thread{'s' if _thread_count() != 1 else ''}"
+
+
+def calibrate(
+    *,
+    base_model_path: str,
+    config: TrainingConfig,
+    sample_texts: Sequence[str] = (),
+    lengths: Sequence[int] = PROBE_LENGTHS,
+    batch_size: int = PROBE_BATCH_SIZE,
+    steps: int = PROBE_STEPS,
+) -> dict:
+    """Time a few real training steps (forward, backward, optimizer) and evaluation batches of
+    ``base_model_path`` with ``config``'s method on this machine, at a couple of sequence
+    lengths; seconds, not FLOPs, so the estimate fits this device, threads and model.
+
+    Random token ids stand in for texts (speed does not depend on which tokens). With
+    ``sample_texts``, also measures the tokenizer's characters per token on them. Takes a few
+    seconds for a small model on a CPU; nothing is written.
+    """
+    probe_config = TrainingConfig(
+        **{
+            **asdict(config),
+            "batch_size": batch_size,
+            "gradient_accumulation": 1,
+            "max_length": max(max(lengths), 2),
+            "distributed": False,
+            "class_weighting": False,
+        }
+    )
+    names = ["a", "b"] if config.task != "regression" else None
+    labels = [0.0, 1.0] if config.task == "regression" else ["a", "b"]
+    if config.task == "multi_label":
+        labels = [["a"], ["b"]]
+    data = TrainingData(train_texts=["a", "b"], train_labels=labels, label_names=names)
+    with tempfile.TemporaryDirectory(prefix="lepton-probe-") as folder:
+        run = _Run(
+            base_model_path=str(base_model_path),
+            data=data,
+            config=probe_config,
+            output_dir=folder,
+            checkpoint_dir=folder,
+            callbacks=_SafeCallbacks(None, enabled=False),
+            resume=False,
+        )
+        run.device = _resolve_device(probe_config)
+        if run.device.type == "cpu":
+            torch.set_num_threads(_thread_count())
+        run.autocast_dtype = _resolve_autocast(probe_config, run.device)
+        run.pad_multiple = 8 if run.device.type == "cuda" else 1
+        run.label_names, train_y, _, _ = _prepare_labels(data, probe_config.task)
+        started = time.monotonic()
+        run._load_model_and_tokenizer()
+        load_seconds = time.monotonic() - started
+        chars_per_token = None
+        if sample_texts:
+            texts = [text for text in sample_texts if text][:500]
+            counted = run.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+            tokens = sum(len(ids) for ids in counted)
+            if tokens:
+                chars_per_token = sum(len(text) for text in texts) / tokens
+        generator = np.random.default_rng(0)
+        vocabulary = max(10, int(getattr(run.tokenizer, "vocab_size", 1000) or 1000))
+        points = []
+        optimizer_seconds: list[float] = []
+        group = np.arange(batch_size)
+        run.train_y = train_y[group % len(train_y)]
+        for position, length in enumerate(lengths):
+            length = min(int(length), run.max_length)
+            rows = generator.integers(5, vocabulary, size=(batch_size, length)).tolist()
+            run.train_split = _TokenizedSplit.from_lists(rows)
+            if position == 0:  # the model, adapters and optimizer, once
+                run._build_training_objects()
+            timings = []
+            for step in range(steps + 1):  # the first step warms up (allocations, kernels)
+                began = time.monotonic()
+                run._train_step(group)
+                middle = _synchronized(run.device)
+                run._optimizer_step(step)
+                ended = _synchronized(run.device)
+                if step:
+                    timings.append(middle - began)
+                    optimizer_seconds.append(ended - middle)
+            evaluations = []
+            for _ in range(2):  # the first warms up
+                began = time.monotonic()
+                _predict(
+                    run.module,
+                    run.train_split,
+                    group,
+                    batch_size,
+                    run.pad_id,
+                    run.device,
+                    run.autocast_dtype,
+                    run.pad_multiple,
+                )
+                evaluations.append(_synchronized(run.device) - began)
+            evaluation = evaluations[-1]
+            points.append(
+                {
+                    "tokens": length,
+                    "train_seconds_per_example": float(np.median(timings)) / batch_size,
+                    "eval_seconds_per_example": evaluation / batch_size,
+                }
+            )
+        parameters = sum(parameter.numel() for parameter in run.model.parameters())
+        trainable = sum(parameter.numel() for _, parameter in run.trainable)
+        device_type, device_name = device_description(probe_config)
+        return {
+            "device": device_type,
+            "device_name": device_name,
+            "method": config.method,
+            "batch_size": batch_size,
+            "points": points,
+            "optimizer_step_seconds": float(np.median(optimizer_seconds)),
+            "load_seconds": load_seconds,
+            "parameters": int(parameters),
+            "trainable_parameters": int(trainable),
+            "chars_per_token": chars_per_token,
+        }
+
+
+def _synchronized(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.monotonic()

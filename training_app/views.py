@@ -159,10 +159,10 @@ def run_estimate(request):
         except ValidationError as exc:
             context["problems"] = _error_sentences(exc)
         else:
-            seconds = float(estimate.get("seconds") or 0)
+            from training_app.calibration import estimate_in_words
+
             context["estimate"] = {
-                "minutes": max(1, round(seconds / 60)),
-                "hours": seconds / 3600,
+                **(estimate_in_words(estimate) or {"range": "—", "basis": ""}),
                 "gigabytes": float(estimate.get("memory_bytes") or 0) / 1e9,
                 "train_records": arguments["snapshot"].split_counts.get("train", 0),
             }
@@ -173,6 +173,8 @@ def run_estimate(request):
 @require_GET
 @access_required("training_run", "view")
 def run_detail(request, run_id: int):
+    from training_app.calibration import run_timing
+
     run = run_get_for_user(user=request.user, run_id=run_id)
     context = {
         "run": run,
@@ -185,6 +187,7 @@ def run_detail(request, run_id: int):
         "parameters": run_parameters(run),
         "live_url": reverse("training:run_live", args=[run.pk]),
         "resume_note": run_resume_note(run),
+        "timing": run_timing(run),
     }
     return render(request, "training_app/run_detail.html", context)
 

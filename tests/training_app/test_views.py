@@ -602,7 +602,9 @@ def test_estimate_fragment_gives_minutes_and_memory(client_as, snapshot, tiny_ba
 
     assert response.status_code == 200
     assert [t.name for t in response.templates] == ["training_app/_estimate.html"]
-    assert re.search(r"About \d+ minutes?, about \d+\.\d GB memory\.", response.content.decode())
+    assert re.search(
+        r"\d+(\.\d)?–\d+(\.\d)? (s|min|h), about \d+\.\d GB memory\.", response.content.decode()
+    )
     assertContains(response, "60 training records.")
     assert TrainingRun.objects.count() == 0
 
