@@ -21,6 +21,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max
 
+from lepton_web import vocabulary
 from lepton_web.access import access_check
 from lepton_web.filenames import safe_filename
 from models_app.models import BaseModel, ModelVersion, RegisteredModel
@@ -107,7 +108,10 @@ def model_version_register(*, run, artifact_dir: Path) -> ModelVersion:
             storage.save(name, File(handle))
         files.append({"path": relative, "size_bytes": path.stat().st_size})
     run.refresh_from_db(fields=["test_metrics"])  # the service wrote them with an UPDATE
-    registry_name = run.snapshot.dataset.name[:200]
+    # "<dataset>-<task>", not the dataset's name alone: version 1 of a model named after the
+    # dataset read "Reviews v1", exactly like the snapshot it was trained on.
+    task_slug = vocabulary.TASK_SLUGS.get(run.task, run.task.replace("_", "-"))
+    registry_name = f"{run.snapshot.dataset.name[: 199 - len(task_slug)]}-{task_slug}"
     with transaction.atomic():
         registered, _ = RegisteredModel.objects.get_or_create(
             name=registry_name, defaults={"created_by": run.created_by}
@@ -123,7 +127,8 @@ def model_version_register(*, run, artifact_dir: Path) -> ModelVersion:
             task=run.task,
             method=run.method,
             label_names=run.label_names,
-            hyperparameters=run.params,
+            # The values the engine used (defaults resolved), over the request.
+            hyperparameters={**run.params, **(run.resolved_params or {})},
             test_metrics=dict(run.test_metrics or {}),
             validation_metrics=dict(getattr(run, "best_metrics", None) or {}),
             artifact_uri=prefix,

@@ -8,6 +8,7 @@ import functools
 from django import forms
 from django.core.exceptions import ValidationError
 
+from lepton_web import vocabulary
 from training_app.models import TrainingRun
 from training_app.services import PARAM_NAMES
 
@@ -135,6 +136,10 @@ class RunForm(forms.Form):
         initial.pop("early_stopping_metric", None)  # blank: the task's own first metric
         initial["base_model"] = next((b for b in base_models if b.is_default), None)
         initial.update(kwargs.pop("initial", None) or {})
+        if initial.get("snapshot") is None:
+            only = list(snapshots[:2])
+            if len(only) == 1:  # the only snapshot there is: nothing to choose
+                initial["snapshot"] = only[0].pk
         super().__init__(*args, initial=initial, **kwargs)
         self.fields["snapshot"].queryset = snapshots
         self.fields["base_model"].queryset = base_models
@@ -147,12 +152,17 @@ class RunForm(forms.Form):
             ("device", "devices"),
             ("precision", "precisions"),
         ):
-            self.fields[name].choices = [(value, value) for value in options[key]]
+            self.fields[name].choices = [
+                (value, vocabulary.parameter_value(name, value)) for value in options[key]
+            ]
         first = {task: names[0] for task, names in options["metrics_by_task"].items()}
-        auto = ", ".join(f"{names} for {task.replace('_', '-')}" for task, names in first.items())
+        auto = ", ".join(
+            f"{vocabulary.metric(name)} for {vocabulary.TASK_SLUGS.get(task, task)}"
+            for task, name in first.items()
+        )
         self.fields["early_stopping_metric"].choices = [
-            ("", f"auto ({auto})"),
-            *((name, name) for name in options["metrics"]),
+            ("", f"automatic ({auto})"),
+            *((name, vocabulary.metric(name)) for name in options["metrics"]),
         ]
 
     # --- what the template loops over --------------------------------------------------------

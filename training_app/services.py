@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from datasets_app.models import Snapshot, SnapshotRecord
+from lepton_web import vocabulary
 from lepton_web.access import access_check
 from lepton_web.jobs import BrokerUnavailable, JobStatus, job_heartbeat
 from models_app.models import BaseModel
@@ -433,7 +434,9 @@ class RunCallbacks:
 
     def on_evaluate(self, *, step: int, epoch: float, metrics: dict) -> None:
         self.write_metrics(step=step, epoch=epoch, metrics=metrics, prefix="val_")
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))[:300]
+        shown = ", ".join(
+            f"{vocabulary.metric(k)} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)
+        )[:300]
         TrainingEvent.objects.create(
             run=self.run, kind="evaluated", message=f"Step {step}: {shown}"
         )

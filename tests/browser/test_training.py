@@ -157,3 +157,94 @@ def test_run_page_tiles_badge_and_events_follow_the_run_row(
     TrainingRun.objects.filter(pk=run.pk).update(steps_done=100, seconds_left=40)
     expect(page.get_by_test_id("run-steps")).to_have_text("100 / 135")
     expect(page.get_by_test_id("run-time-left")).to_have_text("40 s")
+
+
+def test_finished_run_page_reads_in_words_with_whole_words_and_two_axis_validation_chart(
+    page, live_server, transactional_db, make_user, tmp_path
+):
+    """Issue 9 item 19: confusion-matrix headers break only between words, the validation
+    chart draws lines with points on a loss axis and a score axis, and codes read as words."""
+    from training_app.models import TrainingMetric, TrainingRun
+
+    analyst = make_user("analyst", username="ana")
+    base_model = register_tiny_base_model(save_tiny_bert(tmp_path / "tiny-bert"))
+    snapshot = make_snapshot(user=analyst)
+    labels = ["abbreviation", "card payment fee charged", "refund"]
+    run = TrainingRun.objects.create(
+        name="Words",
+        snapshot=snapshot,
+        base_model=base_model,
+        task="single_label",
+        method="full",
+        status="succeeded",
+        progress=100,
+        params={"epochs": 1.0, "learning_rate": None, "lora_r": 8, "lora_alpha": 16},
+        resolved_params={"epochs": 1.0, "learning_rate": 5e-5, "lora_r": 8, "lora_alpha": 16},
+        test_metrics={"macro_f1": 0.5, "accuracy": 0.6},
+        test_report={
+            "labels": labels,
+            "confusion_matrix": [[3, 1, 0], [1, 2, 1], [0, 0, 4]],
+            "per_class": {},
+        },
+        label_names=labels,
+        created_by=analyst,
+    )
+    for step, (loss, f1) in enumerate(((0.9, 0.4), (0.7, 0.55)), start=1):
+        TrainingMetric.objects.create(run=run, step=step * 10, name="val_loss", value=loss)
+        TrainingMetric.objects.create(run=run, step=step * 10, name="val_macro_f1", value=f1)
+    log_in(page, live_server, "ana")
+    page.goto(f"{live_server.url}/training/{run.pk}/")
+
+    headers = page.get_by_test_id("confusion-matrix").locator("th.heatmap-col")
+    expect(headers).to_have_text(labels)
+    # A word broken across lines gives its text node more than one line box.
+    lines_of_one_word = headers.nth(0).evaluate(
+        "th => { const r = document.createRange(); r.selectNodeContents(th);"
+        " return new Set(Array.from(r.getClientRects()).map(b => Math.round(b.top))).size; }"
+    )
+    assert lines_of_one_word == 1
+    # Every word of a wrapped header stays whole: no word is split over two lines.
+    words_whole = headers.nth(1).evaluate(
+        """th => {
+          const text = th.firstChild; const tops = [];
+          for (let i = 0; i < text.length; i++) {
+            const r = document.createRange(); r.setStart(text, i); r.setEnd(text, i + 1);
+            const box = r.getBoundingClientRect(); tops.push(Math.round(box.top));
+          }
+          const words = text.textContent.split(' '); let i = 0;
+          return words.every(w => { const s = new Set(tops.slice(i, i + w.length)); i += w.length + 1; return s.size === 1; });
+        }"""
+    )
+    assert words_whole is True
+
+    chart = page.evaluate(
+        """() => { const c = Chart.getChart('validation-chart');
+          return { axes: c.data.datasets.map(d => [d.label, d.yAxisID, d.showLine, d.pointRadius > 0]),
+                   scales: Object.keys(c.options.scales).sort() }; }"""
+    )
+    assert sorted(chart["axes"]) == [
+        ["loss", "loss", True, True],
+        ["macro-F1", "score", True, True],
+    ]
+    assert chart["scales"] == ["loss", "score", "x"]
+
+    params = page.get_by_test_id("run-params")
+    expect(params.locator('tr[data-param="epochs"] td')).to_have_text("1")
+    expect(params.locator('tr[data-param="learning_rate"] td')).to_have_text("5e-5")
+    expect(params.locator('tr[data-param="lora_r"]')).to_have_count(0)
+    expect(page.locator("dl.facts")).to_contain_text("Single-label classification")
+    expect(page.locator("dl.facts")).to_contain_text("Full fine-tuning")
+
+
+def test_new_run_form_preselects_the_only_snapshot_and_estimates_it(
+    page, live_server, transactional_db, make_user, tmp_path
+):
+    analyst = make_user("analyst", username="ana")
+    register_tiny_base_model(save_tiny_bert(tmp_path / "tiny-bert"))
+    snapshot = make_snapshot(user=analyst, train=60)
+    log_in(page, live_server, "ana")
+
+    page.goto(f"{live_server.url}/training/new/")
+
+    expect(page.get_by_label("Snapshot", exact=True)).to_have_value(str(snapshot.pk))
+    expect(page.get_by_test_id("estimate")).to_contain_text("60 training records.")

@@ -36,7 +36,10 @@ def test_run_form_offers_only_snapshots_with_train_records(client_as, analyst, n
 
     response = client_as("analyst").get("/training/new/")
 
-    assertContains(response, f'<option value="{trainable.pk}">Trainable v1 (90 records)</option>')
+    # The only trainable snapshot is preselected (issue 9 item 19).
+    assertContains(
+        response, f'<option value="{trainable.pk}" selected>Trainable v1 (90 records)</option>'
+    )
     assertNotContains(response, "Evaluation only")
 
 

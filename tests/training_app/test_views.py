@@ -354,6 +354,24 @@ def test_form_lists_snapshots_newest_first_and_preselects_the_default_base_model
     assertContains(response, f'<option value="{tiny_base_model.pk}" selected>tiny-bert</option>')
 
 
+def test_form_preselects_the_only_snapshot(client_as, snapshot, tiny_base_model):
+    response = client_as("analyst").get("/training/new/")
+
+    assertContains(
+        response, f'<option value="{snapshot.pk}" selected>Reviews v1 (90 records)</option>'
+    )
+
+
+def test_form_leaves_the_choice_open_when_there_are_several_snapshots(
+    client_as, analyst, snapshot, tiny_base_model
+):
+    make_snapshot(user=analyst, dataset=snapshot.dataset, train=30)
+
+    response = client_as("analyst").get("/training/new/")
+
+    assertContains(response, '<option value="" selected>Choose a snapshot</option>')
+
+
 def test_form_shows_the_engine_defaults_and_an_advanced_section(
     client_as, snapshot, tiny_base_model
 ):
@@ -388,7 +406,8 @@ def test_form_shows_the_engine_defaults_and_an_advanced_section(
     assertContains(response, 'name="warmup_ratio" value="0.06"')
     assertContains(
         response,
-        '<option value="" selected>auto (macro_f1 for single-label, macro_f1 for multi-label, mse for regression)</option>',
+        '<option value="" selected>automatic (macro-F1 for single-label, macro-F1 for multi-label, '
+        "MSE for regression)</option>",
     )
     assertContains(response, 'hx-post="/training/estimate/"')
 
@@ -897,7 +916,7 @@ def test_models_page_lists_registered_models_and_their_versions(client_as, model
         response,
         f'<a href="/training/{model_version.training_run_id}/">run #{model_version.training_run_id}</a>',
     )
-    assertContains(response, "loss 0.550 · accuracy 0.800 · macro_f1 0.750")
+    assertContains(response, "loss 0.550 · accuracy 0.800 · macro-F1 0.750")
     assertContains(
         response,
         f'<a class="btn" href="/models/versions/{model_version.pk}/download/">Download</a>',
@@ -910,8 +929,18 @@ def test_version_page_shows_hyperparameters_metrics_files_and_loads_evaluations(
     response = client_as("viewer").get(f"/models/versions/{model_version.pk}/")
 
     assert response.status_code == 200
-    assertContains(response, '<tr><th scope="row">epochs</th><td>2</td></tr>', html=True)
-    assertContains(response, '<tr><th scope="row">macro_f1</th><td>0.7500</td></tr>', html=True)
+    assertContains(
+        response, '<tr data-param="epochs"><th scope="row">Epochs</th><td>2</td></tr>', html=True
+    )
+    assertContains(
+        response,
+        '<tr data-param="learning_rate"><th scope="row">Learning rate</th>'
+        "<td>the method's default</td></tr>",
+        html=True,
+    )
+    assertContains(response, '<tr><th scope="row">macro-F1</th><td>0.7500</td></tr>', html=True)
+    assertNotContains(response, "macro_f1")
+    assertNotContains(response, "single_label")
     assertContains(response, "<td><code>config.json</code></td><td>512\xa0bytes</td>", html=True)
     assertContains(response, "Download (Hugging Face folder, zip)")
     assertContains(
@@ -1050,6 +1079,20 @@ def test_run_trained_by_the_engine_shows_its_real_report(client_as, trained_run)
     assert series["val_macro_f1"]
 
 
+def test_a_trained_run_registers_a_model_named_apart_from_its_snapshot(client_as, trained_run):
+    """Issue 9 item 19: the version is "Reviews-single-label v1", not "Reviews v1" like the
+    snapshot; the engine's resolved values and a plural-aware start event are recorded."""
+    version = trained_run.model_version
+
+    assert version.registered_model.name == "Reviews-single-label"
+    assert str(version) == "Reviews-single-label v1"
+    assert trained_run.resolved_params["device"] == "cpu"
+    assert trained_run.resolved_params["learning_rate"] == 5e-5
+    assert trained_run.resolved_params["precision"] == "fp32"
+    started = trained_run.events.get(kind="started").message
+    assert " for 1 epoch (" in started
+
+
 def test_finished_evaluation_shows_its_metrics_in_the_panel(client_as, trained_run):
     from training_app import services
 
@@ -1067,4 +1110,4 @@ def test_finished_evaluation_shows_its_metrics_in_the_panel(client_as, trained_r
     evaluation.refresh_from_db()
     assert evaluation.status == "succeeded"
     panel = client.get(f"/training/model-versions/{version.pk}/evaluations/")
-    assertContains(panel, '<span class="stat-title">macro_f1</span>')
+    assertContains(panel, '<span class="stat-title">macro-F1</span>')
