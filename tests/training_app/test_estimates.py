@@ -5,6 +5,7 @@ took."""
 
 import pytest
 
+from tests.training_app.test_views import form_data
 from training_app.calibration import training_run_calibrate, training_time_estimate
 from training_app.estimates import (
     _padded_batches,
@@ -214,3 +215,35 @@ def test_the_first_run_measures_the_speed_once_and_records_its_start_estimate(
     assert not TrainingEvent.objects.filter(run=second, kind="speed_measured").exists()
     second.refresh_from_db()
     assert second.estimate["at_start"]["calibration_id"] == calibration.pk
+
+
+def test_api_and_form_give_the_calibrated_range_and_its_basis(
+    api_client_as, client_as, snapshot, tiny_base_model
+):
+    calibrate(tiny_base_model, run_ratios=[1.5, 2.0, 2.5])
+    answer = api_client_as("analyst").post(
+        "/api/v1/runs/estimate/",
+        {"snapshot": snapshot.pk, "base_model": tiny_base_model.pk, "params": PARAMS},
+        format="json",
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["calibrated"] is True
+    assert body["runs_compared"] == 3
+    assert body["basis"] == (
+        "Measured on a worker (CPU, 2 threads), corrected by the 3 runs since. Stopping early "
+        "makes a run shorter."
+    )
+    assert body["low_seconds"] < body["seconds"] < body["high_seconds"]
+
+    form = (
+        client_as("analyst")
+        .post(
+            "/training/estimate/",
+            form_data(snapshot, tiny_base_model, max_length="64"),
+            HTTP_HX_REQUEST="true",
+        )
+        .content.decode()
+    )
+    assert "corrected by the 3 runs since" in form
+    assert f"{body['low_seconds']:.0f}–{body['high_seconds']:.0f} s, about" in form

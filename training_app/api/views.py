@@ -132,11 +132,26 @@ class RunListApi(APIView):
         return Response(RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
+class RunEstimateOutputSerializer(serializers.Serializer):
+    seconds = serializers.FloatField(help_text="The most likely time, in seconds.")
+    low_seconds = serializers.FloatField(help_text="The range's short end.")
+    high_seconds = serializers.FloatField(help_text="The range's long end (no early stopping).")
+    memory_bytes = serializers.IntegerField()
+    calibrated = serializers.BooleanField(
+        help_text="Measured on a worker for this base model, method and device; false: a rough "
+        "count of the arithmetic, off by up to 3 times either way."
+    )
+    basis = serializers.CharField(help_text="Where the estimate comes from, in a sentence.")
+    runs_compared = serializers.IntegerField(
+        required=False, help_text="Finished runs whose actual time corrected it."
+    )
+
+
 class RunEstimateApi(APIView):
     access_resource = "training_run"
     permission_classes = [RolePermission]
 
-    @extend_schema(request=RunInputSerializer, responses={200: dict})
+    @extend_schema(request=RunInputSerializer, responses={200: RunEstimateOutputSerializer})
     def post(self, request):
         data = RunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
