@@ -1,0 +1,72 @@
+"""lepton_web/vocabulary.py: the words pages show for stored codes (issue 9, item 19)."""
+
+import pytest
+from django.template import Context, Template
+
+from lepton_web import vocabulary
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (1.0, "1"),
+        (3, "3"),
+        (12000, "12,000"),
+        (5e-05, "5e-5"),
+        (0.001, "1e-3"),
+        (0.06, "0.06"),
+        (0.12345, "0.1235"),
+        (None, ""),
+    ],
+)
+def test_numbers_read_as_people_write_them(value, shown):
+    assert vocabulary.number(value) == shown
+
+
+@pytest.mark.parametrize(
+    ("code", "word"),
+    [
+        ("single_label", "Single-label classification"),
+        ("full", "Full fine-tuning"),
+        ("lora", "LoRA"),
+        ("learning_rate", "Learning rate"),
+        ("macro_f1", "macro-F1"),
+        ("val_macro_f1", "validation macro-F1"),
+        ("test_accuracy", "test accuracy"),
+        ("something_new", "something new"),
+    ],
+)
+def test_codes_read_as_words(code, word):
+    assert vocabulary.word(code) == word
+
+
+def test_parameter_values_say_what_an_empty_value_means():
+    assert vocabulary.parameter_value("learning_rate", None) == "the method's default"
+    assert vocabulary.parameter_value("eval_every_steps", None) == "once per epoch"
+    assert vocabulary.parameter_value("epochs", 1.0) == "1"
+    assert vocabulary.parameter_value("optimizer", "adamw") == "AdamW"
+    assert vocabulary.parameter_value("class_weighting", False) == "no"
+    assert vocabulary.parameter_value("early_stopping_metric", "macro_f1") == "macro-F1"
+
+
+def test_counts_agree_with_their_number():
+    assert vocabulary.count(1, "epoch") == "1 epoch"
+    assert vocabulary.count(1.0, "epoch") == "1 epoch"
+    assert vocabulary.count(2, "epoch") == "2 epochs"
+    assert vocabulary.count(1.5, "epoch") == "1.5 epochs"
+    assert vocabulary.count(3, "class", "classes") == "3 classes"
+
+
+def test_template_filters_use_the_vocabulary():
+    template = Template(
+        "{% load vocabulary %}{{ task|word }} · {{ name|metric }} · {{ epochs|number }} · "
+        '{{ n|counted:"class,classes" }} · {{ value|parameter_value:"dropout" }}'
+    )
+
+    shown = template.render(
+        Context({"task": "multi_label", "name": "val_loss", "epochs": 2.0, "n": 1, "value": None})
+    )
+
+    assert (
+        shown == "Multi-label classification · validation loss · 2 · 1 class · the model&#x27;s own"
+    )
