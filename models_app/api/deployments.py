@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from lepton_web.access import RolePermission, can
 from models_app import deploy
 from models_app.api.auth import PredictionPrincipal, PredictionTokenAuthentication
+from models_app.explanations import deployment_explain, explain_options
 from models_app.models import Deployment, DeploymentEvent, PredictionToken
 from models_app.selectors import (
     deployment_get_for_user,
@@ -82,9 +83,14 @@ class PredictApi(APIView):
         problem = _check_texts(texts)
         if problem:
             return _error(problem[1], {problem[0]: [problem[1]]})
+        explain, method = explain_options(request, texts)
         try:
             deployment = deployment_get_live(slug)
             prediction = deployment_predict(deployment=deployment, texts=texts)
+            if explain:
+                explained = deployment_explain(deployment=deployment, texts=texts, method=method)
+                for result, explanation in zip(prediction.results, explained, strict=True):
+                    result["explanation"] = explanation
         except EndpointNotFound as error:
             return _error(str(error), code=404)
         except EndpointUnavailable as error:

@@ -400,8 +400,8 @@ def explain_prediction(
     """Explain one text with a loaded runtime Predictor.
 
     Occlusion runs on the predictor's own engine (ONNX Runtime included). Integrated gradients
-    needs gradients, so it runs on a PyTorch engine: the predictor's own when it is one, else
-    ``torch_engine`` (a TorchEngine for the same folder, which the caller loads and caches).
+    needs gradients, so it runs on ``torch_engine`` (a TorchEngine for the same folder, which the
+    caller loads and caches) or else the predictor's own engine when that is PyTorch.
     """
     tokenizer = predictor.tokenizer
     common = {
@@ -413,7 +413,11 @@ def explain_prediction(
     }
     if method == "occlusion":
         return explain(text, logits_function=predictor.engine.run, **common)
-    engine = predictor.engine if hasattr(predictor.engine, "module_forward") else torch_engine
+    # A given engine wins: callers pass a private one so captum's hooks on the embeddings never
+    # touch the model that serves predictions meanwhile.
+    engine = torch_engine
+    if engine is None and hasattr(predictor.engine, "module_forward"):
+        engine = predictor.engine
     if engine is None:
         raise ExplainError("Integrated gradients needs the PyTorch model; use occlusion instead.")
     return explain(
