@@ -57,7 +57,18 @@ class PredictApi(APIView):
 
     @extend_schema(
         request=inline_serializer(
-            "PredictInput", {"texts": serializers.ListField(child=serializers.CharField())}
+            "PredictInput",
+            {
+                "texts": serializers.ListField(child=serializers.CharField()),
+                "explain": serializers.BooleanField(
+                    required=False,
+                    help_text="Add each text's words with their scores (integrated gradients "
+                    "by default); ?explain=true works too.",
+                ),
+                "explain_method": serializers.ChoiceField(
+                    choices=["integrated_gradients", "occlusion"], required=False
+                ),
+            },
         ),
         responses={
             200: inline_serializer(
