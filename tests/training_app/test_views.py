@@ -1111,3 +1111,15 @@ def test_finished_evaluation_shows_its_metrics_in_the_panel(client_as, trained_r
     assert evaluation.status == "succeeded"
     panel = client.get(f"/training/model-versions/{version.pk}/evaluations/")
     assertContains(panel, '<span class="stat-title">macro-F1</span>')
+
+
+def test_the_api_gives_a_runs_resolved_hyperparameters(api_client_as, make_run):
+    run = make_run(
+        params={"learning_rate": None, "epochs": 1.0},
+        resolved_params={"learning_rate": 5e-5, "epochs": 1.0, "device": "cpu"},
+    )
+
+    body = api_client_as("viewer").get(f"/api/v1/runs/{run.pk}/").json()
+
+    assert body["params"] == {"learning_rate": None, "epochs": 1.0}
+    assert body["resolved_params"] == {"learning_rate": 5e-5, "epochs": 1.0, "device": "cpu"}

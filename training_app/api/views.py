@@ -41,6 +41,7 @@ class RunOutputSerializer(serializers.ModelSerializer):
             "task",
             "method",
             "params",
+            "resolved_params",
             "estimate",
             "label_names",
             "steps_done",
