@@ -4,7 +4,7 @@ fully labeled dataset offers."""
 
 from __future__ import annotations
 
-from pytest_django.asserts import assertContains
+from pytest_django.asserts import assertContains, assertNotContains
 
 
 # --- favicon ----------------------------------------------------------------------------------
@@ -30,3 +30,43 @@ def test_api_docs_have_a_bar_back_to_the_console(client_as):
 
     assertContains(response, '<a href="/">← Back to Lepton Console</a>', html=True)
     assertContains(response, '<div id="swagger-ui"></div>', html=True)  # the docs themselves
+
+
+# --- Review on a fully labeled dataset -----------------------------------------------------------
+def test_review_of_a_fully_labeled_dataset_says_so_and_what_next(client, analyst, redis_url):
+    from tests.datasets_app.factories import imported_dataset
+
+    dataset = imported_dataset(
+        analyst,
+        "text,label\nhello there,greeting\nbye now,farewell\n",
+        {"text_columns": ["text"], "label_column": "label"},
+    )
+    client.force_login(analyst)
+
+    listing = client.get("/datasets/labeling/")
+    review = client.get(f"/datasets/{dataset.pk}/label/")
+
+    assert listing.status_code == review.status_code == 200
+    assertContains(
+        listing,
+        '<span class="small" data-testid="all-labeled">Every record has a label.</span>',
+        html=True,
+    )
+    assertContains(
+        listing,
+        f'<a class="btn" href="/datasets/{dataset.pk}/records/?flag=included" '
+        'data-testid="review-labels">Review labels</a>',
+        html=True,
+    )
+    assertNotContains(listing, ">Review</a>")
+    assertContains(review, "<h2>Every record has a label</h2>", html=True)
+    assertContains(
+        review,
+        f'<a class="btn" href="/datasets/{dataset.pk}/records/?flag=included">Review the labels</a>',
+        html=True,
+    )
+    assertContains(
+        review,
+        f'<a class="btn btn-primary" href="/datasets/{dataset.pk}/#splits">Splits and snapshots</a>',
+        html=True,
+    )
