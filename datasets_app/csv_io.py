@@ -8,6 +8,7 @@ bounded whatever the size of the file.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import gzip
@@ -31,6 +32,8 @@ SAMPLE_BYTES = 256 * 1024
 # Detection reads on past SAMPLE_BYTES (never further than one line may be long) until the sample
 # holds this many line breaks: the header, a preview's rows and the line that may be cut short.
 SAMPLE_LINES = 22
+# How far past an all-ASCII sample detection looks for lines that show the encoding.
+EVIDENCE_SCAN_BYTES = 64 * 1024**2
 # The encodings the README lists, in the codecs that read a superset of each (GBK within
 # GB18030, Big5 within Big5-HKSCS, Shift-JIS within cp932). Detection chooses among these only:
 # charset-normalizer alone also offers code pages nobody writes tables in (cp775, iso8859_16),
@@ -273,20 +276,64 @@ def read_sample(path: Path, *, max_line_bytes: int | None = None) -> tuple[bytes
         raise ImportProblem(f"The file is a damaged gzip archive: {exc}.") from None
 
 
+def _encoding_evidence(path: Path, sample: bytes) -> tuple[bytes, list[tuple[int, int]]]:
+    """Lines with non-ASCII bytes after an all-ASCII ``sample``, for detecting the encoding.
+
+    A file whose first rows are plain ASCII says nothing about its encoding; its first accented
+    or Chinese row may come megabytes later. Reads on at most EVIDENCE_SCAN_BYTES and keeps at
+    most SAMPLE_BYTES of such lines. Returns (the lines joined, each ending in a line break;
+    (offset in the joined bytes, file line number) of each line).
+    """
+    start = sample.rfind(b"\n") + 1  # whole lines only
+    line = sample.count(b"\n", 0, start) + 1
+    found: list[bytes] = []
+    starts: list[tuple[int, int]] = []
+    size = 0
+    try:
+        with open_bytes(path) as stream:
+            stream.read(start)
+            carry, scanned = b"", 0
+            while scanned < EVIDENCE_SCAN_BYTES and size < SAMPLE_BYTES:
+                block = stream.read(1024 * 1024)
+                if not block:
+                    if carry and not carry.isascii():
+                        starts.append((size, line))
+                        found.append(carry + b"\n")
+                    break
+                scanned += len(block)
+                data = carry + block
+                end = data.rfind(b"\n") + 1
+                whole, carry = data[:end], data[end:]
+                if whole.isascii():
+                    line += whole.count(b"\n")
+                    continue
+                for piece in whole.splitlines(keepends=True):
+                    if not piece.isascii() and size < SAMPLE_BYTES:
+                        starts.append((size, line))
+                        found.append(piece)
+                        size += len(piece)
+                    line += piece.count(b"\n") or 1
+    except (OSError, EOFError, zlib_error):
+        pass  # a damaged archive is reported by the import
+    return b"".join(found), starts
+
+
 def _line_breaks(data: bytes) -> int:
     return data.count(b"\n") or data.count(b"\r")
 
 
 # --- detection -------------------------------------------------------------------------------
-def detect_encoding(sample: bytes, *, complete: bool) -> str:
+def detect_encoding(sample: bytes, *, complete: bool, line_of=None) -> str:
     """The encoding of ``sample``: one the README lists, tried on the whole sample.
 
     UTF-8 first (a valid UTF-8 sample of any length is almost never another encoding); then
     charset-normalizer ranks the listed multi-byte and Windows encodings, and the first one
     that decodes every byte of the sample into plausible text wins. A sample that is UTF-8 but
     for a few bytes is a damaged UTF-8 file: refused, naming the line, rather than read as
-    another encoding that would garble every accented letter.
+    another encoding that would garble every accented letter. ``line_of`` gives the file line
+    of a byte offset in ``sample`` (default: count line breaks before it).
     """
+    line_of = line_of or (lambda offset: sample[:offset].count(b"\n") + 1)
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -299,7 +346,7 @@ def detect_encoding(sample: bytes, *, complete: bool) -> str:
         if not complete and exc.start >= len(sample) - 3 and exc.reason == "unexpected end of data":
             return "utf-8"
         utf8_error = exc
-        _raise_if_mostly_utf8(sample, exc)
+        _raise_if_mostly_utf8(sample, exc, line_of)
     # Judge whole lines only: the last line of a partial sample may end inside a character.
     whole = sample if complete else sample[: max(sample.rfind(b"\n"), sample.rfind(b"\r")) + 1]
     whole = whole or sample
@@ -308,9 +355,21 @@ def detect_encoding(sample: bytes, *, complete: bool) -> str:
         candidates += ["utf_16_le", "utf_16_be"]
         if len(whole) % 2:
             whole = whole[:-1]
+    # charset-normalizer's ranking (least mess, then most like a language), the README's
+    # order among equals: a few symbols in a GBK file fit Big5 just as well.
+    listed_order = {name: index for index, name in enumerate(candidates)}
     ranked = [
-        codecs.lookup(match.encoding).name.replace("-", "_")
-        for match in charset_normalizer.from_bytes(whole, cp_isolation=candidates)
+        name
+        for *_, name in sorted(
+            (
+                round(match.chaos, 3),
+                -round(match.coherence, 3),
+                listed_order.get(name, len(candidates)),
+                name,
+            )
+            for match in charset_normalizer.from_bytes(whole, cp_isolation=candidates)
+            for name in [codecs.lookup(match.encoding).name.replace("-", "_")]
+        )
     ]
     best: tuple[int, str] | None = None
     for name in dict.fromkeys([*ranked, *candidates]):  # charset-normalizer's order first
@@ -327,7 +386,7 @@ def detect_encoding(sample: bytes, *, complete: bool) -> str:
             break
     utf8_bad = len(re.findall("\ufffd+", whole.decode("utf-8", errors="replace")))
     if (best is None or best[0] > 0) and utf8_bad <= DAMAGED_UTF8_MAX_BYTES:
-        _raise_damaged_utf8(sample, utf8_error)
+        _raise_damaged_utf8(sample, utf8_error, line_of)
     if best is None:
         raise ImportProblem(
             "Could not tell which text encoding this file uses; it may not be text at all. "
@@ -336,10 +395,31 @@ def detect_encoding(sample: bytes, *, complete: bool) -> str:
     return ENCODING_ALIASES.get(best[1], best[1])
 
 
+def _detect_file_encoding(path: Path, sample: bytes, *, complete: bool) -> str:
+    """detect_encoding on the sample, plus later lines with non-ASCII bytes when the sample is
+    plain ASCII (UTF-16 without a byte-order mark is left to the sample: its lines do not split
+    at a single 0x0A byte)."""
+    if complete or not sample.isascii() or b"\x00" in sample:
+        return detect_encoding(sample, complete=complete)
+    extra, starts = _encoding_evidence(path, sample)
+    if not extra:
+        return detect_encoding(sample, complete=complete)
+    head = sample[: sample.rfind(b"\n") + 1]
+    offsets = [len(head) + offset for offset, _ in starts]
+
+    def line_of(offset: int) -> int:
+        if offset < len(head):
+            return head[:offset].count(b"\n") + 1
+        index = bisect.bisect_right(offsets, offset) - 1
+        return starts[index][1] + extra[starts[index][0] : offset - len(head)].count(b"\n")
+
+    return detect_encoding(head + extra, complete=True, line_of=line_of)
+
+
 _UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
 
 
-def _raise_if_mostly_utf8(sample: bytes, error: UnicodeDecodeError) -> None:
+def _raise_if_mostly_utf8(sample: bytes, error: UnicodeDecodeError, line_of) -> None:
     """A UTF-8 file with a few stray bytes is a damaged UTF-8 file, not a cp1252 one.
 
     Guessing another encoding would import every accented letter as mojibake, so name the line.
@@ -348,11 +428,11 @@ def _raise_if_mostly_utf8(sample: bytes, error: UnicodeDecodeError) -> None:
     bad = decoded.count("\ufffd")
     good = sum(1 for ch in decoded if ord(ch) > 127 and ch != "\ufffd")
     if good >= 3 and bad * 20 <= good and _UTF8_MULTIBYTE.search(sample):
-        _raise_damaged_utf8(sample, error)
+        _raise_damaged_utf8(sample, error, line_of)
 
 
-def _raise_damaged_utf8(sample: bytes, error: UnicodeDecodeError) -> None:
-    line = sample[: error.start].count(b"\n") + 1
+def _raise_damaged_utf8(sample: bytes, error: UnicodeDecodeError, line_of) -> None:
+    line = line_of(error.start)
     raise ImportProblem(
         f"Line {line} has a byte that is not valid UTF-8 (0x{sample[error.start]:02x}), "
         "while the rest of the file is UTF-8. Fix or remove that line, or choose the "
@@ -363,48 +443,59 @@ def _raise_damaged_utf8(sample: bytes, error: UnicodeDecodeError) -> None:
 
 # Text that no one writes, and that a wrong decoding produces: control characters, private-use
 # code points, U+FFFD; a capital accented letter straight after a small letter ('cafÃ(');
-# UTF-8 read as a Windows code page ('Ã©', 'â€™'); one Chinese, Japanese or Korean character
-# inside a Latin word ('Syrj<CJK>nen': a Latin-1 letter and the next byte read as one
-# double-byte character); half-width katakana touching Latin letters (cp932 single bytes).
+# UTF-8 read as a Windows code page ('Ã©', 'â€™'); a Latin-1 symbol that never touches letters
+# touching one (a GBK 'á' read as cp1252 is 'Espa¨¢ol', a Big5 '£' is '¢G', a GBK '…' is
+# 'when¡\xad'); one Chinese,
+# Japanese or Korean character inside a Latin word ('Syrj<CJK>nen': a Latin-1 letter and the
+# next byte read as one double-byte character); half-width katakana touching Latin letters
+# (cp932 single bytes).
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _HALF_WIDTH_KANA = "\uff61-\uff9f"
+_LATIN_LETTER = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff"
+_LONE_SYMBOLS = "\u00a2\u00a4-\u00a6\u00a8\u00af\u00b8\u00bc-\u00be"
 _IMPLAUSIBLE = re.compile(
     "[\x01-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd\ue000-\uf8ff]"
     "|[a-z\u00df-\u00f6\u00f8-\u00ff][\u00c0-\u00d6\u00d8-\u00de\u0152\u0160\u0178\u017d]"
     "|[\u00c2\u00c3][\u00a0-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
     "\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
     "|\u00e2\u20ac"
+    f"|[{_LATIN_LETTER}][{_LONE_SYMBOLS}]|[{_LONE_SYMBOLS}][{_LATIN_LETTER}]"
+    # '¡' and '¿' open a clause, never end a word; a soft hyphen only sits inside one.
+    "|[A-Za-z0-9][\u00a1\u00bf]"
+    f"|(?<![{_LATIN_LETTER}])\u00ad|\u00ad(?![{_LATIN_LETTER}])"
     f"|[A-Za-z][{_CJK}][A-Za-z]"
     f"|[A-Za-z][{_HALF_WIDTH_KANA}]|[{_HALF_WIDTH_KANA}][A-Za-z]"
 )
+# A lone CJK character touching a Latin letter or digit ('charged <CJK>1': a Shift-JIS '£'
+# read as GB18030) is implausible only in a line with no two CJK characters together: real
+# Chinese or Japanese text next to Latin words has runs of them ('价格是5元').
+_LONE_CJK = re.compile(f"(?<=[A-Za-z0-9])[{_CJK}](?![{_CJK}])|(?<![{_CJK}])[{_CJK}](?=[A-Za-z0-9])")
+_CJK_PAIR = re.compile(f"[{_CJK}][{_CJK}]")
+
+
+def _implausible(text: str) -> bool:
+    if _IMPLAUSIBLE.search(text):
+        return True
+    return bool(_LONE_CJK.search(text)) and not _CJK_PAIR.search(text)
 
 
 def implausible_lines(text: str) -> list[int]:
     """Line numbers (1-based) of ``text`` that hold text a wrong decoding produces."""
-    lines: list[int] = []
-    line, position = 1, 0
-    for match in _IMPLAUSIBLE.finditer(text):
-        line += text.count("\n", position, match.start())
-        position = match.start()
-        if not lines or lines[-1] != line:
-            lines.append(line)
-    return lines
+    if not _IMPLAUSIBLE.search(text) and not _LONE_CJK.search(text):
+        return []
+    return [number for number, line in enumerate(text.split("\n"), start=1) if _implausible(line)]
 
 
 def implausible_texts(texts: list[str]) -> list[bool]:
     """For each text, whether it holds text a wrong decoding produces (see ``_IMPLAUSIBLE``).
 
-    One regular-expression pass over all texts joined, at C speed; only the texts it matches
-    in are looked at one by one.
+    One regular-expression pass over all texts joined, at C speed; only when it finds
+    something are the texts looked at one by one.
     """
-    flagged = [False] * len(texts)
     joined = "\x00".join(texts)
-    if not _IMPLAUSIBLE.search(joined):
-        return flagged
-    for index, text in enumerate(texts):
-        if _IMPLAUSIBLE.search(text):
-            flagged[index] = True
-    return flagged
+    if not _IMPLAUSIBLE.search(joined) and not _LONE_CJK.search(joined):
+        return [False] * len(texts)
+    return [_implausible(text) for text in texts]
 
 
 _MARKUP_START = re.compile(r"\s*<(!doctype\s+html|html|head|body|\?xml|!--|svg|rss)\b", re.I)
@@ -663,7 +754,7 @@ def detect(
         # Read up to the line limit without finding a line break.
         raise _line_too_long(limits.max_line_bytes, 1)
     if not encoding:
-        encoding = detect_encoding(sample, complete=complete)
+        encoding = _detect_file_encoding(path, sample, complete=complete)
     try:
         text = sample.decode(encoding, errors="strict" if complete else "ignore")
     except UnicodeDecodeError as exc:

@@ -1052,3 +1052,30 @@ def test_rows_with_fewer_fields_than_the_header_are_problems_naming_their_lines(
             "empty).",
         }
     ]
+
+
+def test_encoding_is_detected_from_rows_past_a_plain_ascii_sample(tmp_path):
+    # The first 256 KB are plain ASCII and tell nothing; the accented rows come later. Once
+    # detected as UTF-8 from the first bytes alone, and the import then failed on the first é.
+    rows = [(f"plain message number {n}", "a") for n in range(12_000)] + WESTERN
+    path = write(tmp_path, "late.csv", csv_text(rows).encode("cp1252"))
+    assert path.stat().st_size > 256 * 1024
+
+    detection = detect(path, filename="late.csv")
+
+    assert detection.encoding == "cp1252"
+    chunks = list(iter_records(path, detection, TEXT_AND_LABEL))
+    assert [p.as_dict() for chunk in chunks for p in chunk.problems] == []
+    assert pairs(chunks[-1].frame)[-len(WESTERN) :] == WESTERN
+
+
+def test_damaged_utf8_past_a_plain_ascii_sample_names_its_line(tmp_path):
+    rows = [(f"plain message number {n}", "a") for n in range(12_000)]
+    data = csv_text(rows).encode() + b"caf\xc3\x28 ok,b\n"
+    path = write(tmp_path, "late.csv", data)
+
+    with pytest.raises(ImportProblem) as caught:
+        detect(path, filename="late.csv")
+
+    assert caught.value.line == 12_002
+    assert caught.value.message.startswith("Line 12002 has a byte that is not valid UTF-8 (0xc3)")

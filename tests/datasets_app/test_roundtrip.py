@@ -15,12 +15,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from pathlib import Path
 
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasets_app.models import Dataset
+from datasets_app.models import Dataset, Record
 from datasets_app.selectors import export_stream
 from datasets_app.services import dataset_import_execute, dataset_import_start, dataset_upload
 from lepton_web.jobs import JobStatus
@@ -140,3 +143,80 @@ def test_text_with_lone_carriage_return_survives_import_and_csv_export(analyst, 
         ["1", "Old Mac line\rending", "mac", ""],
         ["2", "Next row", "plain", ""],
     ]
+
+
+# --- every shared train file in every encoding the README lists ----------------------------------
+SHARED_DATA = Path(os.environ.get("LEPTON_SHARED_DATA", "/nonexistent"))
+SHARED_TRAIN_FILES = ["sst2", "financial_phrasebank", "banking77", "trec"]
+# The README's list (UTF-8 with or without BOM, UTF-16, GB18030/GBK, Big5, Shift-JIS, cp1252),
+# as Python writes each, and the codec detection should name.
+LISTED_ENCODINGS = [
+    ("utf-8", "utf-8"),
+    ("utf-8-sig", "utf-8-sig"),
+    ("utf-16", "utf-16"),
+    ("gb18030", "gb18030"),
+    ("gbk", "gb18030"),
+    ("big5", "big5hkscs"),
+    # Shift-JIS as Windows writes it: Python's shift_jis maps a few symbols (£, ¬, ~) to other
+    # code points than cp932, the superset detection reads Shift-JIS files with.
+    ("cp932", "cp932"),
+    ("cp1252", "cp1252"),
+]
+# Rows per file: every row with a non-ASCII character (the ones an encoding can garble) plus
+# evenly spaced others, in file order; enough that each file is larger than the 256 KB that
+# detection samples first.
+ROUNDTRIP_ROWS = 6_000
+
+
+def shared_rows(name: str) -> list[tuple[str, str]]:
+    with (SHARED_DATA / name / "train.csv").open(encoding="utf-8", newline="") as handle:
+        rows = [tuple(row) for row in csv.reader(handle)][1:]
+    special = {index for index, (text, _) in enumerate(rows) if not text.isascii()}
+    step = max(1, len(rows) // max(1, ROUNDTRIP_ROWS - len(special)))
+    return [row for index, row in enumerate(rows) if index in special or index % step == 0]
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "README.md").is_file(), reason="LEPTON_SHARED_DATA is not available"
+)
+@pytest.mark.parametrize(("encoding", "detected"), LISTED_ENCODINGS)
+@pytest.mark.parametrize("name", SHARED_TRAIN_FILES)
+def test_shared_train_file_in_each_listed_encoding_imports_with_identical_texts(
+    analyst, redis_url, name, encoding, detected
+):
+    # Rows the encoding cannot represent (Latin accents in Big5 or Shift-JIS) are left out: no
+    # file in that encoding could hold them. So are the few whose characters the codec reads
+    # back as others (cp932 writes '£' as the bytes it reads as the full-width '￡').
+    rows = []
+    for text, label in shared_rows(name):
+        try:
+            if (text + label).encode(encoding).decode(detected) != text + label:
+                continue
+        except UnicodeError:
+            continue
+        rows.append((text, label))
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([("text", "label"), *rows])
+    content = buffer.getvalue().encode(encoding)
+
+    dataset = dataset_upload(user=analyst, file=SimpleUploadedFile(f"{name}.csv", content))
+    assert dataset.status == Dataset.Status.UPLOADED, dataset.status_message
+    # A file that comes out as plain ASCII (no row needed more) is the same in every encoding.
+    assert dataset.detection["encoding"] == ("utf-8" if content.isascii() else detected)
+    with broker_for_this_process(redis_url):
+        job = dataset_import_start(
+            dataset=dataset,
+            user=analyst,
+            mapping={"text_columns": ["text"], "label_column": "label"},
+        )
+        dataset_import_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error_message
+
+    imported = list(
+        Record.objects.filter(import_run=job)
+        .order_by("source_row")
+        .values_list("text", "label", "flags")
+    )
+    assert [(text, label) for text, label, _ in imported] == rows
+    assert [text for text, _, flags in imported if "wrong_encoding" in flags] == []
