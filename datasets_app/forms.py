@@ -16,6 +16,23 @@ ENCODINGS = [
     ("cp1250", "Windows-1250 (Central European)"),
     ("utf-16-le", "UTF-16 little-endian without BOM"),
 ]
+
+
+def encoding_name(codec: str) -> str:
+    """A codec as people name it ("UTF-8", "Windows-1252 / Latin-1 (Excel)"); one not in the
+    list keeps its codec name."""
+    import codecs
+
+    def key(name: str) -> str:
+        try:
+            return codecs.lookup(name).name
+        except LookupError:
+            return name
+
+    names = {key(value): label for value, label in ENCODINGS}
+    return names.get(key(codec), codec) if codec else ""
+
+
 DELIMITERS = [
     ("", "Detect automatically"),
     (",", "Comma ,"),

@@ -20,6 +20,7 @@ from datasets_app.forms import (
     SnapshotForm,
     SplitForm,
     UploadForm,
+    encoding_name,
     separator_initial,
 )
 from datasets_app.limits import human_bytes, import_limits
@@ -164,6 +165,7 @@ def _detail_context(request, dataset, **extra) -> dict:
             job is not None and job.is_active
             for job in (jobs["import"], jobs["split"], jobs["clean"])
         ),
+        "encoding_name": encoding_name(dataset.detection.get("encoding", "")),
         "detect_form": DetectForm(),
         "mapping_form": MappingForm(initial=mapping_initial, columns=columns) if columns else None,
         "split_form": SplitForm(dataset=dataset),

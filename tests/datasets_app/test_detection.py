@@ -69,7 +69,7 @@ def test_page_override_of_encoding_and_delimiter_changes_what_is_read(
     assertContains(
         page,
         '<dd data-testid="read-as">delimited text, delimiter <code>;</code>, double quotes, '
-        "with header, encoding <code>cp1250</code>, about 2 rows</dd>",
+        "with header, encoding Windows-1250 (Central European), about 2 rows</dd>",
         html=True,
     )
     job = import_now(polish, analyst, {"text_columns": ["Komentarz"], "label_column": None})
@@ -89,7 +89,7 @@ def test_read_as_line_shows_quoting_missing_header_and_the_estimate(analyst_clie
     assertContains(
         page,
         '<dd data-testid="read-as">delimited text, delimiter <code>;</code>, single quotes, '
-        "without header, encoding <code>utf-8</code>, about 3 rows</dd>",
+        "without header, encoding UTF-8, about 3 rows</dd>",
         html=True,
     )
     assert dataset.detection["preview"][0] == ["1", "Hello; world", "greeting"]
