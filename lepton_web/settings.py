@@ -110,6 +110,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Refuses an oversized dataset upload before anything reads its body (issue 9 item 23).
+    "datasets_app.uploads.DatasetUploadLimitMiddleware",
     # Before anything reads input: a NUL anywhere is a 400 naming the field (issue 9 item 7).
     "lepton_web.middleware.RejectNulCharactersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
