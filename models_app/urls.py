@@ -21,3 +21,34 @@ urlpatterns = [
         name="deployment_action",
     ),
 ]
+
+from models_app import views_try  # noqa: E402
+
+urlpatterns += [
+    path("playground/", views_try.endpoint_playground, name="endpoint_playground"),
+    path(
+        "versions/<id:version_id>/playground/",
+        views_try.version_playground,
+        name="version_playground",
+    ),
+    path(
+        "versions/<id:version_id>/batch-predictions/",
+        views_try.version_batch_predictions,
+        name="version_batch_predictions",
+    ),
+    path(
+        "versions/<id:version_id>/batch-predictions/start/",
+        views_try.version_batch_prediction_start,
+        name="version_batch_prediction_start",
+    ),
+    path(
+        "batch-predictions/<id:batch_id>/cancel/",
+        views_try.batch_prediction_cancel,
+        name="batch_prediction_cancel",
+    ),
+    path(
+        "batch-predictions/<id:batch_id>/download/",
+        views_try.batch_prediction_download,
+        name="batch_prediction_download",
+    ),
+]
