@@ -33,7 +33,9 @@ BERT's `past_key_values` argument to `cache`, and peft 0.21's own prefix forward
 this module passes the prefix itself).
 
 After training: `evaluate_artifact()` scores a saved artifact on labelled texts (the same report
-as the test split's); `load_artifact()` / `predict_logits()` load one for inference.
+as the test split's) and `predict_logits()` gives its logits, both through the serving runtime
+(`models_app/runtime`), so an evaluation scores exactly what an endpoint answers;
+`load_artifact()` loads one as a torch module.
 
 Steps, checkpoints and resuming. One step is one optimizer update over `batch_size *
 gradient_accumulation` examples (a "step group"), split into micro-batches of `batch_size`. At
@@ -377,16 +379,26 @@ def load_artifact(artifact_dir: str, *, device: str = "cpu") -> tuple[torch.nn.M
 
 
 def predict_logits(artifact_dir: str, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
-    """Logits for `texts` from an artifact folder (length-sorted batches, inference mode)."""
-    module, tokenizer = load_artifact(artifact_dir)
-    max_length = int(getattr(module.model.config, "lepton_max_length", 0) or 512)
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    split = _TokenizedSplit.from_lists(ids)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    outputs = _predict(
-        module, split, np.arange(len(texts)), batch_size, pad_id, torch.device("cpu"), None, 1
-    )
-    return outputs
+    """Logits for `texts` from an artifact folder, through the serving runtime's PyTorch engine
+    (length-sorted batches, inference mode): training scores what serving will answer."""
+    predictor = _runtime_predictor(artifact_dir, batch_size=batch_size)
+    return predictor.logits(list(texts))
+
+
+def _runtime_predictor(artifact_dir: str, *, task: str | None = None, batch_size: int = 64):
+    from models_app.runtime import ArtifactError, load_predictor
+
+    try:
+        return load_predictor(
+            artifact_dir,
+            runtime="pytorch",
+            task=task,
+            threads=_thread_count(),
+            device="cpu",
+            batch_size=batch_size,
+        )
+    except ArtifactError as error:
+        raise TrainingError(f"Could not load the model from {artifact_dir}: {error}") from error
 
 
 def evaluate_artifact(
@@ -410,31 +422,19 @@ def evaluate_artifact(
     _check_texts(split_name, texts, labels)
     if not texts:
         raise TrainingError(f"The {split_name} split is empty; there is nothing to evaluate.")
-    torch.set_num_threads(_thread_count())
-    try:
-        module, tokenizer = load_artifact(artifact_dir)
-    except Exception as error:
-        raise TrainingError(
-            f"Could not load the model from {artifact_dir}: {_first_line(error)}"
-        ) from error
-    config = module.model.config
+    predictor = _runtime_predictor(artifact_dir, task=task, batch_size=batch_size)
+    info = predictor.info
     if label_names is None and task != "regression":
-        label_names = [config.id2label[i] for i in sorted(config.id2label)]
+        label_names = list(info.label_names)
     names = _class_names(task, label_names, labels)
     expected_outputs = 1 if task == "regression" else len(names)
-    if int(config.num_labels) != expected_outputs:
+    if info.output_count != expected_outputs:
         raise TrainingError(
-            f"This model has {config.num_labels} outputs but the task needs {expected_outputs}; "
+            f"This model has {info.output_count} outputs but the task needs {expected_outputs}; "
             "evaluate it with the task and classes it was trained for."
         )
     truth = _encode_labels(task, names, split_name, labels)
-    max_length = int(getattr(config, "lepton_max_length", 0) or 512)
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    split = _TokenizedSplit.from_lists(ids)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    logits = _predict(
-        module, split, np.arange(len(texts)), batch_size, pad_id, torch.device("cpu"), None, 1
-    )
+    logits = predictor.logits(list(texts))
     metrics, report, losses, predicted = _evaluation(logits, truth, task, names)
     order = np.argsort(-losses, kind="stable")[:MAX_WORST_EXAMPLES]
     worst = [

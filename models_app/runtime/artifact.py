@@ -28,9 +28,12 @@ class ModelInfo:
     model_type: str = ""
     pad_token_id: int | None = None
     unmerged_adapter: str | None = None
+    num_labels: int = 0  # outputs of the saved head (0: unknown, use the task's count)
 
     @property
     def output_count(self) -> int:
+        if self.num_labels:
+            return self.num_labels
         return 1 if self.task == "regression" else len(self.label_names)
 
 
@@ -73,4 +76,5 @@ def read_model_info(folder: str | Path, *, task: str | None = None) -> ModelInfo
             int(config["pad_token_id"]) if config.get("pad_token_id") is not None else None
         ),
         unmerged_adapter=config.get(UNMERGED_ADAPTER_KEY) or None,
+        num_labels=int(config.get("num_labels") or len(id2label) or 0),
     )
