@@ -46,8 +46,8 @@ NOISE_FRACTION = 0.5
 
 # Finding kinds the report writes onto its records as flag tokens (Record.flags, comma-wrapped,
 # in this order after the import's tokens). 'empty' is not among them: the import sets it, with
-# 'truncated', and a report keeps those two as they are.
-IMPORT_FLAGS: tuple[str, ...] = ("empty", "truncated")
+# 'truncated' and 'wrong_encoding', and a report keeps those as they are.
+IMPORT_FLAGS: tuple[str, ...] = ("empty", "truncated", "wrong_encoding")
 REPORT_FLAGS: tuple[str, ...] = (
     "exact_duplicate",
     "near_duplicate",

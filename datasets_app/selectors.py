@@ -23,7 +23,7 @@ from datasets_app.models import (
     Snapshot,
     SnapshotRecord,
 )
-from datasets_app.search_syntax import websearch_to_fts5
+from datasets_app.search_syntax import has_unspaced_script, websearch_to_fts5
 from lepton_web.access import access_check
 
 PAGE_SIZE = 50
@@ -34,13 +34,14 @@ SEARCH_CONFIG = "english"
 # The SQLite word index (migration 0015): an FTS5 table whose rowid is the record id.
 SQLITE_SEARCH_TABLE = "datasets_app_recordfts"
 # Record filters: excluded and edited come from cleaning; the rest are Record.flags tokens, set
-# at import (empty, truncated) or by the latest quality report (cleaning.REPORT_FLAGS).
+# at import (empty, truncated, wrong_encoding) or by the latest quality report (cleaning.REPORT_FLAGS).
 FLAG_FILTERS = {
     "included": "Not excluded",
     "excluded": "Excluded by cleaning",
     "edited": "Edited (text or label changed)",
     "empty": "Empty text",
     "truncated": "Cut at the length limit",
+    "wrong_encoding": "Garbled by the file's encoding",
     "exact_duplicate": "Exact duplicates",
     "near_duplicate": "Near-duplicates",
     "label_conflict": "Conflicting labels",
@@ -224,6 +225,12 @@ def records_filtered(
             "substring",
             f"The word index of this dataset is still being built, so {SUBSTRING}. Word search, "
             "with phrases in quotes, OR and -word, is used once the index is ready.",
+        )
+    if has_unspaced_script(search):
+        return records.filter(text__icontains=search), SearchUse(
+            "substring",
+            "Chinese, Japanese and Korean are written without spaces between words, which word "
+            f"search needs, so {SUBSTRING}.",
         )
     condition = _word_search(dataset, search)
     if condition is None:

@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from datasets_app.models import Dataset, DatasetJob, Record
-from datasets_app.selectors import export_stream
+from datasets_app.selectors import export_stream, record_page
 from datasets_app.services import (
     dataset_detect,
     dataset_import_execute,
@@ -561,3 +561,26 @@ def test_short_and_long_rows_are_listed_by_line_up_to_the_cap(analyst, redis_url
         "Fix the file or change the mapping, then retry."
     )
     assert Record.objects.count() == 0
+
+
+def test_a_row_in_another_encoding_is_imported_flagged_and_listed_by_its_filter(analyst, redis_url):
+    rows = "".join(f"plain message {n},a\n" for n in range(30))
+    content = (
+        b"text,label\n"
+        + rows.encode()
+        + "Größe passt,b\nSchöne Grüße,b\nÇa coûte très cher,b\nEl niño,b\n".encode("cp1252")
+        + "Café,c\n".encode()
+    )
+    dataset = dataset_upload(user=analyst, file=SimpleUploadedFile("mixed.csv", content))
+    assert dataset.detection["encoding"] == "cp1252"
+
+    job = run_import(dataset, analyst, redis_url)
+
+    assert job.status == JobStatus.SUCCEEDED, job.error_message
+    assert job.message.endswith(
+        "1 of them read as garbled text in cp1252 and are flagged wrong_encoding: check the "
+        "file's encoding (How to read the file)."
+    )
+    dataset.refresh_from_db()
+    page = record_page(dataset=dataset, flag="wrong_encoding")
+    assert [(r.text, r.flags) for r in page.records] == [("CafÃ©", ",wrong_encoding,")]
