@@ -12,6 +12,7 @@ left-out words is returned apart, for the caller to express as "not among these 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -28,6 +29,18 @@ class Fts5Query:
 
     match: str = ""
     exclude_only: list[str] = field(default_factory=list)
+
+
+# Scripts written without spaces between words (Chinese, Japanese, Korean in part): a word index
+# holds whole runs of them, so a search for part of a run would find nothing.
+_UNSPACED_SCRIPTS = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+)
+
+
+def has_unspaced_script(query: str) -> bool:
+    """Whether ``query`` has Chinese, Japanese or Korean characters (search those as typed)."""
+    return bool(_UNSPACED_SCRIPTS.search(query))
 
 
 def _has_word(text: str) -> bool:

@@ -183,3 +183,16 @@ def test_word_index_entries_go_with_the_records_they_index(analyst, redis_url):
 
     dataset_delete(dataset=dataset, user=analyst)
     assert index_rows() == 0
+
+
+def test_search_in_chinese_japanese_or_korean_matches_as_typed(analyst, redis_url):
+    csv_text = "text,label\n我想申请退款,a\n退款多久到账,a\nrefund please,b\n"
+    dataset = imported_dataset(analyst, csv_text, TEXT_LABEL, report=False)
+    run_queued_search_index(dataset)
+
+    page = record_page(dataset=dataset, search="退款")
+
+    # No spaces between words: a word index would hold each whole run and find nothing.
+    assert [record.source_row for record in page.records] == [1, 2]
+    assert page.search_mode == "substring"
+    assert page.search_note.startswith("Chinese, Japanese and Korean are written without spaces")
