@@ -10,6 +10,11 @@ from lepton_web.celery import queue_name
     queue=queue_name("default"), acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300
 )
 def dataset_job_execute_task(job_id: int) -> None:
+    from datasets_app.models import DatasetJob
     from datasets_app.services import dataset_job_execute
+    from lepton_web.jobs import job_kept_alive
 
-    dataset_job_execute(job_id=job_id)
+    # Every kind of dataset job beats from a thread from its claim on, so a long step (a
+    # quality report of a million records) is never mistaken for a lost worker.
+    with job_kept_alive(DatasetJob, job_id):
+        dataset_job_execute(job_id=job_id)

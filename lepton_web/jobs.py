@@ -339,8 +339,8 @@ def job_heartbeat(
                     alive = model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
                         heartbeat_at=timezone.now()
                     )
-                except Exception:  # a database blip (or SQLite's lock): beat again next time
-                    logger.exception("Heartbeat of %s %s failed", job.label(), job.pk)
+                except Exception as exc:  # a database blip (or SQLite's lock): beat again
+                    logger.warning("Heartbeat of %s %s failed: %s", job.label(), job.pk, exc)
                     connection.close()
                     continue
                 if not alive:
@@ -355,6 +355,17 @@ def job_heartbeat(
     finally:
         stop.set()
         thread.join(timeout=interval + 5)
+
+
+@contextmanager
+def job_kept_alive(model: type[Job], job_id: int) -> Iterator[None]:
+    """Beat for job ``job_id`` of ``model`` while this block runs, from its claim to its end.
+
+    For a Celery task around a service that claims the job: only a running row is touched,
+    so beating before the claim (or after the job ended) changes nothing.
+    """
+    with job_heartbeat(model(pk=job_id)):
+        yield
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 (item 21). Clocks are explicit: the sweep is driven with ``now=``, never by waiting."""
 
 import json
+import threading
 import time
 from datetime import timedelta
 
@@ -193,3 +194,23 @@ def test_the_worker_consumes_queues_named_by_the_instance_setting():
 
     assert names == exchanges == {f"{prefix}default", f"{prefix}gpu"}
     assert celery_app.conf.task_default_queue == f"{prefix}default"
+
+
+def test_every_dataset_job_beats_from_a_thread_from_its_claim_on(db, monkeypatch):
+    from datasets_app import services as dataset_services
+    from datasets_app.tasks import dataset_job_execute_task
+    from tests.datasets_app.factories import DatasetFactory
+
+    dataset = DatasetFactory()
+    job = dataset.jobs.create(kind="report")
+    threads_while_working: list[str] = []
+
+    def slow_report(*, job_id):
+        assert dataset.jobs.get(pk=job_id).claim()
+        threads_while_working.extend(t.name for t in threading.enumerate())
+
+    monkeypatch.setattr(dataset_services, "dataset_job_execute", slow_report)
+
+    dataset_job_execute_task(job.pk)
+
+    assert f"heartbeat-datasets_app.datasetjob-{job.pk}" in threads_while_working
