@@ -28,6 +28,9 @@ from lepton_web.jobs import Job, job_create_and_enqueue
 logger = logging.getLogger(__name__)
 
 CHUNK_IDS = 100_000
+# SQLite has one writer at a time: smaller ranges keep each hold of the write lock short (about
+# 0.5 s for 25,000 texts; 100,000 held it 2 s), so labels saved meanwhile wait less.
+SQLITE_CHUNK_IDS = 25_000
 _INDEX_SQL = (
     "INSERT INTO datasets_app_recordsearch (record_id, import_run_id, vector) "
     "SELECT id, import_run_id, to_tsvector(%s::regconfig, text) FROM datasets_app_record "
@@ -70,7 +73,8 @@ def dataset_search_index_execute(*, job_id: int) -> DatasetJob | None:
     if run_id is None or first is None:
         job.succeed(message="No records to index.")
         return job
-    ranges = [(low, min(low + CHUNK_IDS - 1, last)) for low in range(first, last + 1, CHUNK_IDS)]
+    chunk = CHUNK_IDS if connection.vendor == "postgresql" else min(CHUNK_IDS, SQLITE_CHUNK_IDS)
+    ranges = [(low, min(low + chunk - 1, last)) for low in range(first, last + 1, chunk)]
     stop = threading.Event()
 
     def index(low: int, high: int, *, own_connection: bool) -> bool:

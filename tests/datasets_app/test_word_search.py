@@ -196,3 +196,16 @@ def test_search_in_chinese_japanese_or_korean_matches_as_typed(analyst, redis_ur
     assert [record.source_row for record in page.records] == [1, 2]
     assert page.search_mode == "substring"
     assert page.search_note.startswith("Chinese, Japanese and Korean are written without spaces")
+
+
+def test_index_job_in_many_small_ranges_indexes_every_record(analyst, redis_url, monkeypatch):
+    from datasets_app.services import search
+
+    monkeypatch.setattr(search, "CHUNK_IDS", 3)
+    csv_text = "text,label\n" + "".join(f"message {n} about refunds,x\n" for n in range(10))
+    dataset = imported_dataset(analyst, csv_text, TEXT_LABEL, report=False)
+
+    run_queued_search_index(dataset)
+
+    assert index_rows() == 10
+    assert found(dataset, "refund") == list(range(1, 11))
