@@ -2162,8 +2162,8 @@ def _first_line(error: BaseException) -> str:
 # --------------------------------------------------------------------------- speed probe
 
 PROBE_LENGTHS = (32, 128)
-PROBE_BATCH_SIZE = 8
-PROBE_STEPS = 3
+PROBE_MAX_BATCH_SIZE = 32
+PROBE_STEPS = 2
 
 
 def device_description(config: TrainingConfig) -> tuple[str, str]:
@@ -2180,17 +2180,20 @@ def calibrate(
     config: TrainingConfig,
     sample_texts: Sequence[str] = (),
     lengths: Sequence[int] = PROBE_LENGTHS,
-    batch_size: int = PROBE_BATCH_SIZE,
+    batch_size: int | None = None,
     steps: int = PROBE_STEPS,
 ) -> dict:
     """Time a few real training steps (forward, backward, optimizer) and evaluation batches of
     ``base_model_path`` with ``config``'s method on this machine, at a couple of sequence
-    lengths; seconds, not FLOPs, so the estimate fits this device, threads and model.
+    lengths; seconds, not FLOPs, so the estimate fits this device, threads and model. Batches
+    are the run's own size (at most 32): a small batch runs each example slower on a CPU, which
+    would overestimate short texts. The fastest of the timed steps counts (load only slows).
 
     Random token ids stand in for texts (speed does not depend on which tokens). With
     ``sample_texts``, also measures the tokenizer's characters per token on them. Takes a few
     seconds for a small model on a CPU; nothing is written.
     """
+    batch_size = batch_size or max(1, min(int(config.batch_size), PROBE_MAX_BATCH_SIZE))
     probe_config = TrainingConfig(
         **{
             **asdict(config),
@@ -2255,7 +2258,7 @@ def calibrate(
                     timings.append(middle - began)
                     optimizer_seconds.append(ended - middle)
             evaluations = []
-            for _ in range(2):  # the first warms up
+            for _ in range(3):  # the first warms up
                 began = time.monotonic()
                 _predict(
                     run.module,
@@ -2268,11 +2271,11 @@ def calibrate(
                     run.pad_multiple,
                 )
                 evaluations.append(_synchronized(run.device) - began)
-            evaluation = evaluations[-1]
+            evaluation = min(evaluations[1:])
             points.append(
                 {
                     "tokens": length,
-                    "train_seconds_per_example": float(np.median(timings)) / batch_size,
+                    "train_seconds_per_example": min(timings) / batch_size,
                     "eval_seconds_per_example": evaluation / batch_size,
                 }
             )
@@ -2285,7 +2288,7 @@ def calibrate(
             "method": config.method,
             "batch_size": batch_size,
             "points": points,
-            "optimizer_step_seconds": float(np.median(optimizer_seconds)),
+            "optimizer_step_seconds": min(optimizer_seconds),
             "load_seconds": load_seconds,
             "parameters": int(parameters),
             "trainable_parameters": int(trainable),
