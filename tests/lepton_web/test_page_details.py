@@ -70,3 +70,21 @@ def test_review_of_a_fully_labeled_dataset_says_so_and_what_next(client, analyst
         f'<a class="btn btn-primary" href="/datasets/{dataset.pk}/#splits">Splits and snapshots</a>',
         html=True,
     )
+
+
+# --- counts on the Datasets page ------------------------------------------------------------------
+def test_datasets_page_counts_labels_without_the_unlabeled_records(client, analyst, redis_url):
+    from tests.datasets_app.factories import imported_dataset
+
+    imported_dataset(
+        analyst,
+        "text,label\n" + "".join(f"text {n},{'a' if n % 2 else ''}\n" for n in range(1500)),
+        {"text_columns": ["text"], "label_column": "label"},
+        report=False,
+    )
+    client.force_login(analyst)
+
+    response = client.get("/datasets/")
+
+    assertContains(response, "<td>1,500</td>", html=True)  # records, with a separator
+    assertContains(response, '<td data-testid="label-count">1</td>', html=True)  # not 2: '' is none
