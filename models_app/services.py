@@ -107,7 +107,7 @@ def model_version_register(*, run, artifact_dir: Path) -> ModelVersion:
         with path.open("rb") as handle:
             storage.save(name, File(handle))
         files.append({"path": relative, "size_bytes": path.stat().st_size})
-    run.refresh_from_db(fields=["test_metrics"])  # the service wrote them with an UPDATE
+    run.refresh_from_db(fields=["test_metrics", "best_metrics"])  # written with an UPDATE
     # "<dataset>-<task>", not the dataset's name alone: version 1 of a model named after the
     # dataset read "Reviews v1", exactly like the snapshot it was trained on.
     task_slug = vocabulary.TASK_SLUGS.get(run.task, run.task.replace("_", "-"))
@@ -130,7 +130,7 @@ def model_version_register(*, run, artifact_dir: Path) -> ModelVersion:
             # The values the engine used (defaults resolved), over the request.
             hyperparameters={**run.params, **(run.resolved_params or {})},
             test_metrics=dict(run.test_metrics or {}),
-            validation_metrics=dict(getattr(run, "best_metrics", None) or {}),
+            validation_metrics=dict(run.best_metrics or {}),
             artifact_uri=prefix,
             artifact_files=files,
             status=ModelVersion.Status.READY,

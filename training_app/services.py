@@ -238,6 +238,10 @@ def training_run_start(
         errors["task"] = [f"Task must be one of {', '.join(TrainingRun.Task.values)}."]
     if method not in TrainingRun.Method.values:
         errors["method"] = [f"Method must be one of {', '.join(TrainingRun.Method.values)}."]
+    # Not a hyperparameter: whether a finished run registers a model version (default yes).
+    register = params.pop("register", True)
+    if not isinstance(register, bool):
+        errors["params"] = ["register must be true or false."]
     config = None
     if not errors:
         try:
@@ -257,6 +261,8 @@ def training_run_start(
         snapshot=snapshot, base_model=base_model, task=task, method=method, params=params
     )
     resolved = {k: v for k, v in dataclasses.asdict(config).items() if k in PARAM_NAMES}
+    if register is False:
+        resolved["register"] = False
     with transaction.atomic():
         run = TrainingRun.objects.create(
             name=(
@@ -509,7 +515,8 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
         test_labels=converted["test"],
         label_names=run.label_names or None,
     )
-    config = trainer.TrainingConfig(task=run.task, method=run.method, **run.params)
+    engine_params = {k: v for k, v in run.params.items() if k != "register"}
+    config = trainer.TrainingConfig(task=run.task, method=run.method, **engine_params)
     workdir = run_dir(run.pk)
     callbacks = RunCallbacks(run)
     if checkpoint_sync_enabled():
@@ -572,6 +579,19 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
             kind="cancelled",
             message="Stopped at a step boundary; metrics so far are kept.",
         )
+        return run
+    if run.params.get("register") is False:
+        run.succeed(
+            message=f"Finished in {result.elapsed_seconds:.0f} s; not registered (register=false)."
+            + (" Stopped early." if result.stopped_early else "")
+        )
+        TrainingEvent.objects.create(
+            run=run, kind="succeeded", message="Finished without registering a model version."
+        )
+        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+        if checkpoint_sync_enabled():
+            checkpoints_delete(run_id=run.pk)
+        TrainingRun.objects.filter(pk=run.pk).update(checkpoint_step=None)
         return run
     from models_app.services import model_version_register
 
