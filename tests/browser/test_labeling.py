@@ -130,3 +130,49 @@ def test_label_list_saved_unchanged_keeps_the_labels(page, live_server, make_use
         form = page.get_by_test_id("label-form")
         expect(form.get_by_role("button")).to_have_text(["1 a", "2 b"])
     assert "{{" not in page.content()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_label_asks_first_can_be_undone_and_relabel_comes_back(page, live_server, make_user):
+    """Issue 9, items 14 and 15."""
+    from datasets_app.services.labeling import label_schema_set
+
+    analyst = make_user("analyst", username="ana")
+    dataset = imported_dataset(
+        analyst,
+        "text,label\nrefund please,\nmy refund is late,other\ncard lost,card\n",
+        {"text_columns": ["text"], "label_column": "label"},
+        report=False,
+    )
+    label_schema_set(dataset=dataset, user=analyst, labels=["refund", "card", "other"])
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ana")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    records = f"{live_server.url}/datasets/{dataset.pk}/records/?search=refund"
+    page.goto(records)
+
+    bulk = page.get_by_test_id("bulk-label")
+    bulk.get_by_role("button", name="Label them…").click()  # no label chosen: nothing happens
+    expect(page).to_have_url(records)
+    bulk.get_by_label("Label for every matching record").select_option("refund")
+    bulk.get_by_role("button", name="Label them…").click()
+    confirm = page.get_by_test_id("bulk-label-confirm")
+    expect(confirm.get_by_test_id("bulk-label-count")).to_have_text("2")
+    assert not Record.objects.filter(label="refund").exists()
+    confirm.get_by_role("button", name="Label 2 records").click()
+    expect(page.locator("body")).to_contain_text("Labeled 2 records “refund”.")
+    assert Record.objects.filter(label="refund").count() == 2
+
+    page.get_by_text("Bulk labels (1 that can be undone)").click()
+    page.get_by_test_id("bulk-label-undo").click()
+    expect(page.locator("body")).to_contain_text("2 records got their earlier label back.")
+    assert Record.objects.get(text="my refund is late").label == "other"
+
+    late = page.get_by_role("row").filter(has_text="my refund is late")
+    late.get_by_role("link", name="relabel").click()
+    expect(page.get_by_test_id("label-text")).to_have_text("my refund is late")
+    page.get_by_test_id("label-form").get_by_role("button", name="card").click()
+    expect(page).to_have_url(records)
+    expect(page.get_by_test_id("records")).to_contain_text("card")
+    assert Record.objects.get(text="my refund is late").label == "card"
