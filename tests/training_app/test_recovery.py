@@ -128,7 +128,7 @@ def test_the_training_run_heartbeat_covers_registering_the_model_version(
 def test_only_a_failed_or_cancelled_run_can_be_resumed(make_run, analyst, broker, status):
     run = make_run(status=status, attempts=1, message="As it was.")
 
-    with pytest.raises(ValidationError, match="Only a failed or cancelled run can be resumed."):
+    with pytest.raises(ValidationError, match=r"Only a failed or cancelled run can be resumed\."):
         training_run_resume(run=run, user=analyst)
 
     run.refresh_from_db()
@@ -235,3 +235,32 @@ def test_checkpoints_of_failed_and_cancelled_runs_are_removed_after_the_retentio
     assert run_resume_note(recent).startswith(
         "Resume continues from the checkpoint kept at step 10; it is kept until "
     )
+
+
+def test_an_evaluation_beats_from_a_thread_while_its_model_runs(
+    make_run, monkeypatch, settings, tmp_path
+):
+    from models_app.models import ModelVersion
+    from training_app import trainer
+    from training_app.models import Evaluation
+    from training_app.services import evaluation_execute
+
+    settings.TRAINING_WORK_DIR = tmp_path / "work"
+    run = make_run(status="queued")
+    training_run_execute(run_id=run.pk)
+    evaluation = Evaluation.objects.create(
+        model_version=ModelVersion.objects.get(training_run=run), snapshot=run.snapshot
+    )
+    threads_while_evaluating: list[str] = []
+
+    def watched_evaluate(*args, **kwargs):
+        threads_while_evaluating.extend(t.name for t in threading.enumerate())
+        return {"accuracy": 1.0}
+
+    monkeypatch.setattr(trainer, "evaluate_artifact", watched_evaluate)
+
+    evaluation_execute(evaluation_id=evaluation.pk)
+
+    evaluation.refresh_from_db()
+    assert evaluation.status == "succeeded", evaluation.error_message
+    assert f"heartbeat-training_app.evaluation-{evaluation.pk}" in threads_while_evaluating
