@@ -268,6 +268,7 @@ SPECTACULAR_SETTINGS = {
         "JobStatusEnum": "lepton_web.jobs.JobStatus",
         "DatasetStatusEnum": "datasets_app.models.Dataset.Status",
         "ModelVersionStatusEnum": "models_app.models.ModelVersion.Status",
+        "DeploymentRuntimeEnum": "models_app.models.Deployment.Runtime",
     },
 }
 

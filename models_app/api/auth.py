@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
@@ -67,3 +68,18 @@ class PredictionTokenAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+class PredictionTokenScheme(OpenApiAuthenticationExtension):
+    """Names the prediction token in the OpenAPI schema."""
+
+    target_class = "models_app.api.auth.PredictionTokenAuthentication"
+    name = "predictionTokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": 'A prediction-only token: "Token lpt_..." (predict on chosen endpoints only).',
+        }

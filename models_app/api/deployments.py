@@ -191,7 +191,7 @@ class DeploymentListApi(APIView):
     class InputSerializer(serializers.Serializer):
         slug = serializers.CharField(max_length=60)
         version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
-        runtime = serializers.ChoiceField(choices=Deployment.Runtime.values, required=False)
+        runtime = serializers.ChoiceField(choices=Deployment.Runtime.choices, required=False)
         follow_alias = serializers.CharField(max_length=60, required=False, allow_blank=True)
 
     @extend_schema(responses={200: DeploymentOutputSerializer(many=True)})
@@ -247,7 +247,7 @@ class DeploymentActionApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
-        runtime = serializers.ChoiceField(choices=Deployment.Runtime.values, required=False)
+        runtime = serializers.ChoiceField(choices=Deployment.Runtime.choices, required=False)
 
     @extend_schema(request=InputSerializer, responses={200: DeploymentOutputSerializer})
     def post(self, request, slug: str):
