@@ -162,10 +162,11 @@ def test_the_api_resumes_a_cancelled_run(make_run, api_client_as, broker):
     response = api_client_as("analyst").post(f"/api/v1/runs/{run.pk}/resume/")
 
     assert response.status_code == 202
-    assert (response.json()["status"], response.json()["message"]) == (
-        "queued",
-        "Resuming from the checkpoint at step 7.",
-    )
+    assert (
+        response.json()["status"],
+        response.json()["message"],
+        response.json()["checkpoint_step"],
+    ) == ("queued", "Resuming from the checkpoint at step 7.", 7)
     assert broker.llen(queue_name("gpu")) == 1
 
 

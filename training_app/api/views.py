@@ -33,6 +33,7 @@ class RunOutputSerializer(serializers.ModelSerializer):
             "message",
             "error_message",
             "attempts",
+            "checkpoint_step",
             "snapshot",
             "dataset",
             "snapshot_number",
