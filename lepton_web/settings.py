@@ -8,6 +8,7 @@ set ``DEBUG=true``. ``.env.example`` documents every variable.
 """
 
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -309,9 +310,13 @@ JOB_SWEEP_INTERVAL_SECONDS = env_int("JOB_SWEEP_INTERVAL_SECONDS", default=5)
 JOB_REPUBLISH_AFTER_SECONDS = env_int("JOB_REPUBLISH_AFTER_SECONDS", default=60)
 # Queue (and exchange) names start with this, so consoles sharing one Redis server never take
 # each other's tasks: LEPTON_INSTANCE=lab gives queues "lab.default" and "lab.gpu".
-CELERY_QUEUE_PREFIX = (
-    f"{os.environ['LEPTON_INSTANCE']}." if os.environ.get("LEPTON_INSTANCE") else ""
-)
+LEPTON_INSTANCE = os.environ.get("LEPTON_INSTANCE", "").strip()
+if LEPTON_INSTANCE and not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", LEPTON_INSTANCE):
+    raise ImproperlyConfigured(
+        "LEPTON_INSTANCE names this console's queues: use up to 40 letters, digits, '-' or '_', "
+        f"not {LEPTON_INSTANCE!r}."
+    )
+CELERY_QUEUE_PREFIX = f"{LEPTON_INSTANCE}." if LEPTON_INSTANCE else ""
 # Checkpoints of failed and cancelled runs are kept this long for "Resume", then removed.
 TRAINING_CHECKPOINT_RETENTION_HOURS = env_int("TRAINING_CHECKPOINT_RETENTION_HOURS", default=168)
 WORKER_ONLINE_WINDOW_SECONDS = env_int("WORKER_ONLINE_WINDOW_SECONDS", default=45)

@@ -464,3 +464,26 @@ def test_database_ready_names_the_problem_when_the_server_is_down(tmp_path):
     assert result.stderr.strip().endswith(
         "Check DATABASE_URL and that the database server is running."
     )
+
+
+def test_an_instance_name_that_cannot_name_a_queue_refuses_to_start(tmp_path):
+    result = manage_check_deploy(tmp_path, LEPTON_INSTANCE="lab one:2")
+
+    assert result.returncode != 0
+    assert (
+        "LEPTON_INSTANCE names this console's queues: use up to 40 letters, digits, '-' or '_', "
+        "not 'lab one:2'."
+    ) in result.stderr
+
+
+def test_the_instance_name_prefixes_the_queue_names(tmp_path):
+    result = manage(
+        tmp_path,
+        "shell",
+        "-c",
+        "from lepton_web.celery import app; print(sorted(q.name for q in app.conf.task_queues))",
+        LEPTON_INSTANCE="lab-b",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['lab-b.default', 'lab-b.gpu']"
