@@ -77,6 +77,18 @@ def _empty_test_broker_folder():
         broker_dir.mkdir(parents=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _publish_to_the_test_redis_only():
+    """CELERY_BROKER_URL names the console's broker (CI sets one); tests that publish without
+    choosing a broker use the Redis database in TEST_REDIS_URL instead, never another one."""
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    if not url.startswith(("redis://", "rediss://")) or url == _redis_url():
+        yield
+        return
+    with broker_for_this_process(_redis_url()):
+        yield
+
+
 # --- users ------------------------------------------------------------------------------------
 @pytest.fixture
 def make_user(db):

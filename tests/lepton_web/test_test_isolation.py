@@ -34,6 +34,16 @@ def test_no_test_picks_a_redis_database_of_its_own():
     assert offenders == []
 
 
+def test_tests_publish_to_the_test_redis_or_the_filesystem_broker():
+    """Not to the console's broker in CELERY_BROKER_URL (CI sets redis://.../14)."""
+    from lepton_web.celery import app as celery_app
+
+    broker = celery_app.conf.broker_url
+
+    assert broker == _redis_url() or broker.startswith("filesystem://")
+    assert os.environ.get("CELERY_BROKER_URL", _redis_url()) in (_redis_url(), broker)
+
+
 def test_test_database_is_named_for_this_run(db):
     name = connection.settings_dict["NAME"]
 
