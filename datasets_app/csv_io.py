@@ -284,8 +284,8 @@ def _encoding_evidence(path: Path, sample: bytes) -> tuple[bytes, list[tuple[int
     most SAMPLE_BYTES of such lines. Returns (the lines joined, each ending in a line break;
     (offset in the joined bytes, file line number) of each line).
     """
-    start = sample.rfind(b"\n") + 1  # whole lines only
-    line = sample.count(b"\n", 0, start) + 1
+    start = max(sample.rfind(b"\n"), sample.rfind(b"\r")) + 1  # whole lines only
+    line = _line_breaks(sample[:start]) + 1
     found: list[bytes] = []
     starts: list[tuple[int, int]] = []
     size = 0
@@ -302,10 +302,10 @@ def _encoding_evidence(path: Path, sample: bytes) -> tuple[bytes, list[tuple[int
                     break
                 scanned += len(block)
                 data = carry + block
-                end = data.rfind(b"\n") + 1
+                end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
                 whole, carry = data[:end], data[end:]
                 if whole.isascii():
-                    line += whole.count(b"\n")
+                    line += _line_breaks(whole)
                     continue
                 for piece in whole.splitlines(keepends=True):
                     if not piece.isascii() and size < SAMPLE_BYTES:
@@ -404,7 +404,7 @@ def _detect_file_encoding(path: Path, sample: bytes, *, complete: bool) -> str:
     extra, starts = _encoding_evidence(path, sample)
     if not extra:
         return detect_encoding(sample, complete=complete)
-    head = sample[: sample.rfind(b"\n") + 1]
+    head = sample[: max(sample.rfind(b"\n"), sample.rfind(b"\r")) + 1]
     offsets = [len(head) + offset for offset, _ in starts]
 
     def line_of(offset: int) -> int:

@@ -1054,11 +1054,12 @@ def test_rows_with_fewer_fields_than_the_header_are_problems_naming_their_lines(
     ]
 
 
-def test_encoding_is_detected_from_rows_past_a_plain_ascii_sample(tmp_path):
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_encoding_is_detected_from_rows_past_a_plain_ascii_sample(tmp_path, newline):
     # The first 256 KB are plain ASCII and tell nothing; the accented rows come later. Once
     # detected as UTF-8 from the first bytes alone, and the import then failed on the first é.
     rows = [(f"plain message number {n}", "a") for n in range(12_000)] + WESTERN
-    path = write(tmp_path, "late.csv", csv_text(rows).encode("cp1252"))
+    path = write(tmp_path, "late.csv", csv_text(rows, newline=newline).encode("cp1252"))
     assert path.stat().st_size > 256 * 1024
 
     detection = detect(path, filename="late.csv")
