@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 CHUNK_ROWS = 256  # texts predicted between progress reports (and cancel checks)
+READ_ROWS = 5_000  # rows read from the snapshot or file at a time
 MAX_UPLOAD_BYTES = 200 * 1024**2
 MAX_ROWS = 1_000_000
 
@@ -161,20 +163,16 @@ def batch_prediction_execute(*, batch_id: int) -> None:
 
 
 def _execute(batch: BatchPrediction, should_stop) -> None:
+    """Stream the input through the model chunk by chunk, writing the output as it goes: memory
+    stays flat however many rows (up to MAX_ROWS) the input has."""
     from models_app import runtime
     from models_app.services import model_version_local_dir
 
     version = batch.model_version
+    suggestions: list[tuple[int, str, float | None]] = []
     with tempfile.TemporaryDirectory() as work:
-        rows = _read_rows(batch, Path(work))
-        if not rows:
-            raise ValidationError("There are no texts to predict in the input.")
-        if len(rows) > MAX_ROWS:
-            raise ValidationError(
-                f"A batch can hold up to {MAX_ROWS:,} rows; this input has {len(rows):,}."
-            )
-        BatchPrediction.objects.filter(pk=batch.pk).update(rows_total=len(rows))
-        _report(batch, progress=1, message=f"Loading {version} to predict {len(rows):,} rows.")
+        chunks, expected = _open_input(batch, Path(work))
+        _report(batch, progress=1, message=f"Loading {version}.")
         with model_version_local_dir(version) as folder:
             predictor = runtime.load_predictor(
                 folder,
@@ -182,39 +180,63 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
                 task=version.task or None,
                 threads=runtime.engines.thread_count(),
             )
-            results: list[dict] = []
-            for start in range(0, len(rows), CHUNK_ROWS):
-                if should_stop():
-                    raise _Stopped
-                chunk = rows[start : start + CHUNK_ROWS]
-                results.extend(predictor.predict([row.text for row in chunk]))
-                done = start + len(chunk)
-                BatchPrediction.objects.filter(pk=batch.pk).update(rows_done=done)
-                _report(
-                    batch,
-                    progress=1 + int(94 * done / len(rows)),
-                    message=f"Predicted {done:,} of {len(rows):,} rows.",
-                )
-        task = predictor.task
-        names = predictor.label_names
-        output = Path(work) / f"predictions-{batch.pk}.{batch.output_format}"
-        _write_output(output, batch.output_format, rows, results, task=task, names=names)
-        summary = prediction_summary(rows, results, task=task, names=names)
+            task, names = predictor.task, predictor.label_names
+            output = Path(work) / f"predictions-{batch.pk}.{batch.output_format}"
+            summary = _Summary(task, names)
+            done = 0
+            with _OutputWriter(
+                output,
+                batch.output_format,
+                task=task,
+                names=names,
+                has_records=batch.source == BatchPrediction.Source.SNAPSHOT,
+            ) as writer:
+                for rows in chunks:
+                    for start in range(0, len(rows), CHUNK_ROWS):
+                        if should_stop():
+                            raise _Stopped
+                        chunk = rows[start : start + CHUNK_ROWS]
+                        if done + len(chunk) > MAX_ROWS:
+                            raise ValidationError(
+                                f"A batch can hold up to {MAX_ROWS:,} rows; this input has more."
+                            )
+                        results = predictor.predict([row.text for row in chunk])
+                        writer.write(chunk, results)
+                        summary.add(chunk, results)
+                        if batch.store_suggestions:
+                            suggestions.extend(_suggestions(chunk, results, task=task))
+                        done += len(chunk)
+                        # A file's row count is the reader's estimate until it is read.
+                        total = max(expected, done)
+                        about = "about " if batch.source == BatchPrediction.Source.UPLOAD else ""
+                        BatchPrediction.objects.filter(pk=batch.pk).update(
+                            rows_done=done, rows_total=total
+                        )
+                        _report(
+                            batch,
+                            progress=1 + int(94 * done / total),
+                            message=f"Predicted {done:,} of {about}{total:,} rows.",
+                        )
+        if not done:
+            raise ValidationError("There are no texts to predict in the input.")
         name = f"predictions/{batch.pk}/{output.name}"
         if default_storage.exists(name):  # a rerun overwrites
             default_storage.delete(name)
         with output.open("rb") as handle:
             stored_name = default_storage.save(name, File(handle, name=output.name))
-    suggestions = None
+    stored = None
     if batch.store_suggestions and batch.snapshot is not None:
         _report(batch, progress=97, message="Storing the predictions as suggestions.")
-        suggestions = _store_suggestions(batch, rows, results, task=task)
+        stored = _store_suggestions(batch, suggestions)
     BatchPrediction.objects.filter(pk=batch.pk).update(
-        output_file=stored_name, summary=summary, suggestions_stored=suggestions
+        output_file=stored_name,
+        summary=summary.result(),
+        rows_total=done,
+        suggestions_stored=stored,
     )
-    message = f"Predicted {len(rows):,} rows."
-    if suggestions is not None:
-        message += f" Stored {suggestions:,} suggestions on the dataset's records."
+    message = f"Predicted {done:,} rows."
+    if stored is not None:
+        message += f" Stored {stored:,} suggestions on the dataset's records."
     if not batch.succeed(message=message):
         raise _Stopped
 
@@ -224,13 +246,14 @@ def _report(batch: BatchPrediction, *, progress: int, message: str) -> None:
         raise _Stopped
 
 
-def _read_rows(batch: BatchPrediction, work: Path) -> list[InputRow]:
+def _open_input(batch: BatchPrediction, work: Path) -> tuple[Iterator[list[InputRow]], int]:
+    """The input as chunks of rows, and how many rows it is expected to hold."""
     if batch.source == BatchPrediction.Source.SNAPSHOT:
-        return _snapshot_rows(batch)
-    return _file_rows(batch, work)
+        return _snapshot_chunks(batch)
+    return _file_chunks(batch, work)
 
 
-def _snapshot_rows(batch: BatchPrediction) -> list[InputRow]:
+def _snapshot_chunks(batch: BatchPrediction) -> tuple[Iterator[list[InputRow]], int]:
     from datasets_app.models import SnapshotRecord
 
     if batch.snapshot is None:
@@ -238,15 +261,27 @@ def _snapshot_rows(batch: BatchPrediction) -> list[InputRow]:
     records = SnapshotRecord.objects.filter(snapshot=batch.snapshot)
     if batch.split:
         records = records.filter(split=batch.split)
-    return [
-        InputRow(row=source_row, text=text, label=label, record_id=record_id)
-        for record_id, source_row, text, label in records.order_by("id").values_list(
-            "record_id", "source_row", "text", "label"
-        )
-    ]
+
+    def chunks() -> Iterator[list[InputRow]]:
+        after = 0
+        while True:  # keyset pages: no long-lived cursor, no OFFSET
+            page = list(
+                records.filter(id__gt=after)
+                .order_by("id")
+                .values_list("id", "record_id", "source_row", "text", "label")[:READ_ROWS]
+            )
+            if not page:
+                return
+            after = page[-1][0]
+            yield [
+                InputRow(row=source_row, text=text, label=label, record_id=record_id)
+                for _, record_id, source_row, text, label in page
+            ]
+
+    return chunks(), records.count()
 
 
-def _file_rows(batch: BatchPrediction, work: Path) -> list[InputRow]:
+def _file_chunks(batch: BatchPrediction, work: Path) -> tuple[Iterator[list[InputRow]], int]:
     """The uploaded file read like a dataset import: encoding, delimiter, quoting and header
     detected, JSON Lines and gzip accepted, bad rows named by line."""
     from datasets_app.csv_io import (
@@ -269,19 +304,29 @@ def _file_rows(batch: BatchPrediction, work: Path) -> list[InputRow]:
         label_column = None
     # validate() names a missing column and lists the file's columns.
     mapping = ColumnMapping(text_columns=[text_column], label_column=label_column)
-    rows: list[InputRow] = []
-    problems: list[str] = []
-    for chunk in iter_records(path, detection, mapping):
-        problems.extend(problem.message for problem in chunk.problems)
-        frame = chunk.frame
-        labels = frame["label"] if "label" in frame else [""] * len(frame)
-        for source_row, text, label in zip(frame["source_row"], frame["text"], labels, strict=True):
-            rows.append(InputRow(row=int(source_row), text=str(text), label=_text(label)))
-        if len(rows) > MAX_ROWS:
-            break
-    if problems and not rows:
-        raise ImportProblem(" ".join(problems[:20]))
-    return [row for row in rows if row.text.strip()]
+    mapping.validate(detection.columns)
+
+    def chunks() -> Iterator[list[InputRow]]:
+        problems: list[str] = []
+        found = 0
+        for chunk in iter_records(path, detection, mapping, chunk_rows=READ_ROWS):
+            problems.extend(problem.message for problem in chunk.problems)
+            frame = chunk.frame
+            labels = frame["label"] if "label" in frame else [""] * len(frame)
+            rows = [
+                InputRow(row=int(source_row), text=str(text), label=_text(label))
+                for source_row, text, label in zip(
+                    frame["source_row"], frame["text"], labels, strict=True
+                )
+                if _text(text).strip()
+            ]
+            found += len(rows)
+            if rows:
+                yield rows
+        if problems and not found:
+            raise ImportProblem(" ".join(problems[:20]))
+
+    return chunks(), int(detection.estimated_rows or 0)
 
 
 def _text(value: object) -> str:
@@ -302,42 +347,48 @@ def _prediction_text(result: dict) -> str:
     return "" if value is None else repr(float(value))
 
 
-def _write_output(
-    path: Path,
-    output_format: str,
-    rows: list[InputRow],
-    results: list[dict],
-    *,
-    task: str,
-    names: list[str],
-) -> None:
-    from datasets_app.cleaning import spreadsheet_safe
+class _OutputWriter:
+    """CSV (cells a spreadsheet would run are escaped, as in dataset exports) or JSON Lines."""
 
-    has_records = any(row.record_id is not None for row in rows)
-    if output_format == BatchPrediction.Format.JSONL:
-        with path.open("w", encoding="utf-8") as out:
-            for row, result in zip(rows, results, strict=True):
-                item = {"row": row.row}
-                if has_records:
+    def __init__(
+        self, path: Path, output_format: str, *, task: str, names: list[str], has_records: bool
+    ) -> None:
+        self.path, self.format, self.task, self.names = path, output_format, task, names
+        self.has_records = has_records
+
+    def __enter__(self) -> _OutputWriter:
+        from datasets_app.cleaning import spreadsheet_safe
+
+        self.safe = spreadsheet_safe
+        self.file = self.path.open("w", encoding="utf-8", newline="")
+        if self.format == BatchPrediction.Format.CSV:
+            self.csv = csv.writer(self.file)
+            header = ["row", *(["record_id"] if self.has_records else [])]
+            header += ["text", "label", "prediction"]
+            if self.task != "regression":
+                header += ["score", *[f"score:{name}" for name in self.names]]
+            self.csv.writerow([self.safe(cell) for cell in header])
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.file.close()
+
+    def write(self, rows: list[InputRow], results: list[dict]) -> None:
+        for row, result in zip(rows, results, strict=True):
+            if self.format == BatchPrediction.Format.JSONL:
+                item: dict = {"row": row.row}
+                if self.has_records:
                     item["record_id"] = row.record_id
                 item |= {"text": row.text, "label": row.label or None, **_json_result(result)}
-                out.write(json.dumps(item, ensure_ascii=False) + "\n")
-        return
-    header = ["row", *(["record_id"] if has_records else []), "text", "label", "prediction"]
-    if task != "regression":
-        header += ["score", *[f"score:{name}" for name in names]]
-    with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow([spreadsheet_safe(cell) for cell in header])
-        for row, result in zip(rows, results, strict=True):
-            cells = [row.row, *([row.record_id] if has_records else [])]
-            cells += [spreadsheet_safe(row.text), spreadsheet_safe(row.label)]
-            cells.append(spreadsheet_safe(_prediction_text(result)))
-            if task != "regression":
-                scores = result["scores"]
+                self.file.write(json.dumps(item, ensure_ascii=False) + "\n")
+                continue
+            cells: list = [row.row, *([row.record_id] if self.has_records else [])]
+            cells += [self.safe(row.text), self.safe(row.label)]
+            cells.append(self.safe(_prediction_text(result)))
+            if self.task != "regression":
                 cells.append(_top_score(result))
-                cells += [scores[name] for name in names]
-            writer.writerow(cells)
+                cells += [result["scores"][name] for name in self.names]
+            self.csv.writerow(cells)
 
 
 def _json_result(result: dict) -> dict:
@@ -363,51 +414,74 @@ def _top_score(result: dict) -> float:
 # --------------------------------------------------------------------------- summary
 
 
-def prediction_summary(
-    rows: list[InputRow], results: list[dict], *, task: str, names: list[str]
-) -> dict:
+class _Summary:
     """Counts, and for rows with a given label: accuracy and macro-F1 (single-label), subset
-    accuracy (multi-label, labels joined with '|') or MAE and RMSE (regression)."""
-    labelled = [(row.label, result) for row, result in zip(rows, results, strict=True) if row.label]
-    summary: dict = {"rows": len(rows), "labelled_rows": len(labelled)}
-    if task == "single_label":
-        summary["predicted_counts"] = _counts(result["label"] for result in results)
-    if not labelled:
-        return summary
-    if task == "single_label":
-        truth = [label for label, _ in labelled]
-        predicted = [result["label"] for _, result in labelled]
-        summary |= classification_scores(truth, predicted)
-        unknown = sorted(set(truth) - set(names))
-        if unknown:
-            summary["unknown_labels"] = unknown[:20]
-    elif task == "multi_label":
-        hits = sum(
-            set(filter(None, label.split("|"))) == set(result["labels"])
-            for label, result in labelled
-        )
-        summary["subset_accuracy"] = round(hits / len(labelled), 6)
-    else:
-        errors = []
-        for label, result in labelled:
-            try:
-                errors.append(float(label) - float(result["value"]))
-            except (TypeError, ValueError):
+    accuracy (multi-label, labels joined with '|') or MAE and RMSE (regression), gathered
+    chunk by chunk in constant memory."""
+
+    def __init__(self, task: str, names: list[str]) -> None:
+        self.task, self.names = task, names
+        self.rows = self.labelled = 0
+        self.predicted: Counter = Counter()
+        self.pairs: Counter = Counter()  # (given, predicted) -> count
+        self.hits = 0
+        self.errors = self.absolute = self.squared = 0.0
+        self.numeric = 0
+
+    def add(self, rows: list[InputRow], results: list[dict]) -> None:
+        for row, result in zip(rows, results, strict=True):
+            self.rows += 1
+            if self.task == "single_label":
+                self.predicted[result["label"]] += 1
+            if not row.label:
                 continue
-        if errors:
-            summary["mae"] = round(sum(abs(e) for e in errors) / len(errors), 6)
-            summary["rmse"] = round(math.sqrt(sum(e * e for e in errors) / len(errors)), 6)
-    return summary
+            self.labelled += 1
+            if self.task == "single_label":
+                self.pairs[row.label, result["label"]] += 1
+            elif self.task == "multi_label":
+                self.hits += set(filter(None, row.label.split("|"))) == set(result["labels"])
+            else:
+                try:
+                    error = float(row.label) - float(result["value"])
+                except (TypeError, ValueError):
+                    continue
+                self.numeric += 1
+                self.absolute += abs(error)
+                self.squared += error * error
+
+    def result(self) -> dict:
+        summary: dict = {"rows": self.rows, "labelled_rows": self.labelled}
+        if self.task == "single_label":
+            summary["predicted_counts"] = dict(
+                sorted(self.predicted.items(), key=lambda item: (-item[1], item[0]))
+            )
+        if not self.labelled:
+            return summary
+        if self.task == "single_label":
+            summary |= _scores_from_pairs(self.pairs)
+            unknown = sorted({given for given, _ in self.pairs} - set(self.names))
+            if unknown:
+                summary["unknown_labels"] = unknown[:20]
+        elif self.task == "multi_label":
+            summary["subset_accuracy"] = round(self.hits / self.labelled, 6)
+        elif self.numeric:
+            summary["mae"] = round(self.absolute / self.numeric, 6)
+            summary["rmse"] = round(math.sqrt(self.squared / self.numeric), 6)
+        return summary
 
 
 def classification_scores(truth: list[str], predicted: list[str]) -> dict:
     """Accuracy, macro-F1 over every class given or predicted, and per-class figures."""
-    classes = sorted(set(truth) | set(predicted))
+    return _scores_from_pairs(Counter(zip(truth, predicted, strict=True)))
+
+
+def _scores_from_pairs(pairs: Counter) -> dict:
+    classes = sorted({name for pair in pairs for name in pair})
     per_class = {}
     for name in classes:
-        true_positive = sum(t == name and p == name for t, p in zip(truth, predicted, strict=True))
-        predicted_count = sum(p == name for p in predicted)
-        support = sum(t == name for t in truth)
+        true_positive = pairs[name, name]
+        predicted_count = sum(count for (_, p), count in pairs.items() if p == name)
+        support = sum(count for (t, _), count in pairs.items() if t == name)
         precision = true_positive / predicted_count if predicted_count else 0.0
         recall = true_positive / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -417,20 +491,14 @@ def classification_scores(truth: list[str], predicted: list[str]) -> dict:
             "f1": round(f1, 6),
             "support": support,
         }
-    correct = sum(t == p for t, p in zip(truth, predicted, strict=True))
+    total = sum(pairs.values())
+    correct = sum(count for (t, p), count in pairs.items() if t == p)
     macro = sum(item["f1"] for item in per_class.values()) / len(per_class)
     return {
-        "accuracy": round(correct / len(truth), 6),
+        "accuracy": round(correct / total, 6),
         "macro_f1": round(macro, 6),
         "per_class": per_class,
     }
-
-
-def _counts(values: Iterator[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 # --------------------------------------------------------------------------- suggestions
@@ -441,25 +509,24 @@ def suggestion_source(version: ModelVersion) -> str:
     return f"{version.registered_model.name} v{version.version}"
 
 
-def _store_suggestions(
-    batch: BatchPrediction, rows: list[InputRow], results: list[dict], *, task: str
-) -> int:
-    from datasets_app.services.suggestions import record_suggestions_store
-
-    def predictions() -> Iterator[dict]:
-        for row, result in zip(rows, results, strict=True):
-            if row.record_id is None:
-                continue
+def _suggestions(
+    rows: list[InputRow], results: list[dict], *, task: str
+) -> Iterator[tuple[int, str, float | None]]:
+    for row, result in zip(rows, results, strict=True):
+        if row.record_id is not None:
             probability = _top_score(result) if task != "regression" else None
-            yield {
-                "record_id": row.record_id,
-                "label": _prediction_text(result),
-                "probability": probability,
-            }
+            yield row.record_id, _prediction_text(result), probability
+
+
+def _store_suggestions(batch: BatchPrediction, suggestions: list[tuple]) -> int:
+    from datasets_app.services.suggestions import record_suggestions_store
 
     outcome = record_suggestions_store(
         dataset=batch.snapshot.dataset,
-        predictions=predictions(),
+        predictions=(
+            {"record_id": record_id, "label": label, "probability": probability}
+            for record_id, label, probability in suggestions
+        ),
         source=suggestion_source(batch.model_version),
         user=batch.created_by,
     )

@@ -22,6 +22,7 @@ from models_app.batch_prediction import (
 )
 from models_app.models import BatchPrediction, ModelVersion
 from models_app.runtime.predictor import Predictor
+from tests.conftest import broker_for_this_process
 from tests.models_app.batch_helpers import toy_snapshot, toy_version
 
 
@@ -31,14 +32,8 @@ def version(db, tmp_path_factory):
 
 
 @pytest.fixture
-def broker(redis_broker):
-    return redis_broker
-
-
-@pytest.fixture
-def redis_broker(redis_url):
-    from tests.conftest import broker_for_this_process
-
+def broker(redis_url):
+    """Services publish their jobs to the Redis test broker; the tests run them here."""
     with broker_for_this_process(redis_url):
         yield
 
@@ -299,3 +294,27 @@ def test_classification_scores_are_accuracy_and_macro_f1_over_all_classes():
     # a: p=1 r=.5 f1=.6667; b: p=1/3 r=1 f1=.5; c: 0
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0) / 3, abs=1e-5)
     assert scores["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+
+
+@pytest.mark.parametrize("source", ["snapshot", "upload"])
+def test_input_is_read_and_predicted_in_chunks_without_losing_or_reordering_rows(
+    analyst, version, broker, monkeypatch, source
+):
+    monkeypatch.setattr(batch_module, "READ_ROWS", 3)
+    monkeypatch.setattr(batch_module, "CHUNK_ROWS", 2)
+    snapshot = toy_snapshot(rows=11, user=analyst)
+    texts = list(snapshot.records.order_by("id").values_list("text", flat=True))
+    if source == "snapshot":
+        batch = batch_prediction_start(user=analyst, version=version, snapshot=snapshot)
+    else:
+        content = "text\n" + "\n".join(texts) + "\n"
+        upload = SimpleUploadedFile("texts.csv", content.encode())
+        batch = batch_prediction_start(user=analyst, version=version, upload=upload)
+
+    batch_prediction_execute(batch_id=batch.id)
+
+    batch.refresh_from_db()
+    rows = list(csv.DictReader(io.StringIO(read_output(batch))))
+    assert [row["text"] for row in rows] == texts
+    assert [row["prediction"] for row in rows] == [expected_label(text) for text in texts]
+    assert (batch.rows_total, batch.rows_done, batch.summary["rows"]) == (11, 11, 11)
