@@ -25,7 +25,7 @@ EXPLAIN_MAX_TEXTS = 8
 PLAYGROUND_MAX_CHARS = 5_000
 
 # Separate from the serving cache so playground and explanation models never evict endpoints.
-explain_cache = ModelCache(max_models=2)
+explain_cache = ModelCache(max_models=4)
 
 
 @dataclass
