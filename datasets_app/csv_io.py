@@ -32,6 +32,8 @@ SAMPLE_BYTES = 256 * 1024
 # Detection reads on past SAMPLE_BYTES (never further than one line may be long) until the sample
 # holds this many line breaks: the header, a preview's rows and the line that may be cut short.
 SAMPLE_LINES = 22
+# How much of a (long-row) sample the text checks that cost a regular-expression pass look at.
+PLAUSIBILITY_CHARS = 1024 * 1024
 # How far past an all-ASCII sample detection looks for lines that show the encoding.
 EVIDENCE_SCAN_BYTES = 64 * 1024**2
 # The encodings the README lists, in the codecs that read a superset of each (GBK within
@@ -358,6 +360,10 @@ def detect_encoding(sample: bytes, *, complete: bool, line_of=None) -> str:
     # charset-normalizer's ranking (least mess, then most like a language), the README's
     # order among equals: a few symbols in a GBK file fit Big5 just as well.
     listed_order = {name: index for index, name in enumerate(candidates)}
+    # Ranking needs no more than a megabyte, cut at a line break (the candidates below still
+    # decode every byte).
+    cut = max(whole.rfind(b"\n", 0, PLAUSIBILITY_CHARS), whole.rfind(b"\r", 0, PLAUSIBILITY_CHARS))
+    ranking_bytes = whole[: cut + 1] if cut > 0 and len(whole) > PLAUSIBILITY_CHARS else whole
     ranked = [
         name
         for *_, name in sorted(
@@ -367,7 +373,7 @@ def detect_encoding(sample: bytes, *, complete: bool, line_of=None) -> str:
                 listed_order.get(name, len(candidates)),
                 name,
             )
-            for match in charset_normalizer.from_bytes(whole, cp_isolation=candidates)
+            for match in charset_normalizer.from_bytes(ranking_bytes, cp_isolation=candidates)
             for name in [codecs.lookup(match.encoding).name.replace("-", "_")]
         )
     ]
@@ -379,7 +385,9 @@ def detect_encoding(sample: bytes, *, complete: bool, line_of=None) -> str:
             text = whole.decode(name)
         except UnicodeDecodeError:
             continue
-        bad_lines = len(implausible_lines(text))
+        # Every byte must decode; plausibility is judged on the first PLAUSIBILITY_CHARS (a
+        # sample of a few very long rows can be megabytes).
+        bad_lines = len(implausible_lines(text[:PLAUSIBILITY_CHARS]))
         if best is None or bad_lines < best[0]:
             best = (bad_lines, name)
         if bad_lines == 0:
@@ -426,7 +434,8 @@ def _raise_if_mostly_utf8(sample: bytes, error: UnicodeDecodeError, line_of) -> 
     """
     decoded = sample.decode("utf-8", errors="replace")
     bad = decoded.count("\ufffd")
-    good = sum(1 for ch in decoded if ord(ch) > 127 and ch != "\ufffd")
+    # Non-ASCII characters other than U+FFFD, counted at C speed (samples can be megabytes).
+    good = len(decoded) - len(decoded.encode("ascii", "ignore")) - bad
     if good >= 3 and bad * 20 <= good and _UTF8_MULTIBYTE.search(sample):
         _raise_damaged_utf8(sample, error, line_of)
 
@@ -824,7 +833,11 @@ def detect(
     delimiter = delimiter or (
         "\t" if lowered.endswith(".tsv") else _sniff_delimiter(lines, given_quote or '"')
     )
-    quotechar = given_quote if given_quote is not None else _detect_quotechar(whole, delimiter)
+    quotechar = (
+        given_quote
+        if given_quote is not None
+        else _detect_quotechar(whole[:PLAUSIBILITY_CHARS], delimiter)
+    )
     frame = _read_preview(whole, delimiter=delimiter, quotechar=quotechar)
     if has_header is None:
         has_header = _looks_like_header(frame)
