@@ -2163,6 +2163,9 @@ def _first_line(error: BaseException) -> str:
 
 PROBE_LENGTHS = (32, 128)
 PROBE_MAX_BATCH_SIZE = 32
+# Tokens in one probe batch: about what a real batch of 32 short texts holds, so each length
+# is timed at a realistic matrix size while the long one stays cheap (8 x 128).
+PROBE_TOKENS_PER_BATCH = 1024
 PROBE_STEPS = 2
 
 
@@ -2185,9 +2188,10 @@ def calibrate(
 ) -> dict:
     """Time a few real training steps (forward, backward, optimizer) and evaluation batches of
     ``base_model_path`` with ``config``'s method on this machine, at a couple of sequence
-    lengths; seconds, not FLOPs, so the estimate fits this device, threads and model. Batches
-    are the run's own size (at most 32): a small batch runs each example slower on a CPU, which
-    would overestimate short texts. The fastest of the timed steps counts (load only slows).
+    lengths; seconds, not FLOPs, so the estimate fits this device, threads and model. A batch
+    holds about PROBE_TOKENS_PER_BATCH tokens (at most the run's batch size): a batch much
+    smaller than the run's runs each example slower on a CPU, which would overestimate short
+    texts. The fastest of the timed steps counts (load only ever slows a step down).
 
     Random token ids stand in for texts (speed does not depend on which tokens). With
     ``sample_texts``, also measures the tokenizer's characters per token on them. Takes a few
@@ -2239,11 +2243,12 @@ def calibrate(
         vocabulary = max(10, int(getattr(run.tokenizer, "vocab_size", 1000) or 1000))
         points = []
         optimizer_seconds: list[float] = []
-        group = np.arange(batch_size)
-        run.train_y = train_y[group % len(train_y)]
-        for position, length in enumerate(lengths):
-            length = min(int(length), run.max_length)
-            rows = generator.integers(5, vocabulary, size=(batch_size, length)).tolist()
+        lengths = sorted({min(int(length), run.max_length) for length in lengths})
+        sizes = [max(1, min(batch_size, PROBE_TOKENS_PER_BATCH // length)) for length in lengths]
+        run.train_y = train_y[np.arange(sizes[0]) % len(train_y)]  # the largest batch
+        for position, (length, size) in enumerate(zip(lengths, sizes, strict=True)):
+            group = np.arange(size)
+            rows = generator.integers(5, vocabulary, size=(size, length)).tolist()
             run.train_split = _TokenizedSplit.from_lists(rows)
             if position == 0:  # the model, adapters and optimizer, once
                 run._build_training_objects()
@@ -2264,7 +2269,7 @@ def calibrate(
                     run.module,
                     run.train_split,
                     group,
-                    batch_size,
+                    size,
                     run.pad_id,
                     run.device,
                     run.autocast_dtype,
@@ -2275,8 +2280,9 @@ def calibrate(
             points.append(
                 {
                     "tokens": length,
-                    "train_seconds_per_example": min(timings) / batch_size,
-                    "eval_seconds_per_example": evaluation / batch_size,
+                    "batch_size": size,
+                    "train_seconds_per_example": min(timings) / size,
+                    "eval_seconds_per_example": evaluation / size,
                 }
             )
         parameters = sum(parameter.numel() for parameter in run.model.parameters())
