@@ -162,3 +162,76 @@ def test_microbatcher_still_answers_after_it_was_closed(single_label_folder):
     (result,) = batcher.submit(["good"])
 
     assert result["label"] in ("neg", "pos", "mid")
+
+
+class _RecordingPredictor:
+    """Echoes each text back, recording which thread ran each call and its size."""
+
+    def __init__(self, delay: float = 0.0):
+        self.calls = []
+        self.delay = delay
+
+    def predict(self, texts):
+        self.calls.append((threading.get_ident(), len(texts)))
+        if self.delay:
+            threading.Event().wait(self.delay)
+        return [{"label": text} for text in texts]
+
+
+def test_a_lone_request_runs_in_the_callers_own_thread():
+    predictor = _RecordingPredictor()
+    batcher = runtime.MicroBatcher(predictor)
+
+    answer = batcher.submit(["a", "b"])
+
+    assert answer == [{"label": "a"}, {"label": "b"}]
+    assert predictor.calls == [(threading.get_ident(), 2)]
+
+
+def test_requests_arriving_while_the_model_is_busy_are_batched_together():
+    predictor = _RecordingPredictor(delay=0.05)
+    batcher = runtime.MicroBatcher(predictor, window_seconds=0.01)
+    answers = {}
+
+    def call(i):
+        answers[i] = batcher.submit([f"t{i}", f"u{i}"])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert answers == {i: [{"label": f"t{i}"}, {"label": f"u{i}"}] for i in range(12)}
+    assert len(predictor.calls) < 12  # some calls carried several requests
+    assert sum(size for _, size in predictor.calls) == 24
+
+
+def test_one_failing_request_does_not_fail_its_batch_neighbours():
+    class Picky(_RecordingPredictor):
+        def predict(self, texts):
+            if "bad" in texts:
+                raise ValueError("bad text")
+            return super().predict(texts)
+
+    batcher = runtime.MicroBatcher(Picky(delay=0.02), window_seconds=0.01)
+    outcomes = {}
+
+    def call(text):
+        try:
+            outcomes[text] = batcher.submit([text])
+        except ValueError as error:
+            outcomes[text] = str(error)
+
+    threads = [threading.Thread(target=call, args=(t,)) for t in ("a", "bad", "c", "d")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert outcomes == {
+        "a": [{"label": "a"}],
+        "bad": "bad text",
+        "c": [{"label": "c"}],
+        "d": [{"label": "d"}],
+    }
