@@ -20,7 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from models_app import runtime
@@ -100,21 +100,57 @@ def model_version_serving_dir(version: ModelVersion, extra_files: list[str] = ()
 
 
 # --- the request path ---------------------------------------------------------------------------
+_VERSIONS: dict[int, ModelVersion] = {}
+_VERSIONS_MAX = 256
+
+
+def _served_version(version_id: int) -> ModelVersion:
+    """A version row with its model, kept per process: what serving reads of it (number,
+    files, task, model name) does not change once it is registered."""
+    version = _VERSIONS.get(version_id)
+    if version is None:
+        version = ModelVersion.objects.select_related("registered_model").get(pk=version_id)
+        if len(_VERSIONS) >= _VERSIONS_MAX:
+            _VERSIONS.clear()
+        _VERSIONS[version_id] = version
+    return version
+
+
 def deployment_get_live(slug: str) -> Deployment:
-    deployment = (
-        Deployment.objects.select_related("version", "version__registered_model", "export")
-        .filter(slug=slug)
-        .first()
-    )
-    if deployment is None:
+    """The endpoint as it is now, read fresh on every request (one plain query: the ORM's
+    compile cost is a millisecond here), so a promote takes effect on the next request."""
+    from models_app.models import ModelExport
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT d.id, d.status, d.status_message, d.version_id, d.runtime, d.export_id, "  # noqa: S608 table names from the models
+            f"e.file_path FROM {Deployment._meta.db_table} d "
+            f"LEFT JOIN {ModelExport._meta.db_table} e ON e.id = d.export_id WHERE d.slug = %s",
+            [slug],
+        )
+        row = cursor.fetchone()
+    if row is None:
         raise EndpointNotFound(f"Nothing is deployed at {slug}.")
-    if deployment.status == Deployment.Status.STOPPED:
+    pk, status, status_message, version_id, runtime_name, export_id, file_path = row
+    if status == Deployment.Status.STOPPED:
         raise EndpointUnavailable(
             f"The endpoint {slug} is stopped. Start it on the Deployments page."
         )
-    if deployment.status == Deployment.Status.FAILED:
-        reason = deployment.status_message or "its model could not be loaded"
+    if status == Deployment.Status.FAILED:
+        reason = status_message or "its model could not be loaded"
         raise EndpointUnavailable(f"The endpoint {slug} has failed: {reason}")
+    deployment = Deployment(
+        pk=pk,
+        slug=slug,
+        status=status,
+        status_message=status_message,
+        version_id=version_id,
+        runtime=runtime_name,
+        export_id=export_id,
+    )
+    deployment.version = _served_version(version_id)
+    if export_id is not None:
+        deployment.export = ModelExport(pk=export_id, file_path=file_path or "")
     return deployment
 
 
@@ -263,7 +299,9 @@ def latency_percentile(buckets: list[int], fraction: float) -> float | None:
         running += count
         if running >= needed:
             return (
-                float(LATENCY_BOUNDS_MS[index]) if index < len(LATENCY_BOUNDS_MS) else float(LATENCY_BOUNDS_MS[-1] * 2)
+                float(LATENCY_BOUNDS_MS[index])
+                if index < len(LATENCY_BOUNDS_MS)
+                else float(LATENCY_BOUNDS_MS[-1] * 2)
             )
     return None
 

@@ -324,3 +324,58 @@ def test_switch_under_load_fails_no_request(version, analyst, tmp_path_factory):
     assert failures == []
     assert {1, 2, 3} <= set(versions_seen)
     assert versions_seen[-1] == 2
+
+
+@pytest.mark.parametrize(("role", "expected"), [("viewer", 200), ("annotator", 403), (None, 403)])
+def test_user_tokens_predict_by_role(version, analyst, make_user, role, expected):
+    from rest_framework.authtoken.models import Token
+
+    deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=make_user(role)).key}")
+
+    response = client.post(
+        "/api/v1/deployments/reviews/predict/", {"texts": ["good"]}, format="json"
+    )
+
+    assert response.status_code == expected
+
+
+def test_token_of_a_deactivated_user_is_refused(version, analyst, make_user):
+    from rest_framework.authtoken.models import Token
+
+    deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    user = make_user("analyst")
+    key = Token.objects.create(user=user).key
+    user.is_active = False
+    user.save()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+
+    response = client.post(
+        "/api/v1/deployments/reviews/predict/", {"texts": ["good"]}, format="json"
+    )
+
+    assert response.status_code == 401
+
+
+def test_an_unknown_user_token_is_refused(version, analyst):
+    deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token 0123456789abcdef")
+
+    response = client.post(
+        "/api/v1/deployments/reviews/predict/", {"texts": ["good"]}, format="json"
+    )
+
+    assert response.status_code == 401
+
+
+def test_session_login_predicts_too(client_as, version, analyst):
+    deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+
+    response = client_as("analyst").post(
+        "/api/v1/deployments/reviews/predict/", {"texts": ["good"]}, content_type="application/json"
+    )
+
+    assert response.status_code == 200
