@@ -2163,9 +2163,6 @@ def _first_line(error: BaseException) -> str:
 
 PROBE_LENGTHS = (32, 128)
 PROBE_MAX_BATCH_SIZE = 32
-# Tokens in one probe batch: about what a real batch of 32 short texts holds, so each length
-# is timed at a realistic matrix size while the long one stays cheap (8 x 128).
-PROBE_TOKENS_PER_BATCH = 1024
 PROBE_STEPS = 2
 
 
@@ -2188,10 +2185,10 @@ def calibrate(
 ) -> dict:
     """Time a few real training steps (forward, backward, optimizer) and evaluation batches of
     ``base_model_path`` with ``config``'s method on this machine, at a couple of sequence
-    lengths; seconds, not FLOPs, so the estimate fits this device, threads and model. A batch
-    holds about PROBE_TOKENS_PER_BATCH tokens (at most the run's batch size): a batch much
-    smaller than the run's runs each example slower on a CPU, which would overestimate short
-    texts. The fastest of the timed steps counts (load only ever slows a step down).
+    lengths; seconds, not FLOPs, so the estimate fits this device, threads and model. Batches
+    are the run's own size (at most 32) at every length: smaller batches at the long length
+    (8 x 128 tokens) measured each example about twice as slow as the runs went on a CPU
+    (benchmarks/estimate.py). The fastest timed step counts (load only ever slows one down).
 
     Random token ids stand in for texts (speed does not depend on which tokens). With
     ``sample_texts``, also measures the tokenizer's characters per token on them. Takes a few
@@ -2244,7 +2241,7 @@ def calibrate(
         points = []
         optimizer_seconds: list[float] = []
         lengths = sorted({min(int(length), run.max_length) for length in lengths})
-        sizes = [max(1, min(batch_size, PROBE_TOKENS_PER_BATCH // length)) for length in lengths]
+        sizes = [batch_size] * len(lengths)
         run.train_y = train_y[np.arange(sizes[0]) % len(train_y)]  # the largest batch
         for position, (length, size) in enumerate(zip(lengths, sizes, strict=True)):
             group = np.arange(size)
