@@ -90,37 +90,59 @@ class PredictApi(APIView):
         },
     )
     def post(self, request, slug: str):
-        if isinstance(request.user, PredictionPrincipal) and slug not in request.user.slugs:
-            return _error("This prediction token may not call this endpoint.", code=403)
         texts = request.data.get("texts") if isinstance(request.data, dict) else None
-        problem = _check_texts(texts)
-        if problem:
-            return _error(problem[1], {problem[0]: [problem[1]]})
-        explain, method = explain_options(request, texts)
-        try:
-            deployment = deployment_get_live(slug)
-            prediction = deployment_predict(deployment=deployment, texts=texts)
-            if explain:
-                explained = deployment_explain(deployment=deployment, texts=texts, method=method)
-                for result, explanation in zip(prediction.results, explained, strict=True):
-                    result["explanation"] = explanation
-        except EndpointNotFound as error:
-            return _error(str(error), code=404)
-        except EndpointUnavailable as error:
-            response = _error(str(error), code=503)
-            response["Retry-After"] = "30"
-            return response
-        version = prediction.version
-        return Response(
-            {
-                "endpoint": deployment.slug,
-                "model": version.registered_model.name,
-                "version": version.version,
-                "version_id": version.pk,
-                "runtime": prediction.runtime,
-                "predictions": prediction.results,
-            }
+        explain, method = (False, None)
+        if not _check_texts(texts):
+            explain, method = explain_options(request, texts)
+        code, body, headers = predict_answer(
+            user=request.user, slug=slug, texts=texts, explain=explain, explain_method=method
         )
+        return Response(body, status=code, headers=headers)
+
+
+def predict_answer(
+    *, user, slug: str, texts, explain: bool = False, explain_method: str | None = None
+) -> tuple[int, dict, dict]:
+    """(status, body, headers) of a predict call by an authenticated `user`: the one
+    implementation behind the DRF view and the WSGI fast path (models_app/fastpath.py)."""
+    if isinstance(user, PredictionPrincipal):
+        if slug not in user.slugs:
+            return 403, _body("This prediction token may not call this endpoint."), {}
+    elif not can(user, "deployment", "predict"):
+        return 403, _body(PredictPermission.message), {}
+    problem = _check_texts(texts)
+    if problem:
+        return 400, _body(problem[1], {problem[0]: [problem[1]]}), {}
+    try:
+        deployment = deployment_get_live(slug)
+        prediction = deployment_predict(deployment=deployment, texts=texts)
+        if explain:
+            explained = deployment_explain(
+                deployment=deployment, texts=texts, method=explain_method
+            )
+            for result, explanation in zip(prediction.results, explained, strict=True):
+                result["explanation"] = explanation
+    except EndpointNotFound as error:
+        return 404, _body(str(error)), {}
+    except EndpointUnavailable as error:
+        return 503, _body(str(error)), {"Retry-After": "30"}
+    version = prediction.version
+    return (
+        200,
+        {
+            "endpoint": deployment.slug,
+            "model": version.registered_model.name,
+            "version": version.version,
+            "version_id": version.pk,
+            "runtime": prediction.runtime,
+            "predictions": prediction.results,
+        },
+        {},
+    )
+
+
+def _body(detail: str, errors: dict | None = None) -> dict:
+    return {"detail": detail, "errors": errors or {}}
 
 
 def _check_texts(texts) -> tuple[str, str] | None:

@@ -1,0 +1,144 @@
+"""The WSGI fast path answers token-authenticated predict calls exactly as the DRF view does,
+and hands everything else to Django untouched."""
+
+import io
+import json
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from models_app import runtime
+from models_app.deploy import deployment_deploy, deployment_stop, prediction_token_create
+from models_app.fastpath import PredictFastPath
+from models_app.models import Deployment
+from tests.models_app.serving_helpers import make_version
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_cache():
+    runtime.model_cache.clear()
+    yield
+    runtime.model_cache.clear()
+
+
+class Fallback:
+    """The wrapped Django application: records what reached it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, environ, start_response):
+        self.calls.append((environ["PATH_INFO"], environ["wsgi.input"].read()))
+        start_response("418 I'm a teapot", [])
+        return [b"django"]
+
+
+def call(app, *, key, body, path="/api/v1/deployments/reviews/predict/", query=""):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(raw)),
+        "HTTP_AUTHORIZATION": f"Token {key}",
+        "wsgi.input": io.BytesIO(raw),
+    }
+    answer = {}
+
+    def start_response(status, headers):
+        answer["status"] = int(status.split()[0])
+        answer["headers"] = dict(headers)
+
+    content = b"".join(app(environ, start_response))
+    return answer["status"], answer["headers"], content
+
+
+@pytest.fixture
+def setup(tmp_path_factory, analyst):
+    version = make_version(tmp_path_factory)
+    deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    return analyst, Token.objects.create(user=analyst).key
+
+
+def test_fast_answer_equals_the_django_answer(setup):
+    _, key = setup
+    fallback = Fallback()
+    texts = {"texts": ["a good movie", "bad"]}
+
+    status, headers, content = call(PredictFastPath(fallback), key=key, body=texts)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    slow = client.post("/api/v1/deployments/reviews/predict/", texts, format="json")
+
+    assert fallback.calls == []
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(content) == slow.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"texts": []}, 400, "texts is empty; send at least one text."),
+        ({"texts": "x"}, 400, "texts must be a list of strings, even for one text."),
+    ],
+)
+def test_fast_path_limits_match_the_view(setup, body, status, detail):
+    _, key = setup
+
+    code, _, content = call(PredictFastPath(Fallback()), key=key, body=body)
+
+    assert code == status
+    assert json.loads(content)["detail"] == detail
+
+
+def test_fast_path_refuses_bad_tokens_and_stopped_endpoints(setup):
+    analyst, key = setup
+    app = PredictFastPath(Fallback())
+
+    code, headers, content = call(app, key="not-a-token", body={"texts": ["good"]})
+    assert (code, headers["WWW-Authenticate"]) == (401, "Token")
+    assert json.loads(content) == {"detail": "Invalid token.", "errors": {}}
+
+    deployment_stop(user=analyst, deployment=Deployment.objects.get())
+    code, headers, content = call(app, key=key, body={"texts": ["good"]})
+    assert (code, headers["Retry-After"]) == (503, "30")
+    assert "is stopped" in json.loads(content)["detail"]
+
+
+def test_prediction_token_limits_hold_on_the_fast_path(setup):
+    analyst, _ = setup
+    _, key = prediction_token_create(user=analyst, name="shop", slugs=["reviews"])
+    app = PredictFastPath(Fallback())
+
+    assert call(app, key=key, body={"texts": ["good"]})[0] == 200
+    code, _, content = call(
+        app, key=key, body={"texts": ["good"]}, path="/api/v1/deployments/other/predict/"
+    )
+    assert code == 403
+    assert json.loads(content)["detail"] == "This prediction token may not call this endpoint."
+
+
+@pytest.mark.parametrize(
+    ("body", "query", "path"),
+    [
+        ({"texts": ["good"], "explain": True}, "", "/api/v1/deployments/reviews/predict/"),
+        ({"texts": ["good"]}, "explain=true", "/api/v1/deployments/reviews/predict/"),
+        (b'{"texts": ["nul \\u0000 here"]}', "", "/api/v1/deployments/reviews/predict/"),
+        (b"not json", "", "/api/v1/deployments/reviews/predict/"),
+        ({"texts": ["good"]}, "", "/api/v1/deployments/"),
+    ],
+)
+def test_anything_unusual_goes_to_django_with_its_body(setup, body, query, path):
+    _, key = setup
+    fallback = Fallback()
+
+    code, _, content = call(PredictFastPath(fallback), key=key, body=body, path=path, query=query)
+
+    assert (code, content) == (418, b"django")
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    assert fallback.calls == [(path, raw)]
