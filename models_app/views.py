@@ -255,5 +255,7 @@ def prediction_token_create(request):
         except ValidationError as error:
             _form_errors(form, error)
         else:
-            return _deployment_page(request, PredictionTokenForm(slugs=_slugs(request)), new_key=key)
+            return _deployment_page(
+                request, PredictionTokenForm(slugs=_slugs(request)), new_key=key
+            )
     return _deployment_page(request, form, status=400)
