@@ -196,11 +196,11 @@ def training_run_calibrate(*, run: TrainingRun, config, train_texts: list[str], 
 def training_run_record_actual(*, run: TrainingRun, result) -> None:
     """After a run trained to the end: record how long it took next to its estimates, and, if
     it went start to finish in one go on a calibrated estimate, teach the calibration."""
-    actual = float(result.elapsed_seconds or 0.0)
+    actual = round(float(result.elapsed_seconds or 0.0), 1)  # as recorded: ratios match it
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
         estimate = dict(locked.estimate or {})
-        estimate["actual_seconds"] = round(actual, 1)
+        estimate["actual_seconds"] = actual
         locked.estimate = estimate
         locked.save(update_fields=["estimate"])
     run.estimate = estimate

@@ -143,7 +143,7 @@ def test_estimate_uses_the_stored_calibration(snapshot, tiny_base_model):
     assert estimate["basis"].startswith("Measured on a worker (CPU, 2 threads)")
     # 60 train texts, one batch of 8 after another, 2 epochs: 16 steps of the optimizer.
     assert estimate["total_steps"] == 16
-    assert estimate["parts"]["setup"] == pytest.approx(2.0 + 90 * 3e-5 + 3.0, abs=0.1)
+    assert estimate["parts"]["setup"] == pytest.approx(2.0 + 90 * 3e-5 + 1.0, abs=0.1)
     assert estimate["parts"]["train"] > 16 * 0.05 + 120 * 0.01
     assert estimate["low_seconds"] < estimate["seconds"] < estimate["high_seconds"]
 
