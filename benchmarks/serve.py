@@ -113,7 +113,18 @@ def export_both(folder: Path) -> dict:
 
 
 # --- 1. throughput ----------------------------------------------------------------------------
-def throughput(folder: Path, texts: list[str], threads: int) -> tuple[dict, dict]:
+def _best_rate(run, texts: list[str], rounds: int) -> float:
+    """Texts per second of the best of `rounds` passes (the machine is shared: the best pass
+    is the one least disturbed by other work)."""
+    best = 0.0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        run()
+        best = max(best, len(texts) / (time.perf_counter() - started))
+    return best
+
+
+def throughput(folder: Path, texts: list[str], threads: int, rounds: int) -> tuple[dict, dict]:
     import torch
     from transformers import pipeline
 
@@ -124,17 +135,17 @@ def throughput(folder: Path, texts: list[str], threads: int) -> tuple[dict, dict
     figures: dict = {}
     classifier = pipeline("text-classification", model=str(folder), device="cpu")
     for batch_size in (1, 32):
-        started = time.perf_counter()
-        classifier(texts, batch_size=batch_size, truncation=True)
-        figures[f"pipeline b{batch_size}"] = len(texts) / (time.perf_counter() - started)
+        figures[f"pipeline b{batch_size}"] = _best_rate(
+            lambda b=batch_size, c=classifier: c(texts, batch_size=b, truncation=True),
+            texts,
+            rounds,
+        )
     del classifier
     predictors = {}
     for name in ("pytorch", "onnx-fp32", "onnx-int8"):
         predictor = runtime.load_predictor(folder, runtime=name, threads=threads, device="cpu")
         predictor.predict(texts[:32])  # warm-up
-        started = time.perf_counter()
-        predictor.predict(texts)
-        figures[name] = len(texts) / (time.perf_counter() - started)
+        figures[name] = _best_rate(lambda p=predictor: p.predict(texts), texts, rounds)
         predictors[name] = predictor
     parity = {
         name: parity_check(predictors["pytorch"], predictors[name], texts)
@@ -380,6 +391,7 @@ def main() -> None:
     parser.add_argument("--load-requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="engine threads (0: all cores)")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput: best of this many")
     parser.add_argument("--json", type=Path)
     arguments = parser.parse_args()
 
@@ -402,9 +414,12 @@ def main() -> None:
     if exported:
         print(f"exports: {json.dumps(exported)}")
 
-    figures, parity = throughput(folder, held_out, threads)
+    figures, parity = throughput(folder, held_out, threads, arguments.rounds)
     base = figures["pipeline b32"]
-    print(f"\n1. Throughput on {len(held_out):,} held-out TREC questions ({threads} threads)")
+    print(
+        f"\n1. Throughput on {len(held_out):,} held-out TREC questions ({threads} threads, "
+        f"best of {arguments.rounds})"
+    )
     for name, value in figures.items():
         agreement = (
             f"  agreement {parity[name]['agreement']:.1%}, max |Δlogit| "
