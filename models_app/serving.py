@@ -271,6 +271,10 @@ class _Stats:
         for (deployment_id, minute), (requests, errors, texts, buckets) in pending.items():
             try:
                 with transaction.atomic():
+                    # Locks the endpoint so it cannot be deleted under us; skip one deleted
+                    # meanwhile (its foreign key would only fail at commit).
+                    if not Deployment.objects.select_for_update().filter(pk=deployment_id).exists():
+                        continue
                     row, _ = DeploymentMinute.objects.select_for_update().get_or_create(
                         deployment_id=deployment_id, minute=minute
                     )

@@ -148,3 +148,20 @@ def test_prediction_token_key_is_shown_once(client_as, version, analyst):
         token.prefix
         not in client.get("/models/deployments/").content.decode().split("Prediction tokens")[0]
     )
+
+
+def test_counts_of_an_endpoint_deleted_meanwhile_are_dropped(version, analyst):
+    """Inside one transaction (as here) a count row for a deleted endpoint would only fail at
+    commit; the flush skips it instead."""
+    from models_app.deploy import deployment_delete
+    from models_app.models import DeploymentMinute
+    from models_app.serving import stats
+
+    deployment = deployment_deploy(user=analyst, version=version, slug="gone", runtime="pytorch")
+    stats.record(deployment.pk, 0.01, texts=1, error=False)
+    deployment_id = deployment.pk
+    deployment_delete(user=analyst, deployment=deployment)
+
+    stats.flush()
+
+    assert not DeploymentMinute.objects.filter(deployment_id=deployment_id).exists()
