@@ -165,3 +165,18 @@ def test_counts_of_an_endpoint_deleted_meanwhile_are_dropped(version, analyst):
     stats.flush()
 
     assert not DeploymentMinute.objects.filter(deployment_id=deployment_id).exists()
+
+
+def test_inputs_and_outputs_are_logged_only_when_the_setting_is_on(version, analyst, settings):
+    from models_app.models import PredictionLog
+    from models_app.serving import deployment_get_live, deployment_predict
+
+    deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    deployment_predict(deployment=deployment_get_live("reviews"), texts=["not kept"])
+    assert not PredictionLog.objects.exists()
+
+    settings.SERVE_LOG_PREDICTIONS = True
+    prediction = deployment_predict(deployment=deployment_get_live("reviews"), texts=["kept"])
+
+    log = PredictionLog.objects.get()
+    assert (log.text, log.version_id, log.result) == ("kept", version.pk, prediction.results[0])
