@@ -158,3 +158,18 @@ class PredictionTokenScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": 'A prediction-only token: "Token lpt_..." (predict on chosen endpoints only).',
         }
+
+
+class FastUserTokenScheme(OpenApiAuthenticationExtension):
+    """The predict call's user-token authenticator is the usual user token."""
+
+    target_class = "models_app.api.auth.FastUserTokenAuthentication"
+    name = "userTokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": 'Token-based authentication with required prefix "Token"',
+        }
