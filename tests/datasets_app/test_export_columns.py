@@ -190,8 +190,8 @@ def test_schema_documents_the_record_page_object_not_a_list(client_as):
     page = resolve(schema, ok["content"]["application/json"]["schema"])
 
     assert page["type"] == "object"
-    assert set(page["properties"]) == {"results", "next_after", "search_mode"}
-    assert set(page["required"]) == {"results", "next_after", "search_mode"}
+    assert set(page["properties"]) == {"results", "next_after", "search_mode", "search_note"}
+    assert set(page["required"]) == {"results", "next_after", "search_mode", "search_note"}
     results = page["properties"]["results"]
     assert results["type"] == "array"
     record = resolve(schema, results["items"])
