@@ -140,7 +140,7 @@ def test_import_of_a_ragged_file_shows_the_problem_with_its_line_number(
         "A delimiter inside a value needs the value in double quotes.",
         timeout=60_000,
     )
-    expect(page.get_by_test_id("dataset-status")).to_have_text("Import failed")
+    expect(page.get_by_test_id("dataset-status")).to_have_text("Import failed", timeout=60_000)
     expect(page.get_by_test_id("status-message")).to_contain_text(
         "Nothing was imported: 1 problem found."
     )
