@@ -160,17 +160,6 @@ def runs_compare(runs: list[TrainingRun]) -> dict:
 # --- pages ------------------------------------------------------------------------------------------
 # Added for the server-rendered training pages; the functions above serve the API as well.
 HEADLINE_METRICS = {"single_label": "macro_f1", "multi_label": "macro_f1", "regression": "mse"}
-METRIC_TITLES = {
-    "macro_f1": "macro-F1",
-    "micro_f1": "micro-F1",
-    "accuracy": "accuracy",
-    "subset_accuracy": "subset accuracy",
-    "loss": "loss",
-    "mse": "MSE",
-    "mae": "MAE",
-    "r2": "R²",
-    "spearman": "Spearman",
-}
 MAX_COMPARED_RUNS = 8
 
 
@@ -215,7 +204,7 @@ def run_headline_metric(run: TrainingRun) -> dict | None:
     for source, metrics in (("test", run.test_metrics), ("best", run.best_metrics)):
         value = (metrics or {}).get(name)
         if isinstance(value, int | float):
-            return {"name": METRIC_TITLES.get(name, name), "value": value, "source": source}
+            return {"name": vocabulary.metric(name), "value": value, "source": source}
     return None
 
 
@@ -349,7 +338,7 @@ def run_test_report(run: TrainingRun) -> dict:
     confusion matrix with row-normalised shares, and the worst mistakes."""
     report = run.test_report or {}
     metrics = [
-        {"name": METRIC_TITLES.get(name, name), "value": value}
+        {"name": vocabulary.metric(name), "value": value}
         for name, value in (run.test_metrics or {}).items()
         if isinstance(value, int | float)
     ]
