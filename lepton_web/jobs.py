@@ -190,6 +190,15 @@ class Job(models.Model):
             logger.warning("Could not publish %s %s: %s", self.label(), self.pk, exc)
             raise BrokerUnavailable() from exc
 
+    def enqueue_or_delete(self) -> None:
+        """Publish the task for this committed row; when the broker is down, delete the row
+        (nothing stays queued) and raise BrokerUnavailable."""
+        try:
+            self.enqueue()
+        except BrokerUnavailable:
+            self.delete()
+            raise
+
     # --- recovery hook ---------------------------------------------------------------------------
     def abandoned_note(self) -> str:
         """What is left of the work when the sweeper gives up on it, said to the user."""
@@ -239,11 +248,7 @@ def job_create_and_enqueue(*, model: type[Job], **fields) -> Job:
     """Create a queued job row and publish its task; no row survives a broker failure."""
     with transaction.atomic():
         job = model.objects.create(**fields)
-    try:
-        job.enqueue()
-    except BrokerUnavailable:
-        job.delete()
-        raise
+    job.enqueue_or_delete()
     return job
 
 

@@ -92,11 +92,7 @@ def worker_check_start(*, user: AbstractBaseUser, queue: str, steps: int = 5) ->
             )
         job = WorkerCheck.objects.create(queue=queue, steps=steps, created_by=user)
     # Published after the commit, so the worker finds the row.
-    try:
-        job.enqueue()
-    except BrokerUnavailable:
-        job.delete()
-        raise
+    job.enqueue_or_delete()
     return job
 
 

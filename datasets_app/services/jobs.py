@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import OperationalError, connection, transaction
 
 from datasets_app.models import Dataset, DatasetJob
-from lepton_web.jobs import ACTIVE_STATUSES, BrokerUnavailable, job_heartbeat
+from lepton_web.jobs import ACTIVE_STATUSES, job_heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +101,7 @@ def dataset_job_start(*, dataset: Dataset, kind: str, params: dict, user) -> Dat
         locked = dataset_lock(dataset, no_key=False)
         dataset_busy_check(locked)
         job = DatasetJob.objects.create(dataset=locked, kind=kind, mapping=params, created_by=user)
-    try:
-        job.enqueue()
-    except BrokerUnavailable:
-        job.delete()
-        raise
+    job.enqueue_or_delete()
     return job
 
 
