@@ -12,10 +12,12 @@ import zipfile
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.utils import timezone
 from django.utils.html import escape
 from pytest_django.asserts import assertContains, assertNotContains, assertRedirects
 
 from datasets_app.models import Dataset
+from lepton_web.celery import queue_name
 from models_app.models import BaseModel
 from tests.conftest import broker_for_this_process
 from tests.training_app.conftest import make_snapshot
@@ -893,6 +895,81 @@ def test_cancel_needs_post(client_as, running_run):
     assert response.status_code == 405
     running_run.refresh_from_db()
     assert running_run.status == "running"
+
+
+# --- resume ------------------------------------------------------------------------------------------
+def test_resume_of_a_failed_run_without_a_checkpoint_queues_it_from_the_beginning(
+    client_as, make_run, queue_redis
+):
+    run = make_run(status="failed", attempts=3, error_message="Lost.", finished_at=timezone.now())
+    client = client_as("analyst")
+    page = client.get(f"/training/{run.pk}/")
+    assertContains(page, 'data-testid="resume">Resume</button>')
+    assertContains(
+        page, "No checkpoint was kept, so Resume starts this run again from the beginning."
+    )
+
+    with broker_for_this_process(queue_redis[0]):
+        response = client.post(f"/training/{run.pk}/resume/", follow=True)
+
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.error_message) == ("queued", 0, "")
+    assert queue_redis[1].llen(queue_name("gpu")) == 1
+    assertContains(
+        response,
+        '<div class="flash flash-success" role="status">The run is queued again. No checkpoint '
+        "was kept, so the run starts from the beginning.</div>",
+    )
+
+
+def test_resume_of_a_running_run_changes_nothing_and_says_why(client_as, running_run):
+    before = run_state()
+
+    response = client_as("analyst").post(f"/training/{running_run.pk}/resume/", follow=True)
+
+    assert run_state() == before
+    assertContains(
+        response,
+        '<div class="flash flash-error" role="status">Only a failed or cancelled run can be '
+        "resumed.</div>",
+    )
+
+
+def test_resume_with_the_broker_down_keeps_the_run_failed_and_says_why(client_as, make_run):
+    run = make_run(status="failed", checkpoint_step=4, finished_at=timezone.now())
+
+    with broker_for_this_process(DOWN_BROKER_URL):
+        response = client_as("analyst").post(f"/training/{run.pk}/resume/", follow=True)
+
+    run.refresh_from_db()
+    assert (run.status, run.checkpoint_step) == ("failed", 4)
+    assertContains(
+        response,
+        '<div class="flash flash-error" role="status">The task queue (Celery broker) cannot be '
+        "reached, so the job was not started. Check that the broker is running, then try "
+        "again.</div>",
+    )
+
+
+def test_viewer_cannot_resume_and_sees_no_resume_button(client_as, make_run):
+    run = make_run(status="failed", finished_at=timezone.now())
+    before = run_state()
+    client = client_as("viewer")
+
+    assertNotContains(client.get(f"/training/{run.pk}/"), 'data-testid="resume"')
+    response = client.post(f"/training/{run.pk}/resume/")
+
+    assert response.status_code == 403
+    assert run_state() == before
+
+
+def test_resume_needs_post(client_as, make_run):
+    run = make_run(status="failed", finished_at=timezone.now())
+
+    response = client_as("analyst").get(f"/training/{run.pk}/resume/")
+
+    assert response.status_code == 405
+    assert TrainingRun.objects.get(pk=run.pk).status == "failed"
 
 
 # --- models page and model version page -------------------------------------------------------------
