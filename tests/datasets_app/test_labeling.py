@@ -1157,3 +1157,46 @@ def test_relabel_ignores_a_next_that_leaves_the_site(client, analyst, unsafe):
     assert saved["Location"] == (
         reverse("datasets:labeling_queue", args=[dataset.pk]) + f"?after={card.pk}"
     )
+
+
+# --- bulk labels: bad input on the page and the API (review) ----------------------------------
+@pytest.mark.parametrize("expected", ["", "3abc", "-3", "²", "1" * 12])
+def test_bulk_label_page_refuses_a_malformed_confirmed_count(client, analyst, expected):
+    dataset = _bulk_dataset(analyst)
+    client.force_login(analyst)
+    answer = client.post(
+        reverse("datasets:records_label_bulk", args=[dataset.pk]),
+        {"search": "card", "new_label": "other", "expected_count": expected},
+        follow=True,
+    )
+    assert answer.redirect_chain[-1][0].endswith("/records/?search=card")
+    assert "Confirm the number of records to label again." in answer.content.decode()
+    assert not LabelChange.objects.exists()
+    assert not BulkLabel.objects.exists()
+
+
+def test_bulk_label_undo_of_an_unknown_or_another_datasets_id_is_refused_on_page_and_api(
+    client, api_client_as, analyst
+):
+    from datasets_app.services.labeling import records_label_bulk
+
+    dataset = _bulk_dataset(analyst)
+    other = _bulk_dataset(analyst)
+    foreign = records_label_bulk(
+        dataset=other, user=analyst, label="other", filters={"search": "card"}
+    )
+    client.force_login(analyst)
+    api = api_client_as("analyst")
+    for bulk_label_id in (foreign.pk, foreign.pk + 1000):
+        page = client.post(
+            reverse("datasets:records_label_bulk_undo", args=[dataset.pk, bulk_label_id]),
+            follow=True,
+        )
+        assert page.redirect_chain[-1][0] == reverse("datasets:dataset_records", args=[dataset.pk])
+        assert "This dataset has no such bulk label." in page.content.decode()
+        answer = api.post(f"/api/v1/datasets/{dataset.pk}/bulk-labels/{bulk_label_id}/undo/")
+        assert answer.status_code == 400
+        assert answer.json()["detail"] == "This dataset has no such bulk label."
+    foreign.refresh_from_db()
+    assert foreign.undone_at is None
+    assert _labels(other)["card lost"] == ("other", "card")
