@@ -1,7 +1,9 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 
-from lepton_web.jobs import Job
+from lepton_web.jobs import Job, JobStatus
 
 
 class TrainingRun(Job):
@@ -74,6 +76,15 @@ class TrainingRun(Job):
                 "run page to continue from there."
             )
         return "It saved no checkpoint yet: Resume on the run page starts it again."
+
+    def checkpoint_removed_at(self):
+        """When the checkpoint kept for Resume is removed (``training_checkpoints_expire``);
+        None when no checkpoint is kept."""
+        if not self.checkpoint_step or self.finished_at is None:
+            return None
+        if self.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            return None
+        return self.finished_at + timedelta(hours=settings.TRAINING_CHECKPOINT_RETENTION_HOURS)
 
 
 class TrainingMetric(models.Model):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -389,9 +386,9 @@ def run_resume_note(run: TrainingRun) -> str:
     """What Resume does for a failed or cancelled run (empty for any other run)."""
     if run.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         return ""
-    if not run.checkpoint_step or run.finished_at is None:
+    removed_at = run.checkpoint_removed_at()
+    if removed_at is None:
         return "No checkpoint was kept, so Resume starts this run again from the beginning."
-    removed_at = run.finished_at + timedelta(hours=settings.TRAINING_CHECKPOINT_RETENTION_HOURS)
     return (
         f"Resume continues from the checkpoint kept at step {run.checkpoint_step:,}; it is "
         f"kept until {timezone.localtime(removed_at):%Y-%m-%d %H:%M}, then removed."

@@ -340,15 +340,6 @@ def training_run_resume(*, run: TrainingRun, user) -> TrainingRun:
     return run
 
 
-def training_checkpoint_expires_at(run: TrainingRun):
-    """When the kept checkpoint of a failed or cancelled run is removed; None if not kept."""
-    if not run.checkpoint_step or run.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-        return None
-    if run.finished_at is None:
-        return None
-    return run.finished_at + timedelta(hours=settings.TRAINING_CHECKPOINT_RETENTION_HOURS)
-
-
 def training_checkpoints_expire(*, now=None) -> dict[str, int]:
     """Remove checkpoints of runs that failed or were cancelled longer ago than the retention.
 
