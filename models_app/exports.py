@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404
 
 from lepton_web.access import access_check
 from models_app.models import ModelExport, ModelVersion
@@ -160,3 +161,33 @@ def model_export_zip(export: ModelExport):
             shutil.copyfileobj(source, target, 1024 * 1024)
     archive.seek(0)
     return archive
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def model_export_get_for_user(*, user, export_id: int) -> ModelExport:
+    access_check(user, "model_version", "view")
+    export = (
+        ModelExport.objects.select_related("model_version__registered_model")
+        .filter(pk=export_id)
+        .first()
+    )
+    if export is None:
+        raise Http404("This export does not exist.")
+    return export
+
+
+def model_export_download_response(export: ModelExport) -> FileResponse:
+    from lepton_web.filenames import safe_filename
+
+    if export.status != "succeeded" or not export.file_path:
+        raise Http404("This export has not finished, so there is nothing to download.")
+    version = export.model_version
+    name = safe_filename(f"{version.registered_model.name}-v{version.version}-{export.kind}")
+    return FileResponse(
+        model_export_zip(export),
+        as_attachment=True,
+        filename=f"{name}.zip",
+        content_type="application/zip",
+    )

@@ -169,10 +169,10 @@ def version_archive(request, version_id: int):
 @require_GET
 @access_required("model_version", "view")
 def export_download(request, export_id: int):
-    from models_app.api.registry import _export_get_for_user, export_download_response
+    from models_app.exports import model_export_download_response, model_export_get_for_user
 
-    export = _export_get_for_user(user=request.user, export_id=export_id)
-    return export_download_response(export)
+    export = model_export_get_for_user(user=request.user, export_id=export_id)
+    return model_export_download_response(export)
 
 
 @require_GET

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.http import FileResponse, Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -10,9 +9,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from lepton_web.access import RolePermission, access_check
-from lepton_web.filenames import safe_filename
 from models_app import deploy
-from models_app.exports import model_export_start, model_export_zip
+from models_app.exports import (
+    model_export_download_response,
+    model_export_get_for_user,
+    model_export_start,
+)
 from models_app.models import ModelAlias, ModelExport
 from models_app.selectors import model_version_get_for_user
 
@@ -39,18 +41,6 @@ class ExportSerializer(serializers.ModelSerializer):
             "created_at",
             "finished_at",
         ]
-
-
-def _export_get_for_user(*, user, export_id: int) -> ModelExport:
-    access_check(user, "model_version", "view")
-    export = (
-        ModelExport.objects.select_related("model_version__registered_model")
-        .filter(pk=export_id)
-        .first()
-    )
-    if export is None:
-        raise Http404("This export does not exist.")
-    return export
 
 
 class VersionExportListApi(APIView):
@@ -84,7 +74,7 @@ class ExportDetailApi(APIView):
 
     @extend_schema(responses={200: ExportSerializer})
     def get(self, request, export_id: int):
-        export = _export_get_for_user(user=request.user, export_id=export_id)
+        export = model_export_get_for_user(user=request.user, export_id=export_id)
         return Response(ExportSerializer(export).data)
 
 
@@ -96,21 +86,8 @@ class ExportDownloadApi(APIView):
 
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request, export_id: int):
-        export = _export_get_for_user(user=request.user, export_id=export_id)
-        return export_download_response(export)
-
-
-def export_download_response(export: ModelExport) -> FileResponse:
-    if export.status != "succeeded" or not export.file_path:
-        raise Http404("This export has not finished, so there is nothing to download.")
-    version = export.model_version
-    name = safe_filename(f"{version.registered_model.name}-v{version.version}-{export.kind}")
-    return FileResponse(
-        model_export_zip(export),
-        as_attachment=True,
-        filename=f"{name}.zip",
-        content_type="application/zip",
-    )
+        export = model_export_get_for_user(user=request.user, export_id=export_id)
+        return model_export_download_response(export)
 
 
 class VersionAliasApi(APIView):

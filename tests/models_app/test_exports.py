@@ -122,3 +122,21 @@ def test_export_download_holds_the_onnx_file_and_the_tokenizer(version, api_clie
     assert f"{folder}/tokenizer.json" in names
     assert f"{folder}/config.json" in names
     assert not any(name.endswith(".safetensors") for name in names)
+
+
+def test_the_page_download_gives_the_same_zip_and_refuses_unfinished_or_unknown_exports(
+    version, client_as
+):
+    done = _export(version, "onnx-fp32")
+    running = ModelExport.objects.create(model_version=version, kind="onnx-int8", status="running")
+    client = client_as("viewer")
+
+    response = client.get(f"/models/exports/{done.pk}/download/")
+    unfinished = client.get(f"/models/exports/{running.pk}/download/")
+    unknown = client.get(f"/models/exports/{running.pk + 1000}/download/")
+
+    assert response.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).namelist()
+    assert f"reviews-v{version.version}-onnx-fp32/model.onnx" in names
+    assert unfinished.status_code == 404
+    assert unknown.status_code == 404
