@@ -18,6 +18,30 @@ FILLER = ["the", "a", "movie", "film", "plot", "acting", "was", "is", "very", "s
 WORDS = {"positive": ["good", "great"], "negative": ["bad", "awful"], "neutral": ["okay", "fine"]}
 
 
+class MachineLost(BaseException):
+    """Nothing after it runs on that machine, as after a power cut."""
+
+
+def lose_the_worker_after_the_first_checkpoint(run: TrainingRun, monkeypatch) -> int:
+    """Execute ``run`` until its first checkpoint is saved, then lose the machine; returns the
+    checkpoint's step. The run row stays "running", as the sweeper later finds it."""
+    from training_app.services import RunCallbacks, training_run_execute
+
+    saved = RunCallbacks.on_checkpoint
+
+    def lost(self, *, step, path):
+        saved(self, step=step, path=path)
+        raise MachineLost
+
+    monkeypatch.setattr(RunCallbacks, "on_checkpoint", lost)
+    with pytest.raises(MachineLost):
+        training_run_execute(run_id=run.pk)
+    monkeypatch.setattr(RunCallbacks, "on_checkpoint", saved)
+    run.refresh_from_db()
+    assert run.status == "running"
+    return run.checkpoint_step
+
+
 def save_tiny_bert(folder: Path) -> Path:
     """A 2-layer BERT with a WordPiece vocabulary of the toy words, saved as a HF folder."""
     import torch

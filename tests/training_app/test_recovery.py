@@ -5,7 +5,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-import redis
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -15,10 +14,10 @@ from django.utils import timezone
 from lepton_web.celery import queue_name
 from lepton_web.jobs import BrokerUnavailable, jobs_sweep
 from tests.conftest import broker_for_this_process
+from tests.training_app.conftest import lose_the_worker_after_the_first_checkpoint
 from training_app.models import TrainingRun
 from training_app.selectors import run_resume_note
 from training_app.services import (
-    RunCallbacks,
     run_dir,
     training_checkpoints_expire,
     training_run_execute,
@@ -27,33 +26,11 @@ from training_app.services import (
 
 
 @pytest.fixture
-def broker(redis_url):
+def broker(queue_redis):
     """This test run's own Redis database (TEST_REDIS_URL), emptied before and after."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    with broker_for_this_process(redis_url):
+    url, client = queue_redis
+    with broker_for_this_process(url):
         yield client
-    client.flushdb()
-
-
-class MachineLost(BaseException):
-    """Nothing after it runs on that machine, as after a power cut."""
-
-
-def lose_the_worker_after_the_first_checkpoint(run: TrainingRun, monkeypatch) -> int:
-    saved = RunCallbacks.on_checkpoint
-
-    def lost(self, *, step, path):
-        saved(self, step=step, path=path)
-        raise MachineLost
-
-    monkeypatch.setattr(RunCallbacks, "on_checkpoint", lost)
-    with pytest.raises(MachineLost):
-        training_run_execute(run_id=run.pk)
-    monkeypatch.setattr(RunCallbacks, "on_checkpoint", saved)
-    run.refresh_from_db()
-    assert run.status == "running"
-    return run.checkpoint_step
 
 
 def test_a_run_failed_for_losing_its_worker_three_times_resumes_from_its_checkpoint(

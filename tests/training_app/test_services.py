@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from models_app.models import BaseModel
 from models_app.services import base_model_register_bundled
 from tests.conftest import broker_for_this_process
+from tests.training_app.conftest import lose_the_worker_after_the_first_checkpoint
 from tests.training_app.snapshot_helpers import make_snapshot, toy_rows
 from training_app.models import TrainingRun
 from training_app.services import training_run_execute, training_run_start
@@ -256,27 +257,11 @@ def test_a_run_taken_over_by_another_machine_resumes_from_the_checkpoint_in_stor
 ):
     from django.core.files.storage import default_storage
 
-    from training_app.services import RunCallbacks
-
     settings.TRAINING_CHECKPOINT_SYNC = "on"
     settings.TRAINING_WORK_DIR = tmp_path / "machine-a"
     run = make_run(status="queued")
 
-    class MachineLost(BaseException):
-        """Nothing after it runs on that machine, as after a power cut."""
-
-    saved = RunCallbacks.on_checkpoint
-
-    def lost_after_first_checkpoint(self, *, step, path):
-        saved(self, step=step, path=path)
-        raise MachineLost
-
-    monkeypatch.setattr(RunCallbacks, "on_checkpoint", lost_after_first_checkpoint)
-    with pytest.raises(MachineLost):
-        training_run_execute(run_id=run.pk)
-    monkeypatch.undo()
-    run.refresh_from_db()
-    assert run.status == "running"
+    lose_the_worker_after_the_first_checkpoint(run, monkeypatch)
     first = run.events.get(kind="checkpoint")
     assert first.message.endswith("and copied to storage.")
 
