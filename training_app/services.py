@@ -579,10 +579,7 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
         TrainingEvent.objects.create(
             run=run, kind="succeeded", message="Finished without registering a model version."
         )
-        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-        if checkpoint_sync_enabled():
-            checkpoints_delete(run_id=run.pk)
-        TrainingRun.objects.filter(pk=run.pk).update(checkpoint_step=None)
+        _run_files_remove(run, workdir / "checkpoints")
         return run
     from models_app.services import model_version_register
 
@@ -593,11 +590,17 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
     )
     TrainingEvent.objects.create(run=run, kind="succeeded", message=f"Registered {version}.")
     # The registry holds the artifact now: no second copy, checkpoints or caches stay behind.
-    shutil.rmtree(workdir, ignore_errors=True)
+    _run_files_remove(run, workdir)
+    return run
+
+
+def _run_files_remove(run: TrainingRun, folder: Path) -> None:
+    """After a success: remove ``folder`` of the work folder and the checkpoints in storage;
+    the run keeps no checkpoint to resume from."""
+    shutil.rmtree(folder, ignore_errors=True)
     if checkpoint_sync_enabled():
         checkpoints_delete(run_id=run.pk)
     TrainingRun.objects.filter(pk=run.pk).update(checkpoint_step=None)
-    return run
 
 
 # --- evaluations ----------------------------------------------------------------------------------------
