@@ -33,7 +33,9 @@ def token_length_counts(
     char_length_counts: Iterable[tuple[int, int]], *, chars_per_token: float, max_length: int
 ) -> list[tuple[int, int]]:
     """(tokens, count) pairs, ascending, from (characters, count) pairs of texts."""
-    per_token = chars_per_token if chars_per_token and chars_per_token > 0 else 4.2
+    per_token = (
+        chars_per_token if chars_per_token and chars_per_token > 0 else DEFAULT_CHARS_PER_TOKEN
+    )
     merged: dict[int, int] = {}
     for chars, count in char_length_counts:
         tokens = min(int(max_length), math.ceil(max(int(chars), 0) / per_token) + SPECIAL_TOKENS)
