@@ -53,7 +53,7 @@ def websearch_groups(query: str) -> list[list[Term]]:
     text is one phrase (an unclosed quote runs to the end), ``-`` before a word or phrase leaves
     it out, and ``or`` (any case) between two terms means OR; elsewhere it is a word."""
     groups: list[list[Term]] = [[]]
-    negate = False
+    minuses = 0  # "-" signs since the last term: each one turns the next term around
     previous_was_term = False
     position, length = 0, len(query)
     while position < length:
@@ -62,7 +62,7 @@ def websearch_groups(query: str) -> list[list[Term]]:
             position += 1
             continue
         if character == "-":
-            negate = True
+            minuses += 1
             position += 1
             continue
         if character == '"':
@@ -74,14 +74,16 @@ def websearch_groups(query: str) -> list[list[Term]]:
             while end < length and not query[end].isspace() and query[end] != '"':
                 end += 1
             text, position = query[position:end], end
-            if text.lower() == "or" and previous_was_term and not negate:
+            if text.lower() == "or" and previous_was_term and not minuses:
                 groups.append([])
                 previous_was_term = False
                 continue
+            if not _has_word(text):
+                continue  # punctuation is skipped as a space is: a "-" before it still counts
         if _has_word(text):
-            groups[-1].append(Term(text=text, negated=negate))
+            groups[-1].append(Term(text=text, negated=minuses % 2 == 1))
             previous_was_term = True
-        negate = False
+        minuses = 0
     return [group for group in groups if group]
 
 
