@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -89,6 +88,9 @@ import numpy as np
 import torch
 import torch.nn.functional as functional
 from safetensors.torch import load_file, save_file
+
+from models_app.runtime.artifact import UNMERGED_ADAPTER_KEY
+from models_app.runtime.engines import prefix_cache_argument, prefix_logits
 
 TASKS = ("single_label", "multi_label", "regression")
 METHODS = ("full", "lora", "adalora", "prefix", "ia3")
@@ -118,7 +120,6 @@ MEGABATCH_MULTIPLIER = 50
 MAX_WORST_EXAMPLES = 20
 CHECKPOINT_PREFIX = "ckpt-"
 ARTIFACT_ADAPTER_DIR = "adapter"
-UNMERGED_ADAPTER_KEY = "lepton_unmerged_adapter"
 CHECKPOINT_FORMAT = 1
 
 
@@ -634,28 +635,16 @@ class _LogitsModule(torch.nn.Module):
         super().__init__()
         self.model = model
         self.prefix = prefix
-        self._cache_argument = "cache"
-        if prefix:
-            backbone = model.base_model.get_submodule(model.transformer_backbone_name)
-            parameters = inspect.signature(backbone.forward).parameters
-            self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        self._cache_argument = prefix_cache_argument(model) if prefix else "cache"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if not self.prefix:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        # peft 0.21 looks for a `past_key_values` argument, which transformers 5 renamed to
-        # `cache`; pass the learned prefix as the cache ourselves, with its attention mask.
-        batch = input_ids.shape[0]
-        prompt = self.model.get_prompt(batch_size=batch)
-        virtual_tokens = self.model.active_peft_config.num_virtual_tokens
-        prefix_mask = torch.ones(
-            batch, virtual_tokens, dtype=attention_mask.dtype, device=attention_mask.device
+        # The serving runtime's prefix forward (peft 0.21 and transformers 5 disagree on the
+        # cache's name), so training runs the model exactly as serving will.
+        return prefix_logits(
+            self.model, input_ids, attention_mask, cache_argument=self._cache_argument
         )
-        mask = torch.cat([prefix_mask, attention_mask], dim=1)
-        outputs = self.model.base_model(
-            input_ids=input_ids, attention_mask=mask, **{self._cache_argument: prompt}
-        )
-        return outputs.logits
 
 
 def _last_layer_for_the_head_only(model: torch.nn.Module) -> bool:

@@ -78,9 +78,7 @@ class TorchEngine(Engine):
 
             model = PeftModel.from_pretrained(model, str(Path(info.folder) / info.unmerged_adapter))
             self.prefix = True
-            backbone = model.base_model.get_submodule(model.transformer_backbone_name)
-            parameters = inspect.signature(backbone.forward).parameters
-            self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+            self._cache_argument = prefix_cache_argument(model)
         self.model = model.to(device).eval()
         self.autocast_dtype = None
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
@@ -88,21 +86,11 @@ class TorchEngine(Engine):
 
     def module_forward(self, input_ids, attention_mask):
         """Logits tensor from tensors (for explanations, which need gradients)."""
-        torch = self._torch
         if not self.prefix:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        # peft 0.21 looks for `past_key_values`, which transformers 5 renamed to `cache`;
-        # pass the learned prefix as the cache ourselves, with its attention mask.
-        batch = input_ids.shape[0]
-        prompt = self.model.get_prompt(batch_size=batch)
-        virtual = self.model.active_peft_config.num_virtual_tokens
-        prefix_mask = torch.ones(
-            batch, virtual, dtype=attention_mask.dtype, device=attention_mask.device
+        return prefix_logits(
+            self.model, input_ids, attention_mask, cache_argument=self._cache_argument
         )
-        mask = torch.cat([prefix_mask, attention_mask], dim=1)
-        return self.model.base_model(
-            input_ids=input_ids, attention_mask=mask, **{self._cache_argument: prompt}
-        ).logits
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -155,6 +143,33 @@ class OnnxEngine(Engine):
         with self._lock:
             (logits,) = self.session.run([self.output_name], feeds)
         return np.asarray(logits, dtype=np.float32)
+
+
+def prefix_cache_argument(model) -> str:
+    """The keyword under which a prefix-tuned peft model's backbone takes the learned prefix
+    (transformers 5 renamed BERT's `past_key_values` to `cache`)."""
+    backbone = model.base_model.get_submodule(model.transformer_backbone_name)
+    parameters = inspect.signature(backbone.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def prefix_logits(model, input_ids, attention_mask, *, cache_argument: str):
+    """Logits of a prefix-tuned peft model. peft 0.21's own prefix forward passes
+    `past_key_values`, which transformers 5 renamed to `cache`, so the learned prefix is passed
+    here as the cache, with its attention mask. Training (training_app/trainer.py) runs the same
+    forward, so a model is trained, evaluated and served alike."""
+    import torch
+
+    batch = input_ids.shape[0]
+    prompt = model.get_prompt(batch_size=batch)
+    virtual = model.active_peft_config.num_virtual_tokens
+    prefix_mask = torch.ones(
+        batch, virtual, dtype=attention_mask.dtype, device=attention_mask.device
+    )
+    mask = torch.cat([prefix_mask, attention_mask], dim=1)
+    return model.base_model(
+        input_ids=input_ids, attention_mask=mask, **{cache_argument: prompt}
+    ).logits
 
 
 def _first_line(error: BaseException) -> str:
