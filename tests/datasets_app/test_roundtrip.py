@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from datasets_app.models import Dataset, Record
 from datasets_app.selectors import export_stream
-from datasets_app.services import dataset_import_execute, dataset_import_start, dataset_upload
+from datasets_app.services import dataset_upload
 from lepton_web.jobs import JobStatus
-from tests.conftest import broker_for_this_process
+from tests.datasets_app.factories import import_now
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 PIECES = [
@@ -92,14 +92,7 @@ def test_texts_survive_upload_import_and_export_unchanged(analyst, redis_url, ro
     assert dataset.status == Dataset.Status.UPLOADED, dataset.status_message
     assert dataset.detection["delimiter"] == ","
     assert dataset.detection["columns"] == ["text", "label"]
-    with broker_for_this_process(redis_url):
-        job = dataset_import_start(
-            dataset=dataset,
-            user=analyst,
-            mapping={"text_columns": ["text"], "label_column": "label"},
-        )
-        dataset_import_execute(job_id=job.pk)
-    job.refresh_from_db()
+    job = import_now(dataset, analyst, {"text_columns": ["text"], "label_column": "label"})
     assert job.status == JobStatus.SUCCEEDED, job.error_message
     dataset.refresh_from_db()
 
@@ -124,9 +117,7 @@ def import_texts(user, redis_url: str, rows: list[tuple[str, str]]) -> Dataset:
     csv.writer(buffer).writerows([("text", "label"), *rows])
     content = buffer.getvalue().encode("utf-8")
     dataset = dataset_upload(user=user, file=SimpleUploadedFile("texts.csv", content))
-    with broker_for_this_process(redis_url):
-        job = dataset_import_start(dataset=dataset, user=user)
-        dataset_import_execute(job_id=job.pk)
+    import_now(dataset, user)
     dataset.refresh_from_db()
     return dataset
 
@@ -203,14 +194,7 @@ def test_shared_train_file_in_each_listed_encoding_imports_with_identical_texts(
     assert dataset.status == Dataset.Status.UPLOADED, dataset.status_message
     # A file that comes out as plain ASCII (no row needed more) is the same in every encoding.
     assert dataset.detection["encoding"] == ("utf-8" if content.isascii() else detected)
-    with broker_for_this_process(redis_url):
-        job = dataset_import_start(
-            dataset=dataset,
-            user=analyst,
-            mapping={"text_columns": ["text"], "label_column": "label"},
-        )
-        dataset_import_execute(job_id=job.pk)
-    job.refresh_from_db()
+    job = import_now(dataset, analyst, {"text_columns": ["text"], "label_column": "label"})
     assert job.status == JobStatus.SUCCEEDED, job.error_message
 
     imported = list(
