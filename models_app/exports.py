@@ -19,7 +19,6 @@ from models_app.services import model_version_local_dir
 logger = logging.getLogger(__name__)
 
 PARITY_MAX_TEXTS = 1000
-EXPORT_FILES = {"onnx-fp32": "onnx/model-fp32.onnx", "onnx-int8": "onnx/model-int8.onnx"}
 
 
 def model_export_start(*, user, version: ModelVersion, kind: str) -> ModelExport:
@@ -65,12 +64,13 @@ def _parity_texts(version: ModelVersion) -> tuple[list[str], str]:
 def model_export_execute(*, export_id: int) -> ModelExport | None:
     from models_app import runtime
     from models_app.runtime.export import export_onnx, parity_check
+    from models_app.runtime.predictor import ONNX_FILES
 
     export = ModelExport.objects.select_related("model_version").filter(pk=export_id).first()
     if export is None or not export.claim():
         return None
     version = export.model_version
-    relative = EXPORT_FILES[export.kind]
+    relative = ONNX_FILES[export.kind]  # where the runtime looks for it
     name = f"{version.artifact_uri}/{relative}"
     from lepton_web.jobs import job_heartbeat
 
