@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from django.core.files.storage import default_storage
-
 from datasets_app.models import Snapshot, SnapshotRecord
-from models_app.models import ModelVersion, RegisteredModel
+from models_app.models import ModelVersion
 from tests.datasets_app.factories import DatasetFactory, RecordFactory
+from tests.models_app.serving_helpers import store_version
 from tests.models_app.toy_classifier import LABELS, save_toy_classifier, toy_rows
 
 _TOY: dict[str, Path] = {}
@@ -21,25 +19,7 @@ def toy_version(tmp_path_factory, *, model_name: str = "toy-sentiment") -> Model
     if folder is None or not folder.is_dir():
         folder = save_toy_classifier(tmp_path_factory.getbasetemp() / "toy-classifier-batch")
         _TOY["folder"] = folder
-    registered, _ = RegisteredModel.objects.get_or_create(name=model_name)
-    number = registered.versions.count() + 1
-    prefix = f"artifacts/tests/{model_name}-{number}"
-    target = Path(default_storage.path(prefix))
-    shutil.copytree(folder, target)
-    files = [
-        {"path": p.relative_to(target).as_posix(), "size_bytes": p.stat().st_size}
-        for p in sorted(target.rglob("*"))
-        if p.is_file()
-    ]
-    return ModelVersion.objects.create(
-        registered_model=registered,
-        version=number,
-        task="single_label",
-        label_names=list(LABELS),
-        artifact_uri=prefix,
-        artifact_files=files,
-        status=ModelVersion.Status.READY,
-    )
+    return store_version(folder, model_name=model_name, task="single_label", labels=LABELS)
 
 
 def toy_snapshot(*, rows: int = 40, user=None, extra: list[tuple[str, str]] = ()) -> Snapshot:

@@ -30,11 +30,18 @@ def make_version(
 ) -> ModelVersion:
     """A READY version whose files sit in default storage (a copy of a cached tiny model)."""
     source = _built_folder(task, labels, seed, tmp_path_factory.getbasetemp() / "tiny-models")
+    return store_version(source, model_name=model_name, task=task, labels=labels)
+
+
+def store_version(
+    folder: Path, *, model_name: str, task: str, labels: tuple[str, ...] | list[str]
+) -> ModelVersion:
+    """The model `folder` copied into default storage as the next READY version of `model_name`."""
     registered, _ = RegisteredModel.objects.get_or_create(name=model_name)
     number = registered.versions.count() + 1
     prefix = f"artifacts/tests/{model_name}-{number}"
     target = Path(default_storage.path(prefix))
-    shutil.copytree(source, target)
+    shutil.copytree(folder, target)
     files = [
         {"path": p.relative_to(target).as_posix(), "size_bytes": p.stat().st_size}
         for p in sorted(target.rglob("*"))
