@@ -25,6 +25,8 @@ from zlib import error as zlib_error
 import charset_normalizer
 import pandas as pd
 
+from datasets_app.search_syntax import CJK_RANGES
+
 # The csv module refuses fields over 128 KB by default; a row may be as long as a line may be
 # (Limits.max_line_bytes, checked before any parsing), and quoted values can span lines.
 csv.field_size_limit(2**31 - 1)
@@ -458,7 +460,7 @@ def _raise_damaged_utf8(sample: bytes, error: UnicodeDecodeError, line_of) -> No
 # Japanese or Korean character inside a Latin word ('Syrj<CJK>nen': a Latin-1 letter and the
 # next byte read as one double-byte character); half-width katakana touching Latin letters
 # (cp932 single bytes).
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK = CJK_RANGES
 _HALF_WIDTH_KANA = "\uff61-\uff9f"
 _LATIN_LETTER = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff"
 _LONE_SYMBOLS = "\u00a2\u00a4-\u00a6\u00a8\u00af\u00b8\u00bc-\u00be"

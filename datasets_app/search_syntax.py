@@ -32,10 +32,10 @@ class Fts5Query:
 
 
 # Scripts written without spaces between words (Chinese, Japanese, Korean in part): a word index
-# holds whole runs of them, so a search for part of a run would find nothing.
-_UNSPACED_SCRIPTS = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
-)
+# holds whole runs of them, so a search for part of a run would find nothing. The ranges are
+# for a regex character class (csv_io uses them too).
+CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_UNSPACED_SCRIPTS = re.compile(f"[{CJK_RANGES}]")
 
 
 def has_unspaced_script(query: str) -> bool:
