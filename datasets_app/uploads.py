@@ -22,6 +22,7 @@ from django.urls import Resolver404, resolve, reverse
 from rest_framework import status
 
 from datasets_app.limits import human_bytes
+from lepton_web.views import wants_json
 
 # Room in Content-Length for multipart boundaries and the form's other fields (name,
 # description, mapping), so a file just under the limit is never refused for its wrapping.
@@ -114,9 +115,7 @@ def _is_upload(request: HttpRequest) -> bool:
 def _refusal_response(request: HttpRequest, message: str) -> HttpResponse:
     """413 with ``message``: JSON for the API and the page's script, else a plain page (this
     runs before sessions and login, so it cannot be the Datasets page itself)."""
-    if request.path_info.startswith("/api/") or "application/json" in request.headers.get(
-        "Accept", ""
-    ):
+    if wants_json(request):
         return JsonResponse(
             {"detail": message, "errors": {"file": [message]}},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,

@@ -6,6 +6,8 @@ from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
 
+from lepton_web.views import wants_json
+
 
 class ConsoleLoginRequiredMiddleware(LoginRequiredMiddleware):
     """Every page needs a login; the API answers for itself (JSON 401/403, token auth).
@@ -124,9 +126,7 @@ class RejectNulCharactersMiddleware:
     def _refuse(self, request, field: str):
         message = f"This value {NUL_MESSAGE}"
         detail = f"{field}: {message}"
-        if request.path_info.startswith("/api/") or "application/json" in request.headers.get(
-            "Accept", ""
-        ):
+        if wants_json(request):
             return JsonResponse({"detail": detail, "errors": {field: [message]}}, status=400)
         return render(
             request,

@@ -91,7 +91,9 @@ def healthz(request):
     return JsonResponse(body, status=200)
 
 
-def _wants_json(request) -> bool:
+def wants_json(request) -> bool:
+    """Whether to answer ``request`` with JSON (the API, or a script asking for it) rather than
+    a page; used by the error handlers and the middleware that refuse requests early."""
     return request.path_info.startswith("/api/") or "application/json" in request.headers.get(
         "Accept", ""
     )
@@ -101,21 +103,21 @@ def error_403(request, exception=None):
     detail = (
         str(exception) if exception and str(exception) else "You do not have permission to do this."
     )
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({"detail": detail, "errors": {}}, status=403)
     return render(request, "403.html", {"detail": detail}, status=403)
 
 
 def error_404(request, exception=None):
     detail = "This page does not exist. It may have been deleted, or the address is mistyped."
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({"detail": "Not found.", "errors": {}}, status=404)
     return render(request, "404.html", {"detail": detail}, status=404)
 
 
 def error_500(request):
     detail = "Something went wrong on the server. The error was logged; please try again."
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({"detail": detail, "errors": {}}, status=500)
     return render(request, "500.html", {"detail": detail}, status=500)
 
@@ -125,6 +127,6 @@ def csrf_failure(request, reason=""):
         "Your form expired or was sent from another site, so it was not accepted. "
         "Reload the page and try again."
     )
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({"detail": detail, "errors": {}}, status=403)
     return render(request, "403.html", {"detail": detail}, status=403)
