@@ -288,6 +288,18 @@ def run_tiles(run: TrainingRun) -> dict[str, str]:
     return {"steps": steps, "time_left": time_left, "throughput": throughput}
 
 
+def run_status_line(run: TrainingRun) -> dict[str, str]:
+    """The line under the run page's progress bar: the message (only a queued run waits for a
+    worker) and the percent, time left and attempt. The page and the live state both use it."""
+    message = run.message or ("Waiting for a worker…" if run.status == "queued" else "")
+    progress = f"{run.progress}%"
+    if run.is_active and run.steps_done and run.seconds_left is not None:
+        progress += f" · about {run_tiles(run)['time_left']} left"
+    if run.attempts > 1:
+        progress += f" · attempt {run.attempts}"
+    return {"message": message, "progress_text": progress}
+
+
 def run_live_state(run: TrainingRun) -> dict:
     """Everything on the run page that changes while it trains, from one read of the row:
     status, progress, tiles, events and metric series, so the page never mixes two moments."""
@@ -301,7 +313,7 @@ def run_live_state(run: TrainingRun) -> dict:
         }
         for event in run_events(run)
     ]
-    message = run.message or ("Waiting for a worker…" if run.status == "queued" else "")
+    line = run_status_line(run)
     return {
         "id": run.pk,
         "status": run.status,
@@ -309,7 +321,8 @@ def run_live_state(run: TrainingRun) -> dict:
         "is_active": run.is_active,
         "is_finished": run.is_finished,
         "progress": run.progress,
-        "message": message,
+        "message": line["message"],
+        "progress_text": line["progress_text"],
         "error_message": run.error_message,
         "attempts": run.attempts,
         "steps_done": run.steps_done,

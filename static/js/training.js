@@ -149,10 +149,7 @@
         message.className = state.error_message ? "error-text" : "";
         message.textContent = state.error_message || state.message;
       }
-      let detail = state.progress + "%";
-      if (state.is_active && state.steps_done && state.seconds_left !== null) detail += " · about " + state.tiles.time_left + " left";
-      if (state.attempts > 1) detail += " · attempt " + state.attempts;
-      setText("run-progress-text", detail);
+      setText("run-progress-text", state.progress_text);
       setText("run-steps", state.tiles.steps);
       setText("run-time-left", state.tiles.time_left);
       setText("run-throughput", state.tiles.throughput);

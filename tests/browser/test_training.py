@@ -151,6 +151,7 @@ def test_run_page_tiles_badge_and_events_follow_the_run_row(
         "aria-valuenow", "17"
     )
     expect(page.get_by_test_id("job-progress")).to_contain_text("Step 24 of 135")
+    expect(page.locator("#run-progress-text")).to_have_text("17% · about 3 min left")
     expect(page.get_by_test_id("events")).to_contain_text("Training on 120 examples.")
     expect(page.get_by_test_id("events-empty")).to_be_hidden()
 

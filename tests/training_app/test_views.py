@@ -757,6 +757,25 @@ def test_running_run_without_events_does_not_say_it_waits_for_a_worker(client_as
     assert state["events_empty_text"].startswith("A worker has the run")
 
 
+def test_page_and_live_state_show_the_same_line_under_the_progress_bar(client_as, make_run):
+    run = make_run(
+        status="running", progress=40, steps_done=8, total_steps=20, seconds_left=17, attempts=2
+    )
+    client = client_as("viewer")
+
+    page = client.get(f"/training/{run.pk}/")
+    state = client.get(f"/training/{run.pk}/live/").json()
+
+    assert (state["message"], state["progress_text"]) == ("", "40% · about 17 s left · attempt 2")
+    assertContains(page, '<span id="run-message"></span>', html=False)
+    assertContains(
+        page,
+        '<span class="muted small" id="run-progress-text">40% · about 17 s left · attempt 2</span>',
+        html=False,
+    )
+    assertNotContains(page, "Waiting for a worker")
+
+
 def test_queued_run_says_it_waits_for_a_worker(client_as, make_run):
     run = make_run(status="queued")
 
