@@ -265,15 +265,25 @@ def model_version_local_dir(version: ModelVersion) -> Iterator[Path]:
         yield folder
         return
     with tempfile.TemporaryDirectory() as temp:
-        for item in version.artifact_files:
-            target = Path(temp) / item["path"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with (
-                storage.open(f"{version.artifact_uri}/{item['path']}", "rb") as source,
-                target.open("wb") as out,
-            ):
-                shutil.copyfileobj(source, out, 1024 * 1024)
+        model_version_files_copy(version, Path(temp))
         yield Path(temp)
+
+
+def model_version_files_copy(
+    version: ModelVersion, folder: Path, names: list[str] | None = None
+) -> None:
+    """Copy the version's files (or `names`, paths inside its folder) from storage into
+    `folder`, keeping their relative paths."""
+    if names is None:
+        names = [item["path"] for item in version.artifact_files]
+    for relative in names:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            default_storage.open(f"{version.artifact_uri}/{relative}", "rb") as source,
+            target.open("wb") as out,
+        ):
+            shutil.copyfileobj(source, out, 1024 * 1024)
 
 
 def model_version_zip(version: ModelVersion) -> tempfile.SpooledTemporaryFile:

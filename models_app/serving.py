@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from models_app import runtime
 from models_app.models import Deployment, DeploymentMinute, ModelVersion, PredictionLog
+from models_app.services import model_version_files_copy
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +85,11 @@ def model_version_serving_dir(version: ModelVersion, extra_files: list[str] = ()
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(dir=target.parent))
     names = [item["path"] for item in version.artifact_files] + list(extra_files)
-    for relative in names:
-        destination = temp / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            default_storage.open(f"{version.artifact_uri}/{relative}", "rb") as source,
-            destination.open("wb") as out,
-        ):
-            shutil.copyfileobj(source, out, 1024 * 1024)
+    try:
+        model_version_files_copy(version, temp, names)
+    except BaseException:  # a file missing or unreadable: no half copy left for each retry
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
     try:
         temp.rename(target)
     except OSError:  # another process got there first
