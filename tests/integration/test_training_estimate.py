@@ -8,7 +8,7 @@ import time
 import pytest
 
 from models_app.models import BaseModel
-from tests.training_app.snapshot_helpers import make_snapshot
+from tests.training_app.snapshot_helpers import make_snapshot, numbered_toy_rows
 from tests.training_app.tiny_model import save_tiny_bert
 from training_app.models import TrainingCalibration, TrainingRun
 from training_app.services import training_run_estimate, training_run_start
@@ -16,15 +16,6 @@ from training_app.services import training_run_estimate, training_run_start
 pytestmark = pytest.mark.integration
 
 PARAMS = {"epochs": 1, "batch_size": 8, "max_length": 32, "device": "cpu"}
-
-
-def toy_rows(count: int) -> list[tuple[str, str, str]]:
-    rows = []
-    for i in range(count):
-        split = "train" if i % 10 < 8 else ("validation" if i % 10 == 8 else "test")
-        word, label = ("good", "positive") if i % 2 else ("bad", "negative")
-        rows.append((f"this movie is {word} number {i}", label, split))
-    return rows
 
 
 def finished(run: TrainingRun, timeout: float = 180) -> TrainingRun:
@@ -44,7 +35,7 @@ def test_a_finished_run_records_its_calibrated_estimate_and_the_time_it_took(
     base = BaseModel.objects.create(
         name="tiny-bert", source="local", location=str(save_tiny_bert(tmp_path / "tiny"))
     )
-    snapshot = make_snapshot(toy_rows(200), user=user)
+    snapshot = make_snapshot(numbered_toy_rows(200), user=user)
     redis_worker(queues="gpu", TRAINING_WORK_DIR=str(tmp_path / "work"), OMP_NUM_THREADS="1")
     before = training_run_estimate(
         snapshot=snapshot, base_model=base, task="single_label", method="full", params=PARAMS

@@ -5,21 +5,12 @@ import time
 import pytest
 
 from models_app.models import BaseModel, ModelVersion
-from tests.training_app.snapshot_helpers import make_snapshot
+from tests.training_app.snapshot_helpers import make_snapshot, numbered_toy_rows
 from tests.training_app.tiny_model import save_tiny_bert
 from training_app.models import TrainingMetric, TrainingRun
 from training_app.services import training_run_start
 
 pytestmark = pytest.mark.integration
-
-
-def toy_rows(count: int) -> list[tuple[str, str, str]]:
-    rows = []
-    for i in range(count):
-        split = "train" if i % 10 < 8 else ("validation" if i % 10 == 8 else "test")
-        word, label = ("good", "positive") if i % 2 else ("bad", "negative")
-        rows.append((f"this movie is {word} number {i}", label, split))
-    return rows
 
 
 def wait(predicate, *, timeout: float, what: str):
@@ -39,7 +30,7 @@ def test_killed_worker_run_resumes_from_its_checkpoint_with_one_model_version(
     base = BaseModel.objects.create(
         name="tiny-bert", source="local", location=str(save_tiny_bert(tmp_path / "tiny"))
     )
-    snapshot = make_snapshot(toy_rows(1000), user=user)
+    snapshot = make_snapshot(numbered_toy_rows(1000), user=user)
     first = redis_worker(queues="gpu", TRAINING_WORK_DIR=str(tmp_path / "work"))
     run = training_run_start(
         user=user,

@@ -46,3 +46,13 @@ def toy_rows(n_per_class: int = 12) -> list[tuple[str, str, str]]:
         rows.append((f"this is good number {i}", "positive", split))
         rows.append((f"this is bad number {i}", "negative", split))
     return rows
+
+
+def numbered_toy_rows(count: int) -> list[tuple[str, str, str]]:
+    """``count`` rows alternating 'bad' (negative) and 'good' (positive), split 8:1:1."""
+    rows = []
+    for i in range(count):
+        split = "train" if i % 10 < 8 else ("validation" if i % 10 == 8 else "test")
+        word, label = ("good", "positive") if i % 2 else ("bad", "negative")
+        rows.append((f"this movie is {word} number {i}", label, split))
+    return rows
