@@ -140,3 +140,40 @@ def test_the_page_download_gives_the_same_zip_and_refuses_unfinished_or_unknown_
     assert f"reviews-v{version.version}-onnx-fp32/model.onnx" in names
     assert unfinished.status_code == 404
     assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("role", "body", "code", "text"),
+    [
+        ("viewer", {"kind": "onnx-int8"}, 403, "Your role (viewer) cannot create"),
+        ("analyst", {"kind": "onnx-fp16"}, 400, "not a valid choice"),
+        ("analyst", {}, 400, "required"),
+    ],
+)
+def test_bad_export_requests_are_refused_and_start_nothing(
+    version, api_client_as, role, body, code, text
+):
+    response = api_client_as(role).post(
+        f"/api/v1/model-versions/{version.pk}/exports/", body, format="json"
+    )
+
+    assert response.status_code == code
+    assert text in str(response.json())
+    assert not ModelExport.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"method": "prefix"}, "Prefix-tuned versions cannot be exported"),
+        ({"status": "failed"}, "is not ready, so it cannot be exported"),
+    ],
+)
+def test_versions_that_cannot_be_exported_say_why(version, analyst, change, message):
+    for field, value in change.items():
+        setattr(version, field, value)
+    version.save()
+
+    with pytest.raises(ValidationError, match=message):
+        model_export_start(user=analyst, version=version, kind="onnx-fp32")
+    assert not ModelExport.objects.exists()
