@@ -21,6 +21,7 @@ from lepton_web.access import access_required
 from lepton_web.jobs import BrokerUnavailable
 from models_app import batch_prediction as batch
 from models_app.explanations import (
+    DEFAULT_METHOD,
     PLAYGROUND_MAX_CHARS,
     deployment_try,
     highlighted_segments,
@@ -60,7 +61,7 @@ def _playground_response(request, form: PlaygroundForm, run):
                 "result": result,
                 "label": result.result.get("label"),
                 "segments": highlighted_segments(result.text, result.explanation),
-                "method": dict(METHOD_CHOICES).get(data.get("method") or "integrated_gradients"),
+                "method": dict(METHOD_CHOICES).get(data.get("method") or DEFAULT_METHOD),
             }
     return render(request, "models_app/_playground_result.html", context)
 
@@ -75,7 +76,7 @@ def version_playground(request, version_id: int):
             version=version,
             text=data["text"],
             explain=data["explain"],
-            method=data["method"] or "integrated_gradients",
+            method=data["method"] or DEFAULT_METHOD,
         )
 
     return _playground_response(request, PlaygroundForm(request.POST), run)
@@ -109,7 +110,7 @@ def endpoint_playground(request):
                 deployment=deployment,
                 text=data["text"],
                 explain=data["explain"],
-                method=data["method"] or "integrated_gradients",
+                method=data["method"] or DEFAULT_METHOD,
             )
         except (EndpointNotFound, EndpointUnavailable, Http404) as error:
             raise ValidationError(str(error)) from error

@@ -17,7 +17,7 @@ from models_app.api.auth import (
     PredictionPrincipal,
     PredictionTokenAuthentication,
 )
-from models_app.explanations import deployment_explain, explain_options
+from models_app.explanations import METHODS, deployment_explain, explain_options
 from models_app.models import Deployment, DeploymentEvent, PredictionToken
 from models_app.selectors import (
     deployment_get_for_user,
@@ -70,9 +70,7 @@ class PredictApi(APIView):
                     help_text="Add each text's words with their scores (integrated gradients "
                     "by default); ?explain=true works too.",
                 ),
-                "explain_method": serializers.ChoiceField(
-                    choices=["integrated_gradients", "occlusion"], required=False
-                ),
+                "explain_method": serializers.ChoiceField(choices=list(METHODS), required=False),
             },
         ),
         responses={
