@@ -10,6 +10,7 @@ from models_app.forms import AliasForm, BaseModelForm, DeployForm, PredictionTok
 from models_app.selectors import (
     base_model_list_for_user,
     deployment_get_for_user,
+    deployment_list_for_user,
     deployment_page_rows,
     model_version_download_response,
     model_version_get_for_user,
@@ -190,7 +191,7 @@ def deployment_list(request):
 
 
 def _slugs(request) -> list[str]:
-    return [row["deployment"].slug for row in deployment_page_rows(user=request.user)]
+    return list(deployment_list_for_user(user=request.user).values_list("slug", flat=True))
 
 
 def _deployment_page(request, token_form, status: int = 200, new_key: str = ""):
