@@ -50,6 +50,23 @@ def registered_model_list_for_user(*, user) -> QuerySet:
     return RegisteredModel.objects.prefetch_related(Prefetch("versions", queryset=versions))
 
 
+def model_alias_list_for_user(*, user) -> QuerySet:
+    from models_app.models import ModelAlias
+
+    access_check(user, "model_version", "view")
+    return ModelAlias.objects.select_related("registered_model", "version")
+
+
+def model_alias_history_for_user(*, user, limit: int = 200) -> QuerySet:
+    """Alias moves, newest first: who moved which alias from which version to which."""
+    from models_app.models import ModelAliasEvent
+
+    access_check(user, "model_version", "view")
+    return ModelAliasEvent.objects.select_related(
+        "registered_model", "from_version", "to_version", "user"
+    )[:limit]
+
+
 def deployment_list_for_user(*, user) -> QuerySet:
     from models_app.models import Deployment
 

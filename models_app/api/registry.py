@@ -8,15 +8,19 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from lepton_web.access import RolePermission, access_check
+from lepton_web.access import RolePermission
 from models_app import deploy
 from models_app.exports import (
     model_export_download_response,
     model_export_get_for_user,
     model_export_start,
 )
-from models_app.models import ModelAlias, ModelExport
-from models_app.selectors import model_version_get_for_user
+from models_app.models import ModelExport
+from models_app.selectors import (
+    model_alias_history_for_user,
+    model_alias_list_for_user,
+    model_version_get_for_user,
+)
 
 
 class ExportSerializer(serializers.ModelSerializer):
@@ -124,13 +128,8 @@ class ModelAliasListApi(APIView):
 
     @extend_schema(responses={200: None})
     def get(self, request):
-        access_check(request.user, "model_version", "view")
-        aliases = ModelAlias.objects.select_related("registered_model", "version")
-        from models_app.models import ModelAliasEvent
-
-        events = ModelAliasEvent.objects.select_related(
-            "registered_model", "from_version", "to_version", "user"
-        )[:200]
+        aliases = model_alias_list_for_user(user=request.user)
+        events = model_alias_history_for_user(user=request.user)
         return Response(
             {
                 "aliases": [

@@ -141,3 +141,27 @@ def test_model_card_is_written_into_the_version_folder(tmp_path_factory):
     assert "## Limitations" in card
     version.refresh_from_db()
     assert "README.md" in [item["path"] for item in version.artifact_files]
+
+
+def test_the_alias_api_lists_aliases_and_their_history_for_readers_only(
+    versions, analyst, api_client_as
+):
+    first, second, _ = versions
+    model = first.registered_model
+    model_alias_set(user=analyst, registered_model=model, name="production", version=first)
+    model_alias_set(user=analyst, registered_model=model, name="production", version=second)
+
+    response = api_client_as("viewer").get("/api/v1/model-aliases/")
+    refused = api_client_as("annotator").get("/api/v1/model-aliases/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert [(a["model"], a["name"], a["version"]) for a in body["aliases"]] == [
+        ("reviews", "production", second.version)
+    ]
+    moves = [(e["from_version"], e["to_version"], e["user"]) for e in body["history"]]
+    assert moves == [
+        (first.version, second.version, analyst.username),
+        (None, first.version, analyst.username),
+    ]
+    assert refused.status_code == 403
