@@ -444,6 +444,11 @@ class RecordSuggestion(models.Model):
     record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="suggestions")
     label = models.CharField(max_length=500)
     probability = models.FloatField(null=True, blank=True)
+    # Uncertainty figures for ordering a queue (single-label models; null otherwise). Least
+    # confidence is 1 - probability; margin is top-1 minus top-2 probability; entropy is the
+    # Shannon entropy of the class probabilities in nats.
+    margin = models.FloatField(null=True, blank=True)
+    entropy = models.FloatField(null=True, blank=True)
     # What made it, e.g. "sentiment v3 (batch prediction 12)"; free text so datasets_app needs
     # nothing from models_app.
     source = models.CharField(max_length=200)

@@ -21,7 +21,9 @@ def record_suggestions_store(
 ) -> dict[str, int]:
     """Store one suggestion per record for ``source``, replacing that source's earlier ones.
 
-    ``predictions`` holds ``{"record_id", "label", "probability"}`` (probability 0-1 or None).
+    ``predictions`` holds ``{"record_id", "label", "probability"}`` (probability 0-1 or None),
+    and optionally ``"margin"`` (top-1 minus top-2 probability) and ``"entropy"`` (nats) for
+    ordering the queue by uncertainty.
     Records that are not (or no longer) in the dataset, for example replaced by a re-import
     since the snapshot was taken, are skipped and counted. Returns ``{"stored", "skipped"}``.
     """
@@ -55,6 +57,8 @@ def record_suggestions_store(
                         record_id=record_id,
                         label=label[:MAX_LABEL_CHARS],
                         probability=_probability(item.get("probability")),
+                        margin=_probability(item.get("margin")),
+                        entropy=_number(item.get("entropy")),
                         source=source,
                         created_by=user,
                         created_at=now,
@@ -65,7 +69,14 @@ def record_suggestions_store(
                 suggestions,
                 update_conflicts=True,
                 unique_fields=["record", "source"],
-                update_fields=["label", "probability", "created_by", "updated_at"],
+                update_fields=[
+                    "label",
+                    "probability",
+                    "margin",
+                    "entropy",
+                    "created_by",
+                    "updated_at",
+                ],
             )
             stored += len(suggestions)
     return {"stored": stored, "skipped": skipped}
@@ -78,3 +89,10 @@ def _probability(value: object) -> float | None:
     if number != number:  # NaN
         return None
     return min(1.0, max(0.0, number))
+
+
+def _number(value: object) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if number != number else max(0.0, number)
