@@ -345,6 +345,7 @@ class BatchPrediction(Job):
     class Source(models.TextChoices):
         SNAPSHOT = "snapshot", "Snapshot"
         UPLOAD = "upload", "Uploaded file"
+        UNLABELED = "unlabeled", "Unlabeled records of a dataset"
 
     class Format(models.TextChoices):
         CSV = "csv", "CSV"
@@ -362,6 +363,21 @@ class BatchPrediction(Job):
         related_name="batch_predictions",
     )
     split = models.CharField(max_length=16, blank=True, help_text="Empty: every split.")
+    # Source "unlabeled": the dataset whose unlabeled records are pre-labeled.
+    dataset = models.ForeignKey(
+        "datasets_app.Dataset",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="batch_predictions",
+    )
+    # The endpoint it was asked through (its version and runtime at the start), if any.
+    deployment = models.ForeignKey(
+        Deployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    runtime = models.CharField(
+        max_length=16, blank=True, help_text="The runtime that made the predictions."
+    )
     input_file = models.FileField(upload_to="predictions/inputs/%Y/%m/", max_length=500, blank=True)
     input_filename = models.CharField(max_length=255, blank=True)
     text_column = models.CharField(max_length=200, blank=True)
