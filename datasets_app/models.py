@@ -1,9 +1,20 @@
 from django.conf import settings
 from django.contrib.postgres.search import SearchVectorField
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from lepton_web.jobs import Job
+
+
+MAX_OVERLAP = 10
+
+
+class LabelingOrder(models.TextChoices):
+    FILE = "file", "File order"
+    LEAST_CONFIDENCE = "least_confidence", "Least confident suggestion first"
+    MARGIN = "margin", "Smallest margin first"
+    ENTROPY = "entropy", "Highest entropy first"
 
 
 class Dataset(models.Model):
@@ -53,6 +64,16 @@ class Dataset(models.Model):
     # Records may carry several labels of the list, stored joined with "|" (the separator
     # multi-label training reads).
     label_multiple = models.BooleanField(default=False)
+    # Overlap: how many annotators label each record in the queue (1: one label per record, the
+    # label given is the record's label). Above 1 the record's label is the strict majority of
+    # its annotations once this many exist; ties and disagreements go to the review queue.
+    label_overlap = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(MAX_OVERLAP)]
+    )
+    # The order the queue hands records out in: the file's, or most uncertain suggestion first.
+    labeling_order = models.CharField(
+        max_length=20, choices=LabelingOrder.choices, default=LabelingOrder.FILE
+    )
     licence = models.CharField(max_length=200, blank=True)
     attribution = models.TextField(blank=True)
     created_by = models.ForeignKey(
@@ -190,6 +211,9 @@ class Record(models.Model):
     flags = models.CharField(max_length=200, blank=True)
     is_excluded = models.BooleanField(default=False)
     exclusion_reason = models.CharField(max_length=200, blank=True)
+    # Annotations given in the queue and not undone (see Annotation); the queue hands a record
+    # out while fewer than the dataset's overlap exist.
+    annotation_count = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         indexes = [
@@ -335,22 +359,149 @@ class LabelChange(models.Model):
 
 
 class LabelClaim(models.Model):
-    """A record the queue is showing to an annotator, held for them a few minutes so that two
-    people working through the same dataset are never given the same record. One per user
-    and dataset; an expired claim is free for anyone."""
+    """A record the queue is showing to an annotator, held for them a few minutes so that no
+    more people than the dataset's overlap work on one record at once (one, by default). One
+    per user and dataset; an expired claim is free for anyone."""
 
-    record = models.OneToOneField(
-        Record, on_delete=models.DO_NOTHING, primary_key=True, related_name="+"
-    )
+    record = models.ForeignKey(Record, on_delete=models.DO_NOTHING, related_name="+")
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     expires_at = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["dataset", "expires_at"], name="labelclaim_dataset_expiry")]
+        indexes = [
+            models.Index(fields=["dataset", "expires_at"], name="labelclaim_dataset_expiry"),
+            models.Index(fields=["dataset", "user"], name="labelclaim_dataset_user"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["record", "user"], name="labelclaim_record_user")
+        ]
 
     def __str__(self) -> str:
         return f"{self.record_id} held by {self.user_id}"
+
+
+class Annotation(models.Model):
+    """One annotator's label for one record, given in the labeling queue: one row per record and
+    person (labeling it again replaces the label). The record's label is resolved from these:
+    with overlap 1 the label given; above 1 the strict majority once ``label_overlap`` exist."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="annotations")
+    # Removed with their records by records_delete(), like label changes.
+    record = models.ForeignKey(Record, on_delete=models.DO_NOTHING, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    label = models.CharField(max_length=500)
+    # Milliseconds the annotator spent on the record, as the page measured it (None: unknown).
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    # The model suggestion shown with the record ("" = none), its probability, and whether the
+    # annotator accepted it (None: no suggestion was shown; False: they chose another label).
+    suggestion_label = models.CharField(max_length=500, blank=True)
+    suggestion_probability = models.FloatField(null=True, blank=True)
+    suggestion_accepted = models.BooleanField(null=True, blank=True)
+    # The page's idempotency key: a retried submission with the same key is applied once.
+    client_key = models.CharField(max_length=64, blank=True)
+    # Undo marks the annotation instead of deleting it; undone ones do not count.
+    undone_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["record", "created_at", "id"]
+        indexes = [
+            models.Index(fields=["dataset", "user", "created_at"], name="annotation_user_time"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["record", "user"], name="annotation_record_user"),
+            models.UniqueConstraint(
+                fields=["user", "client_key"],
+                condition=~Q(client_key=""),
+                name="annotation_client_key",
+            ),
+        ]
+
+    @property
+    def suggestion_shown(self) -> bool:
+        return bool(self.suggestion_label)
+
+    def __str__(self) -> str:
+        return f"{self.record_id} by {self.user_id}: {self.label!r}"
+
+
+class ReviewItem(models.Model):
+    """A record an analyst should look at: its annotators disagree, or a model believes its
+    label is wrong. Adjudicating sets the record's label (logged as a LabelChange) and closes
+    every open item of the record."""
+
+    class Reason(models.TextChoices):
+        DISAGREEMENT = "disagreement", "Annotators disagree"
+        LIKELY_MISLABELED = "likely_mislabeled", "Likely mislabeled"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+        DISMISSED = "dismissed", "Dismissed"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="review_items")
+    # Removed with their records by records_delete().
+    record = models.ForeignKey(Record, on_delete=models.DO_NOTHING, related_name="+")
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    suggested_label = models.CharField(max_length=500, blank=True)
+    # Why, for the page: e.g. {"probability": 0.97, "source": "..."} or the annotation counts.
+    detail = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    resolved_label = models.CharField(max_length=500, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["dataset", "status", "id"], name="reviewitem_dataset_status"),
+            models.Index(fields=["record"], name="reviewitem_record"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["record", "reason"],
+                condition=Q(status="open"),
+                name="reviewitem_open_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.record_id}: {self.reason} ({self.status})"
+
+
+class DatasetAssignment(models.Model):
+    """An annotator assigned to a dataset by an analyst. A dataset with assignments is shown to
+    (and labeled by) only its assigned annotators; one without any is open to every annotator,
+    as before assignments existed. Analysts and admins see every dataset."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="assignments")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dataset_assignments"
+    )
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "user"], name="assignment_dataset_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} on {self.dataset_id}"
 
 
 TRAINING_SPLITS = ("train", "validation", "test")
@@ -460,7 +611,13 @@ class RecordSuggestion(models.Model):
 
     class Meta:
         ordering = ["record", "-probability"]
-        indexes = [models.Index(fields=["dataset", "source"], name="suggestion_dataset_source")]
+        indexes = [
+            models.Index(fields=["dataset", "source"], name="suggestion_dataset_source"),
+            # Uncertainty-first queues walk these, most uncertain first (see LabelingOrder).
+            models.Index(fields=["dataset", "probability", "record"], name="suggestion_least_conf"),
+            models.Index(fields=["dataset", "margin", "record"], name="suggestion_margin"),
+            models.Index(fields=["dataset", "-entropy", "record"], name="suggestion_entropy"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["record", "source"], name="suggestion_unique"),
             models.CheckConstraint(
