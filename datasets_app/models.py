@@ -6,7 +6,6 @@ from django.db.models import Q
 
 from lepton_web.jobs import Job
 
-
 MAX_OVERLAP = 10
 
 
@@ -421,12 +420,12 @@ class Annotation(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.record_id} by {self.user_id}: {self.label!r}"
+
     @property
     def suggestion_shown(self) -> bool:
         return bool(self.suggestion_label)
-
-    def __str__(self) -> str:
-        return f"{self.record_id} by {self.user_id}: {self.label!r}"
 
 
 class ReviewItem(models.Model):
