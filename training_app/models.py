@@ -60,8 +60,29 @@ class TrainingRun(Job):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="training_runs"
     )
 
+    # A trial of a hyperparameter search (training_app/search.py); null for a plain run.
+    search = models.ForeignKey(
+        "training_app.HyperparameterSearch",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="trials",
+    )
+    trial_number = models.PositiveIntegerField(null=True, blank=True)
+    trial_params = models.JSONField(default=dict, blank=True)  # what optuna suggested
+    # Stopped by the search's pruner (its status is then "cancelled"; pages say "Pruned").
+    trial_pruned = models.BooleanField(default=False)
+
     class Meta(Job.Meta):
         ordering = ["-created_at"]
+        constraints = [
+            *Job.Meta.constraints,
+            models.UniqueConstraint(
+                fields=["search", "trial_number"],
+                condition=models.Q(search__isnull=False),
+                name="training_run_trial_number_unique",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name or f"Run #{self.pk}"
@@ -179,3 +200,66 @@ class TrainingCalibration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.base_model_id} {self.method} on {self.device_name or self.device}"
+
+
+class HyperparameterSearch(models.Model):
+    """A search over hyperparameters: optuna asks for trials, each a TrainingRun on the gpu queue.
+
+    No optuna storage: the study is rebuilt from the trial rows whenever it is needed."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    name = models.CharField(max_length=200)
+    snapshot = models.ForeignKey(
+        "datasets_app.Snapshot", on_delete=models.PROTECT, related_name="hyperparameter_searches"
+    )
+    base_model = models.ForeignKey(
+        "models_app.BaseModel", on_delete=models.PROTECT, related_name="hyperparameter_searches"
+    )
+    task = models.CharField(max_length=20, choices=TrainingRun.Task.choices)
+    space = models.JSONField(help_text="Ranges and choices searched (see search.DEFAULT_SPACE).")
+    fixed_params = models.JSONField(default=dict, blank=True)
+    metric = models.CharField(max_length=40)  # a validation metric; direction from the metric
+    max_trials = models.PositiveIntegerField(null=True, blank=True)
+    max_minutes = models.PositiveIntegerField(null=True, blank=True)
+    parallel_trials = models.PositiveSmallIntegerField(default=1)
+    seed = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True
+    )
+    message = models.CharField(max_length=500, blank=True)
+    best_trial = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="hyperparameter_searches",
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(max_trials__isnull=False) | models.Q(max_minutes__isnull=False),
+                name="search_has_a_budget",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(parallel_trials__gte=1), name="search_parallel_trials_gte_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"Search #{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != self.Status.RUNNING
