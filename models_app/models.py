@@ -398,3 +398,40 @@ class BatchPrediction(Job):
 
     def __str__(self) -> str:
         return f"Batch prediction {self.pk} with {self.model_version}"
+
+
+class MislabeledScan(Job):
+    """A likely-mislabeled scan of a dataset's labeled records (models_app/mislabeled.py): out-
+    of-fold probabilities from sentence embeddings and a linear model, then confident learning.
+    Its flags are review items (reason "likely_mislabeled") whose detail names this scan."""
+
+    task_name = "models_app.tasks.mislabeled_scan_execute_task"
+    access_resource = "dataset"
+    verbose_kind = "likely-mislabeled scan"
+    # Nothing is written before the end, so a rerun starts over; twice is enough.
+    max_attempts = 2
+
+    dataset = models.ForeignKey(
+        "datasets_app.Dataset", on_delete=models.CASCADE, related_name="mislabeled_scans"
+    )
+    base_model = models.ForeignKey(
+        BaseModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    folds = models.PositiveSmallIntegerField(default=5)
+    seed = models.PositiveIntegerField(default=0)
+    filter_by = models.CharField(max_length=32, default="low_self_confidence")
+    records_total = models.PositiveIntegerField(default=0)
+    records_done = models.PositiveIntegerField(default=0)
+    flagged_count = models.PositiveIntegerField(null=True, blank=True)
+    # Figures for the page: out-of-fold accuracy, the baseline's flag count, labels left out,
+    # seconds per step.
+    summary = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta(Job.Meta):
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Likely-mislabeled scan {self.pk} of {self.dataset}"
