@@ -212,7 +212,8 @@ class Record(models.Model):
     exclusion_reason = models.CharField(max_length=200, blank=True)
     # Annotations given in the queue and not undone (see Annotation); the queue hands a record
     # out while fewer than the dataset's overlap exist.
-    annotation_count = models.PositiveSmallIntegerField(default=0)
+    # db_default: imports COPY rows without this column.
+    annotation_count = models.PositiveSmallIntegerField(default=0, db_default=0)
 
     class Meta:
         indexes = [
