@@ -1,7 +1,8 @@
 """Batch prediction: a model version over a snapshot's split or an uploaded file, as a job.
 
-The job reads its rows (snapshot records, or the file through the same forgiving reader as
-dataset imports), predicts them in chunks with the serving runtime, writes a CSV or JSON Lines
+The job reads its rows (snapshot records, a dataset's unlabeled records for pre-labels, or the
+file through the same forgiving reader as dataset imports), predicts them in chunks with the
+serving runtime (the fastest one that passed parity, as deploy chooses, or the endpoint's), writes a CSV or JSON Lines
 file (formula-escaped like dataset exports) with each row's prediction, the score of every
 class and the given label where there is one, sums up accuracy and macro-F1 for labelled rows,
 and can store the predictions on the dataset's records as suggestions for the labeling queue.
@@ -16,6 +17,7 @@ import math
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from django.http import FileResponse, Http404
 
 from lepton_web.access import access_check
 from lepton_web.jobs import job_create_and_enqueue, job_heartbeat
-from models_app.models import BatchPrediction, ModelVersion
+from models_app.models import BatchPrediction, Deployment, ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -52,28 +54,64 @@ class InputRow:
 def batch_prediction_start(
     *,
     user,
-    version: ModelVersion,
+    version: ModelVersion | None = None,
+    deployment: Deployment | None = None,
     snapshot=None,
     split: str = "",
     upload=None,
+    dataset=None,
     text_column: str = "",
     label_column: str = "",
     output_format: str = BatchPrediction.Format.CSV,
     store_suggestions: bool = False,
+    enqueue: bool = True,
 ) -> BatchPrediction:
-    """Queue a batch prediction of ``version`` over ``snapshot`` (one split, or all) or over an
-    uploaded file; the file is saved as it is and read by the job."""
+    """Queue a batch prediction of ``version`` (or of the version an endpoint serves, with its
+    runtime) over ``snapshot`` (one split, or all), over an uploaded file (saved as it is and
+    read by the job), or over the unlabeled records of ``dataset`` (pre-labels: the predictions
+    are stored on the records as suggestions). Without an endpoint the job runs on the fastest
+    runtime that passed parity, as deploy does by default.
+
+    ``enqueue=False`` creates the queued row only, for a caller that runs it itself."""
     from datasets_app.models import SnapshotRecord
 
     access_check(user, "model_version", "create")
+    if (version is None) == (deployment is None):
+        raise ValidationError({"version": "Choose a model version or an endpoint, not both."})
+    runtime = ""
+    if deployment is not None:
+        version, runtime = deployment.version, deployment.runtime
     if version.status != ModelVersion.Status.READY:
         raise ValidationError({"version": f"{version} is not ready, so it cannot predict yet."})
     if output_format not in BatchPrediction.Format.values:
         raise ValidationError({"output_format": "The output format must be csv or jsonl."})
-    if (snapshot is None) == (upload is None):
-        raise ValidationError({"source": "Choose a snapshot or upload a file, not both."})
+    if sum(source is not None for source in (snapshot, upload, dataset)) != 1:
+        raise ValidationError(
+            {
+                "source": "Choose one input: a snapshot, an uploaded file or a dataset's "
+                "unlabeled records."
+            }
+        )
     fields: dict = {}
-    if snapshot is not None:
+    if dataset is not None:
+        if not dataset.is_ready:
+            raise ValidationError(
+                {"dataset": f"{dataset} is not ready yet; pre-label it once its import finished."}
+            )
+        count = unlabeled_records(dataset).count()
+        if not count:
+            raise ValidationError(
+                {
+                    "dataset": f"Every record of {dataset} has a label: there is nothing to pre-label."
+                }
+            )
+        store_suggestions = True
+        fields = {
+            "source": BatchPrediction.Source.UNLABELED,
+            "dataset": dataset,
+            "rows_total": count,
+        }
+    elif snapshot is not None:
         if split and split not in SPLITS:
             raise ValidationError({"split": f"The split must be one of {', '.join(SPLITS)}."})
         records = SnapshotRecord.objects.filter(snapshot=snapshot)
@@ -111,14 +149,30 @@ def batch_prediction_start(
         raise ValidationError(
             {"store_suggestions": "A regression model's values cannot be label suggestions."}
         )
+    if not runtime:
+        from models_app.deploy import default_runtime
+
+        runtime = default_runtime(version)
+    fields |= {
+        "model_version": version,
+        "deployment": deployment,
+        "runtime": runtime,
+        "output_format": output_format,
+        "store_suggestions": store_suggestions,
+        "created_by": user,
+    }
+    if not enqueue:
+        return BatchPrediction.objects.create(**fields)
     # BrokerUnavailable (nothing saved) reaches the caller: the API answers 503, pages say so.
-    return job_create_and_enqueue(
-        model=BatchPrediction,
-        model_version=version,
-        output_format=output_format,
-        store_suggestions=store_suggestions,
-        created_by=user,
-        **fields,
+    return job_create_and_enqueue(model=BatchPrediction, **fields)
+
+
+def unlabeled_records(dataset):
+    """The records pre-labels predict: active, not excluded, without a label."""
+    from datasets_app.models import Record
+
+    return Record.objects.filter(
+        import_run_id=dataset.active_import_id, label="", is_excluded=False
     )
 
 
@@ -141,7 +195,9 @@ def batch_prediction_execute(*, batch_id: int) -> None:
     from datasets_app.csv_io import ImportProblem
     from models_app.runtime import ArtifactError
 
-    batch = BatchPrediction.objects.select_related("model_version", "snapshot").get(pk=batch_id)
+    batch = BatchPrediction.objects.select_related(
+        "model_version", "model_version__registered_model", "snapshot", "dataset"
+    ).get(pk=batch_id)
     if not batch.claim():
         return  # another worker took it, or it was cancelled
     try:
@@ -165,21 +221,13 @@ def batch_prediction_execute(*, batch_id: int) -> None:
 def _execute(batch: BatchPrediction, should_stop) -> None:
     """Stream the input through the model chunk by chunk, writing the output as it goes: memory
     stays flat however many rows (up to MAX_ROWS) the input has."""
-    from models_app import runtime
-    from models_app.services import model_version_local_dir
-
     version = batch.model_version
-    suggestions: list[tuple[int, str, float | None]] = []
+    suggestions: list[dict] = []
     with tempfile.TemporaryDirectory() as work:
         chunks, expected = _open_input(batch, Path(work))
-        _report(batch, progress=1, message=f"Loading {version}.")
-        with model_version_local_dir(version) as folder:
-            predictor = runtime.load_predictor(
-                folder,
-                runtime="pytorch",
-                task=version.task or None,
-                threads=runtime.engines.thread_count(),
-            )
+        runtime_name = _runtime_available(batch)
+        _report(batch, progress=1, message=f"Loading {version} ({runtime_name}).")
+        with batch_predictor(version, runtime_name) as predictor:
             task, names = predictor.task, predictor.label_names
             output = Path(work) / f"predictions-{batch.pk}.{batch.output_format}"
             summary = _Summary(task, names)
@@ -189,7 +237,7 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
                 batch.output_format,
                 task=task,
                 names=names,
-                has_records=batch.source == BatchPrediction.Source.SNAPSHOT,
+                has_records=batch.source != BatchPrediction.Source.UPLOAD,
             ) as writer:
                 for rows in chunks:
                     for start in range(0, len(rows), CHUNK_ROWS):
@@ -217,7 +265,7 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
                             progress=1 + int(94 * done / total),
                             message=f"Predicted {done:,} of {about}{total:,} rows.",
                         )
-        if not done:
+        if not done and batch.source != BatchPrediction.Source.UNLABELED:
             raise ValidationError("There are no texts to predict in the input.")
         name = f"predictions/{batch.pk}/{output.name}"
         if default_storage.exists(name):  # a rerun overwrites
@@ -225,7 +273,7 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
         with output.open("rb") as handle:
             stored_name = default_storage.save(name, File(handle, name=output.name))
     stored = None
-    if batch.store_suggestions and batch.snapshot is not None:
+    if batch.store_suggestions and (batch.snapshot or batch.dataset) is not None:
         _report(batch, progress=97, message="Storing the predictions as suggestions.")
         stored = _store_suggestions(batch, suggestions)
     BatchPrediction.objects.filter(pk=batch.pk).update(
@@ -234,11 +282,43 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
         rows_total=done,
         suggestions_stored=stored,
     )
-    message = f"Predicted {done:,} rows."
+    message = f"Predicted {done:,} rows with {runtime_name}."
     if stored is not None:
         message += f" Stored {stored:,} suggestions on the dataset's records."
     if not batch.succeed(message=message):
         raise _Stopped
+
+
+def _runtime_available(batch: BatchPrediction) -> str:
+    """The job's runtime, or PyTorch when its export has gone since the job was queued;
+    written on the job, so it names the runtime that made the predictions."""
+    from models_app.deploy import export_for_runtime
+
+    name = batch.runtime or Deployment.Runtime.PYTORCH
+    if name != Deployment.Runtime.PYTORCH and export_for_runtime(batch.model_version, name) is None:
+        name = Deployment.Runtime.PYTORCH
+    if name != batch.runtime:
+        BatchPrediction.objects.filter(pk=batch.pk).update(runtime=name)
+        batch.runtime = name
+    return name
+
+
+@contextmanager
+def batch_predictor(version: ModelVersion, runtime_name: str) -> Iterator:
+    """The version loaded for ``runtime_name`` on this machine (the ONNX file where its export
+    stored it), with the machine's threads: a batch has the worker process to itself."""
+    from models_app import runtime
+    from models_app.runtime.predictor import ONNX_FILES
+    from models_app.serving import model_version_serving_dir
+
+    extra = [ONNX_FILES[runtime_name]] if runtime_name in ONNX_FILES else []
+    folder = model_version_serving_dir(version, extra)
+    yield runtime.load_predictor(
+        folder,
+        runtime=runtime_name,
+        task=version.task or None,
+        threads=runtime.engines.thread_count(),
+    )
 
 
 def _report(batch: BatchPrediction, *, progress: int, message: str) -> None:
@@ -250,7 +330,34 @@ def _open_input(batch: BatchPrediction, work: Path) -> tuple[Iterator[list[Input
     """The input as chunks of rows, and how many rows it is expected to hold."""
     if batch.source == BatchPrediction.Source.SNAPSHOT:
         return _snapshot_chunks(batch)
+    if batch.source == BatchPrediction.Source.UNLABELED:
+        return _unlabeled_chunks(batch)
     return _file_chunks(batch, work)
+
+
+def _unlabeled_chunks(batch: BatchPrediction) -> tuple[Iterator[list[InputRow]], int]:
+    """The dataset's unlabeled records as they are when the job runs (keyset pages)."""
+    if batch.dataset is None:
+        raise ValidationError("The dataset of this pre-labeling job was deleted.")
+    records = unlabeled_records(batch.dataset)
+
+    def chunks() -> Iterator[list[InputRow]]:
+        after = 0
+        while True:
+            page = list(
+                records.filter(id__gt=after)
+                .order_by("id")
+                .values_list("id", "source_row", "text")[:READ_ROWS]
+            )
+            if not page:
+                return
+            after = page[-1][0]
+            yield [
+                InputRow(row=source_row, text=text, label="", record_id=record_id)
+                for record_id, source_row, text in page
+            ]
+
+    return chunks(), records.count()
 
 
 def _snapshot_chunks(batch: BatchPrediction) -> tuple[Iterator[list[InputRow]], int]:
@@ -504,31 +611,48 @@ def _scores_from_pairs(pairs: Counter) -> dict:
 # --------------------------------------------------------------------------- suggestions
 
 
-def suggestion_source(version: ModelVersion) -> str:
-    """One source per version, so predicting again replaces that version's suggestions."""
-    return f"{version.registered_model.name} v{version.version}"
+PRELABEL_SOURCE_PREFIX = "pre-label: "
 
 
-def _suggestions(
-    rows: list[InputRow], results: list[dict], *, task: str
-) -> Iterator[tuple[int, str, float | None]]:
+def suggestion_source(version: ModelVersion, *, prelabel: bool = False) -> str:
+    """One source per version, so predicting again replaces that version's suggestions.
+    Pre-labels carry a prefix: a dataset keeps only its newest model's pre-labels."""
+    name = f"{version.registered_model.name} v{version.version}"
+    return f"{PRELABEL_SOURCE_PREFIX}{name}" if prelabel else name
+
+
+def uncertainty(scores: dict[str, float]) -> dict[str, float]:
+    """Top-1 probability, margin (top-1 minus top-2) and entropy (nats) of a single-label
+    prediction's class probabilities: the figures an uncertainty-first queue orders by."""
+    ordered = sorted(scores.values(), reverse=True)
+    top = ordered[0] if ordered else 0.0
+    second = ordered[1] if len(ordered) > 1 else 0.0
+    entropy = -sum(p * math.log(p) for p in ordered if p > 0)
+    return {"probability": top, "margin": top - second, "entropy": max(0.0, entropy)}
+
+
+def _suggestions(rows: list[InputRow], results: list[dict], *, task: str) -> Iterator[dict]:
     for row, result in zip(rows, results, strict=True):
-        if row.record_id is not None:
-            probability = _top_score(result) if task != "regression" else None
-            yield row.record_id, _prediction_text(result), probability
+        if row.record_id is None:
+            continue
+        item = {"record_id": row.record_id, "label": _prediction_text(result)}
+        if task == "single_label":
+            item |= uncertainty(result["scores"])
+        elif task != "regression":
+            item["probability"] = _top_score(result)
+        yield item
 
 
-def _store_suggestions(batch: BatchPrediction, suggestions: list[tuple]) -> int:
+def _store_suggestions(batch: BatchPrediction, suggestions: list[dict]) -> int:
     from datasets_app.services.suggestions import record_suggestions_store
 
+    prelabel = batch.source == BatchPrediction.Source.UNLABELED
     outcome = record_suggestions_store(
-        dataset=batch.snapshot.dataset,
-        predictions=(
-            {"record_id": record_id, "label": label, "probability": probability}
-            for record_id, label, probability in suggestions
-        ),
-        source=suggestion_source(batch.model_version),
+        dataset=batch.dataset if prelabel else batch.snapshot.dataset,
+        predictions=iter(suggestions),
+        source=suggestion_source(batch.model_version, prelabel=prelabel),
         user=batch.created_by,
+        replaces_prefix=PRELABEL_SOURCE_PREFIX if prelabel else "",
     )
     return outcome["stored"]
 

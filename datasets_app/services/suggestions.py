@@ -17,7 +17,12 @@ MAX_SOURCE_CHARS = 200
 
 
 def record_suggestions_store(
-    *, dataset: Dataset, predictions: Iterable[dict], source: str, user=None
+    *,
+    dataset: Dataset,
+    predictions: Iterable[dict],
+    source: str,
+    user=None,
+    replaces_prefix: str = "",
 ) -> dict[str, int]:
     """Store one suggestion per record for ``source``, replacing that source's earlier ones.
 
@@ -25,7 +30,9 @@ def record_suggestions_store(
     and optionally ``"margin"`` (top-1 minus top-2 probability) and ``"entropy"`` (nats) for
     ordering the queue by uncertainty.
     Records that are not (or no longer) in the dataset, for example replaced by a re-import
-    since the snapshot was taken, are skipped and counted. Returns ``{"stored", "skipped"}``.
+    since the snapshot was taken, are skipped and counted. With ``replaces_prefix``, the
+    dataset's suggestions of other sources starting with it are removed in the same
+    transaction (a dataset keeps one model's pre-labels). Returns ``{"stored", "skipped"}``.
     """
     source = (source or "").strip()
     if not source:
@@ -79,6 +86,10 @@ def record_suggestions_store(
                 ],
             )
             stored += len(suggestions)
+        if replaces_prefix:
+            RecordSuggestion.objects.filter(
+                dataset=dataset, source__startswith=replaces_prefix
+            ).exclude(source=source).delete()
     return {"stored": stored, "skipped": skipped}
 
 

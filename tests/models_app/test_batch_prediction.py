@@ -250,7 +250,7 @@ def test_a_queued_job_cancelled_never_runs(analyst, version, broker):
         ({"upload": "file", "store_suggestions": True}, "store_suggestions", "predict a snapshot"),
         ({"upload": "empty"}, "file", "The file is empty."),
         ({"output_format": "xlsx"}, "output_format", "csv or jsonl"),
-        ({"snapshot": None}, "source", "Choose a snapshot or upload a file"),
+        ({"snapshot": None}, "source", "Choose one input"),
     ],
 )
 def test_bad_requests_are_refused_by_field_and_queue_nothing(
