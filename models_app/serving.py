@@ -1,9 +1,13 @@
 """The Django side of serving: look up the endpoint, get its loaded model, count the request.
 
 The model itself runs in models_app/runtime (plain Python). Each process keeps one loaded model
-per (version, runtime, artifact) in `runtime.model_cache`; the endpoint row is read on every
-request, so the request after a promote gets the new model while requests in flight finish on
-the object they hold.
+per (version, runtime, artifact) in `runtime.model_cache`. What an endpoint serves and who a
+token belongs to are memoised per process for STATE_TTL_SECONDS (`live_deployments`,
+`predict_callers`), so a predict call asks the database nothing in the common case; a change
+made in this process clears both at once (signals below), and one made in another process is
+seen within STATE_TTL_SECONDS. Requests in flight finish on the model object they hold, so a
+promote never fails a request. `predict_answer` is the one implementation of the predict call,
+behind both the DRF view and the WSGI fast path (models_app/fastpath.py).
 """
 
 from __future__ import annotations
@@ -19,12 +23,24 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
+from lepton_web.access import can
 from models_app import runtime
-from models_app.models import Deployment, DeploymentMinute, ModelVersion, PredictionLog
+from models_app.api.auth import PredictionPrincipal
+from models_app.models import (
+    Deployment,
+    DeploymentMinute,
+    ModelExport,
+    ModelVersion,
+    PredictionLog,
+    PredictionToken,
+)
 from models_app.services import model_version_files_copy
 
 logger = logging.getLogger(__name__)
@@ -52,6 +68,10 @@ LATENCY_BOUNDS_MS = (
     5000,
 )
 STATS_FLUSH_SECONDS = 5.0
+# How stale a serving process's view of an endpoint or a token may be when the change was made
+# by another process (a revoked token, a stopped endpoint, a promote).
+STATE_TTL_SECONDS = 2.0
+PREDICT_FORBIDDEN = "You may not call predict."
 
 
 class EndpointUnavailable(Exception):
@@ -114,11 +134,44 @@ def _served_version(version_id: int) -> ModelVersion:
     return version
 
 
-def deployment_get_live(slug: str) -> Deployment:
-    """The endpoint as it is now, read fresh on every request (one plain query: the ORM's
-    compile cost is a millisecond here), so a promote takes effect on the next request."""
-    from models_app.models import ModelExport
+live_deployments = runtime.TtlCache(ttl_seconds=STATE_TTL_SECONDS)
+predict_callers = runtime.TtlCache(ttl_seconds=STATE_TTL_SECONDS)
 
+
+def serving_state_clear(**kwargs) -> None:
+    """Forget the memoised endpoints and callers, now and again when the current transaction
+    commits (so a request that read the old rows meanwhile does not keep them)."""
+    live_deployments.clear()
+    predict_callers.clear()
+    if kwargs.get("sender") is not None and connection.in_atomic_block:
+        transaction.on_commit(_clear_both)
+
+
+def _clear_both() -> None:
+    live_deployments.clear()
+    predict_callers.clear()
+
+
+for _model in (Deployment, ModelExport, PredictionToken, Token, get_user_model()):
+    post_save.connect(serving_state_clear, sender=_model, dispatch_uid=f"serving-{_model}-save")
+    post_delete.connect(serving_state_clear, sender=_model, dispatch_uid=f"serving-{_model}-del")
+for _through in (PredictionToken.deployments.through, get_user_model().groups.through):
+    m2m_changed.connect(serving_state_clear, sender=_through, dispatch_uid=f"serving-{_through}")
+
+
+def deployment_get_live(slug: str) -> Deployment:
+    """The endpoint as it is now (at most STATE_TTL_SECONDS old when another process changed
+    it). Raises EndpointNotFound or EndpointUnavailable (stopped, failed) with a plain reason."""
+    found = live_deployments.get_or_compute(slug, lambda: _deployment_read(slug))
+    if isinstance(found, tuple):  # a refusal: a fresh exception each time (threads share it)
+        refusal, message = found
+        raise refusal(message)
+    return found
+
+
+def _deployment_read(slug: str) -> Deployment | tuple[type[Exception], str]:
+    """One plain query (the ORM's compile cost is a millisecond here); a refusal is returned as
+    (exception class, message), not raised, so it is memoised like an answer."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT d.id, d.status, d.status_message, d.version_id, d.runtime, d.export_id, "  # noqa: S608 table names from the models
@@ -128,15 +181,13 @@ def deployment_get_live(slug: str) -> Deployment:
         )
         row = cursor.fetchone()
     if row is None:
-        raise EndpointNotFound(f"Nothing is deployed at {slug}.")
+        return EndpointNotFound, f"Nothing is deployed at {slug}."
     pk, status, status_message, version_id, runtime_name, export_id, file_path = row
     if status == Deployment.Status.STOPPED:
-        raise EndpointUnavailable(
-            f"The endpoint {slug} is stopped. Start it on the Deployments page."
-        )
+        return EndpointUnavailable, f"The endpoint {slug} is stopped. Start it on the Deployments page."
     if status == Deployment.Status.FAILED:
         reason = status_message or "its model could not be loaded"
-        raise EndpointUnavailable(f"The endpoint {slug} has failed: {reason}")
+        return EndpointUnavailable, f"The endpoint {slug} has failed: {reason}"
     deployment = Deployment(
         pk=pk,
         slug=slug,
@@ -198,6 +249,7 @@ def deployment_predict(*, deployment: Deployment, texts: list[str]) -> Predictio
             deployment_mark_failed(
                 deployment_id=deployment.pk, version_id=deployment.version_id, reason=reason
             )
+            live_deployments.clear()
             raise EndpointUnavailable(
                 f"The endpoint {deployment.slug} has failed: {reason}"
             ) from error
@@ -227,6 +279,76 @@ def deployment_predict(*, deployment: Deployment, texts: list[str]) -> Predictio
 
 def deployment_record_error(deployment_id: int) -> None:
     stats.record(deployment_id, 0.0, texts=0, error=True)
+
+
+def predict_answer(
+    *, user, slug: str, texts, explain: bool = False, explain_method: str | None = None
+) -> tuple[int, dict, dict]:
+    """(status, body, headers) of a predict call by an authenticated `user` (a user or a
+    PredictionPrincipal): the one implementation behind the DRF view and the WSGI fast path."""
+    if isinstance(user, PredictionPrincipal):
+        if slug not in user.slugs:
+            return 403, _body("This prediction token may not call this endpoint."), {}
+    elif not can(user, "deployment", "predict"):
+        return 403, _body(PREDICT_FORBIDDEN), {}
+    problem = predict_texts_problem(texts)
+    if problem:
+        return 400, _body(problem[1], {problem[0]: [problem[1]]}), {}
+    try:
+        deployment = deployment_get_live(slug)
+        prediction = deployment_predict(deployment=deployment, texts=texts)
+        if explain:
+            from models_app.explanations import deployment_explain
+
+            explained = deployment_explain(
+                deployment=deployment, texts=texts, method=explain_method
+            )
+            for result, explanation in zip(prediction.results, explained, strict=True):
+                result["explanation"] = explanation
+    except EndpointNotFound as error:
+        return 404, _body(str(error)), {}
+    except EndpointUnavailable as error:
+        return 503, _body(str(error)), {"Retry-After": "30"}
+    version = prediction.version
+    return (
+        200,
+        {
+            "endpoint": deployment.slug,
+            "model": version.registered_model.name,
+            "version": version.version,
+            "version_id": version.pk,
+            "runtime": prediction.runtime,
+            "predictions": prediction.results,
+        },
+        {},
+    )
+
+
+def predict_texts_problem(texts) -> tuple[str, str] | None:
+    """(field, message) of what is wrong with a predict call's `texts`, or None."""
+    max_texts = settings.SERVE_MAX_TEXTS
+    max_chars = settings.SERVE_MAX_CHARS
+    if texts is None:
+        return "texts", 'Send {"texts": ["..."]}: a list of one or more texts.'
+    if not isinstance(texts, list):
+        return "texts", "texts must be a list of strings, even for one text."
+    if not texts:
+        return "texts", "texts is empty; send at least one text."
+    if len(texts) > max_texts:
+        return "texts", f"Send at most {max_texts} texts per request; this one has {len(texts)}."
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            return f"texts[{index}]", f"Text {index} is not a string."
+        if len(text) > max_chars:
+            return (
+                f"texts[{index}]",
+                f"Text {index} has {len(text):,} characters; the limit is {max_chars:,}.",
+            )
+    return None
+
+
+def _body(detail: str, errors: dict | None = None) -> dict:
+    return {"detail": detail, "errors": errors or {}}
 
 
 # --- per-minute counts ----------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
@@ -17,7 +16,7 @@ from models_app.api.auth import (
     PredictionPrincipal,
     PredictionTokenAuthentication,
 )
-from models_app.explanations import METHODS, deployment_explain, explain_options
+from models_app.explanations import METHODS, explain_options
 from models_app.models import Deployment, DeploymentEvent, PredictionToken
 from models_app.selectors import (
     deployment_get_for_user,
@@ -25,11 +24,10 @@ from models_app.selectors import (
     model_version_get_for_user,
 )
 from models_app.serving import (
-    EndpointNotFound,
-    EndpointUnavailable,
-    deployment_get_live,
-    deployment_predict,
+    PREDICT_FORBIDDEN,
     deployment_usage,
+    predict_answer,
+    predict_texts_problem,
 )
 
 
@@ -40,7 +38,7 @@ def _error(detail: str, errors: dict | None = None, code: int = 400) -> Response
 class PredictPermission(BasePermission):
     """Users who may predict, or a prediction token (its endpoints are checked in the view)."""
 
-    message = "You may not call predict."
+    message = PREDICT_FORBIDDEN
 
     def has_permission(self, request, view) -> bool:
         user = request.user
@@ -90,79 +88,12 @@ class PredictApi(APIView):
     def post(self, request, slug: str):
         texts = request.data.get("texts") if isinstance(request.data, dict) else None
         explain, method = (False, None)
-        if not _check_texts(texts):
+        if not predict_texts_problem(texts):
             explain, method = explain_options(request, texts)
         code, body, headers = predict_answer(
             user=request.user, slug=slug, texts=texts, explain=explain, explain_method=method
         )
         return Response(body, status=code, headers=headers)
-
-
-def predict_answer(
-    *, user, slug: str, texts, explain: bool = False, explain_method: str | None = None
-) -> tuple[int, dict, dict]:
-    """(status, body, headers) of a predict call by an authenticated `user`: the one
-    implementation behind the DRF view and the WSGI fast path (models_app/fastpath.py)."""
-    if isinstance(user, PredictionPrincipal):
-        if slug not in user.slugs:
-            return 403, _body("This prediction token may not call this endpoint."), {}
-    elif not can(user, "deployment", "predict"):
-        return 403, _body(PredictPermission.message), {}
-    problem = _check_texts(texts)
-    if problem:
-        return 400, _body(problem[1], {problem[0]: [problem[1]]}), {}
-    try:
-        deployment = deployment_get_live(slug)
-        prediction = deployment_predict(deployment=deployment, texts=texts)
-        if explain:
-            explained = deployment_explain(
-                deployment=deployment, texts=texts, method=explain_method
-            )
-            for result, explanation in zip(prediction.results, explained, strict=True):
-                result["explanation"] = explanation
-    except EndpointNotFound as error:
-        return 404, _body(str(error)), {}
-    except EndpointUnavailable as error:
-        return 503, _body(str(error)), {"Retry-After": "30"}
-    version = prediction.version
-    return (
-        200,
-        {
-            "endpoint": deployment.slug,
-            "model": version.registered_model.name,
-            "version": version.version,
-            "version_id": version.pk,
-            "runtime": prediction.runtime,
-            "predictions": prediction.results,
-        },
-        {},
-    )
-
-
-def _body(detail: str, errors: dict | None = None) -> dict:
-    return {"detail": detail, "errors": errors or {}}
-
-
-def _check_texts(texts) -> tuple[str, str] | None:
-    max_texts = settings.SERVE_MAX_TEXTS
-    max_chars = settings.SERVE_MAX_CHARS
-    if texts is None:
-        return "texts", 'Send {"texts": ["..."]}: a list of one or more texts.'
-    if not isinstance(texts, list):
-        return "texts", "texts must be a list of strings, even for one text."
-    if not texts:
-        return "texts", "texts is empty; send at least one text."
-    if len(texts) > max_texts:
-        return "texts", f"Send at most {max_texts} texts per request; this one has {len(texts)}."
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            return f"texts[{index}]", f"Text {index} is not a string."
-        if len(text) > max_chars:
-            return (
-                f"texts[{index}]",
-                f"Text {index} has {len(text):,} characters; the limit is {max_chars:,}.",
-            )
-    return None
 
 
 class DeploymentOutputSerializer(serializers.ModelSerializer):

@@ -22,7 +22,7 @@ batches), ``export`` (ONNX fp32/int8 and the parity check).
 """
 
 from models_app.runtime.artifact import ArtifactError, ModelInfo, read_model_info
-from models_app.runtime.cache import ModelCache, model_cache
+from models_app.runtime.cache import ModelCache, TtlCache, model_cache
 from models_app.runtime.microbatch import MicroBatcher
 from models_app.runtime.predictor import RUNTIMES, Predictor, load_predictor
 
@@ -33,6 +33,7 @@ __all__ = [
     "ModelCache",
     "ModelInfo",
     "Predictor",
+    "TtlCache",
     "load_predictor",
     "model_cache",
     "read_model_info",

@@ -10,6 +10,7 @@ outside the cache lock, once per key even when many threads ask at the same mome
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -82,3 +83,44 @@ def _close(value: Any) -> None:
 
 
 model_cache = ModelCache()
+
+
+class TtlCache:
+    """Small per-process memo of answers that may be a few seconds stale (who a token is, what
+    an endpoint serves), so the hot path does not ask the database on every request. Entries
+    expire after `ttl_seconds`; `clear()` drops everything at once (on any change this process
+    makes itself). Bounded: when full, the whole memo is dropped rather than tracked per key."""
+
+    def __init__(self, *, ttl_seconds: float, max_entries: int = 4096) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: dict[Hashable, tuple[float, Any]] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The value memoised under `key` if younger than the TTL, else `compute()` (outside the
+        lock; an exception is not memoised). A value computed while `clear()` ran is returned
+        but not kept, so a change is never hidden behind a read that started before it."""
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        if self.ttl_seconds <= 0:
+            return compute()
+        generation = self._generation
+        value = compute()
+        with self._lock:
+            if generation == self._generation:
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+                self._entries[key] = (now + self.ttl_seconds, value)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
