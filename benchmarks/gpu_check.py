@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.train import SST2, read_csv  # noqa: E402
-from training_app.trainer import (  # noqa: E402
+from training_app.engine import (  # noqa: E402
     TrainingConfig,
     TrainingData,
     load_artifact,

@@ -7,7 +7,7 @@ Speed: the bundled all-MiniLM-L6-v2 is fine-tuned for the same number of steps (
 of 32) on the same SST-2 texts with the same optimizer settings (fused AdamW, lr 5e-5, weight
 decay 0.01, 6% linear warm-up then linear decay, gradient clipping at 1.0, fp32) by
 
-  (a)  our engine, `training_app.trainer.train`;
+  (a)  our engine, `training_app.engine.train`;
   (b)  Hugging Face `Trainer` + `DataCollatorWithPadding` (random batches, dynamic padding);
   (b2) the same with `train_sampling_strategy="group_by_length"` (transformers 5's name);
   (c)  a plain loop that pads every example to 128 tokens.
@@ -59,7 +59,7 @@ from transformers import (  # noqa: E402
 )
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
-from training_app.trainer import TrainingConfig, TrainingData, train  # noqa: E402
+from training_app.engine import TrainingConfig, TrainingData, train  # noqa: E402
 
 DATA = Path(os.environ.get("LEPTON_SHARED_DATA") or ROOT.parent / "shared" / "data")
 SST2 = DATA / "sst2" / "train.csv"

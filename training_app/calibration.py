@@ -1,7 +1,7 @@
 """Training-time estimates calibrated on the workers (issue 9, item 11).
 
 The first run of a base model with a method on a kind of device measures it (a few training
-steps at two sequence lengths, ``trainer.calibrate``) and keeps the result in
+steps at two sequence lengths, ``engine.calibrate``) and keeps the result in
 ``TrainingCalibration``; estimates for that model, method and device then come from seconds
 measured there instead of an assumed device speed. Every run records the estimate made when
 it started and the time it took (``run.estimate["at_start"]`` and ``["actual_seconds"]``), and
@@ -74,7 +74,7 @@ def training_time_estimate(
     """Time and memory a run of ``config`` on ``snapshot`` should take: ``seconds`` and a range
     (``low_seconds``, ``high_seconds``), ``memory_bytes``, whether the time is ``calibrated``
     (measured on a worker) and, in a sentence, its ``basis``."""
-    from training_app.trainer import estimate as arithmetic_estimate
+    from training_app.engine.probe import estimate as arithmetic_estimate
 
     lengths = snapshot_length_counts(snapshot)
     calibration = calibration_for(
@@ -140,16 +140,16 @@ def training_time_estimate(
     }
 
 
-def training_run_calibrate(*, run: TrainingRun, config, train_texts: list[str], trainer) -> None:
+def training_run_calibrate(*, run: TrainingRun, config, train_texts: list[str], engine) -> None:
     """On the worker, before training: measure this model, method and device if nothing has
     yet (a few seconds), then record the estimate the run starts with. Never fails the run: a
     probe that breaks is logged and the estimate stays as it was."""
-    device, device_name = trainer.device_description(config)
+    device, device_name = engine.device_description(config)
     calibration = calibration_for(base_model=run.base_model, method=run.method, device=device)
     if calibration is None:
         began = time.monotonic()
         try:
-            measurements = trainer.calibrate(
+            measurements = engine.calibrate(
                 base_model_path=run.base_model.location,
                 config=config,
                 sample_texts=train_texts[:500],

@@ -1,6 +1,6 @@
 """Training-time estimates from a measured speed probe. Pure: no Django, no torch.
 
-The probe (``trainer.calibrate``) times real training steps and evaluation batches of one base
+The probe (``engine.calibrate``) times real training steps and evaluation batches of one base
 model with one method on one device at two sequence lengths. Seconds per example grow about
 linearly with the padded length over the lengths classifiers use, so two points give a line;
 the estimate walks the snapshot's text lengths the way the engine batches them (sorted by

@@ -24,28 +24,29 @@ ADVANCED_PARAMS = tuple(name for name in PARAM_NAMES if name not in BASIC_PARAMS
 def engine_options() -> dict:
     """Defaults and choices of the training engine.
 
-    The engine imports torch (seconds), so it is read on first use, not at import: the web
-    process pays only once someone opens the new-run form.
+    Read from ``training_app.engine.config``, which imports no torch.
     """
-    from training_app import trainer
+    from training_app.engine import config as engine_config
 
     defaults = {
         field.name: field.default
-        for field in dataclasses.fields(trainer.TrainingConfig)
+        for field in dataclasses.fields(engine_config.TrainingConfig)
         if field.default is not dataclasses.MISSING
     }
     metrics: list[str] = []
-    for names in trainer.METRICS_BY_TASK.values():
+    for names in engine_config.METRICS_BY_TASK.values():
         metrics.extend(name for name in names if name not in metrics)
     return {
         "defaults": defaults,
-        "learning_rates": dict(trainer.DEFAULT_LEARNING_RATES),
-        "metrics_by_task": {task: list(names) for task, names in trainer.METRICS_BY_TASK.items()},
+        "learning_rates": dict(engine_config.DEFAULT_LEARNING_RATES),
+        "metrics_by_task": {
+            task: list(names) for task, names in engine_config.METRICS_BY_TASK.items()
+        },
         "metrics": metrics,
-        "optimizers": list(trainer.OPTIMIZERS),
-        "schedulers": list(trainer.SCHEDULERS),
-        "devices": list(trainer.DEVICES),
-        "precisions": list(trainer.PRECISIONS),
+        "optimizers": list(engine_config.OPTIMIZERS),
+        "schedulers": list(engine_config.SCHEDULERS),
+        "devices": list(engine_config.DEVICES),
+        "precisions": list(engine_config.PRECISIONS),
     }
 
 

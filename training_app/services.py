@@ -1,6 +1,6 @@
 """Training runs and evaluations: validation at creation, execution on a gpu worker, registry.
 
-The engine (``training_app.trainer``) imports torch, so it is imported inside the functions
+The engine (``training_app.engine``) imports torch, so it is imported inside the functions
 that need it, never at module import: the web process pays for it only when a run is created.
 """
 
@@ -191,7 +191,7 @@ def _check_base_model(base_model: BaseModel) -> str | None:
 
 
 def training_config_build(*, task: str, method: str, params: dict):
-    from training_app.trainer import METRICS_BY_TASK, TrainingConfig
+    from training_app.engine.config import METRICS_BY_TASK, TrainingConfig
 
     unknown = sorted(set(params) - set(PARAM_NAMES))
     if unknown:
@@ -474,7 +474,7 @@ class RunCallbacks:
 
 def training_run_execute(*, run_id: int) -> TrainingRun | None:
     """Run (or resume) a claimed run on this worker; a second delivery does nothing."""
-    from training_app import trainer
+    from training_app import engine
 
     run = TrainingRun.objects.select_related("snapshot", "base_model").filter(pk=run_id).first()
     if run is None or not run.claim():
@@ -482,10 +482,10 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     # The heartbeat thread runs from the claim to the end, so reading the snapshot, fetching
     # checkpoints, loading the model and uploading the artifact all count as alive.
     with job_heartbeat(run):
-        return _training_run_execute_claimed(run, trainer=trainer)
+        return _training_run_execute_claimed(run, engine=engine)
 
 
-def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
+def _training_run_execute_claimed(run: TrainingRun, *, engine) -> TrainingRun:
     if run.attempts > 1:
         # The engine then says "resumed" (from a checkpoint) or "started" (none was saved yet).
         TrainingEvent.objects.create(
@@ -497,7 +497,7 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
     converted = {
         name: _labels_for_task(run.task, labels, name)[0] for name, (_, labels) in splits.items()
     }
-    data = trainer.TrainingData(
+    data = engine.TrainingData(
         train_texts=splits["train"][0],
         train_labels=converted["train"],
         validation_texts=splits["validation"][0],
@@ -507,7 +507,7 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
         label_names=run.label_names or None,
     )
     engine_params = {k: v for k, v in run.params.items() if k != "register"}
-    config = trainer.TrainingConfig(task=run.task, method=run.method, **engine_params)
+    config = engine.TrainingConfig(task=run.task, method=run.method, **engine_params)
     workdir = run_dir(run.pk)
     callbacks = RunCallbacks(run)
     if checkpoint_sync_enabled():
@@ -523,9 +523,9 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
             )
     from training_app.calibration import training_run_calibrate, training_run_record_actual
 
-    training_run_calibrate(run=run, config=config, train_texts=data.train_texts, trainer=trainer)
+    training_run_calibrate(run=run, config=config, train_texts=data.train_texts, engine=engine)
     try:
-        result = trainer.train(
+        result = engine.train(
             base_model_path=run.base_model.location,
             data=data,
             config=config,
@@ -534,7 +534,7 @@ def _training_run_execute_claimed(run: TrainingRun, *, trainer) -> TrainingRun:
             callbacks=callbacks,
             resume=True,
         )
-    except trainer.TrainingError as exc:
+    except engine.TrainingError as exc:
         run.fail(error=str(exc))
         TrainingEvent.objects.create(run=run, kind="failed", message=str(exc))
         return run
@@ -624,7 +624,7 @@ def evaluation_start(*, user, model_version, snapshot: Snapshot, split: str = "t
 
 
 def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
-    from training_app import trainer
+    from training_app import engine
 
     evaluation = (
         Evaluation.objects.select_related("model_version", "snapshot")
@@ -634,10 +634,10 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
     if evaluation is None or not evaluation.claim():
         return None
     with job_heartbeat(evaluation):  # loading and running the model can hold the CPU a while
-        return _evaluation_execute_claimed(evaluation, trainer=trainer)
+        return _evaluation_execute_claimed(evaluation, engine=engine)
 
 
-def _evaluation_execute_claimed(evaluation: Evaluation, *, trainer) -> Evaluation:
+def _evaluation_execute_claimed(evaluation: Evaluation, *, engine) -> Evaluation:
     from models_app.services import model_version_local_dir
 
     version = evaluation.model_version
@@ -649,14 +649,14 @@ def _evaluation_execute_claimed(evaluation: Evaluation, *, trainer) -> Evaluatio
     evaluation.report(progress=10, message=f"Evaluating on {len(texts):,} records.")
     try:
         with model_version_local_dir(version) as folder:
-            report = trainer.evaluate_artifact(
+            report = engine.evaluate_artifact(
                 str(folder),
                 texts,
                 converted,
                 task=version.task,
                 label_names=version.label_names or None,
             )
-    except trainer.TrainingError as exc:
+    except engine.TrainingError as exc:
         evaluation.fail(error=str(exc))
         return evaluation
     Evaluation.objects.filter(pk=evaluation.pk).update(

@@ -181,15 +181,13 @@ def test_estimate_for_another_method_waits_for_its_own_measurement(snapshot, tin
 def test_the_first_run_measures_the_speed_once_and_records_its_start_estimate(
     make_run, tiny_base_model, monkeypatch
 ):
-    from training_app import trainer
+    from training_app import engine
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = make_run(status="running", params=PARAMS)
-    config = trainer.TrainingConfig(task=run.task, method=run.method, **run.params)
+    config = engine.TrainingConfig(task=run.task, method=run.method, **run.params)
 
-    training_run_calibrate(
-        run=run, config=config, train_texts=["a good movie"] * 5, trainer=trainer
-    )
+    training_run_calibrate(run=run, config=config, train_texts=["a good movie"] * 5, engine=engine)
 
     calibration = TrainingCalibration.objects.get()
     assert (calibration.base_model, calibration.method, calibration.device) == (
@@ -209,7 +207,7 @@ def test_the_first_run_measures_the_speed_once_and_records_its_start_estimate(
     # A second run of the same model, method and device measures nothing again.
     second = make_run(status="running", params=PARAMS)
     training_run_calibrate(
-        run=second, config=config, train_texts=["a good movie"] * 5, trainer=trainer
+        run=second, config=config, train_texts=["a good movie"] * 5, engine=engine
     )
     assert TrainingCalibration.objects.count() == 1
     assert not TrainingEvent.objects.filter(run=second, kind="speed_measured").exists()

@@ -219,7 +219,7 @@ def test_an_evaluation_beats_from_a_thread_while_its_model_runs(
     make_run, monkeypatch, settings, tmp_path
 ):
     from models_app.models import ModelVersion
-    from training_app import trainer
+    from training_app import engine
     from training_app.models import Evaluation
     from training_app.services import evaluation_execute
 
@@ -235,7 +235,7 @@ def test_an_evaluation_beats_from_a_thread_while_its_model_runs(
         threads_while_evaluating.extend(t.name for t in threading.enumerate())
         return {"accuracy": 1.0}
 
-    monkeypatch.setattr(trainer, "evaluate_artifact", watched_evaluate)
+    monkeypatch.setattr(engine, "evaluate_artifact", watched_evaluate)
 
     evaluation_execute(evaluation_id=evaluation.pk)
 

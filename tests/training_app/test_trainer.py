@@ -26,17 +26,19 @@ from transformers import (
 )
 
 from tests.paths import SHARED_DATA
-from training_app import trainer
-from training_app.trainer import (
+from training_app.engine import (
     TrainingConfig,
     TrainingData,
     TrainingError,
     estimate,
     evaluate_artifact,
     load_artifact,
+    modeling,
     predict_logits,
+    reports,
     train,
 )
+from training_app.engine import data as engine_data
 
 ROOT = Path(__file__).resolve().parents[2]
 SST2 = SHARED_DATA / "sst2" / "train.csv"
@@ -523,7 +525,7 @@ def test_class_weighting_trains_on_imbalanced_data(base_model, tmp_path):
     result, _ = run(base_model, tmp_path, data=data, class_weighting=True)
 
     assert result.test_report["per_class"]["neutral"]["recall"] > 0.5
-    weights = trainer._class_weights("single_label", np.array([0, 0, 0, 1]), 2)
+    weights = reports._class_weights("single_label", np.array([0, 0, 0, 1]), 2)
     assert weights.tolist() == pytest.approx([4 / 6, 2.0])
 
 
@@ -715,14 +717,14 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch(
         name="reference",
         **{**settings, "batch_size": 2, "gradient_accumulation": 4},
     )
-    real_forward = trainer._forward_logits
+    real_forward = modeling._forward_logits
 
     def forward_that_fits_two(module, input_ids, attention_mask):
         if module.training and input_ids.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_forward(module, input_ids, attention_mask)
 
-    monkeypatch.setattr(trainer, "_forward_logits", forward_that_fits_two)
+    monkeypatch.setattr(modeling, "_forward_logits", forward_that_fits_two)
     recorder = Recorder()
     result, _ = run(
         base_model,
@@ -744,7 +746,7 @@ def test_out_of_memory_at_batch_size_one_raises(base_model, tmp_path, monkeypatc
     def always_out_of_memory(module, input_ids, attention_mask):
         raise torch.OutOfMemoryError("CUDA out of memory.")
 
-    monkeypatch.setattr(trainer, "_forward_logits", always_out_of_memory)
+    monkeypatch.setattr(modeling, "_forward_logits", always_out_of_memory)
 
     with pytest.raises(
         TrainingError, match="does not fit in GPU memory even with a batch size of 1"
@@ -781,7 +783,7 @@ def test_batches_are_length_grouped_and_dynamically_padded():
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 60, size=1000)
 
-    plan = trainer._epoch_plan(lengths, 32, seed=5, epoch=0)
+    plan = engine_data._epoch_plan(lengths, 32, seed=5, epoch=0)
 
     assert sorted(np.concatenate(plan).tolist()) == list(range(1000))
     assert lengths[plan[0]].max() == lengths.max()  # the longest batch goes first
@@ -789,11 +791,11 @@ def test_batches_are_length_grouped_and_dynamically_padded():
     random_spread = np.mean([np.ptp(lengths[rng.permutation(1000)[:32]]) for _ in range(30)])
     assert spread < random_spread / 4
     assert [g.tolist() for g in plan] == [
-        g.tolist() for g in trainer._epoch_plan(lengths, 32, seed=5, epoch=0)
+        g.tolist() for g in engine_data._epoch_plan(lengths, 32, seed=5, epoch=0)
     ]
-    assert plan[0].tolist() != trainer._epoch_plan(lengths, 32, seed=5, epoch=1)[0].tolist()
+    assert plan[0].tolist() != engine_data._epoch_plan(lengths, 32, seed=5, epoch=1)[0].tolist()
 
-    split = trainer._TokenizedSplit.from_lists([[2, 7, 3], [2, 7, 8, 9, 3], [2, 3]])
+    split = engine_data._TokenizedSplit.from_lists([[2, 7, 3], [2, 7, 8, 9, 3], [2, 3]])
     input_ids, attention_mask = split.collate(np.array([0, 2]), pad_id=0)
     assert input_ids.tolist() == [[2, 7, 3], [2, 3, 0]]
     assert attention_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
@@ -833,7 +835,7 @@ def test_two_cpu_processes_train_like_one(base_model, tmp_path):
             sys.path.insert(0, {str(ROOT)!r})
             sys.path.insert(0, {str(Path(__file__).parent)!r})
             from test_trainer import make_data
-            from training_app.trainer import TrainingConfig, train
+            from training_app.engine import TrainingConfig, train
             config = TrainingConfig(task="single_label", distributed=True, device="cpu",
                                     early_stopping_patience=0, max_length=32, **{settings!r})
             result = train(base_model_path={base_model!r}, data=make_data("single_label"),
@@ -958,7 +960,7 @@ def test_head_only_last_layer_gives_the_same_logits_and_gradients(attention, met
         ours = get_peft_model(ours, lora)
     library.eval()
     ours.eval()
-    assert trainer._last_layer_for_the_head_only(ours)
+    assert modeling._last_layer_for_the_head_only(ours)
     last_outputs = []
     layers = (ours.get_base_model() if method == "lora" else ours).bert.encoder.layer
     layers[-1].output.register_forward_hook(
@@ -987,8 +989,8 @@ def test_head_only_last_layer_leaves_other_models_alone():
     )
     chunked = _tiny_classifier(chunk_size_feed_forward=4)
 
-    assert not trainer._last_layer_for_the_head_only(distil)
-    assert not trainer._last_layer_for_the_head_only(chunked)
+    assert not modeling._last_layer_for_the_head_only(distil)
+    assert not modeling._last_layer_for_the_head_only(chunked)
 
 
 def test_engine_reports_the_values_it_trains_with_at_start(base_model, tmp_path):
