@@ -29,5 +29,8 @@ urlpatterns = [
     path("<id:dataset_id>/export/", views.dataset_export, name="dataset_export"),
     path("<id:dataset_id>/label/", views.labeling_queue, name="labeling_queue"),
     path("<id:dataset_id>/label/<id:record_id>/", views.labeling_save, name="labeling_save"),
+    path("<id:dataset_id>/label/next/", views.labeling_next_json, name="labeling_next_json"),
+    path("<id:dataset_id>/label/submit/", views.labeling_submit_json, name="labeling_submit_json"),
+    path("<id:dataset_id>/label/undo/", views.labeling_undo_json, name="labeling_undo_json"),
     path("<id:dataset_id>/labels/", views.label_schema_edit, name="label_schema_edit"),
 ]

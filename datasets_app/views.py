@@ -1,3 +1,4 @@
+import json
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -481,7 +482,201 @@ def _labeling_page(
         "error": error,
         "claim_minutes": max(1, settings.LABELING_CLAIM_SECONDS // 60),
     }
+    record = item.record
+    if record is not None:
+        from datasets_app.services.labeling_keyboard import record_suggestions_shown
+
+        suggestion = record_suggestions_shown(dataset=dataset, record_ids=[record.pk])
+        context["suggestion"] = suggestion.get(record.pk)
+        # The queue (one label per record, not opened from the records list) runs in the page:
+        # records fetched ahead, labels sent in the background, undo (labeling.js).
+        if item.labels and not dataset.label_multiple and not next_url:
+            context["queue_config"] = {
+                "dataset": dataset.pk,
+                "user": request.user.pk,
+                "record": _record_json(record, context["suggestion"]),
+                "error": error,
+                "urls": {
+                    "next": reverse("datasets:labeling_next_json", args=[dataset.pk]),
+                    "submit": reverse("datasets:labeling_submit_json", args=[dataset.pk]),
+                    "undo": reverse("datasets:labeling_undo_json", args=[dataset.pk]),
+                },
+            }
     return render(request, "datasets_app/label_record.html", context, status=status)
+
+
+def _record_meta(record) -> str:
+    """The line above a record's text: its row, id, split and exclusion."""
+    parts = [f"Row {record.source_row:,}"]
+    if record.external_id:
+        parts.append(f"id {record.external_id}")
+    if record.split:
+        parts.append(record.split)
+    if record.is_excluded:
+        parts.append(f"excluded: {record.exclusion_reason}")
+    return " · ".join(parts)
+
+
+def _record_json(record, suggestion: dict | None) -> dict:
+    """A record as the labeling page shows it."""
+    return {
+        "id": record.pk,
+        "text": record.text,
+        "label": record.label,
+        "meta": _record_meta(record),
+        "suggestion": suggestion
+        and {"label": suggestion["label"], "probability": suggestion["probability"]},
+    }
+
+
+def _json_error(exc: ValidationError, status: int = 400, **extra) -> JsonResponse:
+    return JsonResponse({"error": _error_text(exc), **extra}, status=status)
+
+
+def _json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("The request was not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise ValidationError("The request must be a JSON object.")
+    return body
+
+
+def _json_record_id(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+        raise ValidationError("record_id must be a record id (a whole number).")
+    return value
+
+
+def _progress_json(request, dataset) -> dict:
+    from datasets_app.services.labeling import labeling_progress
+
+    dataset.refresh_from_db()
+    return labeling_progress(dataset=dataset, user=request.user)
+
+
+@require_GET
+@access_required("labeling", "label")
+def labeling_next_json(request, dataset_id: int):
+    """The next record for the labeling page to show, fetched ahead, held for this user
+    together with the records in ``keep`` (shown, fetched ahead or labeled and not yet sent)."""
+    from datasets_app.services.labeling import labeling_next
+    from datasets_app.services.labeling_keyboard import record_suggestions_shown
+
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    keep_raw = request.GET.get("keep", "")
+    keep = [_positive_int(part) for part in keep_raw.split(",")[:50] if part]
+    if None in keep:
+        return _json_error(ValidationError("keep must be record ids separated by commas."))
+    try:
+        item = labeling_next(
+            dataset=dataset,
+            user=request.user,
+            after=_positive_int(request.GET.get("after")),
+            keep=keep,
+        )
+    except ValidationError as exc:
+        return _json_error(exc)
+    record = item.record
+    suggestion = (
+        record_suggestions_shown(dataset=dataset, record_ids=[record.pk]).get(record.pk)
+        if record
+        else None
+    )
+    return JsonResponse(
+        {
+            "record": _record_json(record, suggestion) if record else None,
+            "progress": _progress_json(request, dataset),
+        }
+    )
+
+
+@require_POST
+@access_required("labeling", "label")
+def labeling_submit_json(request, dataset_id: int):
+    """Save one label sent by the labeling page (JSON: record_id, label, key, expected_label,
+    suggestion_label, suggestion_probability, time_spent_ms). A key sent again is applied once.
+    Refused (400, or 409 when someone else labeled the record meanwhile) with the reason and
+    the record as it is now."""
+    from datasets_app.services.jobs import DatasetBusy
+    from datasets_app.services.labeling import LabelConflict
+    from datasets_app.services.labeling_keyboard import (
+        labeling_record_now,
+        labeling_submit,
+        record_suggestions_shown,
+    )
+
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    try:
+        body = _json_body(request)
+        record_id = _json_record_id(body.get("record_id"))
+        probability = body.get("suggestion_probability")
+        spent = body.get("time_spent_ms")
+        if probability is not None and (
+            isinstance(probability, bool) or not isinstance(probability, int | float)
+        ):
+            raise ValidationError("suggestion_probability must be a number between 0 and 1.")
+        if spent is not None and (isinstance(spent, bool) or not isinstance(spent, int)):
+            spent = None
+        for name in ("label", "key", "suggestion_label"):
+            if not isinstance(body.get(name, ""), str):
+                raise ValidationError(f"{name} must be text.")
+        expected = body.get("expected_label")
+        if expected is not None and not isinstance(expected, str):
+            raise ValidationError("expected_label must be text.")
+    except ValidationError as exc:
+        return _json_error(exc)
+    try:
+        labeling_submit(
+            dataset=dataset,
+            user=request.user,
+            record_id=record_id,
+            label=body.get("label", ""),
+            client_key=body.get("key", ""),
+            expected_label=expected,
+            suggestion_label=body.get("suggestion_label", ""),
+            suggestion_probability=probability,
+            time_spent_ms=spent,
+        )
+    except DatasetBusy as exc:
+        return _json_error(exc, status=503)  # the page keeps it and sends it again
+    except ValidationError as exc:
+        record = labeling_record_now(dataset=dataset, record_id=record_id)
+        shown = None
+        if record is not None:
+            suggestion = record_suggestions_shown(dataset=dataset, record_ids=[record.pk])
+            shown = _record_json(record, suggestion.get(record.pk))
+        status = 409 if isinstance(exc, LabelConflict) else 400
+        return _json_error(exc, status=status, record=shown)
+    return JsonResponse({"saved": True, "progress": _progress_json(request, dataset)})
+
+
+@require_POST
+@access_required("labeling", "label")
+def labeling_undo_json(request, dataset_id: int):
+    """Undo this user's label on one record (JSON: record_id); answers with the record as it is
+    now, held for them, or 400 with the reason it can no longer be undone."""
+    from datasets_app.services.labeling_keyboard import (
+        record_label_undo,
+        record_suggestions_shown,
+    )
+
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    try:
+        body = _json_body(request)
+        record = record_label_undo(
+            dataset=dataset, user=request.user, record_id=_json_record_id(body.get("record_id"))
+        )
+    except ValidationError as exc:
+        return _json_error(exc)
+    suggestion = record_suggestions_shown(dataset=dataset, record_ids=[record.pk])
+    return JsonResponse(
+        {
+            "record": _record_json(record, suggestion.get(record.pk)),
+            "progress": _progress_json(request, dataset),
+        }
+    )
 
 
 @require_GET
