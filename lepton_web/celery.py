@@ -88,6 +88,12 @@ app.conf.update(
             # On the gpu queue: checkpoints live on the gpu workers' disks.
             "options": {"queue": queue_name("gpu"), "expires": 3000},
         },
+        "advance-hyperparameter-searches": {
+            "task": "training_app.tasks.searches_advance_task",
+            "schedule": 60.0,
+            # On the gpu queue: a search that finishes registers its best trial's model folder.
+            "options": {"queue": queue_name("gpu"), "expires": 50},
+        },
     },
     timezone="UTC",
 )

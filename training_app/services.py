@@ -437,6 +437,14 @@ class RunCallbacks:
         TrainingEvent.objects.create(
             run=self.run, kind="evaluated", message=f"Step {step}: {shown}"
         )
+        if self.run.search_id:
+            # A trial of a hyperparameter search: its pruner may stop it here (through cancel).
+            from training_app.search import search_trial_evaluated
+
+            try:
+                search_trial_evaluated(run_id=self.run.pk)
+            except Exception:  # a pruning decision must never break the run
+                logger.exception("Pruning decision for run %s failed", self.run.pk)
 
     def on_checkpoint(self, *, step: int, path: str) -> None:
         TrainingRun.objects.filter(pk=self.run.pk).update(checkpoint_step=step)

@@ -10,9 +10,20 @@ from lepton_web.celery import queue_name
 
 @shared_task(queue=queue_name("gpu"), soft_time_limit=11 * 3600, time_limit=12 * 3600)
 def training_run_execute_task(run_id: int) -> None:
+    from training_app.search import search_trial_finished
     from training_app.services import training_run_execute
 
-    training_run_execute(run_id=run_id)
+    try:
+        training_run_execute(run_id=run_id)
+    finally:
+        search_trial_finished(run_id=run_id)  # a search's trial: ask for the next ones
+
+
+@shared_task(queue=queue_name("gpu"), acks_late=True, soft_time_limit=600, time_limit=660)
+def searches_advance_task() -> int:
+    from training_app.search import searches_advance
+
+    return searches_advance()
 
 
 @shared_task(queue=queue_name("gpu"), soft_time_limit=2 * 3600, time_limit=2 * 3600 + 300)

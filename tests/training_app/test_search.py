@@ -1,0 +1,362 @@
+"""Hyperparameter search services on the real database: starting (and refusing), pruning,
+budgets, finishing with the best trial registered, cancelling."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from models_app.models import ModelVersion
+from tests.conftest import broker_for_this_process
+from training_app import search as search_services
+from training_app.models import HyperparameterSearch, TrainingEvent, TrainingMetric, TrainingRun
+from training_app.search import (
+    search_advance,
+    search_cancel,
+    search_start,
+    search_trial_evaluated,
+    search_trial_finished,
+    space_clean,
+    trial_should_prune,
+)
+from training_app.services import training_run_execute
+
+FIXED = {"max_length": 16, "seed": 42}
+# Small and fast: 1-2 epochs, batch 8, full fine-tuning or LoRA on the tiny BERT.
+SMALL_SPACE = {
+    "methods": ["full", "lora"],
+    "epochs": [1, 2],
+    "batch_size": [8],
+    "learning_rate": [1e-4, 1e-3],
+    "lora_learning_rate": [1e-3, 1e-2],
+    "lora_r": [2, 4],
+}
+
+
+def start(user, snapshot, base_model, **kwargs) -> HyperparameterSearch:
+    values = {"task": "single_label", "space": SMALL_SPACE, "params": FIXED, **kwargs}
+    return search_start(user=user, snapshot=snapshot, base_model=base_model, **values)
+
+
+def refused(user, snapshot, base_model, **kwargs) -> dict:
+    with pytest.raises(ValidationError) as caught:
+        start(user, snapshot, base_model, **kwargs)
+    assert not HyperparameterSearch.objects.exists()
+    assert not TrainingRun.objects.exists()
+    return caught.value.message_dict
+
+
+# --- refusing bad input, in sentences ---------------------------------------------------------
+def test_a_search_without_any_budget_is_refused(analyst, snapshot, tiny_base_model):
+    errors = refused(analyst, snapshot, tiny_base_model)
+    assert errors["max_trials"] == [
+        "Set a budget: a number of trials, a number of minutes, or both. The search stops "
+        "starting trials when either is spent."
+    ]
+
+
+def test_a_budget_out_of_range_or_not_a_number_is_refused(analyst, snapshot, tiny_base_model):
+    errors = refused(analyst, snapshot, tiny_base_model, max_trials=0, max_minutes="soon")
+    assert errors["max_trials"] == ["The trial budget must be between 1 and 500; it is 0."]
+    assert errors["max_minutes"] == [
+        "The time budget (minutes) must be a whole number, not 'soon'."
+    ]
+
+
+def test_an_empty_space_is_refused(analyst, snapshot, tiny_base_model):
+    errors = refused(analyst, snapshot, tiny_base_model, max_trials=3, space={"methods": []})
+    assert errors["space"] == [
+        "Choose at least one method to search: full fine-tuning, LoRA or both."
+    ]
+
+
+def test_a_space_with_a_single_setting_is_refused(analyst, snapshot, tiny_base_model):
+    single = {
+        "methods": ["full"],
+        "learning_rate": [1e-4, 1e-4],
+        "epochs": [2, 2],
+        "batch_size": [16],
+        "weight_decay": [0.01, 0.01],
+        "warmup_ratio": [0.1, 0.1],
+    }
+    errors = refused(analyst, snapshot, tiny_base_model, max_trials=3, space=single)
+    assert "single setting, so there is nothing to search" in errors["space"][0]
+
+
+def test_bad_ranges_and_keys_each_get_a_sentence():
+    _, problems = space_clean(
+        {
+            "learning_rate": [1e-3, 1e-5],
+            "epochs": [1.5, 3],
+            "batch_size": [],
+            "optimizer": ["adamw"],
+        }
+    )
+    assert problems == [
+        "'optimizer' cannot be searched; the space may set methods, learning_rate, "
+        "lora_learning_rate, epochs, batch_size, weight_decay, warmup_ratio, lora_r.",
+        "Learning rate (full fine-tuning): the lowest value 0.001 is above the highest 1e-05.",
+        "Epochs: give whole numbers.",
+        "Batch size: give at least one value to try.",
+    ]
+
+
+def test_a_wrong_metric_and_fixing_a_searched_value_are_refused(analyst, snapshot, tiny_base_model):
+    errors = refused(
+        analyst,
+        snapshot,
+        tiny_base_model,
+        max_trials=3,
+        metric="mse",
+        params={"learning_rate": 1e-4},
+    )
+    assert errors["metric"] == [
+        "The metric 'mse' does not apply to this task; choose one of macro_f1, accuracy, loss."
+    ]
+    assert errors["params"] == [
+        "learning_rate cannot be fixed in a search: the search chooses them (narrow the space "
+        "instead)."
+    ]
+
+
+def test_a_snapshot_that_cannot_train_refuses_the_search(analyst, tiny_base_model, redis_url):
+    from tests.training_app.conftest import make_snapshot
+
+    unlabeled = make_snapshot(user=analyst, labels=False)
+    with broker_for_this_process(redis_url):
+        errors = refused(analyst, unlabeled, tiny_base_model, max_trials=3)
+    assert errors["snapshot"] == ["This snapshot has no labels. Label the records first."]
+
+
+@pytest.mark.parametrize("role", ["viewer", "annotator"])
+def test_only_builders_start_or_cancel_a_search(make_user, snapshot, tiny_base_model, role):
+    with pytest.raises(PermissionDenied):
+        start(make_user(role), snapshot, tiny_base_model, max_trials=3)
+    search = HyperparameterSearch.objects.create(
+        snapshot=snapshot,
+        base_model=tiny_base_model,
+        task="single_label",
+        space=SMALL_SPACE,
+        metric="macro_f1",
+        max_trials=3,
+    )
+    with pytest.raises(PermissionDenied):
+        search_cancel(search=search, user=make_user(role))
+
+
+# --- starting and advancing ----------------------------------------------------------------------
+def test_a_search_queues_its_parallel_trials_with_suggested_values(
+    analyst, snapshot, tiny_base_model, redis_url
+):
+    with broker_for_this_process(redis_url):
+        search = start(analyst, snapshot, tiny_base_model, max_trials=5, parallel_trials=2)
+
+    trials = list(search.trials.order_by("trial_number"))
+    assert [t.trial_number for t in trials] == [0, 1]
+    assert {t.status for t in trials} == {"queued"}
+    for trial in trials:
+        assert trial.method == trial.trial_params["method"]
+        assert trial.params["register"] is False
+        assert trial.params["early_stopping_metric"] == "macro_f1"
+        assert trial.params["max_length"] == 16
+        assert trial.params["batch_size"] == 8
+        assert 1 <= trial.params["epochs"] <= 2
+        if trial.method == "lora":
+            assert trial.params["lora_r"] in (2, 4)
+            assert trial.params["lora_alpha"] == 2 * trial.params["lora_r"]
+    assert trials[0].trial_params != trials[1].trial_params
+    assert search.message == "0 of 5 trials finished, 2 queued or running."
+
+
+def test_no_trial_starts_once_the_time_budget_is_spent(
+    analyst, snapshot, tiny_base_model, redis_url
+):
+    with broker_for_this_process(redis_url):
+        search = start(analyst, snapshot, tiny_base_model, max_minutes=5)
+        first = search.trials.get()
+        first.cancel()
+        HyperparameterSearch.objects.filter(pk=search.pk).update(
+            created_at=search.created_at - timedelta(minutes=6)
+        )
+        search = search_advance(search_id=search.pk)
+
+    assert search.trials.count() == 1
+    assert search.status == "failed"  # the one trial was cancelled: nothing to register
+    assert "nothing was registered" in search.message
+
+
+def test_three_failed_trials_in_a_row_stop_the_search(
+    analyst, snapshot, tiny_base_model, redis_url
+):
+    with broker_for_this_process(redis_url):
+        search = start(analyst, snapshot, tiny_base_model, max_trials=10)
+        for _ in range(3):
+            search.trials.get(status="queued").fail(error="Out of memory on the GPU.")
+            search = search_advance(search_id=search.pk)
+
+    assert search.trials.count() == 3
+    assert search.status == "failed"
+    assert search.message == (
+        "Stopped: the last 3 trials failed. The last said: Out of memory on the GPU."
+    )
+
+
+# --- pruning ---------------------------------------------------------------------------------------
+def _trial(search, number, curve, *, status="succeeded", score=None):
+    run = TrainingRun.objects.create(
+        name=f"trial {number}",
+        snapshot=search.snapshot,
+        base_model=search.base_model,
+        task="single_label",
+        method="full",
+        status=status,
+        search=search,
+        trial_number=number,
+        trial_params={
+            "method": "full",
+            "learning_rate": 1e-4,
+            "epochs": 2,
+            "batch_size": 8,
+            "weight_decay": 0.0,
+            "warmup_ratio": 0.0,
+        },
+        best_metrics={"macro_f1": score if score is not None else max(curve or [0])},
+    )
+    for index, value in enumerate(curve):
+        TrainingMetric.objects.create(
+            run=run, step=10 * (index + 1), epoch=index + 1, name="val_macro_f1", value=value
+        )
+    return run
+
+
+@pytest.fixture
+def search_row(analyst, snapshot, tiny_base_model):
+    space, _ = space_clean(SMALL_SPACE)
+    return HyperparameterSearch.objects.create(
+        snapshot=snapshot,
+        base_model=tiny_base_model,
+        task="single_label",
+        space=space,
+        metric="macro_f1",
+        max_trials=10,
+        created_by=analyst,
+    )
+
+
+def test_the_pruner_stops_a_trial_below_the_median_of_finished_trials(search_row):
+    _trial(search_row, 0, [0.5, 0.8, 0.85])
+    _trial(search_row, 1, [0.6, 0.9, 0.9])
+    weak = _trial(search_row, 2, [0.2, 0.3], status="running")
+    strong = _trial(search_row, 3, [0.55, 0.88], status="running")
+    young = _trial(search_row, 4, [0.1], status="running")  # first evaluation: never pruned
+
+    assert trial_should_prune(search_row, weak) is True
+    assert trial_should_prune(search_row, strong) is False
+    assert trial_should_prune(search_row, young) is False
+
+
+def test_the_pruner_waits_for_two_finished_trials(search_row):
+    _trial(search_row, 0, [0.5, 0.8])
+    weak = _trial(search_row, 1, [0.2, 0.3], status="running")
+
+    assert trial_should_prune(search_row, weak) is False
+
+
+def test_a_pruned_trial_is_cancelled_and_marked_pruned(search_row):
+    _trial(search_row, 0, [0.5, 0.8])
+    _trial(search_row, 1, [0.6, 0.9])
+    weak = _trial(search_row, 2, [0.2, 0.3], status="running")
+
+    assert search_trial_evaluated(run_id=weak.pk) is True
+
+    weak.refresh_from_db()
+    assert (weak.status, weak.trial_pruned, weak.message) == ("cancelled", True, "Pruned.")
+    assert search_services.trial_state(weak) == ("pruned", "Pruned")
+    assert TrainingEvent.objects.get(run=weak, kind="pruned").message.startswith(
+        "Pruned by the search: its validation macro_f1 is below the median"
+    )
+    # A plain run is never pruned.
+    plain = _trial(search_row, 3, [0.1, 0.1], status="running")
+    TrainingRun.objects.filter(pk=plain.pk).update(search=None)
+    assert search_trial_evaluated(run_id=plain.pk) is False
+
+
+def test_the_rebuilt_study_counts_every_trial_and_state(search_row):
+    from optuna.trial import TrialState
+
+    _trial(search_row, 0, [0.5, 0.8])
+    pruned = _trial(search_row, 1, [0.1], status="cancelled")
+    TrainingRun.objects.filter(pk=pruned.pk).update(trial_pruned=True)
+    _trial(search_row, 2, [], status="failed")
+    _trial(search_row, 3, [0.4], status="running")
+
+    study = search_services.search_study(search_row)
+
+    assert [t.state for t in study.trials] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.FAIL,
+        TrialState.RUNNING,
+    ]
+    assert study.best_value == 0.8
+    assert study.trials[0].intermediate_values == {0: 0.5, 1: 0.8}
+
+
+def test_importance_needs_two_complete_trials(search_row):
+    _trial(search_row, 0, [0.5, 0.8])
+    assert search_services.search_param_importance(search_row) == []
+
+
+# --- finishing ---------------------------------------------------------------------------------------
+def test_the_best_trial_is_picked_when_the_budget_is_spent(search_row):
+    HyperparameterSearch.objects.filter(pk=search_row.pk).update(max_trials=3)
+    _trial(search_row, 0, [0.5, 0.7])
+    best = _trial(search_row, 1, [0.6, 0.9])
+    pruned = _trial(search_row, 2, [0.95], status="cancelled")  # pruned: never the best
+    TrainingRun.objects.filter(pk=pruned.pk).update(trial_pruned=True)
+
+    search = search_advance(search_id=search_row.pk)
+
+    assert search.status == "succeeded"
+    assert search.best_trial == best
+    # Made with the ORM, so no model folder exists: said, not hidden.
+    assert "Its model folder is not on this worker" in search.message
+    assert not ModelVersion.objects.exists()
+
+
+def test_a_search_trains_its_trials_and_registers_only_the_best(
+    analyst, snapshot, tiny_base_model, redis_url
+):
+    with broker_for_this_process(redis_url):
+        search = start(analyst, snapshot, tiny_base_model, max_trials=2, parallel_trials=1)
+        for _ in range(2):
+            trial = search.trials.get(status="queued")
+            training_run_execute(run_id=trial.pk)
+            search_trial_finished(run_id=trial.pk)
+
+    search.refresh_from_db()
+    trials = list(search.trials.order_by("trial_number"))
+    assert [t.status for t in trials] == ["succeeded", "succeeded"], [
+        t.error_message for t in trials
+    ]
+    assert search.status == "succeeded"
+    assert search.best_trial in trials
+    version = ModelVersion.objects.get()  # one version: the best trial's
+    assert version.training_run == search.best_trial
+    assert f"registered {version}" in search.message
+
+
+def test_cancelling_a_search_cancels_its_trials(analyst, snapshot, tiny_base_model, redis_url):
+    with broker_for_this_process(redis_url):
+        search = start(analyst, snapshot, tiny_base_model, max_trials=4, parallel_trials=2)
+
+    search = search_cancel(search=search, user=analyst)
+
+    assert search.status == "cancelled"
+    assert set(search.trials.values_list("status", flat=True)) == {"cancelled"}
+    with pytest.raises(ValidationError) as caught:
+        search_cancel(search=search, user=analyst)
+    assert caught.value.messages == ["This search has already finished."]
+    assert search_advance(search_id=search.pk).trials.count() == 2  # no new trials
