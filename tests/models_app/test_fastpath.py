@@ -142,3 +142,73 @@ def test_anything_unusual_goes_to_django_with_its_body(setup, body, query, path)
     assert (code, content) == (418, b"django")
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     assert fallback.calls == [(path, raw)]
+
+
+@pytest.fixture
+def short_memory(monkeypatch):
+    """Serving memoises endpoints and callers for this long (changes made elsewhere)."""
+    from models_app import serving
+
+    for memo in (serving.live_deployments, serving.predict_callers):
+        monkeypatch.setattr(memo, "ttl_seconds", 0.5)
+        memo.clear()
+    yield 0.5
+    for memo in (serving.live_deployments, serving.predict_callers):
+        memo.clear()
+
+
+def test_a_repeated_call_asks_the_database_nothing(setup, short_memory):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _, key = setup
+    app = PredictFastPath(Fallback())
+    assert call(app, key=key, body={"texts": ["good"]})[0] == 200
+
+    with CaptureQueriesContext(connection) as queries:
+        code, _, content = call(app, key=key, body={"texts": ["bad"]})
+
+    assert code == 200
+    assert json.loads(content)["version"] == 1
+    assert len(queries) == 0
+
+
+def test_changes_made_by_another_process_take_effect_within_the_memo_time(setup, short_memory):
+    """A stop or a revoked token written straight to the database (as another process would,
+    with no signal here) is seen once the memo expires."""
+    import time
+
+    from django.db import connection
+
+    _, key = setup
+    app = PredictFastPath(Fallback())
+    assert call(app, key=key, body={"texts": ["good"]})[0] == 200
+
+    Deployment.objects.filter(slug="reviews").update(status=Deployment.Status.STOPPED)
+    time.sleep(short_memory + 0.05)
+    code, _, content = call(app, key=key, body={"texts": ["good"]})
+    assert code == 503
+    assert "is stopped" in json.loads(content)["detail"]
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {Token._meta.db_table} WHERE key = %s", [key])  # noqa: S608
+    time.sleep(short_memory + 0.05)
+    code, _, content = call(app, key=key, body={"texts": ["good"]})
+    assert code == 401
+    assert json.loads(content)["detail"] == "Invalid token."
+
+
+def test_changes_made_in_this_process_take_effect_at_once(setup):
+    analyst, key = setup
+    app = PredictFastPath(Fallback())
+    _, token_key = prediction_token_create(user=analyst, name="shop", slugs=["reviews"])
+    assert call(app, key=key, body={"texts": ["good"]})[0] == 200
+    assert call(app, key=token_key, body={"texts": ["good"]})[0] == 200
+
+    from models_app.models import PredictionToken
+
+    PredictionToken.objects.get(name="shop").delete()
+    Token.objects.filter(key=key).delete()
+
+    assert call(app, key=token_key, body={"texts": ["good"]})[0] == 401
+    assert call(app, key=key, body={"texts": ["good"]})[0] == 401

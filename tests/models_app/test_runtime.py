@@ -235,3 +235,31 @@ def test_one_failing_request_does_not_fail_its_batch_neighbours():
         "c": [{"label": "c"}],
         "d": [{"label": "d"}],
     }
+
+
+def test_ttl_cache_memoises_until_it_expires_or_is_cleared():
+    memo = runtime.TtlCache(ttl_seconds=60)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    assert memo.get_or_compute("a", compute) == 1
+    assert memo.get_or_compute("a", compute) == 1
+    memo.clear()
+    assert memo.get_or_compute("a", compute) == 2
+    memo.ttl_seconds = 0
+    assert memo.get_or_compute("b", compute) == 3
+    assert memo.get_or_compute("b", compute) == 4
+
+
+def test_ttl_cache_does_not_keep_a_value_read_while_it_was_cleared():
+    memo = runtime.TtlCache(ttl_seconds=60)
+
+    def stale_read():
+        memo.clear()  # a change lands while the old value is being read
+        return "old"
+
+    assert memo.get_or_compute("a", stale_read) == "old"
+    assert memo.get_or_compute("a", lambda: "new") == "new"
