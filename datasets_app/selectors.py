@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
 from django.http import Http404
 
 from datasets_app.cleaning import spreadsheet_safe
 from datasets_app.models import (
     Dataset,
+    DatasetAssignment,
     DatasetJob,
     Record,
     RecordSearch,
@@ -67,17 +68,86 @@ def record_distribution(rows: QuerySet) -> tuple[int, dict[str, int], dict[str, 
     return rows.count(), labels, splits
 
 
+def _assignment_limited(user) -> bool:
+    """Whether ``user`` sees only the datasets assigned to them: annotators who cannot change
+    datasets (analysts and admins see every dataset)."""
+    from lepton_web.access import ANNOTATOR, can, user_roles
+
+    return ANNOTATOR in user_roles(user) and not can(user, "dataset", "change")
+
+
+def datasets_visible_q(user) -> Q:
+    """Datasets ``user`` may see: for an annotator, those assigned to them and those without
+    any assigned annotator (open to all, as before assignments); for others, all."""
+    if not _assignment_limited(user):
+        return Q()
+    assigned = DatasetAssignment.objects.filter(dataset=OuterRef("pk"))
+    return Q(Exists(assigned.filter(user=user))) | ~Q(Exists(assigned))
+
+
+def dataset_visible_to(*, dataset: Dataset, user) -> bool:
+    if not _assignment_limited(user):
+        return True
+    assigned = DatasetAssignment.objects.filter(dataset=dataset)
+    return not assigned.exists() or assigned.filter(user=user).exists()
+
+
 def dataset_list_for_user(*, user) -> QuerySet[Dataset]:
     access_check(user, "dataset", "view")
-    return Dataset.objects.select_related("created_by").order_by("-created_at")
+    return (
+        Dataset.objects.filter(datasets_visible_q(user))
+        .select_related("created_by")
+        .order_by("-created_at")
+    )
 
 
 def dataset_get_for_user(*, user, dataset_id: int, action: str = "view") -> Dataset:
     access_check(user, "dataset", action)
     dataset = Dataset.objects.filter(pk=dataset_id).first()
-    if dataset is None:
-        raise Http404("This dataset does not exist or was deleted.")
+    if dataset is None or not dataset_visible_to(dataset=dataset, user=user):
+        raise Http404("This dataset does not exist, was deleted, or is not assigned to you.")
     return dataset
+
+
+def dataset_annotators(*, dataset: Dataset) -> list:
+    """The annotators assigned to the dataset, by name."""
+    return [
+        assignment.user
+        for assignment in DatasetAssignment.objects.filter(dataset=dataset)
+        .select_related("user")
+        .order_by("user__username")
+    ]
+
+
+def records_unlabeled(dataset: Dataset) -> QuerySet[Record]:
+    """Records of the active import without a label, not excluded (to pre-label or queue)."""
+    return Record.objects.filter(
+        import_run_id=dataset.active_import_id, label="", is_excluded=False
+    )
+
+
+def review_items_for_page(*, dataset: Dataset, user, status: str = "open", limit: int = 50):
+    """Review items with their record and the record's annotations side by side."""
+    from datasets_app.models import Annotation, ReviewItem
+
+    access_check(user, "dataset", "change")
+    items = list(
+        ReviewItem.objects.filter(dataset=dataset, status=status)
+        .order_by("id")
+        .select_related("resolved_by")[:limit]
+    )
+    records = Record.objects.in_bulk([item.record_id for item in items])
+    annotations: dict[int, list] = {}
+    for annotation in (
+        Annotation.objects.filter(record_id__in=records, undone_at__isnull=True)
+        .select_related("user")
+        .order_by("created_at", "id")
+    ):
+        annotations.setdefault(annotation.record_id, []).append(annotation)
+    for item in items:
+        item.record_obj = records.get(item.record_id)
+        item.annotations = annotations.get(item.record_id, [])
+    return items
 
 
 def snapshot_get_for_user(*, user, snapshot_id: int) -> Snapshot:

@@ -34,12 +34,14 @@ from datasets_app.csv_io import (
 from datasets_app.limits import human_bytes, import_limits
 from datasets_app.models import (
     RECORD_ID_BLOCK,
+    Annotation,
     CleaningChange,
     Dataset,
     DatasetJob,
     LabelChange,
     LabelClaim,
     Record,
+    ReviewItem,
 )
 from lepton_web.access import access_check
 from lepton_web.bulk import ParentMissing, can_check_keys_once, keys_checked_once
@@ -254,7 +256,7 @@ def records_delete(records) -> None:
     from datasets_app.services.search import search_entries_delete
 
     with transaction.atomic():
-        for model in (CleaningChange, LabelChange, LabelClaim):
+        for model in (CleaningChange, LabelChange, LabelClaim, Annotation, ReviewItem):
             model.objects.filter(record__in=records.values("id")).delete()
         search_entries_delete(records)
         records.delete()

@@ -10,17 +10,31 @@ are kept up to date in the same transaction; the first label a record had is kep
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from datasets_app.models import BulkLabel, Dataset, LabelChange, LabelClaim, Record
-from datasets_app.services.jobs import dataset_lock
+from datasets_app.models import (
+    MAX_OVERLAP,
+    Annotation,
+    BulkLabel,
+    Dataset,
+    DatasetAssignment,
+    LabelChange,
+    LabelClaim,
+    LabelingOrder,
+    Record,
+    RecordSuggestion,
+    ReviewItem,
+)
+from datasets_app.services.jobs import LOCK_WAIT, DatasetBusy, dataset_lock
 from lepton_web.access import access_check
 
 MAX_LABELS = 200
@@ -144,53 +158,126 @@ def _unlabeled(dataset: Dataset):
     )
 
 
+def _overlap(dataset: Dataset) -> int:
+    return max(1, int(dataset.label_overlap or 1))
+
+
 def _previous_id(dataset: Dataset, user) -> int | None:
     return (
-        LabelChange.objects.filter(dataset=dataset, user=user)
-        .order_by("-created_at", "-id")
+        Annotation.objects.filter(dataset=dataset, user=user)
+        .order_by("-updated_at", "-id")
         .values_list("record_id", flat=True)
         .first()
     )
 
 
-def _claim(dataset: Dataset, user, record: Record) -> bool:
-    """Hold ``record`` for ``user``; False if someone else holds it and their hold is fresh."""
+def dataset_labelable_check(dataset: Dataset, user) -> None:
+    """Refuse (PermissionDenied, a plain sentence) an annotator the dataset is not assigned
+    to, when it has assigned annotators. Analysts and admins label every dataset."""
+    from datasets_app.selectors import dataset_visible_to
+
+    if not dataset_visible_to(dataset=dataset, user=user):
+        raise PermissionDenied(
+            "This dataset is not assigned to you. Ask an analyst to assign you to it."
+        )
+
+
+def _fresh(dataset: Dataset) -> Dataset:
+    """The dataset as committed now. Labeling never holds the dataset lock (every annotator
+    queued on it, which was most of the time of a label): label counts are updated in one
+    statement at the end. On PostgreSQL a share lock taken and let go at once in a transaction
+    of its own waits out a split, fix or import saving its work, up to LOCK_WAIT (then
+    ``DatasetBusy``), so labels are never written into a dataset being rewritten; annotators
+    do not block each other on it."""
+    if connection.vendor != "postgresql":
+        return Dataset.objects.get(pk=dataset.pk)
+    table = Dataset._meta.db_table
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
+            try:
+                cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR SHARE", [dataset.pk])  # noqa: S608
+            except OperationalError as exc:
+                if getattr(exc.__cause__, "pgcode", None) == "55P03":  # lock_not_available
+                    raise DatasetBusy() from None
+                raise
+        return Dataset.objects.get(pk=dataset.pk)
+
+
+def _live_holds(dataset: Dataset, user, now) -> dict[int, int]:
+    """Records held by other people now, with how many hold each (few: one hold a person)."""
+    holds: dict[int, int] = {}
+    for record_id in (
+        LabelClaim.objects.filter(dataset=dataset, expires_at__gt=now)
+        .exclude(user=user)
+        .values_list("record_id", flat=True)
+    ):
+        holds[record_id] = holds.get(record_id, 0) + 1
+    return holds
+
+
+def _hold(dataset: Dataset, user, record: Record, k: int) -> bool:
+    """Hold ``record`` for ``user`` if fewer than ``k`` people hold or annotated it.
+
+    Called with the record's row locked (on PostgreSQL), so the counting below, a statement
+    that starts after every earlier holder committed, sees all of them: no record is ever
+    held or annotated by more than ``k`` people at once."""
     now = timezone.now()
     expires = now + timedelta(seconds=_claim_seconds())
-    try:
-        with transaction.atomic():
-            claim, created = LabelClaim.objects.select_for_update().get_or_create(
-                record=record, defaults={"dataset": dataset, "user": user, "expires_at": expires}
-            )
-    except IntegrityError:  # taken by a concurrent claim between our read and insert
-        return False
-    if created:
-        return True
-    if claim.user_id != user.pk and claim.expires_at > now:
-        return False
-    LabelClaim.objects.filter(pk=claim.pk).update(user=user, expires_at=expires)
+    claims = LabelClaim.objects.filter(record=record)
+    others = claims.exclude(user=user).filter(expires_at__gt=now).count()
+    mine = claims.filter(user=user).first()
+    if mine is None:
+        annotated = Annotation.objects.filter(
+            record=record, user=user, undone_at__isnull=True
+        ).exists()
+        count = Record.objects.filter(pk=record.pk).values_list("annotation_count", flat=True)
+        taken = others + (count.first() or 0)
+        # With overlap 1 a hold is exclusive, as before: the record's label decides the rest.
+        if others >= k or (k > 1 and (annotated or taken >= k)):
+            return False
+    claims.exclude(user=user).filter(expires_at__lte=now).delete()
+    if mine is None:
+        LabelClaim.objects.create(record=record, dataset=dataset, user=user, expires_at=expires)
+    else:
+        LabelClaim.objects.filter(pk=mine.pk).update(expires_at=expires)
     return True
 
 
+def _lock(records):
+    if connection.features.has_select_for_update_skip_locked:
+        return records.select_for_update(skip_locked=True, of=("self",))
+    return records
+
+
 def labeling_next(
-    *, dataset: Dataset, user, after: int | None = None, record_id: int | None = None
+    *,
+    dataset: Dataset,
+    user,
+    after: int | None = None,
+    record_id: int | None = None,
+    keep: Collection[int] = (),
 ) -> LabelingItem:
     """The record to show ``user`` now, held for them.
 
     ``record_id`` asks for one record (to relabel it, or to go back); otherwise the next record
-    without a label after ``after`` in id order, wrapping around to the records skipped
-    earlier, and never one held by someone else. Runs under the dataset row lock, so it never
-    hands out a record of an import that another transaction is replacing.
+    that needs an annotation from them (without a label, fewer than the dataset's overlap
+    annotations, none of them theirs) after ``after``, in the dataset's labeling order (file
+    order, or the most uncertain suggestion first), wrapping around to the records skipped
+    earlier, and never one that already has as many holders as it needs. ``keep``: records
+    the page still shows this person (preloaded), not let go.
     """
     access_check(user, "labeling", "label")
+    dataset = _fresh(dataset)
+    dataset_labelable_check(dataset, user)
+    if not dataset.active_import_id:
+        raise ValidationError("This dataset has no imported records yet; import it first.")
+    labels = label_choices(dataset)
+    previous = _previous_id(dataset, user)
+    keep = [int(pk) for pk in keep]
     with transaction.atomic():
-        dataset = dataset_lock(dataset)
-        if not dataset.active_import_id:
-            raise ValidationError("This dataset has no imported records yet; import it first.")
-        labels = label_choices(dataset)
-        previous = _previous_id(dataset, user)
-        # One claim per person and dataset: letting go of the last record first.
-        mine = LabelClaim.objects.filter(dataset=dataset, user=user)
+        # One claim per person and dataset (besides those kept): letting go of the last first.
+        mine = LabelClaim.objects.filter(dataset=dataset, user=user).exclude(record_id__in=keep)
         if record_id is not None:
             record = Record.objects.filter(
                 pk=record_id, import_run_id=dataset.active_import_id
@@ -201,32 +288,102 @@ def labeling_next(
                     "deleted)."
                 )
             mine.exclude(record=record).delete()
-            _claim(dataset, user, record)
+            record = _lock(Record.objects.filter(pk=record.pk)).first() or record
+            _hold(dataset, user, record, _overlap(dataset))
             return LabelingItem(record, _remaining(dataset), labels, previous)
         mine.delete()
-        record = _next_unclaimed(dataset, user, after)
+        record = _next_unclaimed(dataset, user, after, exclude=keep)
         return LabelingItem(record, _remaining(dataset), labels, previous)
 
 
-def _next_unclaimed(dataset: Dataset, user, after: int | None) -> Record | None:
+# Uncertainty orders: the suggestion field, most uncertain first.
+ORDER_FIELDS = {
+    LabelingOrder.LEAST_CONFIDENCE: "probability",
+    LabelingOrder.MARGIN: "margin",
+    LabelingOrder.ENTROPY: "-entropy",
+}
+
+
+def _candidates(dataset: Dataset, user, k: int, skip: list[int]):
+    records = _unlabeled(dataset)
+    if k > 1:
+        records = records.filter(annotation_count__lt=k).exclude(
+            Exists(
+                Annotation.objects.filter(
+                    record_id=OuterRef("pk"), user=user, undone_at__isnull=True
+                )
+            )
+        )
+    if skip:
+        records = records.exclude(id__in=skip)
+    return records
+
+
+def _after_uncertain(field: str, dataset: Dataset, after: int) -> Q | None:
+    """Suggestions after the record ``after`` in the uncertainty order (keyset)."""
+    name = field.lstrip("-")
+    score = (
+        RecordSuggestion.objects.filter(dataset=dataset, record_id=after)
+        .exclude(**{f"{name}__isnull": True})
+        .order_by(field)
+        .values_list(name, flat=True)
+        .first()
+    )
+    if score is None:
+        return None
+    beyond = f"{name}__lt" if field.startswith("-") else f"{name}__gt"
+    return Q(**{beyond: score}) | Q(**{name: score, "record_id__gt": after})
+
+
+def _next_uncertain(dataset: Dataset, user, after: int | None, k: int, skip: list[int]):
+    """Record ids in uncertainty order (after ``after``, then from the top), for the queue."""
+    field = ORDER_FIELDS[dataset.labeling_order]
+    name = field.lstrip("-")
+    base = RecordSuggestion.objects.filter(
+        dataset=dataset, **{f"{name}__isnull": False}, record__in=_candidates(dataset, user, k, [])
+    )
+    if skip:
+        base = base.exclude(record_id__in=skip)
+    starts = [None]
+    if after:
+        beyond = _after_uncertain(field, dataset, after)
+        if beyond is not None:
+            starts = [beyond, None]
+    for start in starts:
+        rows = base.filter(start) if start is not None else base
+        found = rows.order_by(field, "record_id").values_list("record_id", flat=True).first()
+        if found is not None:
+            return found
+    return None
+
+
+def _next_unclaimed(
+    dataset: Dataset, user, after: int | None, *, exclude: Collection[int] = ()
+) -> Record | None:
     now = timezone.now()
-    refused: list[int] = []
+    k = _overlap(dataset)
+    holds = _live_holds(dataset, user, now)
+    # Records as many people hold as need to; with overlap above 1 the check after locking
+    # a record also counts its annotations.
+    refused: list[int] = [pk for pk, count in holds.items() if count >= k] + list(exclude)
+    uncertain = dataset.labeling_order in ORDER_FIELDS
+    while uncertain:
+        found_id = _next_uncertain(dataset, user, after, k, refused)
+        if found_id is None:
+            break  # the records without a suggestion follow, in file order
+        record = _lock(_unlabeled(dataset).filter(pk=found_id)).first()
+        if record is not None and _hold(dataset, user, record, k):
+            return record
+        refused.append(found_id)
     for start in ((after,) if after else ()) + (None,):
         while True:
-            held = LabelClaim.objects.filter(dataset=dataset, expires_at__gt=now).exclude(user=user)
-            candidates = _unlabeled(dataset).exclude(id__in=held.values("record_id"))
+            candidates = _candidates(dataset, user, k, refused)
             if start:
                 candidates = candidates.filter(id__gt=start)
-            if refused:
-                candidates = candidates.exclude(id__in=refused)
-            candidates = candidates.order_by("id")
-            if connection.features.has_select_for_update_skip_locked:
-                # Belt and braces with the dataset lock: a row being labeled is skipped.
-                candidates = candidates.select_for_update(skip_locked=True)
-            found = candidates.first()
+            found = _lock(candidates.order_by("id")).first()
             if found is None:
                 break
-            if _claim(dataset, user, found):
+            if _hold(dataset, user, found, k):
                 return found
             refused.append(found.pk)
     return None
@@ -289,6 +446,119 @@ def _sorted_counts(counts: dict[str, int]) -> dict[str, int]:
     return dict(sorted(kept.items(), key=lambda item: (-item[1], item[0])))
 
 
+def _counts_move(dataset: Dataset, moves: dict[str, int]) -> None:
+    """Add ``moves`` (label -> +n/-n) to the dataset's label counts in one statement, without
+    the dataset lock: PostgreSQL takes the row only for the update, at the end of the label's
+    transaction. Refused (nothing saved) if another import became active meanwhile."""
+    moves = {label: delta for label, delta in moves.items() if delta}
+    if not moves:
+        return
+    table = Dataset._meta.db_table
+    if connection.vendor == "postgresql":
+        pairs = []
+        params: list = []
+        for label, delta in moves.items():
+            pairs.append("%s::text, COALESCE((label_counts->>%s)::int, 0) + %s")
+            params += [label, label, delta]
+        merged = f"label_counts || jsonb_build_object({', '.join(pairs)})"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET label_counts = COALESCE((SELECT jsonb_object_agg(k, v) "  # noqa: S608
+                f"FROM jsonb_each({merged}) AS e(k, v) WHERE (v #>> '{{}}')::int > 0), "
+                "'{}'::jsonb) WHERE id = %s AND active_import_id = %s",
+                [*params, dataset.pk, dataset.active_import_id],
+            )
+            changed = cursor.rowcount
+    else:  # SQLite runs one writer at a time: read and write in the transaction is enough
+        counts = (
+            Dataset.objects.filter(pk=dataset.pk, active_import_id=dataset.active_import_id)
+            .values_list("label_counts", flat=True)
+            .first()
+        )
+        changed = 0
+        if counts is not None:
+            counts = dict(counts or {})
+            for label, delta in moves.items():
+                counts[label] = counts.get(label, 0) + delta
+            changed = Dataset.objects.filter(pk=dataset.pk).update(
+                label_counts=_sorted_counts(counts)
+            )
+    if not changed:
+        raise ValidationError(
+            "That record is not in this dataset any more (it was imported again or deleted)."
+        )
+
+
+def majority_label(labels: list[str]) -> str | None:
+    """The label more than half of ``labels`` agree on; None without a strict majority."""
+    if not labels:
+        return None
+    counts = Counter(labels)
+    label, count = max(counts.items(), key=lambda item: (item[1], item[0]))
+    return label if count * 2 > len(labels) else None
+
+
+def _resolve(dataset: Dataset, record: Record, given: str | None) -> str | None:
+    """The record's label from its annotations: with overlap 1 the label just given (as
+    before overlap existed); above 1 the strict majority once ``label_overlap`` annotations
+    exist, "" while there is none (a tie: the record goes to review), None before enough
+    annotations exist (the record keeps its label)."""
+    k = _overlap(dataset)
+    if k == 1:
+        return given
+    labels = list(
+        Annotation.objects.filter(record=record, undone_at__isnull=True).values_list(
+            "label", flat=True
+        )
+    )
+    if len(labels) < k:
+        return None
+    winner = majority_label(labels)
+    if winner is None:
+        review_item_add(
+            dataset=dataset,
+            record_id=record.pk,
+            reason=ReviewItem.Reason.DISAGREEMENT,
+            detail={"labels": dict(Counter(labels))},
+        )
+        return ""
+    return winner
+
+
+def _label_write(dataset: Dataset, record: Record, label: str, user, **log) -> None:
+    """Give the locked ``record`` the label ``label``: kept original, LabelChange, counts."""
+    old = record.label
+    if old == label:
+        return
+    if record.original_label is None and old:
+        # The label the file (or cleaning) gave, kept; a record that had none keeps NULL
+        # ("never edited"): its history is in LabelChange.
+        record.original_label = old
+    record.label = label
+    record.save(update_fields=["label", "original_label"])
+    LabelChange.objects.create(
+        dataset=dataset, record=record, old_label=old, new_label=label, user=user, **log
+    )
+    if not record.is_excluded:
+        _counts_move(dataset, {old: -1, label: +1})
+
+
+def record_label_resolve(*, dataset: Dataset, record: Record, user=None) -> str:
+    """Resolve the locked ``record``'s label again from its annotations, after one was
+    undone: counts its annotations, and with overlap above 1 sets the majority (or sends a
+    tie to review). With overlap 1 the label is left as it is (undo restores it). Returns the
+    record's label."""
+    record.annotation_count = Annotation.objects.filter(
+        record=record, undone_at__isnull=True
+    ).count()
+    record.save(update_fields=["annotation_count"])
+    if _overlap(dataset) > 1:
+        resolved = _resolve(dataset, record, None)
+        if resolved is not None:
+            _label_write(dataset, record, resolved, user)
+    return record.label
+
+
 def record_label_set(
     *,
     dataset: Dataset,
@@ -296,22 +566,34 @@ def record_label_set(
     record_id: int,
     label: str,
     expected_label: str | None = None,
+    time_spent_ms: int | None = None,
+    suggestion_label: str = "",
+    suggestion_probability: float | None = None,
+    suggestion_accepted: bool | None = None,
+    client_key: str = "",
 ) -> Record:
-    """Give record ``record_id`` the label ``label``.
+    """Record ``user``'s label ``label`` for record ``record_id`` (their ``Annotation``) and
+    resolve the record's label: with overlap 1 it is the label given; above 1 the majority
+    once the dataset's overlap is reached (a tie goes to the review queue).
 
     ``expected_label`` is the label the annotator saw; if the record has another one now,
-    ``LabelConflict`` is raised and nothing changes.
+    ``LabelConflict`` is raised and nothing changes. ``client_key``: the page's key for this
+    submission; a second one with the same key changes nothing. The annotation is returned on
+    the record as ``record.annotation``.
     """
     access_check(user, "labeling", "label")
     label = (label or "").strip()
     if not label:
         raise ValidationError("Choose a label.")
+    client_key = (client_key or "").strip()[:64]
+    if time_spent_ms is not None:
+        time_spent_ms = max(0, min(int(time_spent_ms), 2_147_483_647))
+    dataset = _fresh(dataset)
+    dataset_labelable_check(dataset, user)
+    label = _validated_label(dataset, label)
     with transaction.atomic():
-        # Counts are read and written under the dataset lock: no increment is ever lost.
-        dataset = dataset_lock(dataset)
-        label = _validated_label(dataset, label)
         record = (
-            Record.objects.select_for_update()
+            Record.objects.select_for_update(of=("self",))
             .filter(pk=record_id, import_run_id=dataset.active_import_id)
             .first()
         )
@@ -319,6 +601,11 @@ def record_label_set(
             raise ValidationError(
                 "That record is not in this dataset any more (it was imported again or deleted)."
             )
+        if client_key:
+            done = Annotation.objects.filter(user=user, client_key=client_key).first()
+            if done is not None:  # a retried submission: applied already
+                record.annotation = done
+                return record
         if expected_label is not None and record.label != expected_label:
             last = (
                 LabelChange.objects.filter(record=record)
@@ -332,32 +619,43 @@ def record_label_set(
                 f"While you were reading, {who} changed this record's label to {now}. It is "
                 "shown as it is now; choose again to change it."
             )
-        old = record.label
-        LabelClaim.objects.filter(record=record).delete()
-        if old == label:
+        k = _overlap(dataset)
+        claims = LabelClaim.objects.filter(record=record)
+        (claims if k == 1 else claims.filter(user=user)).delete()
+        annotation = Annotation.objects.filter(record=record, user=user).first()
+        fresh = annotation is None or annotation.undone_at is not None
+        if annotation is None:
+            annotation = Annotation(dataset=dataset, record=record, user=user)
+        elif not fresh and annotation.label == label and record.label == label:
+            record.annotation = annotation
             return record
-        if record.original_label is None and old:
-            # The label the file (or cleaning) gave, kept; a record that had none keeps NULL
-            # ("never edited"): its history is in LabelChange.
-            record.original_label = old
-        record.label = label
-        record.save(update_fields=["label", "original_label"])
-        LabelChange.objects.create(
-            dataset=dataset, record=record, old_label=old, new_label=label, user=user
+        annotation.label = label
+        annotation.undone_at = None
+        annotation.time_spent_ms = time_spent_ms
+        annotation.suggestion_label = (suggestion_label or "")[:MAX_LABEL_CHARS]
+        annotation.suggestion_probability = suggestion_probability
+        annotation.suggestion_accepted = (
+            None if not annotation.suggestion_label else suggestion_accepted
         )
-        if not record.is_excluded:
-            counts = dict(dataset.label_counts or {})
-            counts[old] = counts.get(old, 0) - 1
-            counts[label] = counts.get(label, 0) + 1
-            dataset.label_counts = _sorted_counts(counts)
-            dataset.save(update_fields=["label_counts", "updated_at"])
+        annotation.client_key = client_key
+        annotation.save()
+        if fresh:
+            record.annotation_count = F("annotation_count") + 1
+            record.save(update_fields=["annotation_count"])
+            record.refresh_from_db(fields=["annotation_count"])
+        resolved = _resolve(dataset, record, label)
+        if resolved is not None:
+            _label_write(dataset, record, resolved, user)
+        record.annotation = annotation
     return record
 
 
 def labeling_progress(*, dataset: Dataset, user) -> dict:
     """How far the dataset is, and how many labels ``user`` gave today."""
     today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    mine = LabelChange.objects.filter(dataset=dataset, user=user, created_at__gte=today).count()
+    mine = Annotation.objects.filter(
+        dataset=dataset, user=user, updated_at__gte=today, undone_at__isnull=True
+    ).count()
     return {**dataset.labeling_totals, "mine_today": mine}
 
 
@@ -373,7 +671,7 @@ def labels_carry_over(*, dataset_id: int, previous_import_id: int, import_id: in
     says. Returns how many were carried. Runs in the transaction that makes the new import
     active; one join finds every pair, however many labels there are.
     """
-    from django.db.models import Case, When
+    from django.db.models import Case, Value, When
 
     record = Record._meta.db_table
     change = LabelChange._meta.db_table
@@ -388,6 +686,11 @@ def labels_carry_over(*, dataset_id: int, previous_import_id: int, import_id: in
             [import_id, previous_import_id, dataset_id],
         )
         pairs = cursor.fetchall()
+    annotated = dict(
+        Record.objects.filter(import_run_id=previous_import_id, annotation_count__gt=0).values_list(
+            "id", "annotation_count"
+        )
+    )
     updated = [
         Record(
             id=new_id,
@@ -400,9 +703,14 @@ def labels_carry_over(*, dataset_id: int, previous_import_id: int, import_id: in
     Record.objects.bulk_update(updated, ["label", "original_label"], batch_size=CARRY_BATCH)
     for start in range(0, len(pairs), CARRY_BATCH):
         chunk = pairs[start : start + CARRY_BATCH]
-        LabelChange.objects.filter(record_id__in=[old for old, *_ in chunk]).update(
-            record_id=Case(*(When(record_id=old, then=new) for old, new, *_ in chunk))
+        moved = Case(*(When(record_id=old, then=new) for old, new, *_ in chunk))
+        for model in (LabelChange, Annotation, ReviewItem):
+            model.objects.filter(record_id__in=[old for old, *_ in chunk]).update(record_id=moved)
+        counts = Case(
+            *(When(id=new, then=Value(n)) for old, new, *_ in chunk if (n := annotated.get(old))),
+            default=Value(0),
         )
+        Record.objects.filter(id__in=[new for _, new, *_ in chunk]).update(annotation_count=counts)
     return len(pairs)
 
 
@@ -597,3 +905,167 @@ def records_label_bulk_undo(*, dataset: Dataset, user, bulk_label_id: int) -> Bu
         bulk.save(update_fields=["undone_at", "undone_by", "restored_count", "updated_at"])
         dataset_refresh_counts(dataset)
     return bulk
+
+
+def review_item_add(
+    *,
+    dataset: Dataset,
+    record_id: int,
+    reason: str,
+    suggested_label: str = "",
+    detail: dict | None = None,
+    user=None,
+) -> ReviewItem:
+    """Put a record in the review queue for ``reason`` ("disagreement": its annotators have no
+    majority; "likely_mislabeled": a model confidently disagrees with its label), with an
+    optional ``suggested_label``. A record has one open item per reason: adding it again
+    updates that item's suggestion and detail."""
+    if reason not in ReviewItem.Reason.values:
+        raise ValidationError(
+            f'"{reason}" is not a review reason; use one of: {", ".join(ReviewItem.Reason.values)}.'
+        )
+    suggested_label = (suggested_label or "").strip()
+    if len(suggested_label) > MAX_LABEL_CHARS:
+        raise ValidationError(f"A suggested label can be at most {MAX_LABEL_CHARS} characters.")
+    if not Record.objects.filter(pk=record_id, dataset=dataset).exists():
+        raise ValidationError("That record is not in this dataset.")
+    with transaction.atomic():
+        item = (
+            ReviewItem.objects.select_for_update()
+            .filter(record_id=record_id, reason=reason, status=ReviewItem.Status.OPEN)
+            .first()
+        )
+        if item is None:
+            try:
+                with transaction.atomic():
+                    return ReviewItem.objects.create(
+                        dataset=dataset,
+                        record_id=record_id,
+                        reason=reason,
+                        suggested_label=suggested_label,
+                        detail=detail or {},
+                        created_by=user,
+                    )
+            except IntegrityError:  # added meanwhile by someone else
+                item = ReviewItem.objects.get(
+                    record_id=record_id, reason=reason, status=ReviewItem.Status.OPEN
+                )
+        item.suggested_label = suggested_label or item.suggested_label
+        item.detail = detail if detail is not None else item.detail
+        item.save(update_fields=["suggested_label", "detail", "updated_at"])
+    return item
+
+
+def _review_item(dataset: Dataset, item_id: int) -> ReviewItem:
+    item = ReviewItem.objects.select_for_update().filter(pk=item_id, dataset=dataset).first()
+    if item is None:
+        raise ValidationError("This dataset has no such review item.")
+    if item.status != ReviewItem.Status.OPEN:
+        raise ValidationError(
+            f"This review item was {item.get_status_display().lower()} already"
+            + (f' (as "{item.resolved_label}").' if item.resolved_label else ".")
+        )
+    return item
+
+
+def review_item_adjudicate(*, dataset: Dataset, user, item_id: int, label: str) -> ReviewItem:
+    """An analyst decides the record's label: it is set (logged as a LabelChange) and every
+    open review item of the record is closed with it."""
+    access_check(user, "dataset", "change")
+    dataset = _fresh(dataset)
+    label = _validated_label(dataset, label)
+    with transaction.atomic():
+        item = _review_item(dataset, item_id)
+        record = (
+            Record.objects.select_for_update(of=("self",))
+            .filter(pk=item.record_id, import_run_id=dataset.active_import_id)
+            .first()
+        )
+        if record is None:
+            raise ValidationError(
+                "That record is not in this dataset any more (it was imported again or deleted)."
+            )
+        _label_write(dataset, record, label, user)
+        now = timezone.now()
+        ReviewItem.objects.filter(record=record, status=ReviewItem.Status.OPEN).update(
+            status=ReviewItem.Status.RESOLVED,
+            resolved_label=label,
+            resolved_by=user,
+            resolved_at=now,
+            updated_at=now,
+        )
+        item.refresh_from_db()
+    return item
+
+
+def review_item_dismiss(*, dataset: Dataset, user, item_id: int) -> ReviewItem:
+    """Close a review item without changing the record's label."""
+    access_check(user, "dataset", "change")
+    with transaction.atomic():
+        item = _review_item(dataset, item_id)
+        item.status = ReviewItem.Status.DISMISSED
+        item.resolved_by = user
+        item.resolved_at = timezone.now()
+        item.save(update_fields=["status", "resolved_by", "resolved_at", "updated_at"])
+    return item
+
+
+def labeling_settings_set(
+    *, dataset: Dataset, user, overlap: int | str | None = None, order: str | None = None
+) -> Dataset:
+    """Set the dataset's overlap (annotators per record, 1 to MAX_OVERLAP) and the queue's
+    order (file order or an uncertainty order). None leaves a setting as it is."""
+    access_check(user, "dataset", "change")
+    fields = []
+    if overlap is not None:
+        try:
+            value = int(str(overlap).strip())
+        except ValueError:
+            raise ValidationError(
+                f'The overlap must be a whole number from 1 to {MAX_OVERLAP}; "{overlap}" is not.'
+            ) from None
+        if not 1 <= value <= MAX_OVERLAP:
+            raise ValidationError(
+                f"The overlap must be from 1 to {MAX_OVERLAP} annotators per record; "
+                f"{value} was given."
+            )
+        dataset.label_overlap = value
+        fields.append("label_overlap")
+    if order is not None:
+        if order not in LabelingOrder.values:
+            shown = ", ".join(f'"{value}"' for value in LabelingOrder.values)
+            raise ValidationError(f'"{order}" is not a queue order; choose one of {shown}.')
+        dataset.labeling_order = order
+        fields.append("labeling_order")
+    if fields:
+        Dataset.objects.filter(pk=dataset.pk).update(
+            **{name: getattr(dataset, name) for name in fields}
+        )
+    return dataset
+
+
+def dataset_assign(*, dataset: Dataset, user, annotator) -> DatasetAssignment:
+    """Assign ``annotator`` to the dataset: from then on the dataset is shown only to the
+    annotators assigned to it."""
+    from lepton_web.access import ANNOTATOR, user_roles
+
+    access_check(user, "dataset", "change")
+    if annotator is None or not annotator.is_active:
+        raise ValidationError("Choose an active user to assign.")
+    if ANNOTATOR not in user_roles(annotator):
+        raise ValidationError(
+            f"{annotator.get_username()} is not an annotator; only annotators are assigned "
+            "(analysts and admins see every dataset)."
+        )
+    assignment, _ = DatasetAssignment.objects.get_or_create(
+        dataset=dataset, user=annotator, defaults={"assigned_by": user}
+    )
+    return assignment
+
+
+def dataset_unassign(*, dataset: Dataset, user, annotator) -> None:
+    """Take ``annotator`` off the dataset; their holds on its records are let go."""
+    access_check(user, "dataset", "change")
+    with transaction.atomic():
+        DatasetAssignment.objects.filter(dataset=dataset, user=annotator).delete()
+        LabelClaim.objects.filter(dataset=dataset, user=annotator).delete()
