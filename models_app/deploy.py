@@ -341,6 +341,65 @@ def model_version_archive(*, user, version: ModelVersion, archived: bool = True)
     return locked
 
 
+def model_version_delete(*, user, version: ModelVersion) -> dict[str, int]:
+    """Delete an archived version with everything made from it: its files, its exports and
+    its batch predictions (jobs, their input and output files). Refused while one of its jobs
+    is queued or running. Returns how many jobs and files went."""
+    from django.core.files.storage import default_storage
+
+    from models_app.models import BatchPrediction
+
+    access_check(user, "model_version", "delete")
+    with transaction.atomic():
+        locked = (
+            ModelVersion.objects.select_for_update()
+            .select_related("registered_model")
+            .get(pk=version.pk)
+        )
+        if not locked.is_archived:
+            raise ValidationError(
+                f"Archive {locked} before deleting it: archiving checks that nothing deploys it."
+            )
+        batches = list(BatchPrediction.objects.filter(model_version=locked))
+        exports = list(ModelExport.objects.filter(model_version=locked))
+        busy = [job for job in [*batches, *exports] if job.is_active]
+        if busy:
+            raise ValidationError(
+                f"{locked} still has {len(busy)} export or batch prediction job(s) queued or "
+                "running; cancel them or let them finish, then delete it."
+            )
+        names = [f"{locked.artifact_uri}/{item['path']}" for item in locked.artifact_files]
+        names += [export.file_path for export in exports if export.file_path]
+        for batch in batches:
+            names += [name for name in (batch.output_file, batch.input_file.name) if name]
+        folders = [locked.artifact_uri, *(f"predictions/{batch.pk}" for batch in batches)]
+        locked.delete()  # exports and batch predictions go with it (CASCADE)
+    # Files after the commit: a failed delete leaves the rows and their files as they were.
+    removed = 0
+    for name in names:
+        if default_storage.exists(name):
+            default_storage.delete(name)
+            removed += 1
+    _remove_empty_folders(folders)
+    return {"batch_predictions": len(batches), "exports": len(exports), "files": removed}
+
+
+def _remove_empty_folders(prefixes: list[str]) -> None:
+    """On disk storage, remove the folders the deleted files leave (remote storage has none)."""
+    import shutil
+    from pathlib import Path
+
+    from django.core.files.storage import default_storage
+
+    for prefix in prefixes:
+        try:
+            folder = Path(default_storage.path(prefix))
+        except NotImplementedError:
+            return
+        if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 # --- prediction-only tokens -----------------------------------------------------------------------
 def prediction_token_create(*, user, name: str, slugs: list[str]) -> tuple[PredictionToken, str]:
     """A token that may only call predict on the named endpoints; returns it and its key (the

@@ -50,21 +50,37 @@ def registered_model_list_for_user(*, user) -> QuerySet:
     return RegisteredModel.objects.prefetch_related(Prefetch("versions", queryset=versions))
 
 
-def model_alias_list_for_user(*, user) -> QuerySet:
+def registered_model_get_for_user(*, user, model_id: int):
+    from models_app.models import RegisteredModel
+
+    access_check(user, "model_version", "view")
+    registered = RegisteredModel.objects.filter(pk=model_id).first()
+    if registered is None:
+        raise Http404("This registered model does not exist.")
+    return registered
+
+
+def model_alias_list_for_user(*, user, registered_model=None) -> QuerySet:
     from models_app.models import ModelAlias
 
     access_check(user, "model_version", "view")
-    return ModelAlias.objects.select_related("registered_model", "version")
+    aliases = ModelAlias.objects.select_related("registered_model", "version", "updated_by")
+    if registered_model is not None:
+        aliases = aliases.filter(registered_model=registered_model)
+    return aliases
 
 
-def model_alias_history_for_user(*, user, limit: int = 200) -> QuerySet:
+def model_alias_history_for_user(*, user, registered_model=None, limit: int = 200) -> QuerySet:
     """Alias moves, newest first: who moved which alias from which version to which."""
     from models_app.models import ModelAliasEvent
 
     access_check(user, "model_version", "view")
-    return ModelAliasEvent.objects.select_related(
+    events = ModelAliasEvent.objects.select_related(
         "registered_model", "from_version", "to_version", "user"
-    )[:limit]
+    )
+    if registered_model is not None:
+        events = events.filter(registered_model=registered_model)
+    return events.order_by("-created_at", "-id")[:limit]
 
 
 def deployment_list_for_user(*, user) -> QuerySet:

@@ -12,8 +12,11 @@ from models_app.selectors import (
     deployment_get_for_user,
     deployment_list_for_user,
     deployment_page_rows,
+    model_alias_history_for_user,
+    model_alias_list_for_user,
     model_version_download_response,
     model_version_get_for_user,
+    registered_model_get_for_user,
     registered_model_list_for_user,
     version_page_context,
 )
@@ -165,6 +168,42 @@ def version_archive(request, version_id: int):
     else:
         messages.success(request, f"{version} {'archived' if archived else 'unarchived'}.")
     return redirect("models:version_detail", version.pk)
+
+
+ALIAS_HISTORY_ROWS = 500
+
+
+@require_GET
+@access_required("model_version", "view")
+def model_aliases(request, model_id: int):
+    """A registered model's aliases with the version each names, and their full history."""
+    registered = registered_model_get_for_user(user=request.user, model_id=model_id)
+    context = {
+        "registered_model": registered,
+        "aliases": model_alias_list_for_user(user=request.user, registered_model=registered),
+        "history": model_alias_history_for_user(
+            user=request.user, registered_model=registered, limit=ALIAS_HISTORY_ROWS
+        ),
+        "history_rows": ALIAS_HISTORY_ROWS,
+    }
+    return render(request, "models_app/model_aliases.html", context)
+
+
+@require_POST
+@access_required("model_version", "delete")
+def version_delete(request, version_id: int):
+    version = model_version_get_for_user(user=request.user, version_id=version_id)
+    try:
+        removed = deploy.model_version_delete(user=request.user, version=version)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("models:version_detail", version.pk)
+    messages.success(
+        request,
+        f"{version} deleted, with its {removed['exports']} export(s), "
+        f"{removed['batch_predictions']} batch prediction(s) and {removed['files']} file(s).",
+    )
+    return redirect("models:model_list")
 
 
 @require_GET
