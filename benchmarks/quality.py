@@ -38,8 +38,10 @@ train split the same way (validation in proportion); the cap is printed with the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gc
+import io
 import json
 import os
 import random
@@ -219,25 +221,20 @@ def threads_default() -> int:
         return os.cpu_count() or 1
 
 
-def default_config(data):
-    """The configuration a console run with default settings gets for `data` (TrainingData
-    without a test split). Goes through the engine's data-driven defaults when the engine has
-    them, the same function the training service calls; else the plain dataclass defaults
-    with the service's task-dependent early-stopping metric."""
+def default_config(data) -> tuple[object, str]:
+    """(TrainingConfig, explanation): what a console run with default settings gets for `data`
+    (TrainingData without a test split), through the engine's data-driven defaults, the
+    function the training service calls. An engine without them: its plain defaults."""
     from training_app import trainer
 
-    chooser = _defaults_function()
-    if chooser is not None:
-        return chooser(data)
-    return trainer.TrainingConfig(
-        task="single_label",
-        early_stopping_metric=trainer.METRICS_BY_TASK["single_label"][0],
-    )
-
-
-def _defaults_function():
-    """The engine's defaults chooser, wrapped to `data -> TrainingConfig`, or None."""
-    return None
+    task, method = "single_label", "full"
+    try:
+        from training_app.engine.config import DataProfile, config_with_defaults
+    except ImportError:
+        return trainer.TrainingConfig(task=task), "plain TrainingConfig defaults"
+    profile = DataProfile.from_labels(task, data.train_labels)
+    config, chosen = config_with_defaults(task=task, method=method, profile=profile, params={})
+    return config, chosen.explanation
 
 
 class _Recorder:
@@ -266,7 +263,7 @@ def run_ours(splits: dict[str, Split]) -> dict:
     recorder = _Recorder()
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as folder:
         started = time.perf_counter()
-        config = default_config(data)
+        config, explanation = default_config(data)
         result = trainer.train(
             base_model_path=model_path(),
             data=data,
@@ -291,6 +288,7 @@ def run_ours(splits: dict[str, Split]) -> dict:
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
         "settings": shown_settings({**asdict(config), **recorder.resolved}),
+        "explanation": explanation,
         "started_message": started_message,
     }
 
@@ -389,7 +387,8 @@ def run_baseline(splits: dict[str, Split]) -> dict:
             train_dataset=train_set,
             data_collator=DataCollatorWithPadding(tokenizer),
         )
-        output = trainer.train()
+        with contextlib.redirect_stdout(io.StringIO()):  # its end-of-training metrics line
+            output = trainer.train()
         seconds = time.perf_counter() - started
         scored = time.perf_counter()
         test_set = encode(splits["test"])
@@ -442,6 +441,8 @@ def describe(name: str, figures: dict) -> str:
         line += f" (best {figures['best_step']}, stopped early: {figures['stopped_early']})"
     settings = figures.get("settings", {})
     line += "\n            settings: " + ", ".join(f"{k} {v}" for k, v in settings.items())
+    if figures.get("explanation"):
+        line += f"\n            defaults: {figures['explanation']}"
     if figures.get("started_message"):
         line += f"\n            engine said: {figures['started_message']}"
     return line
