@@ -33,6 +33,15 @@ class TrainingRun(Job):
     base_model = models.ForeignKey(
         "models_app.BaseModel", on_delete=models.PROTECT, related_name="training_runs"
     )
+    # Fine-tune from this registered version's weights instead of the base model's (the base
+    # model stays the catalogue entry it came from). Null: start from the base model.
+    start_version = models.ForeignKey(
+        "models_app.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     task = models.CharField(max_length=20, choices=Task.choices)
     method = models.CharField(max_length=20, choices=Method.choices)
     params = models.JSONField(default=dict, help_text="The training config as requested.")
@@ -263,3 +272,72 @@ class HyperparameterSearch(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status != self.Status.RUNNING
+
+class RetrainLoop(models.Model):
+    """Retrain on new labels: snapshot the dataset, fine-tune from the current version on the
+    gpu queue, register the new version, pre-label the unlabeled records with it.
+
+    A small state machine advanced by each job's completion (``training_app/retrain.py``); every
+    step is idempotent, so a lost worker or message only delays it."""
+
+    class Step(models.TextChoices):
+        QUEUED = "queued", "Waiting to snapshot"
+        TRAINING = "training", "Fine-tuning"
+        PREDICTING = "predicting", "Pre-labeling the unlabeled records"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STEPS = (Step.QUEUED, Step.TRAINING, Step.PREDICTING)
+
+    dataset = models.ForeignKey(
+        "datasets_app.Dataset", on_delete=models.CASCADE, related_name="retrain_loops"
+    )
+    from_version = models.ForeignKey(
+        "models_app.ModelVersion", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    snapshot = models.ForeignKey(
+        "datasets_app.Snapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    training_run = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    new_version = models.ForeignKey(
+        "models_app.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    batch_prediction = models.ForeignKey(
+        "models_app.BatchPrediction",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    step = models.CharField(max_length=16, choices=Step.choices, default=Step.QUEUED)
+    message = models.CharField(max_length=500, blank=True)
+    error_message = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset"],
+                condition=models.Q(step__in=["queued", "training", "predicting"]),
+                name="retrain_loop_one_active_per_dataset",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Retrain loop {self.pk} of dataset {self.dataset_id} ({self.step})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.step in self.ACTIVE_STEPS

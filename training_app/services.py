@@ -56,6 +56,10 @@ PARAM_NAMES = (
     "precision",
     "lora_r",
     "lora_alpha",
+    "head_learning_rate_multiplier",
+    "layer_decay",
+    "class_weight_power",
+    "refit_on_all_data",
 )
 
 
@@ -190,13 +194,103 @@ def _check_base_model(base_model: BaseModel) -> str | None:
     return None
 
 
-def training_config_build(*, task: str, method: str, params: dict):
+def _check_start_version(version, *, task: str) -> str | None:
+    """Why a run cannot fine-tune from ``version``'s weights, or None."""
+    import json
+
+    from django.core.files.storage import default_storage
+
+    from models_app.models import ModelVersion
+    from models_app.runtime.artifact import UNMERGED_ADAPTER_KEY
+
+    if version.status != ModelVersion.Status.READY or version.is_archived:
+        return f"{version} is not a ready, unarchived version, so a run cannot start from it."
+    if version.task != task:
+        return f"{version} was trained for {version.task}, not {task}; start from the base model."
+    try:
+        with default_storage.open(f"{version.artifact_uri}/config.json", "rb") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return f"{version}'s files are missing or damaged (no readable config.json)."
+    if config.get(UNMERGED_ADAPTER_KEY):
+        return (
+            f"{version} keeps its adapter unmerged ({version.method}), so its weights cannot be "
+            "fine-tuned further; start from the base model."
+        )
+    return None
+
+
+@contextlib.contextmanager
+def _start_weights(run: TrainingRun):
+    """The folder a run loads its starting weights from: its start version's (on local disk)
+    or its base model's."""
+    if run.start_version_id is None:
+        yield run.base_model.location
+        return
+    from models_app.services import model_version_local_dir
+
+    with model_version_local_dir(run.start_version) as folder:
+        yield str(folder)
+
+
+def training_profile(
+    *,
+    snapshot: Snapshot,
+    task: str,
+    base_model: BaseModel | None = None,
+    splits: dict | None = None,
+):
+    """What the data-driven defaults look at: the snapshot's training split (size, classes,
+    largest/smallest class, 95th-percentile length) and the base model's size."""
+    from training_app.calibration import snapshot_length_counts
+    from training_app.engine.config import CHARS_PER_TOKEN, DataProfile
+
+    key = f"training:profile-labels:{snapshot.pk}:{task}"
+    labels = cache.get(key) if splits is None else None
+    if labels is None:  # snapshots never change; the form asks on every settings change
+        splits = splits if splits is not None else snapshot_splits(snapshot)
+        labels, _ = _labels_for_task(task, splits["train"][1], "train")
+        cache.set(key, labels, 3600)
+    buckets = sorted(snapshot_length_counts(snapshot).get("train", []))
+    p95_tokens = None
+    total = sum(count for _, count in buckets)
+    if total:
+        seen = 0
+        for chars, count in buckets:
+            seen += count
+            if seen >= 0.95 * total:
+                p95_tokens = chars / CHARS_PER_TOKEN
+                break
+    return DataProfile.from_labels(
+        task,
+        labels,
+        p95_tokens=p95_tokens,
+        parameter_count=base_model.parameter_count if base_model is not None else None,
+    )
+
+
+def training_defaults_choose(*, task: str, method: str, params: dict, profile):
+    """The data-driven defaults (`engine.config.Defaults`: values, which the user set, and an
+    explanation in a sentence) for ``profile``, the user's ``params`` overriding them."""
+    from training_app.engine.config import choose_defaults
+
+    return choose_defaults(
+        task=task, method=method, profile=profile, user_params={**params, "register": None}
+    )
+
+
+def training_config_build(*, task: str, method: str, params: dict, profile=None):
+    """A validated `TrainingConfig` from the user's ``params``; with a data ``profile`` (see
+    `training_profile`) the settings they left empty get the data-driven defaults."""
     from training_app.engine.config import METRICS_BY_TASK, TrainingConfig
 
     unknown = sorted(set(params) - set(PARAM_NAMES))
     if unknown:
         raise ValidationError({"params": [f"Unknown hyperparameter {name!r}." for name in unknown]})
     values = {k: v for k, v in params.items() if v is not None}
+    if profile is not None and task in METRICS_BY_TASK and method in TrainingRun.Method.values:
+        chosen = training_defaults_choose(task=task, method=method, params=values, profile=profile)
+        values = {k: v for k, v in chosen.values.items() if k in PARAM_NAMES}
     if task in METRICS_BY_TASK:
         # The engine's default metric (macro-F1) only fits classification; follow the task.
         values.setdefault("early_stopping_metric", METRICS_BY_TASK[task][0])
@@ -208,15 +302,34 @@ def training_config_build(*, task: str, method: str, params: dict):
 
 
 def training_run_estimate(
-    *, snapshot: Snapshot, base_model: BaseModel, task: str, method: str, params: dict
+    *,
+    snapshot: Snapshot,
+    base_model: BaseModel,
+    task: str,
+    method: str,
+    params: dict,
+    profile=None,
 ) -> dict:
-    """Time (a range, calibrated on the workers once measured) and memory; see calibration.py."""
+    """Time (a range, calibrated on the workers once measured) and memory; see calibration.py.
+    Also the data-driven defaults: ``defaults`` (the explanation) and ``defaults_user_set``."""
     from training_app.calibration import training_time_estimate
 
     if not (snapshot.split_counts or {}).get("train"):
         raise ValidationError({"snapshot": [NO_TRAIN_SPLIT]})
-    config = training_config_build(task=task, method=method, params=params)
-    return training_time_estimate(snapshot=snapshot, base_model=base_model, config=config)
+    if profile is None:
+        profile = training_profile(snapshot=snapshot, task=task, base_model=base_model)
+    config = training_config_build(task=task, method=method, params=params, profile=profile)
+    estimate = training_time_estimate(snapshot=snapshot, base_model=base_model, config=config)
+    if task in TrainingRun.Task.values and method in TrainingRun.Method.values:
+        defaults = training_defaults_choose(
+            task=task,
+            method=method,
+            params={k: v for k, v in params.items() if v is not None},
+            profile=profile,
+        )
+        estimate["defaults"] = defaults.explanation
+        estimate["defaults_user_set"] = defaults.user_set
+    return estimate
 
 
 # --- creating, cancelling -----------------------------------------------------------------------------
@@ -229,8 +342,12 @@ def training_run_start(
     method: str = "full",
     params: dict | None = None,
     name: str = "",
+    start_version=None,
 ) -> TrainingRun:
-    """Validate everything, then create a queued run; nothing is queued when anything is wrong."""
+    """Validate everything, then create a queued run; nothing is queued when anything is wrong.
+
+    With ``start_version`` (a registered ModelVersion) the run fine-tunes from that version's
+    weights instead of the base model's; ``base_model`` names the catalogue entry it came from."""
     access_check(user, "training_run", "create")
     params = dict(params or {})
     errors: dict[str, list[str]] = {}
@@ -243,33 +360,53 @@ def training_run_start(
     if not isinstance(register, bool):
         errors["params"] = ["register must be true or false."]
     config = None
-    if not errors:
-        try:
-            config = training_config_build(task=task, method=method, params=params)
-        except ValidationError as exc:
-            errors.update(exc.message_dict)
+    label_names: list[str] = []
+    splits = None
     if "task" not in errors:
-        _, label_names, snapshot_errors = _check_snapshot(snapshot, task)
+        splits, label_names, snapshot_errors = _check_snapshot(snapshot, task)
         for key, messages in snapshot_errors.items():
             errors.setdefault(key, []).extend(messages)
-    problem = _check_base_model(base_model)
+    profile = None
+    if not errors:
+        profile = training_profile(
+            snapshot=snapshot, task=task, base_model=base_model, splits=splits
+        )
+    if not any(key in errors for key in ("task", "method", "params")):
+        try:
+            config = training_config_build(task=task, method=method, params=params, profile=profile)
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+    if start_version is not None:
+        problem = _check_start_version(start_version, task=task)
+    else:
+        problem = _check_base_model(base_model)
     if problem:
         errors.setdefault("base_model", []).append(problem)
     if errors:
         raise ValidationError(errors)
     estimate = training_run_estimate(
-        snapshot=snapshot, base_model=base_model, task=task, method=method, params=params
+        snapshot=snapshot,
+        base_model=base_model,
+        task=task,
+        method=method,
+        params=params,
+        profile=profile,
     )
+    explanation = estimate.pop("defaults", "")
+    estimate.pop("defaults_user_set", None)
     resolved = {k: v for k, v in dataclasses.asdict(config).items() if k in PARAM_NAMES}
     if register is False:
         resolved["register"] = False
     with transaction.atomic():
         run = TrainingRun.objects.create(
             name=(
-                name or f"{snapshot.dataset.name} v{snapshot.number} · {base_model.name} · {method}"
+                name
+                or f"{snapshot.dataset.name} v{snapshot.number} · "
+                f"{start_version or base_model.name} · {method}"
             )[:200],
             snapshot=snapshot,
             base_model=base_model,
+            start_version=start_version,
             task=task,
             method=method,
             params=resolved,
@@ -279,6 +416,9 @@ def training_run_start(
             label_names=label_names,
             created_by=user,
         )
+        if explanation:
+            # Shown on the run page at once, and again in the engine's "started" event.
+            TrainingEvent.objects.create(run=run, kind="defaults_chosen", message=explanation)
     try:
         run.enqueue()
     except BrokerUnavailable:
@@ -462,6 +602,15 @@ class RunCallbacks:
         TrainingEvent.objects.create(run=self.run, kind="checkpoint", message=message)
 
     def on_event(self, *, kind: str, message: str) -> None:
+        if kind == "started":
+            chosen = (
+                TrainingEvent.objects.filter(run=self.run, kind="defaults_chosen")
+                .order_by("-pk")
+                .values_list("message", flat=True)
+                .first()
+            )
+            if chosen:
+                message = f"{message} {chosen}"
         TrainingEvent.objects.create(run=self.run, kind=kind, message=message[:2000])
 
     def on_start(self, *, resolved: dict) -> None:
@@ -484,7 +633,11 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     """Run (or resume) a claimed run on this worker; a second delivery does nothing."""
     from training_app import engine
 
-    run = TrainingRun.objects.select_related("snapshot", "base_model").filter(pk=run_id).first()
+    run = (
+        TrainingRun.objects.select_related("snapshot", "base_model", "start_version")
+        .filter(pk=run_id)
+        .first()
+    )
     if run is None or not run.claim():
         return None
     # The heartbeat thread runs from the claim to the end, so reading the snapshot, fetching
@@ -533,15 +686,16 @@ def _training_run_execute_claimed(run: TrainingRun, *, engine) -> TrainingRun:
 
     training_run_calibrate(run=run, config=config, train_texts=data.train_texts, engine=engine)
     try:
-        result = engine.train(
-            base_model_path=run.base_model.location,
-            data=data,
-            config=config,
-            output_dir=str(workdir / "artifact"),
-            checkpoint_dir=str(workdir / "checkpoints"),
-            callbacks=callbacks,
-            resume=True,
-        )
+        with _start_weights(run) as start_path:
+            result = engine.train(
+                base_model_path=start_path,
+                data=data,
+                config=config,
+                output_dir=str(workdir / "artifact"),
+                checkpoint_dir=str(workdir / "checkpoints"),
+                callbacks=callbacks,
+                resume=True,
+            )
     except engine.TrainingError as exc:
         run.fail(error=str(exc))
         TrainingEvent.objects.create(run=run, kind="failed", message=str(exc))
@@ -569,6 +723,29 @@ def _training_run_execute_claimed(run: TrainingRun, *, engine) -> TrainingRun:
     if result.test_metrics:
         callbacks.write_metrics(
             step=result.steps_done, epoch=0, metrics=result.test_metrics, prefix="test_"
+        )
+    if result.refit:
+        refit = result.refit
+        shown = ", ".join(
+            f"{vocabulary.metric(k)} {v:.4f}"
+            for k, v in refit["validation_metrics"].items()
+            if isinstance(v, float)
+        )
+        values = {
+            **(run.resolved_params or run.params),
+            "refit_steps": refit["steps"],
+            "refit_examples": refit["examples"],
+        }
+        TrainingRun.objects.filter(pk=run.pk).update(resolved_params=values)
+        run.resolved_params = values
+        TrainingEvent.objects.create(
+            run=run,
+            kind="refit",
+            message=(
+                f"Refit on train + validation ({refit['examples']:,} examples) for "
+                f"{refit['steps']:,} steps, the best step count of the first pass (validation: "
+                f"{shown}). The registered model is the refit one; its test scores are above."
+            )[:2000],
         )
     if result.status != "cancelled":
         training_run_record_actual(run=run, result=result)
