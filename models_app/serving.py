@@ -184,7 +184,10 @@ def _deployment_read(slug: str) -> Deployment | tuple[type[Exception], str]:
         return EndpointNotFound, f"Nothing is deployed at {slug}."
     pk, status, status_message, version_id, runtime_name, export_id, file_path = row
     if status == Deployment.Status.STOPPED:
-        return EndpointUnavailable, f"The endpoint {slug} is stopped. Start it on the Deployments page."
+        return (
+            EndpointUnavailable,
+            f"The endpoint {slug} is stopped. Start it on the Deployments page.",
+        )
     if status == Deployment.Status.FAILED:
         reason = status_message or "its model could not be loaded"
         return EndpointUnavailable, f"The endpoint {slug} has failed: {reason}"

@@ -38,6 +38,29 @@ def thread_count(configured: int | None = None, *, processes: int = 1) -> int:
     return max(1, cpu_count() // max(1, processes))
 
 
+def choose_device(requested: str = "auto", *, cuda_available: bool | None = None) -> str:
+    """ "cuda" when asked for ("auto") and a GPU is present, else "cpu"; an explicit device
+    ("cpu", "cuda", "cuda:1") is kept, but a CUDA one falls back to "cpu" without a GPU."""
+    requested = (requested or "auto").strip().lower()
+    if requested == "cpu":
+        return "cpu"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = bool(torch.cuda.is_available())
+    if not cuda_available:
+        return "cpu"
+    return "cuda" if requested == "auto" else requested
+
+
+def onnx_providers(available: list[str], device: str) -> list[str]:
+    """ONNX Runtime execution providers for `device`: CUDA first when on a GPU and this
+    onnxruntime build has it (ORT falls back to the CPU provider for any node CUDA lacks)."""
+    if device.startswith("cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 class Engine:
     name = ""
     device = "cpu"
@@ -58,8 +81,7 @@ class TorchEngine(Engine):
         from transformers import AutoModelForSequenceClassification
 
         self._torch = torch
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = choose_device(device)
         self.device = device
         if device == "cpu":
             # Process-wide in torch: the last engine loaded decides, which is what we want.
@@ -106,11 +128,14 @@ class TorchEngine(Engine):
 
 
 class OnnxEngine(Engine):
-    """An ONNX graph under ONNX Runtime (CPU), threads bounded and not spinning when idle."""
+    """An ONNX graph under ONNX Runtime: CUDA when a GPU and onnxruntime's CUDA provider are
+    both present, else the CPU with threads bounded and not spinning when idle."""
 
     name = "onnx"
 
-    def __init__(self, model_path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: str | Path, *, threads: int | None = None, device: str = "auto"
+    ) -> None:
         import onnxruntime
 
         model_path = Path(model_path)
@@ -123,12 +148,18 @@ class OnnxEngine(Engine):
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle worker threads would otherwise spin and take the CPU from other processes.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        available = onnxruntime.get_available_providers()
+        providers = onnx_providers(
+            available, choose_device(device) if "CUDAExecutionProvider" in available else "cpu"
+        )
         try:
             self.session = onnxruntime.InferenceSession(
-                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                str(model_path), sess_options=options, providers=providers
             )
         except Exception as error:
             raise ArtifactError(f"The ONNX file cannot be loaded: {_first_line(error)}") from error
+        used = self.session.get_providers()
+        self.device = "cuda" if used and used[0] == "CUDAExecutionProvider" else "cpu"
         self.input_names = {item.name for item in self.session.get_inputs()}
         self.output_name = self.session.get_outputs()[0].name
         # One ORT session may be run from several threads, but our MicroBatcher already

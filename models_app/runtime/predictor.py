@@ -134,7 +134,7 @@ def load_predictor(
     if runtime == "pytorch":
         engine: Engine = TorchEngine(info, threads=threads, device=device)
     else:
-        engine = OnnxEngine(onnx_file or onnx_path(folder, runtime), threads=threads)
+        engine = OnnxEngine(onnx_file or onnx_path(folder, runtime), threads=threads, device=device)
     return Predictor(
         info, tokenizer, engine, runtime=runtime, batch_size=batch_size, token_budget=token_budget
     )

@@ -263,3 +263,55 @@ def test_ttl_cache_does_not_keep_a_value_read_while_it_was_cleared():
 
     assert memo.get_or_compute("a", stale_read) == "old"
     assert memo.get_or_compute("a", lambda: "new") == "new"
+
+
+@pytest.mark.parametrize(
+    ("requested", "cuda_available", "expected"),
+    [
+        ("auto", True, "cuda"),
+        ("auto", False, "cpu"),
+        ("cpu", True, "cpu"),
+        ("cuda:1", True, "cuda:1"),
+        ("cuda", False, "cpu"),
+    ],
+)
+def test_device_choice_uses_cuda_when_present(requested, cuda_available, expected):
+    from models_app.runtime.engines import choose_device
+
+    assert choose_device(requested, cuda_available=cuda_available) == expected
+
+
+def test_device_choice_asks_torch_by_default(monkeypatch):
+    import torch
+
+    from models_app.runtime.engines import choose_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_device("auto") == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("available", "device", "expected"),
+    [
+        (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            "cuda",
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ),
+        (["CUDAExecutionProvider", "CPUExecutionProvider"], "cpu", ["CPUExecutionProvider"]),
+        (["CPUExecutionProvider"], "cuda", ["CPUExecutionProvider"]),
+    ],
+)
+def test_onnx_runtime_takes_the_cuda_provider_only_on_a_gpu(available, device, expected):
+    from models_app.runtime.engines import onnx_providers
+
+    assert onnx_providers(available, device) == expected
+
+
+def test_torch_engine_on_cpu_has_no_autocast(single_label_folder):
+    predictor = runtime.load_predictor(single_label_folder, runtime="pytorch", device="cpu")
+
+    assert predictor.engine.device == "cpu"
+    assert predictor.engine.autocast_dtype is None
