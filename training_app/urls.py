@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training_app import views
+from training_app import search_views, views
 
 app_name = "training"
 urlpatterns = [
@@ -8,6 +8,11 @@ urlpatterns = [
     path("compare/", views.run_compare, name="run_compare"),
     path("new/", views.run_create, name="run_create"),
     path("estimate/", views.run_estimate, name="run_estimate"),
+    path("searches/", search_views.search_list, name="search_list"),
+    path("searches/new/", search_views.search_create, name="search_create"),
+    path("searches/<id:search_id>/", search_views.search_detail, name="search_detail"),
+    path("searches/<id:search_id>/live/", search_views.search_live, name="search_live"),
+    path("searches/<id:search_id>/cancel/", search_views.search_cancel, name="search_cancel"),
     path("<id:run_id>/", views.run_detail, name="run_detail"),
     path("<id:run_id>/live/", views.run_live, name="run_live"),
     path("<id:run_id>/events/", views.run_events_fragment, name="run_events"),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training_app.api import views
+from training_app.api import search_views, views
 
 urlpatterns = [
     path("runs/", views.RunListApi.as_view(), name="api_runs"),
@@ -9,6 +9,13 @@ urlpatterns = [
     path("runs/<id:run_id>/metrics/", views.RunMetricsApi.as_view(), name="api_run_metrics"),
     path("runs/<id:run_id>/cancel/", views.RunCancelApi.as_view(), name="api_run_cancel"),
     path("runs/<id:run_id>/resume/", views.RunResumeApi.as_view(), name="api_run_resume"),
+    path("searches/", search_views.SearchListApi.as_view(), name="api_searches"),
+    path("searches/<id:search_id>/", search_views.SearchDetailApi.as_view(), name="api_search"),
+    path(
+        "searches/<id:search_id>/cancel/",
+        search_views.SearchCancelApi.as_view(),
+        name="api_search_cancel",
+    ),
     path("evaluations/", views.EvaluationListApi.as_view(), name="api_evaluations"),
     path(
         "evaluations/<id:evaluation_id>/",
