@@ -1,71 +1,512 @@
-// Labeling queue: number keys pick a label (or tick it, where a record may have several, and
-// Enter saves), S skips, B goes back; with many labels a filter box narrows them and Enter
-// picks the only one left. Keys are ignored while typing.
+// Labeling page.
+//
+// Everywhere: number keys pick a label (or tick it, where a record may have several, and Enter
+// saves), S skips, B goes back, ? shows the keys (Esc closes them); with many labels a filter box
+// narrows them and Enter picks the only one left. Keys are ignored while typing.
+//
+// In the queue (one label per record, the page has a #labeling-config), the page works without
+// reloading: the next record is fetched ahead, so a key shows it at once; the label goes into an
+// outbox (kept in localStorage) that is sent in order, each with a key made here so that a label
+// sent again after a lost answer is applied once. If the server cannot be reached a banner says
+// so and the outbox is retried with growing waits; nothing is dropped without a message. A model
+// suggestion is highlighted and Enter accepts it. U or Backspace undoes the last label given
+// here; the speed line counts records per minute since the page was opened.
 (function () {
   "use strict";
   const form = document.querySelector("[data-testid=label-form]");
-  if (!form) return;
-  const filter = form.querySelector("[data-label-filter]");
-  const buttons = Array.from(form.querySelectorAll("button[name=label], .label-toggle"));
-  let sent = false;
+  const help = document.querySelector("[data-testid=help-overlay]");
 
-  function pick(button) {
-    if (sent || !button) return;
-    sent = true; // one label per keypress, even if a key repeats before the page changes
-    form.requestSubmit(button);
-  }
-  form.addEventListener("submit", () => { sent = true; });
-
-  function visible() {
-    return buttons.filter((button) => !button.hidden);
+  function typingIn(target) {
+    return target && ((target.tagName === "INPUT" && target.type !== "checkbox") ||
+      target.tagName === "TEXTAREA" || target.tagName === "SELECT" || target.isContentEditable);
   }
 
-  if (filter) {
-    filter.addEventListener("input", () => {
-      const wanted = filter.value.trim().toLowerCase();
-      buttons.forEach((button) => {
-        const name = (button.value || button.textContent).toLowerCase();
-        button.hidden = wanted !== "" && !name.includes(wanted);
-      });
+  function helpKeys(event) {
+    // ? opens the list of keys, Esc (or ? again) closes it. True when the key was used.
+    if (!help) return false;
+    if (event.key === "?") {
+      help.hidden = !help.hidden;
+      if (!help.hidden) help.focus();
+      return true;
+    }
+    if (event.key === "Escape" && !help.hidden) {
+      help.hidden = true;
+      return true;
+    }
+    return !help.hidden; // while it is open, other keys do nothing
+  }
+  if (help) {
+    help.querySelectorAll("[data-close]").forEach((button) =>
+      button.addEventListener("click", () => { help.hidden = true; }));
+  }
+
+  if (!form) {
+    document.addEventListener("keydown", (event) => {
+      if (event.ctrlKey || event.metaKey || event.altKey || typingIn(event.target)) return;
+      if (helpKeys(event)) event.preventDefault();
     });
-    filter.addEventListener("keydown", (event) => {
-      if (event.key === "Enter") {
+    return;
+  }
+  const configNode = document.getElementById("labeling-config");
+  if (configNode) queue(JSON.parse(configNode.textContent));
+  else classic();
+
+  // ---------------------------------------------------------------- one page per record
+  function classic() {
+    const filter = form.querySelector("[data-label-filter]");
+    const buttons = Array.from(form.querySelectorAll("button[name=label], .label-toggle"));
+    let sent = false;
+
+    function pick(button) {
+      if (sent || !button) return;
+      sent = true; // one label per keypress, even if a key repeats before the page changes
+      form.requestSubmit(button);
+    }
+    form.addEventListener("submit", () => { sent = true; });
+
+    function visible() {
+      return buttons.filter((button) => !button.hidden);
+    }
+
+    if (filter) {
+      filter.addEventListener("input", () => {
+        const wanted = filter.value.trim().toLowerCase();
+        buttons.forEach((button) => {
+          const name = (button.value || button.textContent).toLowerCase();
+          button.hidden = wanted !== "" && !name.includes(wanted);
+        });
+      });
+      filter.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") {
+          event.preventDefault();
+          const left = visible();
+          if (left.length !== 1) return;
+          const box = left[0].querySelector("input[type=checkbox]");
+          if (box) box.checked = !box.checked; // several labels: tick it, Enter again saves
+          else pick(left[0]);
+        }
+      });
+    }
+
+    document.addEventListener("keydown", (event) => {
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      const target = event.target;
+      if (typingIn(target)) return;
+      if (helpKeys(event)) { event.preventDefault(); return; }
+      const key = event.key.toLowerCase();
+      const keyed = form.querySelector(`[data-key="${CSS.escape(key)}"]`);
+      if (keyed && keyed.type === "checkbox") {
         event.preventDefault();
-        const left = visible();
-        if (left.length !== 1) return;
-        const box = left[0].querySelector("input[type=checkbox]");
-        if (box) box.checked = !box.checked; // several labels: tick it, Enter again saves
-        else pick(left[0]);
+        keyed.checked = !keyed.checked; // several labels: keys tick, Enter saves
+      } else if (keyed) {
+        event.preventDefault();
+        pick(keyed);
+      } else if (key === "enter" && form.querySelector("[data-save]") &&
+                 (target === document.body || form.contains(target))) {
+        // Enter on a link or another form's button keeps its own meaning.
+        event.preventDefault();
+        pick(form.querySelector("[data-save]"));
+      } else if (key === "s") {
+        const skip = document.querySelector("[data-key-skip]");
+        if (skip) window.location.href = skip.href;
+      } else if (key === "b") {
+        const back = document.querySelector("[data-key-back]");
+        if (back) window.location.href = back.href;
       }
     });
+    form.dataset.keys = "ready";
   }
 
-  document.addEventListener("keydown", (event) => {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
-    const target = event.target;
-    const typing = target && ((target.tagName === "INPUT" && target.type !== "checkbox") ||
-      target.tagName === "TEXTAREA" || target.isContentEditable);
-    if (typing) return;
-    const key = event.key.toLowerCase();
-    const keyed = form.querySelector(`[data-key="${CSS.escape(key)}"]`);
-    if (keyed && keyed.type === "checkbox") {
-      event.preventDefault();
-      keyed.checked = !keyed.checked; // several labels: keys tick, Enter saves
-    } else if (keyed) {
-      event.preventDefault();
-      pick(keyed);
-    } else if (key === "enter" && form.querySelector("[data-save]") &&
-               (target === document.body || form.contains(target))) {
-      // Enter on a link or another form's button keeps its own meaning.
-      event.preventDefault();
-      pick(form.querySelector("[data-save]"));
-    } else if (key === "s") {
-      const skip = document.querySelector("[data-key-skip]");
-      if (skip) window.location.href = skip.href;
-    } else if (key === "b") {
-      const back = document.querySelector("[data-key-back]");
-      if (back) window.location.href = back.href;
+  // ---------------------------------------------------------------- the queue, without reloads
+  function queue(config) {
+    const card = document.querySelector("[data-testid=label-record]");
+    const textNode = card.querySelector("[data-testid=label-text]");
+    const metaNode = card.querySelector("[data-testid=record-meta]");
+    const stateNode = card.querySelector("[data-testid=record-label-state]");
+    const suggestionNode = card.querySelector("[data-testid=suggestion]");
+    const errorNode = card.querySelector("[data-testid=label-error]");
+    const doneNode = card.querySelector("[data-testid=queue-done]");
+    const statusNode = document.querySelector("[data-testid=label-status]");
+    const banner = document.querySelector("[data-testid=connection-banner]");
+    const speedNode = document.querySelector("[data-testid=speed]");
+    const buttons = Array.from(form.querySelectorAll("button[name=label]"));
+    const csrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
+    const storeKey = `lepton-labeling-outbox-${config.dataset}-${config.user}`;
+    const openedAt = Date.now();
+    const MAX_WAIT_MS = 30000;
+    const AHEAD = 2; // records fetched ahead of the one shown
+
+    let current = config.record; // what is shown; null while loading or when nothing is left
+    let shownAt = performance.now();
+    const ahead = []; // records fetched ahead, held for this person on the server
+    let after = current ? current.id : null;
+    let fetching = false;
+    let exhausted = false;
+    let fetchWait = 1000;
+    let outbox = loadOutbox(); // labels not yet confirmed by the server, oldest first
+    let sending = null; // the promise of the request in flight
+    let sendWait = 1000;
+    let retryTimer = null;
+    const given = []; // labels given in this sitting: {record, key}, for undo
+    let count = 0; // records labeled in this sitting (undone ones taken off)
+
+    function loadOutbox() {
+      try {
+        const saved = JSON.parse(window.localStorage.getItem(storeKey) || "[]");
+        return Array.isArray(saved) ? saved : [];
+      } catch (error) {
+        return [];
+      }
     }
-  });
-  form.dataset.keys = "ready";
+    function saveOutbox() {
+      // How many labels wait to be confirmed, for people (the banner) and tests alike.
+      document.querySelector("[data-testid=labeling-progress]").dataset.waiting = outbox.length;
+      try {
+        window.localStorage.setItem(storeKey, JSON.stringify(outbox));
+      } catch (error) { /* private mode: the outbox still lives in this page */ }
+    }
+    function newKey() {
+      if (window.crypto && window.crypto.randomUUID) return window.crypto.randomUUID();
+      return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 14)}`;
+    }
+
+    function say(text, kind) {
+      statusNode.textContent = text;
+      statusNode.className = `small ${kind === "error" ? "error-text" : "muted"}`;
+    }
+
+    function connection(lost, waitMs) {
+      if (!lost) {
+        banner.hidden = true;
+        return;
+      }
+      const waiting = outbox.length;
+      const labels = waiting === 1 ? "1 label is" : `${waiting} labels are`;
+      banner.hidden = false;
+      banner.textContent = `Connection lost. ${waiting ? `${labels} waiting here and will be ` +
+        "sent when it is back; nothing is lost. " : ""}Trying again in ${Math.round(waitMs / 1000)} s.`;
+    }
+
+    function progress(figures) {
+      if (!figures) return;
+      const node = document.querySelector("[data-testid=labeling-progress]");
+      node.querySelector("[data-progress-text]").textContent =
+        `${figures.labeled.toLocaleString()} of ${figures.total.toLocaleString()} records labeled · ` +
+        `${figures.unlabeled.toLocaleString()} to go`;
+      node.querySelector("[data-progress-mine]").textContent =
+        `you labeled ${figures.mine_today.toLocaleString()} today`;
+      const bar = node.querySelector(".progress");
+      bar.setAttribute("aria-valuenow", figures.percent);
+      bar.querySelector(".progress-bar").style.width = `${figures.percent}%`;
+    }
+
+    function speed() {
+      const minutes = (Date.now() - openedAt) / 60000;
+      const rate = minutes > 0 ? count / minutes : 0;
+      speedNode.textContent = `${rate.toFixed(1)} records/min in this sitting (${count} labeled)`;
+    }
+    window.setInterval(speed, 5000);
+
+    let shownError = config.error || ""; // why the record shown came back, if it did
+
+    function render() {
+      const error = shownError;
+      card.dataset.recordId = current ? current.id : "";
+      card.dataset.ahead = ahead.length; // records fetched ahead (for tests)
+      const showing = Boolean(current);
+      form.hidden = !showing && exhausted;
+      doneNode.hidden = showing || !exhausted;
+      buttons.forEach((button) => {
+        button.disabled = !showing;
+        button.classList.toggle("btn-primary", showing && button.value === current.label);
+        button.classList.toggle("suggested", Boolean(showing && current.suggestion &&
+          button.value === current.suggestion.label));
+      });
+      errorNode.textContent = error || "";
+      errorNode.hidden = !error;
+      if (!showing) {
+        textNode.textContent = exhausted ? "" : "Loading the next record…";
+        metaNode.textContent = "";
+        stateNode.textContent = "";
+        suggestionNode.hidden = true;
+        return;
+      }
+      textNode.textContent = current.text;
+      metaNode.textContent = current.meta;
+      stateNode.replaceChildren();
+      if (current.label) {
+        const badge = document.createElement("span");
+        badge.className = "badge";
+        badge.dataset.testid = "current-label";
+        badge.textContent = current.label;
+        stateNode.append("Labeled ", badge);
+      } else {
+        const none = document.createElement("span");
+        none.className = "muted";
+        none.textContent = "No label yet";
+        stateNode.append(none);
+      }
+      const suggestion = current.suggestion;
+      suggestionNode.hidden = !suggestion;
+      if (suggestion) {
+        suggestionNode.querySelector("[data-suggestion-label]").textContent = suggestion.label;
+        suggestionNode.querySelector("[data-suggestion-probability]").textContent =
+          suggestion.probability === null ? "" : `${Math.round(suggestion.probability * 100)}%`;
+      }
+    }
+
+    function show(record, error) {
+      current = record;
+      shownError = error || "";
+      shownAt = performance.now();
+      render();
+      fetchAhead();
+    }
+
+    function advance() {
+      if (ahead.length) show(ahead.shift());
+      else show(null);
+    }
+
+    function held() {
+      // Records this person still needs held on the server: shown, fetched ahead, or labeled
+      // here and not yet sent.
+      const ids = new Set(ahead.map((record) => record.id));
+      if (current) ids.add(current.id);
+      outbox.forEach((item) => ids.add(item.record_id));
+      return Array.from(ids);
+    }
+
+    async function request(url, options) {
+      const response = await fetch(url, {
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf,
+          Accept: "application/json" },
+        ...options,
+      });
+      let body = {};
+      try {
+        body = await response.json();
+      } catch (error) { /* an error page, not JSON */ }
+      return { status: response.status, body };
+    }
+    function unreachable(status) {
+      // No answer at all, or one from a proxy or a server in trouble: try again later.
+      return status === 0 || status === 408 || status === 429 || status >= 500;
+    }
+
+    async function fetchAhead() {
+      if (fetching || exhausted || ahead.length >= AHEAD) return;
+      fetching = true;
+      const query = new URLSearchParams();
+      if (after) query.set("after", after);
+      const keep = held();
+      if (keep.length) query.set("keep", keep.join(","));
+      let result;
+      try {
+        result = await request(`${config.urls.next}?${query}`, { method: "GET" });
+      } catch (error) {
+        result = { status: 0, body: {} };
+      }
+      fetching = false;
+      if (unreachable(result.status)) {
+        connection(true, fetchWait);
+        window.setTimeout(fetchAhead, fetchWait);
+        fetchWait = Math.min(fetchWait * 2, MAX_WAIT_MS);
+        return;
+      }
+      fetchWait = 1000;
+      if (!outbox.length) connection(false);
+      if (result.status !== 200) {
+        say(result.body.error || "The next record could not be loaded; reload the page.", "error");
+        return;
+      }
+      progress(result.body.progress);
+      const record = result.body.record;
+      const known = record && (held().includes(record.id));
+      if (!record || known) {
+        exhausted = true; // nothing left that is not already here
+        if (!current) render();
+        return;
+      }
+      after = record.id;
+      if (!current) show(record);
+      else {
+        ahead.push(record);
+        render();
+        fetchAhead();
+      }
+    }
+
+    function give(label) {
+      if (!current) return;
+      const record = current;
+      const suggestion = record.suggestion;
+      const item = {
+        key: newKey(),
+        record_id: record.id,
+        label,
+        expected_label: record.label,
+        suggestion_label: suggestion ? suggestion.label : "",
+        suggestion_probability: suggestion ? suggestion.probability : null,
+        time_spent_ms: Math.round(performance.now() - shownAt),
+        text: record.text.slice(0, 60),
+      };
+      outbox.push(item);
+      saveOutbox();
+      given.push({ record, key: item.key });
+      count += 1;
+      speed();
+      say("");
+      advance();
+      send();
+    }
+
+    function send() {
+      if (sending || !outbox.length) return sending;
+      window.clearTimeout(retryTimer);
+      const item = outbox[0];
+      sending = (async () => {
+        let result;
+        try {
+          result = await request(config.urls.submit, { method: "POST", body: JSON.stringify(item) });
+        } catch (error) {
+          result = { status: 0, body: {} };
+        }
+        if (unreachable(result.status) || result.status === 403) {
+          // Kept, in order, and sent again later with the same key.
+          connection(true, sendWait);
+          if (result.status === 403) {
+            say("You were logged out: log in again in another tab; your labels wait here.",
+              "error");
+          }
+          retryTimer = window.setTimeout(send, sendWait);
+          sendWait = Math.min(sendWait * 2, MAX_WAIT_MS);
+          return;
+        }
+        sendWait = 1000;
+        outbox = outbox.filter((waiting) => waiting.key !== item.key);
+        saveOutbox();
+        connection(false);
+        if (result.status === 200) {
+          progress(result.body.progress);
+        } else {
+          // Refused (someone else labeled it meanwhile, or the label is no longer offered):
+          // the record comes back as it is now, with the reason.
+          const index = given.findIndex((entry) => entry.key === item.key);
+          if (index >= 0) {
+            given.splice(index, 1);
+            count -= 1;
+            speed();
+          }
+          const reason = result.body.error || "The label was refused.";
+          if (result.body.record) {
+            if (current && current.id !== result.body.record.id) ahead.unshift(current);
+            show(result.body.record, reason);
+          } else {
+            say(`Your label “${item.label}” for “${item.text}” was not saved: ${reason}`, "error");
+          }
+        }
+      })().finally(() => {
+        sending = null;
+        if (outbox.length && banner.hidden) send();
+      });
+      return sending;
+    }
+
+    async function undo() {
+      const last = given[given.length - 1];
+      if (!last) {
+        say("Nothing to undo: you have not labeled a record since this page was opened.", "error");
+        return;
+      }
+      let index = outbox.findIndex((item) => item.key === last.key);
+      if (index === 0 && sending) {
+        await sending;
+        index = outbox.findIndex((item) => item.key === last.key);
+      }
+      if (given[given.length - 1] !== last) return; // refused meanwhile: already back
+      if (index >= 0) {
+        // Not sent yet: simply not sent.
+        outbox.splice(index, 1);
+        saveOutbox();
+        given.pop();
+        count -= 1;
+        speed();
+        if (current) ahead.unshift(current);
+        show(last.record);
+        say(`Undone: “${last.record.text.slice(0, 60)}” is back without your label.`);
+        return;
+      }
+      let result;
+      try {
+        result = await request(config.urls.undo, {
+          method: "POST", body: JSON.stringify({ record_id: last.record.id }),
+        });
+      } catch (error) {
+        result = { status: 0, body: {} };
+      }
+      if (unreachable(result.status)) {
+        say("The server cannot be reached, so the label cannot be undone now; try again.", "error");
+        return;
+      }
+      given.pop();
+      if (result.status !== 200) {
+        say(result.body.error || "That label can no longer be undone.", "error");
+        return;
+      }
+      count -= 1;
+      speed();
+      progress(result.body.progress);
+      if (current) ahead.unshift(current);
+      show(result.body.record);
+      say(`Undone: “${result.body.record.text.slice(0, 60)}” has its earlier label back.`);
+    }
+
+    form.addEventListener("submit", (event) => {
+      event.preventDefault(); // a click on a label button: the same as its key
+      if (event.submitter && event.submitter.value) give(event.submitter.value);
+    });
+    const undoButton = document.querySelector("[data-undo]");
+    if (undoButton) undoButton.addEventListener("click", undo);
+
+    document.addEventListener("keydown", (event) => {
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      const target = event.target;
+      if (typingIn(target)) return;
+      if (helpKeys(event)) { event.preventDefault(); return; }
+      const key = event.key.toLowerCase();
+      const keyed = current && form.querySelector(`[data-key="${CSS.escape(key)}"]`);
+      if (keyed) {
+        event.preventDefault();
+        give(keyed.value);
+      } else if (key === "enter" && (target === document.body || form.contains(target))) {
+        event.preventDefault();
+        if (current && current.suggestion) give(current.suggestion.label);
+      } else if (key === "u" || key === "backspace") {
+        event.preventDefault();
+        undo();
+      } else if (key === "s" && current) {
+        advance(); // the record is let go by the next fetch
+      } else if (key === "b") {
+        const last = given[given.length - 1];
+        const back = document.querySelector("[data-key-back]");
+        if (last) window.location.href = `?record=${last.record.id}`;
+        else if (back) window.location.href = back.href;
+      }
+    });
+    window.addEventListener("online", () => {
+      sendWait = 1000;
+      fetchWait = 1000;
+      send();
+      fetchAhead();
+    });
+
+    render();
+    saveOutbox();
+    speed();
+    fetchAhead();
+    send(); // labels left waiting by an earlier page
+    form.dataset.keys = "ready";
+  }
 })();

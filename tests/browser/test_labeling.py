@@ -70,6 +70,7 @@ def test_annotator_labels_with_the_keyboard(page, live_server, make_user):
     assert Record.objects.get(pk=delta.pk).label == "a"
     press(page, "2")  # now knowingly changed
     expect(text).to_have_text("echo")
+    expect(progress).to_have_attribute("data-waiting", "0")  # sent in the background
     assert Record.objects.get(pk=delta.pk).label == "b"
 
 

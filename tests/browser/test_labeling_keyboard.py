@@ -1,0 +1,168 @@
+"""The labeling queue at the keyboard, in real headless Chromium (issue 12): ten records labeled
+with keys only, one model suggestion accepted with Enter, one label undone with U and given
+again, the keys overlay, the speed line; and a lost connection, during which labels wait in the
+page and arrive once when it is back."""
+
+import pytest
+from playwright.sync_api import expect
+
+from datasets_app.models import Annotation, LabelChange, Record, RecordSuggestion
+from datasets_app.services.labeling import label_schema_set
+from tests.datasets_app.factories import imported_dataset
+
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("redis_url")]
+
+PASSWORD = "correct horse battery staple"
+TEXTS = [f"record {number:02d}" for number in range(1, 13)]
+
+
+def press(page, key: str) -> None:
+    """Press ``key`` once labeling.js listens on the page shown now."""
+    expect(page.get_by_test_id("label-form")).to_have_attribute("data-keys", "ready")
+    page.keyboard.press(key)
+
+
+def log_in_to_the_queue(page, live_server, make_user):
+    analyst = make_user("analyst")
+    dataset = imported_dataset(
+        analyst, "text\n" + "\n".join(TEXTS) + "\n", {"text_columns": ["text"]}, report=False
+    )
+    label_schema_set(dataset=dataset, user=analyst, labels=["spam", "ham", "eggs"])
+    make_user("annotator", username="ann")
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ann")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    return dataset
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_records_by_keyboard_with_an_undo_and_an_accepted_suggestion(
+    page, live_server, make_user
+):
+    dataset = log_in_to_the_queue(page, live_server, make_user)
+    RecordSuggestion.objects.create(
+        dataset=dataset,
+        record=Record.objects.get(text="record 03"),
+        label="eggs",
+        probability=0.83,
+        source="tiny v1",
+    )
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/")
+    text = page.get_by_test_id("label-text")
+    progress = page.get_by_test_id("labeling-progress")
+    suggestion = page.get_by_test_id("suggestion")
+    expect(text).to_have_text("record 01")
+
+    # The keys, listed by ?, closed by Esc.
+    help_overlay = page.get_by_test_id("help-overlay")
+    expect(help_overlay).to_be_hidden()
+    press(page, "?")
+    expect(help_overlay).to_be_visible()
+    expect(help_overlay).to_contain_text("Undo your last label")
+    press(page, "1")  # ignored while the keys are shown
+    press(page, "Escape")
+    expect(help_overlay).to_be_hidden()
+    expect(text).to_have_text("record 01")
+
+    press(page, "1")  # spam
+    expect(text).to_have_text("record 02")
+    expect(suggestion).to_be_hidden()
+    press(page, "2")  # ham
+    expect(text).to_have_text("record 03")
+    expect(suggestion).to_be_visible()
+    expect(suggestion).to_contain_text("eggs")
+    expect(suggestion).to_contain_text("83%")
+    expect(page.locator("button.suggested")).to_have_text("3 eggs")
+    press(page, "Enter")  # accept the suggestion
+    expect(text).to_have_text("record 04")
+    expect(suggestion).to_be_hidden()
+    press(page, "1")
+    expect(text).to_have_text("record 05")
+    press(page, "1")  # a mistake...
+    expect(text).to_have_text("record 06")
+    expect(progress).to_have_attribute("data-waiting", "0")  # ...already saved on the server
+    assert Record.objects.get(text="record 05").label == "spam"
+    press(page, "u")  # undone there: back without a label
+    expect(text).to_have_text("record 05")
+    expect(page.get_by_test_id("label-status")).to_contain_text("has its earlier label back")
+    expect(page.get_by_test_id("record-label-state")).to_have_text("No label yet")
+    assert Record.objects.get(text="record 05").label == ""
+    press(page, "2")  # ham, this time
+    expect(text).to_have_text("record 06")  # the record fetched ahead is still there
+    for number, key in zip(range(6, 11), "32123", strict=True):
+        expect(text).to_have_text(f"record {number:02d}")
+        press(page, key)
+    expect(text).to_have_text("record 11")
+    expect(progress).to_have_attribute("data-waiting", "0")
+    expect(progress).to_contain_text("10 of 12 records labeled")
+    expect(progress).to_contain_text("you labeled 10 today")
+    expect(page.get_by_test_id("speed")).to_contain_text("records/min in this sitting (10 labeled)")
+
+    labels = dict(Record.objects.filter(dataset=dataset).values_list("text", "label"))
+    assert labels == {
+        "record 01": "spam",
+        "record 02": "ham",
+        "record 03": "eggs",
+        "record 04": "spam",
+        "record 05": "ham",
+        "record 06": "eggs",
+        "record 07": "ham",
+        "record 08": "spam",
+        "record 09": "ham",
+        "record 10": "eggs",
+        "record 11": "",
+        "record 12": "",
+    }
+    annotations = {a.record.text: a for a in Annotation.objects.select_related("record")}
+    assert len(annotations) == 10
+    assert annotations["record 03"].suggestion_accepted is True
+    assert annotations["record 03"].suggestion_label == "eggs"
+    assert annotations["record 01"].suggestion_accepted is None
+    assert all(a.undone_at is None and a.client_key for a in annotations.values())
+    assert all(a.time_spent_ms is not None for a in annotations.values())
+    undone = Record.objects.get(text="record 05")
+    assert list(
+        LabelChange.objects.filter(record=undone)
+        .order_by("id")
+        .values_list("old_label", "new_label")
+    ) == [("", "spam"), ("spam", ""), ("", "ham")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_labels_given_while_offline_arrive_once(page, live_server, make_user):
+    dataset = log_in_to_the_queue(page, live_server, make_user)
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/")
+    text = page.get_by_test_id("label-text")
+    progress = page.get_by_test_id("labeling-progress")
+    banner = page.get_by_test_id("connection-banner")
+    expect(text).to_have_text("record 01")
+    press(page, "1")
+    expect(text).to_have_text("record 02")
+    expect(progress).to_have_attribute("data-waiting", "0")
+    expect(page.get_by_test_id("label-record")).to_have_attribute("data-ahead", "2")
+
+    page.context.set_offline(True)
+    press(page, "2")  # record 02: the page had records 03 and 04 fetched ahead
+    expect(text).to_have_text("record 03")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("Connection lost")
+    expect(banner).to_contain_text("1 label is waiting here")
+    press(page, "3")
+    expect(text).to_have_text("record 04")
+    press(page, "1")  # nothing fetched ahead now, so the page waits for the connection
+    expect(text).to_have_text("Loading the next record…")
+    expect(banner).to_contain_text("3 labels are waiting")
+    expect(progress).to_have_attribute("data-waiting", "3")
+    assert Record.objects.get(text="record 02").label == ""
+
+    page.context.set_offline(False)
+    expect(progress).to_have_attribute("data-waiting", "0")
+    expect(banner).to_be_hidden()
+    expect(text).to_have_text("record 05")
+    expect(progress).to_contain_text("4 of 12 records labeled")
+    for wanted, label in (("record 02", "ham"), ("record 03", "eggs"), ("record 04", "spam")):
+        record = Record.objects.get(text=wanted)
+        assert record.label == label
+        assert Annotation.objects.filter(record=record).count() == 1
+        assert LabelChange.objects.filter(record=record).count() == 1
