@@ -17,3 +17,12 @@ def batch_prediction_execute_task(batch_id: int) -> None:
     from models_app.batch_prediction import batch_prediction_execute
 
     batch_prediction_execute(batch_id=batch_id)
+
+
+# No acks_late: a scan of a large dataset can outlast the broker's visibility timeout; the job
+# sweeper requeues a scan whose worker went silent, and the scan claims its row once.
+@shared_task(queue=queue_name("default"), soft_time_limit=6 * 3600, time_limit=6 * 3600 + 120)
+def mislabeled_scan_execute_task(scan_id: int) -> None:
+    from models_app.mislabeled import mislabeled_scan_execute
+
+    mislabeled_scan_execute(scan_id=scan_id)

@@ -1,0 +1,244 @@
+"""Likely-mislabeled scans: the service and the job (run here as a worker would), on a small
+imported dataset with label errors planted on purpose, encoded by a tiny BERT built from a
+config; one test on the bundled MiniLM and real TREC questions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from datasets_app.models import ReviewItem
+from models_app import mislabeled
+from models_app.label_issues import precision_recall
+from models_app.mislabeled import (
+    mislabeled_flags,
+    mislabeled_scan_cancel,
+    mislabeled_scan_execute,
+    mislabeled_scan_start,
+)
+from models_app.models import BaseModel, MislabeledScan
+from tests.conftest import broker_for_this_process
+from tests.datasets_app.factories import imported_dataset
+from tests.paths import SHARED_DATA
+from tests.training_app.tiny_model import save_tiny_bert
+
+MAPPING = {"text_columns": ["text"], "label_column": "label"}
+POSITIVE = ("good", "great", "fine")
+NEGATIVE = ("bad", "awful", "poor")
+FILLER = ("this", "is", "a", "the", "movie")
+
+
+@pytest.fixture
+def broker(redis_url, settings):
+    """Jobs publish to the Redis test broker; the tests run them here. The heartbeat thread
+    beats on a connection of its own, which cannot see this test's uncommitted job row and
+    would take the scan for cancelled: it stays quiet here (the worker tests cover it)."""
+    settings.JOB_HEARTBEAT_INTERVAL_SECONDS = 600
+    with broker_for_this_process(redis_url):
+        yield
+
+
+@pytest.fixture
+def tiny_encoder(db, tmp_path_factory):
+    folder = save_tiny_bert(tmp_path_factory.mktemp("tiny-encoder"))
+    return BaseModel.objects.create(
+        name="tiny-bert", source=BaseModel.Source.LOCAL, location=str(folder)
+    )
+
+
+def planted_csv(*, rows: int = 200, flipped: float = 0.1, seed: int = 3) -> tuple[str, set[int]]:
+    """Toy sentiment texts labeled by their word, with a share of labels flipped: the CSV and
+    the 1-based rows flipped."""
+    rng = random.Random(seed)  # noqa: S311 test data, not secrets
+    planted = set(rng.sample(range(1, rows + 1), round(rows * flipped)))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["text", "label"])
+    for row in range(1, rows + 1):
+        positive = row % 2 == 0
+        word = rng.choice(POSITIVE if positive else NEGATIVE)
+        words = [*rng.sample(FILLER, 3), word, str(row % 10)]
+        rng.shuffle(words)
+        label = "positive" if positive != (row in planted) else "negative"
+        writer.writerow([" ".join(words), label])
+    return out.getvalue(), planted
+
+
+def flagged_rows(scan: MislabeledScan) -> set[int]:
+    from datasets_app.models import Record
+
+    ids = [flag["record_id"] for flag in mislabeled_flags(scan=scan, limit=10_000)]
+    return set(Record.objects.filter(pk__in=ids).values_list("source_row", flat=True))
+
+
+def test_a_scan_flags_most_planted_errors_for_review_with_the_true_label(
+    analyst, broker, tiny_encoder
+):
+    text, planted = planted_csv()
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+
+    scan = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+    mislabeled_scan_execute(scan_id=scan.pk)
+
+    scan.refresh_from_db()
+    assert scan.status == "succeeded", scan.error_message
+    assert (scan.records_total, scan.records_done, scan.progress) == (200, 200, 100)
+    precision, recall = precision_recall(flagged_rows(scan), planted)
+    # Measured 1.0 and 0.9 (18 of the 20 planted errors, nothing else).
+    assert precision >= 0.9
+    assert recall >= 0.8
+    assert scan.flagged_count == ReviewItem.objects.filter(dataset=dataset).count()
+    assert scan.message == f"Flagged {scan.flagged_count} of 200 records as likely mislabeled."
+    flags = mislabeled_flags(scan=scan)
+    assert [flag["rank"] for flag in flags] == list(range(1, len(flags) + 1))
+    for flag in flags:
+        assert {flag["given_label"], flag["suggested_label"]} == {"positive", "negative"}
+        assert flag["status"] == "open"
+        assert flag["score"] == flag["given_probability"] < 0.5
+    item = ReviewItem.objects.get(pk=flags[0]["review_item_id"])
+    assert item.reason == "likely_mislabeled"
+    assert item.detail["scan"] == scan.pk
+    assert scan.summary["labels"] == ["negative", "positive"]
+    assert scan.summary["baseline_flagged"] >= scan.flagged_count
+    assert scan.summary["out_of_fold_accuracy"] > 0.8
+
+
+def test_a_second_scan_updates_the_open_review_items_instead_of_doubling_them(
+    analyst, broker, tiny_encoder
+):
+    text, _ = planted_csv(rows=60)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    first = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+    mislabeled_scan_execute(scan_id=first.pk)
+
+    second = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+    mislabeled_scan_execute(scan_id=second.pk)
+
+    second.refresh_from_db()
+    assert second.flagged_count
+    items = ReviewItem.objects.filter(dataset=dataset, reason="likely_mislabeled")
+    assert items.count() == second.flagged_count
+    assert {item.detail["scan"] for item in items} == {second.pk}
+    assert mislabeled_flags(scan=first) == []
+
+
+def test_a_scan_cancelled_while_running_flags_nothing(analyst, broker, tiny_encoder, monkeypatch):
+    text, _ = planted_csv(rows=60)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    scan = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+    original = mislabeled._report
+
+    def cancel_on_first_fold(scan_row, progress, message):
+        if message.startswith("Cross-validated"):
+            MislabeledScan.objects.get(pk=scan_row.pk).cancel()
+        return original(scan_row, progress, message)
+
+    monkeypatch.setattr(mislabeled, "_report", cancel_on_first_fold)
+    mislabeled_scan_execute(scan_id=scan.pk)
+
+    scan.refresh_from_db()
+    assert scan.status == "cancelled"
+    assert not ReviewItem.objects.filter(dataset=dataset).exists()
+
+
+def test_cancel_refuses_a_finished_scan(analyst, broker, tiny_encoder):
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    scan = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+    mislabeled_scan_cancel(user=analyst, scan=scan)
+
+    with pytest.raises(ValidationError, match="already finished"):
+        mislabeled_scan_cancel(user=analyst, scan=scan)
+
+    mislabeled_scan_execute(scan_id=scan.pk)  # the worker finds it cancelled: nothing runs
+    scan.refresh_from_db()
+    assert (scan.status, scan.attempts) == ("cancelled", 0)
+
+
+def test_a_second_scan_is_refused_while_one_is_queued(analyst, broker, tiny_encoder):
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+
+    with pytest.raises(ValidationError, match="already queued or running"):
+        mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+
+    assert MislabeledScan.objects.count() == 1
+
+
+def test_too_few_labeled_records_are_refused_before_anything_is_queued(
+    analyst, broker, tiny_encoder
+):
+    rows = "\n".join(f"text {i},{'a' if i % 2 else 'b'}" for i in range(12))
+    dataset = imported_dataset(analyst, f"text,label\n{rows}\n", MAPPING, report=False)
+
+    with pytest.raises(ValidationError, match="at least 20 labeled records; this dataset has 12"):
+        mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+
+    assert not MislabeledScan.objects.exists()
+
+
+def test_a_multi_label_dataset_is_refused(analyst, broker, tiny_encoder):
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    dataset.label_multiple = True
+    dataset.save()
+
+    with pytest.raises(ValidationError, match="several labels per record"):
+        mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+
+
+def test_a_hub_base_model_is_refused(analyst, broker):
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    hub = BaseModel.objects.create(name="bert", source=BaseModel.Source.HUB, location="bert-base")
+
+    with pytest.raises(ValidationError, match="scans run offline from a folder"):
+        mislabeled_scan_start(user=analyst, dataset=dataset, base_model=hub)
+
+
+def test_annotators_may_not_start_a_scan(make_user, analyst, broker, tiny_encoder):
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+
+    with pytest.raises(PermissionDenied, match="Your role \\(annotator\\) cannot change datasets"):
+        mislabeled_scan_start(user=make_user("annotator"), dataset=dataset)
+
+    assert not MislabeledScan.objects.exists()
+
+
+def test_the_bundled_minilm_flags_flipped_trec_questions(analyst, broker):
+    trec = SHARED_DATA / "trec" / "train.csv"
+    if not trec.exists():
+        pytest.skip(f"{trec} is not on this machine")
+    with trec.open(newline="", encoding="utf-8") as handle:
+        rows = [row for _, row in zip(range(400), csv.DictReader(handle), strict=False)]
+    labels = sorted({row["label"] for row in rows})
+    rng = random.Random(11)  # noqa: S311 test data, not secrets
+    planted = set(rng.sample(range(1, len(rows) + 1), 20))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["text", "label"])
+    for number, row in enumerate(rows, start=1):
+        label = row["label"]
+        if number in planted:
+            label = rng.choice([other for other in labels if other != label])
+        writer.writerow([row["text"], label])
+    dataset = imported_dataset(analyst, out.getvalue(), MAPPING, report=False)
+
+    scan = mislabeled_scan_start(user=analyst, dataset=dataset)  # the default: bundled MiniLM
+    mislabeled_scan_execute(scan_id=scan.pk)
+
+    scan.refresh_from_db()
+    assert scan.status == "succeeded", scan.error_message
+    assert scan.base_model.name == "all-MiniLM-L6-v2"
+    precision, recall = precision_recall(flagged_rows(scan), planted)
+    # Measured on these 400 rows: precision 0.51, recall 1.0 (39 flags; the argmax rule flagged
+    # 109). With all 5,452 questions the model is better and so is precision (the benchmark).
+    assert precision >= 0.4
+    assert recall >= 0.85
+    assert scan.flagged_count < scan.summary["baseline_flagged"] / 2
