@@ -335,57 +335,81 @@ def _after_uncertain(field: str, dataset: Dataset, after: int) -> Q | None:
     return Q(**{beyond: score}) | Q(**{name: score, "record_id__gt": after})
 
 
-def _next_uncertain(dataset: Dataset, user, after: int | None, k: int, skip: list[int]):
-    """Record ids in uncertainty order (after ``after``, then from the top), for the queue."""
+def _uncertain_id(dataset: Dataset, user, k: int, skip: list[int], beyond: Q | None):
+    """The most uncertain record's id needing an annotation (past ``beyond``), or None."""
     field = ORDER_FIELDS[dataset.labeling_order]
     name = field.lstrip("-")
-    base = RecordSuggestion.objects.filter(
+    rows = RecordSuggestion.objects.filter(
         dataset=dataset, **{f"{name}__isnull": False}, record__in=_candidates(dataset, user, k, [])
     )
     if skip:
-        base = base.exclude(record_id__in=skip)
-    starts = [None]
-    if after:
-        beyond = _after_uncertain(field, dataset, after)
-        if beyond is not None:
-            starts = [beyond, None]
-    for start in starts:
-        rows = base.filter(start) if start is not None else base
-        found = rows.order_by(field, "record_id").values_list("record_id", flat=True).first()
-        if found is not None:
-            return found
-    return None
+        rows = rows.exclude(record_id__in=skip)
+    if beyond is not None:
+        rows = rows.filter(beyond)
+    return rows.order_by(field, "record_id").values_list("record_id", flat=True).first()
 
 
 def _next_unclaimed(
     dataset: Dataset, user, after: int | None, *, exclude: Collection[int] = ()
 ) -> Record | None:
+    """The next record to hold for ``user``: in file order; or, with an uncertainty order,
+    the records with a suggestion most uncertain first, then those without one in file order.
+    Past ``after`` first, then wrapping around to the records skipped earlier."""
     now = timezone.now()
     k = _overlap(dataset)
     holds = _live_holds(dataset, user, now)
     # Records as many people hold as need to; with overlap above 1 the check after locking
     # a record also counts its annotations.
     refused: list[int] = [pk for pk, count in holds.items() if count >= k] + list(exclude)
-    uncertain = dataset.labeling_order in ORDER_FIELDS
-    while uncertain:
-        found_id = _next_uncertain(dataset, user, after, k, refused)
-        if found_id is None:
-            break  # the records without a suggestion follow, in file order
-        record = _lock(_unlabeled(dataset).filter(pk=found_id)).first()
-        if record is not None and _hold(dataset, user, record, k):
-            return record
-        refused.append(found_id)
-    for start in ((after,) if after else ()) + (None,):
+
+    def uncertain(beyond: Q | None) -> Record | None:
+        while True:
+            found_id = _uncertain_id(dataset, user, k, refused, beyond)
+            if found_id is None:
+                return None
+            record = _lock(_unlabeled(dataset).filter(pk=found_id)).first()
+            if record is not None and _hold(dataset, user, record, k):
+                return record
+            refused.append(found_id)
+
+    def in_file_order(start: int | None, unsuggested: bool) -> Record | None:
         while True:
             candidates = _candidates(dataset, user, k, refused)
+            if unsuggested:
+                field = ORDER_FIELDS[dataset.labeling_order].lstrip("-")
+                candidates = candidates.exclude(
+                    Exists(
+                        RecordSuggestion.objects.filter(
+                            record_id=OuterRef("pk"), **{f"{field}__isnull": False}
+                        )
+                    )
+                )
             if start:
                 candidates = candidates.filter(id__gt=start)
             found = _lock(candidates.order_by("id")).first()
             if found is None:
-                break
+                return None
             if _hold(dataset, user, found, k):
                 return found
             refused.append(found.pk)
+
+    if dataset.labeling_order not in ORDER_FIELDS:
+        steps = [lambda: in_file_order(after, False)] if after else []
+        steps.append(lambda: in_file_order(None, False))
+    else:
+        field = ORDER_FIELDS[dataset.labeling_order]
+        beyond = _after_uncertain(field, dataset, after) if after else None
+        if not after:
+            steps = [lambda: uncertain(None), lambda: in_file_order(None, True)]
+        elif beyond is None:  # past a record without a suggestion: carry on in file order
+            steps = [lambda: in_file_order(after, True)]
+        else:
+            steps = [lambda: uncertain(beyond), lambda: in_file_order(None, True)]
+        steps += [lambda: uncertain(None), lambda: in_file_order(None, False)]
+    for step in steps:
+        record = step()
+        if record is not None:
+            return record
     return None
 
 
