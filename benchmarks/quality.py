@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import csv
 import gc
+import hashlib
 import io
 import json
 import os
@@ -417,15 +418,17 @@ def git_revision() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "training_app"],
+            ["git", "diff", "HEAD", "--", "training_app"],
             cwd=ROOT,
             capture_output=True,
-            text=True,
             check=True,
-        ).stdout.strip()
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return head + (" (+uncommitted training_app changes)" if dirty else "")
+    if not dirty:
+        return head
+    # Names the uncommitted engine state, so two runs can tell whether they trained the same code.
+    return f"{head} + uncommitted training_app diff {hashlib.sha256(dirty).hexdigest()[:10]}"
 
 
 def _minutes(seconds: float) -> str:
