@@ -19,8 +19,7 @@ label" (``disagreements``), which flags every mistake of the model as well.
 from __future__ import annotations
 
 import warnings
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,23 +71,23 @@ def text_features(embeddings: np.ndarray, texts: Sequence[str]):
     return sparse.hstack([dense, words]).tocsr()
 
 
-def scannable_classes(labels: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(classes kept, classes left out for having fewer than MIN_PER_CLASS records), by name."""
-    counts = Counter(labels)
+def scannable_classes(counts: Mapping[str, int]) -> tuple[list[str], list[str]]:
+    """(classes kept, classes left out for having fewer than MIN_PER_CLASS records), by name,
+    from the count of records per label."""
     kept = sorted(name for name, count in counts.items() if count >= MIN_PER_CLASS)
     dropped = sorted(name for name, count in counts.items() if count < MIN_PER_CLASS)
     return kept, dropped
 
 
-def check_scannable(labels: Sequence[int], class_count: int) -> None:
-    """Raise ScanRefused unless the encoded labels can be cross-validated."""
-    if len(labels) < MIN_RECORDS:
+def check_scannable(class_counts: Sequence[int]) -> None:
+    """Raise ScanRefused unless records with these counts per class can be cross-validated."""
+    total = int(sum(class_counts))
+    if total < MIN_RECORDS:
         raise ScanRefused(
             f"A scan needs at least {MIN_RECORDS} labeled records; this dataset has "
-            f"{len(labels)}. Label more records first."
+            f"{total}. Label more records first."
         )
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=class_count)
-    if class_count < 2 or int((counts >= MIN_PER_CLASS).sum()) < 2:
+    if sum(1 for count in class_counts if count >= MIN_PER_CLASS) < 2:
         raise ScanRefused(
             f"A scan needs at least two labels with {MIN_PER_CLASS} or more records each, to "
             "compare them."
@@ -114,7 +113,7 @@ def out_of_fold_probabilities(
     from sklearn.model_selection import StratifiedKFold
 
     labels = np.asarray(labels, dtype=np.int64)
-    check_scannable(labels, class_count)
+    check_scannable(np.bincount(labels, minlength=class_count).tolist())
     smallest = int(np.bincount(labels, minlength=class_count)[np.unique(labels)].min())
     folds = max(2, min(folds, smallest))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
