@@ -94,6 +94,12 @@ app.conf.update(
             # On the gpu queue: a search that finishes registers its best trial's model folder.
             "options": {"queue": queue_name("gpu"), "expires": 50},
         },
+        "advance-retrain-loops": {
+            "task": "training_app.tasks.retrain_loops_sweep_task",
+            "schedule": 60.0,
+            # Default queue: a loop's pre-labels run on the default workers.
+            "options": {"queue": queue_name("default"), "expires": 50},
+        },
     },
     timezone="UTC",
 )

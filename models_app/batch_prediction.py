@@ -691,3 +691,35 @@ def batch_prediction_download_response(batch: BatchPrediction) -> FileResponse:
         filename=Path(batch.output_file).name,
         content_type=f"{content_type}; charset=utf-8",
     )
+
+
+def prelabel_latest(dataset) -> BatchPrediction | None:
+    """The newest pre-labeling job of ``dataset``."""
+    return (
+        BatchPrediction.objects.filter(dataset=dataset, source=BatchPrediction.Source.UNLABELED)
+        .select_related("model_version", "model_version__registered_model", "deployment")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def prelabel_choices(*, user) -> dict:
+    """What pre-labels can come from: ready, unarchived classifiers and live endpoints."""
+    access_check(user, "model_version", "view")
+    versions = (
+        ModelVersion.objects.filter(
+            status=ModelVersion.Status.READY,
+            is_archived=False,
+            task__in=["single_label", "multi_label"],
+        )
+        .select_related("registered_model")
+        .order_by("registered_model__name", "-version")
+    )
+    endpoints = (
+        Deployment.objects.filter(
+            status=Deployment.Status.LIVE, version__task__in=["single_label", "multi_label"]
+        )
+        .select_related("version", "version__registered_model")
+        .order_by("slug")
+    )
+    return {"versions": list(versions), "endpoints": list(endpoints)}

@@ -235,8 +235,11 @@ def _split_batch_write(ids: list[int], split: str) -> None:
     Record.objects.filter(id__in=ids).exclude(split=split).update(split=split)
 
 
-def snapshot_create(*, dataset: Dataset, user, note: str = "") -> Snapshot:
-    """Freeze the current records (text, label, split) as the next numbered snapshot.
+def snapshot_create(
+    *, dataset: Dataset, user, note: str = "", labeled_only: bool = False
+) -> Snapshot:
+    """Freeze the current records (text, label, split) as the next numbered snapshot;
+    ``labeled_only`` leaves out the records without a label (to train while labeling goes on).
 
     One INSERT ... SELECT copies the rows inside the database, so a million records never pass
     through Python.
@@ -263,13 +266,17 @@ def snapshot_create(*, dataset: Dataset, user, note: str = "") -> Snapshot:
             cursor.execute(
                 f"INSERT INTO {target} (snapshot_id, record_id, source_row, text, label, split) "  # noqa: S608
                 f"SELECT %s, id, source_row, text, label, split FROM {source} "
-                "WHERE import_run_id = %s AND NOT is_excluded ORDER BY id",
+                "WHERE import_run_id = %s AND NOT is_excluded "
+                + ("AND label <> '' " if labeled_only else "")
+                + "ORDER BY id",
                 [snapshot.pk, locked.active_import_id],
             )
         snapshot.record_count, snapshot.label_counts, snapshot.split_counts = record_distribution(
             SnapshotRecord.objects.filter(snapshot=snapshot)
         )
         if snapshot.record_count == 0:
+            if labeled_only:
+                raise ValidationError("No record has a label yet; label some records first.")
             raise ValidationError("Every record is excluded; a snapshot needs at least one record.")
         snapshot.save(update_fields=["record_count", "label_counts", "split_counts", "updated_at"])
     return snapshot
