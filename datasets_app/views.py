@@ -524,6 +524,7 @@ def _record_json(record, suggestion: dict | None) -> dict:
         "text": record.text,
         "label": record.label,
         "meta": _record_meta(record),
+        "metadata": record.metadata or {},
         "suggestion": suggestion
         and {"label": suggestion["label"], "probability": suggestion["probability"]},
     }

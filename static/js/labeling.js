@@ -122,6 +122,7 @@
     const card = document.querySelector("[data-testid=label-record]");
     const textNode = card.querySelector("[data-testid=label-text]");
     const metaNode = card.querySelector("[data-testid=record-meta]");
+    const columnsNode = card.querySelector("[data-testid=record-metadata]");
     const stateNode = card.querySelector("[data-testid=record-label-state]");
     const suggestionNode = card.querySelector("[data-testid=suggestion]");
     const errorNode = card.querySelector("[data-testid=label-error]");
@@ -227,12 +228,25 @@
       if (!showing) {
         textNode.textContent = exhausted ? "" : "Loading the next record…";
         metaNode.textContent = "";
+        columnsNode.hidden = true;
         stateNode.textContent = "";
         suggestionNode.hidden = true;
         return;
       }
       textNode.textContent = current.text;
       metaNode.textContent = current.meta;
+      const columns = Object.entries(current.metadata || {});
+      columnsNode.hidden = !columns.length;
+      columnsNode.querySelector("tbody").replaceChildren(...columns.map(([name, value]) => {
+        const row = document.createElement("tr");
+        const head = document.createElement("th");
+        const cell = document.createElement("td");
+        head.textContent = name;
+        cell.textContent = value === null || typeof value !== "object" ? String(value ?? "")
+          : JSON.stringify(value);
+        row.append(head, cell);
+        return row;
+      }));
       stateNode.replaceChildren();
       if (current.label) {
         const badge = document.createElement("span");

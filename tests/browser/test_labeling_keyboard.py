@@ -24,8 +24,9 @@ def press(page, key: str) -> None:
 
 def log_in_to_the_queue(page, live_server, make_user):
     analyst = make_user("analyst")
+    rows = "".join(f"{text},{'mail' if n % 2 else 'chat'}\n" for n, text in enumerate(TEXTS))
     dataset = imported_dataset(
-        analyst, "text\n" + "\n".join(TEXTS) + "\n", {"text_columns": ["text"]}, report=False
+        analyst, "text,channel\n" + rows, {"text_columns": ["text"]}, report=False
     )
     label_schema_set(dataset=dataset, user=analyst, labels=["spam", "ham", "eggs"])
     make_user("annotator", username="ann")
@@ -68,8 +69,12 @@ def test_ten_records_by_keyboard_with_an_undo_and_an_accepted_suggestion(
     press(page, "1")  # spam
     expect(text).to_have_text("record 02")
     expect(suggestion).to_be_hidden()
+    columns = page.get_by_test_id("record-metadata")
+    expect(columns).to_contain_text("channel")
+    expect(columns).to_contain_text("mail")  # record 02's column, shown without a reload
     press(page, "2")  # ham
     expect(text).to_have_text("record 03")
+    expect(columns).to_contain_text("chat")
     expect(suggestion).to_be_visible()
     expect(suggestion).to_contain_text("eggs")
     expect(suggestion).to_contain_text("83%")

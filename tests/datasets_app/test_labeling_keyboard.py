@@ -266,6 +266,7 @@ def test_undo_restores_the_label_and_the_place_in_the_queue(client, make_user, d
         "text": "second",
         "label": "",
         "meta": "Row 2",
+        "metadata": {},
         "suggestion": None,
     }
     second.refresh_from_db()
