@@ -13,11 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from datasets_app.models import RecordSuggestion
-from models_app.models import BaseModel, BatchPrediction, ModelVersion
+from models_app.models import BatchPrediction, ModelVersion
 from tests.conftest import broker_for_this_process
-from tests.models_app.serving_helpers import store_version
 from tests.models_app.tiny_classifier import save_tiny_classifier
-from tests.training_app.snapshot_helpers import make_snapshot, toy_rows
+from tests.training_app.retrain_helpers import UNLABELED, labeled_dataset_with_version
 from training_app.models import RetrainLoop, TrainingRun
 from training_app.retrain import (
     retrain_loop_advance,
@@ -25,8 +24,6 @@ from training_app.retrain import (
     retrain_loops_sweep,
 )
 from training_app.services import training_run_execute, training_run_start
-
-UNLABELED = 6
 
 
 @pytest.fixture
@@ -38,21 +35,6 @@ def broker(redis_url):
 @pytest.fixture
 def tiny_folder(tmp_path_factory):
     return save_tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
-
-
-def labeled_dataset_with_version(folder, *, user, name: str = "reviews"):
-    """A dataset (24 labeled records in three splits, UNLABELED without a label) and a ready
-    version trained on its first snapshot."""
-    rows = toy_rows(12) + [(f"this is maybe {i}", "", "train") for i in range(UNLABELED)]
-    snapshot = make_snapshot(rows, name=name, user=user)
-    base = BaseModel.objects.create(name=f"tiny-{name}", source="local", location=str(folder))
-    version = store_version(
-        folder, model_name=f"{name}-model", task="single_label", labels=("negative", "positive")
-    )
-    version.snapshot, version.base_model = snapshot, base
-    version.hyperparameters = {"epochs": 1, "batch_size": 8, "max_length": 16}
-    version.save()
-    return snapshot.dataset, version
 
 
 @pytest.fixture
@@ -243,3 +225,22 @@ def test_the_pages_start_pre_labels_and_the_loop_and_show_progress(
     assert annotator.get(reverse("training:model_loop", args=[dataset.pk])).status_code == 403
     retrain = reverse("training:model_loop_retrain", args=[dataset.pk])
     assert annotator.post(retrain).status_code == 403
+
+
+def test_the_api_refuses_bad_requests_with_a_reason(api_client_as, make_user, tiny_folder, broker):
+    dataset, version = labeled_dataset_with_version(tiny_folder, user=make_user("analyst"))
+    analyst = api_client_as("analyst")
+    pre_labels = f"/api/v1/datasets/{dataset.pk}/pre-labels/"
+
+    both = analyst.post(pre_labels, {"version": version.pk, "endpoint": "x"}, format="json")
+    assert both.status_code == 400
+    assert "model version id or an endpoint slug" in str(both.json())
+    assert analyst.post(pre_labels, {"endpoint": "nowhere"}, format="json").status_code == 404
+    assert analyst.post(pre_labels, {"version": 999999}, format="json").status_code == 404
+    assert analyst.get(pre_labels).json() == {"pre_labels": None}
+    annotator = api_client_as("annotator")
+    assert annotator.post(pre_labels, {"version": version.pk}, format="json").status_code == 403
+    retrain = f"/api/v1/datasets/{dataset.pk}/retrain/"
+    assert annotator.post(retrain, {}, format="json").status_code == 403
+    assert not BatchPrediction.objects.exists()
+    assert not RetrainLoop.objects.exists()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training_app.api import search_views, views
+from training_app.api import retrain_views, search_views, views
 
 urlpatterns = [
     path("runs/", views.RunListApi.as_view(), name="api_runs"),
@@ -15,6 +15,16 @@ urlpatterns = [
         "searches/<id:search_id>/cancel/",
         search_views.SearchCancelApi.as_view(),
         name="api_search_cancel",
+    ),
+    path(
+        "datasets/<id:dataset_id>/pre-labels/",
+        retrain_views.PreLabelApi.as_view(),
+        name="api_dataset_pre_labels",
+    ),
+    path(
+        "datasets/<id:dataset_id>/retrain/",
+        retrain_views.RetrainLoopApi.as_view(),
+        name="api_dataset_retrain",
     ),
     path("evaluations/", views.EvaluationListApi.as_view(), name="api_evaluations"),
     path(
