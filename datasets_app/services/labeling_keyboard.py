@@ -148,7 +148,8 @@ def record_label_undo(*, dataset: Dataset, user, record_id: int) -> Record:
             .first()
         )
         mine = last is not None and last.user_id == user.pk and last.bulk_label_id is None
-        if last is not None and not mine and last.created_at > annotation.updated_at:
+        later = last is not None and not mine and last.created_at > annotation.updated_at
+        if later and (dataset.label_overlap == 1 or _overrides(record, last)):
             who = last.user.get_username() if last.user else "someone else"
             now_label = f'"{last.new_label}"' if last.new_label else "no label"
             raise ValidationError(
@@ -157,7 +158,9 @@ def record_label_undo(*, dataset: Dataset, user, record_id: int) -> Record:
             )
         annotation.undone_at = now
         annotation.save(update_fields=["undone_at", "updated_at"])
-        if mine and last.new_label == record.label and last.old_label != record.label:
+        # The record's label came from this label (alone, or as one of the votes that resolved
+        # it): it goes back to the label it had before, and is resolved again from the rest.
+        if (mine or later) and last.new_label == record.label and last.old_label != record.label:
             _label_restore(dataset, record, last.old_label, user)
         record_label_resolve(dataset=dataset, record=record, user=user)
         LabelClaim.objects.filter(dataset=dataset, user=user, record=record).delete()
@@ -168,6 +171,16 @@ def record_label_undo(*, dataset: Dataset, user, record_id: int) -> Record:
             expires_at=now + timedelta(seconds=settings.LABELING_CLAIM_SECONDS),
         )
     return record
+
+
+def _overrides(record: Record, change: LabelChange) -> bool:
+    """Whether ``change`` set the record's label over its annotators (a bulk label, or an
+    analyst's decision) rather than resolving their votes."""
+    if change.bulk_label_id is not None or change.user_id is None:
+        return True
+    return not Annotation.objects.filter(
+        record=record, user_id=change.user_id, undone_at__isnull=True
+    ).exists()
 
 
 def _label_restore(dataset: Dataset, record: Record, label: str, user) -> None:

@@ -336,6 +336,36 @@ def test_undo_is_refused_once_someone_else_changed_the_label(client, make_user, 
     assert Annotation.objects.get(record=second, user=ann).undone_at is None
 
 
+def test_undo_with_overlap_two_takes_the_vote_back(make_user, analyst, dataset):
+    from datasets_app.models import ReviewItem
+    from datasets_app.services.labeling import labeling_settings_set, review_item_adjudicate
+
+    labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
+    ann, bo = make_user("annotator"), make_user("annotator", username="bo")
+    second = rec("second")
+    labeling_submit(dataset=dataset, user=ann, record_id=second.pk, label="neg", client_key=key())
+    assert rec("second").label == ""  # one vote of two
+    labeling_submit(dataset=dataset, user=bo, record_id=second.pk, label="neg", client_key=key())
+    assert rec("second").label == "neg"  # resolved by bo's vote, with ann's
+    record = record_label_undo(dataset=dataset, user=ann, record_id=second.pk)
+    assert record.label == ""  # one vote left: back in the queue for a second one
+    assert record.annotation_count == 1
+    dataset.refresh_from_db()
+    assert dataset.label_counts["neg"] == 1
+    # Votes tied, an analyst decided: the annotator's vote can no longer be taken back.
+    labeling_submit(dataset=dataset, user=ann, record_id=second.pk, label="pos", client_key=key())
+    assert rec("second").label == ""  # pos against neg: to review
+    item = ReviewItem.objects.get(record=second, status="open")
+    review_item_adjudicate(dataset=dataset, user=analyst, item_id=item.pk, label="pos")
+    with pytest.raises(ValidationError) as refused:
+        record_label_undo(dataset=dataset, user=bo, record_id=second.pk)
+    assert refused.value.messages == [
+        f'{analyst.get_username()} changed this record\'s label to "pos" after you labeled it, '
+        "so your label can no longer be undone. Open the record to change it."
+    ]
+    assert rec("second").label == "pos"
+
+
 def test_undo_is_refused_when_too_late(make_user, dataset):
     ann = make_user("annotator")
     second = rec("second")
