@@ -794,10 +794,11 @@ def search_param_importance(search: HyperparameterSearch) -> list[dict]:
         return []
     import optuna
 
-    study = search_study(search, trials)
     try:
+        study = search_study(search, trials)
         importances = optuna.importance.get_param_importances(study, normalize=True)
     except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every param held one value
+        logger.warning("No parameter importance for search %s", search.pk, exc_info=True)
         return []
     return [
         {"name": name, "importance": round(float(value), 4)}
