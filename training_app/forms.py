@@ -9,6 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from lepton_web import vocabulary
+from training_app.engine import config as engine_config
 from training_app.models import TrainingRun
 from training_app.services import PARAM_NAMES
 
@@ -18,6 +19,20 @@ SPLITS = [("test", "test"), ("validation", "validation"), ("train", "train")]
 # field it belongs next to.
 BASIC_PARAMS = ("learning_rate", "epochs", "batch_size", "max_length")
 ADVANCED_PARAMS = tuple(name for name in PARAM_NAMES if name not in BASIC_PARAMS)
+# Left blank on the form: chosen from the snapshot when the run is created.
+CHOSEN_FROM_DATA = frozenset(
+    {
+        "learning_rate",
+        "epochs",
+        "batch_size",
+        "max_length",
+        "warmup_ratio",
+        "class_weighting",
+        "class_weight_power",
+        "head_learning_rate_multiplier",
+        "layer_decay",
+    }
+)
 
 
 @functools.cache
@@ -26,7 +41,6 @@ def engine_options() -> dict:
 
     Read from ``training_app.engine.config``, which imports no torch.
     """
-    from training_app.engine import config as engine_config
 
     defaults = {
         field.name: field.default
@@ -72,8 +86,12 @@ def _number(**attrs) -> forms.NumberInput:
     return forms.NumberInput(attrs={"step": "any", **attrs})
 
 
+AUTO_FROM_DATA = "auto (from the data)"
+
+
 class RunForm(forms.Form):
-    """The new-run form. Blank hyperparameters take the engine's defaults."""
+    """The new-run form. Blank hyperparameters take the data-driven defaults (shown in the
+    estimate panel) or the engine's own."""
 
     snapshot = SnapshotChoiceField(
         queryset=None,
@@ -94,10 +112,23 @@ class RunForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "dataset vN · base model · method"}),
     )
     learning_rate = forms.FloatField(required=False, label="Learning rate", widget=_number())
-    epochs = forms.FloatField(required=False, label="Epochs", widget=_number())
-    batch_size = forms.IntegerField(required=False, label="Batch size")
-    max_length = forms.IntegerField(required=False, label="Max length", help_text="tokens")
-    warmup_ratio = forms.FloatField(required=False, label="Warmup ratio", widget=_number())
+    epochs = forms.FloatField(
+        required=False, label="Epochs", widget=_number(placeholder=AUTO_FROM_DATA)
+    )
+    batch_size = forms.IntegerField(
+        required=False,
+        label="Batch size",
+        widget=forms.NumberInput(attrs={"placeholder": AUTO_FROM_DATA}),
+    )
+    max_length = forms.IntegerField(
+        required=False,
+        label="Max length",
+        help_text="tokens",
+        widget=forms.NumberInput(attrs={"placeholder": AUTO_FROM_DATA}),
+    )
+    warmup_ratio = forms.FloatField(
+        required=False, label="Warmup ratio", widget=_number(placeholder=AUTO_FROM_DATA)
+    )
     weight_decay = forms.FloatField(required=False, label="Weight decay", widget=_number())
     dropout = forms.FloatField(
         required=False, label="Dropout", widget=_number(placeholder="the model's own")
@@ -105,8 +136,41 @@ class RunForm(forms.Form):
     optimizer = forms.ChoiceField(required=False, label="Optimizer")
     scheduler = forms.ChoiceField(required=False, label="Scheduler")
     gradient_accumulation = forms.IntegerField(required=False, label="Gradient accumulation")
-    class_weighting = forms.BooleanField(
-        required=False, label="Class weighting", help_text="weigh rare classes up"
+    class_weighting = forms.TypedChoiceField(
+        required=False,
+        label="Class weighting",
+        help_text="weigh rare classes up",
+        choices=[
+            ("", "auto (when the largest class has 4x the smallest)"),
+            ("true", "on"),
+            ("false", "off"),
+        ],
+        coerce=lambda value: value == "true",
+        empty_value=None,
+    )
+    class_weight_power = forms.FloatField(
+        required=False,
+        label="Class weight power",
+        help_text="1 inverse frequency, 0.5 its square root",
+        widget=_number(placeholder=AUTO_FROM_DATA),
+    )
+    head_learning_rate_multiplier = forms.FloatField(
+        required=False,
+        label="Head learning-rate multiplier",
+        help_text="full fine-tuning: the new head learns this much faster",
+        widget=_number(placeholder=AUTO_FROM_DATA),
+    )
+    layer_decay = forms.FloatField(
+        required=False,
+        label="Layer decay",
+        help_text="full fine-tuning: each lower layer learns this factor slower",
+        widget=_number(placeholder=AUTO_FROM_DATA),
+    )
+    refit_on_all_data = forms.BooleanField(
+        required=False,
+        label="Train on all data",
+        help_text="after finding the best step count on validation, retrain on train + "
+        "validation for that many steps and keep that model (the test split stays untouched)",
     )
     early_stopping_metric = forms.ChoiceField(required=False, label="Early stopping metric")
     early_stopping_patience = forms.IntegerField(
@@ -132,7 +196,7 @@ class RunForm(forms.Form):
         initial = {
             name: defaults.get(name)
             for name in (*BASIC_PARAMS, *ADVANCED_PARAMS)
-            if defaults.get(name) is not None
+            if defaults.get(name) is not None and name not in CHOSEN_FROM_DATA
         }
         initial.pop("early_stopping_metric", None)  # blank: the task's own first metric
         initial["base_model"] = next((b for b in base_models if b.is_default), None)
@@ -144,8 +208,9 @@ class RunForm(forms.Form):
         super().__init__(*args, initial=initial, **kwargs)
         self.fields["snapshot"].queryset = snapshots
         self.fields["base_model"].queryset = base_models
+        # A blank rate is chosen from the data: 1e-4 for full fine-tuning of a small encoder.
         self.fields["learning_rate"].widget.attrs["placeholder"] = _learning_rate_placeholder(
-            options["learning_rates"]
+            {**options["learning_rates"], "full": engine_config.FULL_LEARNING_RATE_SMALL}
         )
         for name, key in (
             ("optimizer", "optimizers"),

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -245,12 +246,14 @@ def training_profile(
     from training_app.calibration import snapshot_length_counts
     from training_app.engine.config import CHARS_PER_TOKEN, DataProfile
 
-    key = f"training:profile-labels:{snapshot.pk}:{task}"
-    labels = cache.get(key) if splits is None else None
-    if labels is None:  # snapshots never change; the form asks on every settings change
+    key = f"training:profile:{snapshot.pk}:{task}"
+    counted = cache.get(key) if splits is None else None
+    if counted is None:  # snapshots never change; the form asks on every settings change
         splits = splits if splits is not None else snapshot_splits(snapshot)
         labels, _ = _labels_for_task(task, splits["train"][1], "train")
-        cache.set(key, labels, 3600)
+        profiled = DataProfile.from_labels(task, labels)
+        counted = [profiled.n_examples, profiled.n_classes, profiled.class_ratio]
+        cache.set(key, counted, 3600)
     buckets = sorted(snapshot_length_counts(snapshot).get("train", []))
     p95_tokens = None
     total = sum(count for _, count in buckets)
@@ -261,9 +264,11 @@ def training_profile(
             if seen >= 0.95 * total:
                 p95_tokens = chars / CHARS_PER_TOKEN
                 break
-    return DataProfile.from_labels(
-        task,
-        labels,
+    n_examples, n_classes, class_ratio = counted
+    return DataProfile(
+        n_examples=n_examples,
+        n_classes=n_classes,
+        class_ratio=class_ratio,
         p95_tokens=p95_tokens,
         parameter_count=base_model.parameter_count if base_model is not None else None,
     )

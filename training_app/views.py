@@ -166,6 +166,7 @@ def run_estimate(request):
                 **(estimate_in_words(estimate) or {"range": "—", "basis": ""}),
                 "gigabytes": float(estimate.get("memory_bytes") or 0) / 1e9,
                 "train_records": arguments["snapshot"].split_counts.get("train", 0),
+                "defaults": estimate.get("defaults", ""),
             }
     return render(request, "training_app/_estimate.html", context)
 

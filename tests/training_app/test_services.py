@@ -142,10 +142,41 @@ def test_valid_run_is_queued_with_resolved_defaults_and_an_estimate(analyst, bun
 
     assert run.status == "queued"
     assert run.label_names == ["negative", "positive"]
-    assert run.params["batch_size"] == 32
-    assert run.params["epochs"] == 3
+    # Data-driven defaults for a tiny set: a small batch, the most epochs, LoRA's rate.
+    assert run.params["batch_size"] == 16
+    assert run.params["epochs"] == 10
+    assert run.params["learning_rate"] == 1e-3
     assert run.estimate["seconds"] > 0
     assert run.estimate["memory_bytes"] > 0
+    assert "defaults" not in run.estimate
+    chosen = run.events.get(kind="defaults_chosen").message
+    assert chosen.startswith("Chosen for ")
+    assert "10 epochs" in chosen
+
+
+def test_user_settings_override_the_defaults_and_the_started_event_explains_both(
+    analyst, bundled, redis_url
+):
+    from training_app.services import RunCallbacks
+
+    with broker_for_this_process(redis_url):
+        run = start(
+            analyst,
+            make_snapshot(toy_rows()),
+            bundled,
+            task="single_label",
+            params={"epochs": 2, "learning_rate": None},
+        )
+    assert run.params["epochs"] == 2
+    assert run.params["learning_rate"] == 1e-4  # None: chosen from the data
+    assert run.params["head_learning_rate_multiplier"] == 10
+    assert run.claim()
+
+    RunCallbacks(run).on_event(kind="started", message="Training on 12 examples.")
+
+    started = run.events.get(kind="started").message
+    assert started.startswith("Training on 12 examples. Chosen for ")
+    assert started.endswith("; yours: epochs 2.")
 
 
 def test_a_queued_run_records_the_learning_rate_its_method_trains_with(analyst, bundled, redis_url):
@@ -155,10 +186,9 @@ def test_a_queued_run_records_the_learning_rate_its_method_trains_with(analyst, 
         )
         full = start(analyst, make_snapshot(toy_rows()), bundled, task="single_label")
 
-    assert lora.params["learning_rate"] is None  # as requested: a resume resolves it again
     assert lora.resolved_params["learning_rate"] == 1e-3
-    assert full.resolved_params["learning_rate"] == 5e-5
-    assert full.resolved_params["epochs"] == 3
+    assert full.resolved_params["learning_rate"] == 1e-4  # small encoder, chosen from the data
+    assert full.resolved_params["epochs"] == 10
 
 
 def test_the_engines_resolved_values_are_recorded_on_the_run_when_it_starts(
@@ -178,7 +208,7 @@ def test_the_engines_resolved_values_are_recorded_on_the_run_when_it_starts(
     assert run.resolved_params["device"] == "cpu"
     assert run.resolved_params["precision"] == "fp32"
     assert run.resolved_params["dropout"] == 0.1
-    assert run.resolved_params["batch_size"] == 32  # kept from the request
+    assert run.resolved_params["batch_size"] == 16  # kept from the request
     assert run.params["device"] == "auto"  # the request itself is unchanged
 
 
@@ -191,7 +221,7 @@ def test_a_second_delivery_of_a_running_run_does_nothing(analyst, bundled, redis
 
     run.refresh_from_db()
     assert run.attempts == 1
-    assert run.events.count() == 0
+    assert list(run.events.values_list("kind", flat=True)) == ["defaults_chosen"]
 
 
 def test_progress_follows_the_engines_step_count_while_training(analyst, bundled, redis_url):

@@ -381,13 +381,17 @@ def test_form_shows_the_engine_defaults_and_an_advanced_section(
 
     assertContains(
         response,
-        'placeholder="auto (5e-5 full, 1e-3 LoRA, 1e-3 AdaLoRA, 3e-3 IA3, 1e-2 prefix)"',
+        'placeholder="auto (1e-4 full, 1e-3 LoRA, 1e-3 AdaLoRA, 3e-3 IA3, 1e-2 prefix)"',
     )
+    # Settings chosen from the data are blank, with a placeholder that says so.
     assertContains(
-        response, '<input type="number" name="epochs" value="3" step="any" id="id_epochs">'
+        response,
+        '<input type="number" name="epochs" step="any" placeholder="auto (from the data)" '
+        'id="id_epochs">',
     )
-    assertContains(response, 'name="batch_size" value="32"')
-    assertContains(response, 'name="max_length" value="128"')
+    assertContains(response, 'name="batch_size" placeholder="auto (from the data)"')
+    assertContains(response, 'name="max_length" placeholder="auto (from the data)"')
+    assertContains(response, 'name="refit_on_all_data"')
     assertContains(response, '<details class="advanced"  data-testid="advanced">')
     for name in (
         "warmup_ratio",
@@ -405,7 +409,7 @@ def test_form_shows_the_engine_defaults_and_an_advanced_section(
         "precision",
     ):
         assertContains(response, f'name="{name}"')
-    assertContains(response, 'name="warmup_ratio" value="0.06"')
+    assertContains(response, 'name="weight_decay" value="0.01"')
     assertContains(
         response,
         '<option value="" selected>automatic (macro-F1 for single-label, macro-F1 for multi-label, '
@@ -459,7 +463,8 @@ def test_starting_a_run_redirects_to_its_page_with_a_message(client_as, snapshot
     assert run.params["epochs"] == 2
     assert run.params["batch_size"] == 8
     assert run.params["max_length"] == 32
-    assert run.params["learning_rate"] is None
+    assert run.params["learning_rate"] == 1e-4  # left blank: chosen from the data
+    assert run.params["refit_on_all_data"] is False
     assert run.params["early_stopping_metric"] == "macro_f1"
     assert run.params["device"] == "cpu"
     assert run.label_names == ["negative", "neutral", "positive"]
@@ -628,6 +633,22 @@ def test_estimate_fragment_gives_minutes_and_memory(client_as, snapshot, tiny_ba
     )
     assertContains(response, "60 training records.")
     assert TrainingRun.objects.count() == 0
+
+
+def test_estimate_fragment_explains_the_settings_chosen_for_the_snapshot(
+    client_as, snapshot, tiny_base_model
+):
+    data = {**form_data(snapshot, tiny_base_model), "epochs": "", "warmup_ratio": ""}
+
+    response = client_as("analyst").post("/training/estimate/", data, HTTP_HX_REQUEST="true")
+
+    assertContains(
+        response,
+        '<p class="small" data-testid="estimate-defaults">Chosen for 60 examples in 3 classes: '
+        "10 epochs (about 600 examples seen; capped at 10), lr 1e-4 for the encoder, 10x for "
+        "the new head, layer decay 0.9, warmup 10%; yours: batch size 8, max length 32.</p>",
+        html=True,
+    )
 
 
 def test_estimate_fragment_lists_the_problems_in_sentences(client_as, snapshot, tiny_base_model):
@@ -1183,10 +1204,11 @@ def test_a_trained_run_registers_a_model_named_apart_from_its_snapshot(client_as
     assert version.registered_model.name == "Reviews-single-label"
     assert str(version) == "Reviews-single-label v1"
     assert trained_run.resolved_params["device"] == "cpu"
-    assert trained_run.resolved_params["learning_rate"] == 5e-5
+    assert trained_run.resolved_params["learning_rate"] == 1e-4  # chosen from the data
     assert trained_run.resolved_params["precision"] == "fp32"
     started = trained_run.events.get(kind="started").message
     assert " for 1 epoch (" in started
+    assert "; yours: epochs 1, batch size 8, max length 32." in started
 
 
 def test_finished_evaluation_shows_its_metrics_in_the_panel(client_as, trained_run):

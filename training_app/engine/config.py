@@ -242,6 +242,9 @@ class TrainingResult:
     stopped_early: bool = False
     label_names: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)  # every validation, in order
+    # With refit_on_all_data: {"steps", "examples", "seconds", "validation_metrics"} of the refit
+    # (the model kept was trained on train + validation; best_metrics stay the first pass's).
+    refit: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -464,7 +467,7 @@ def choose_defaults(
         **chosen,
         **{k: v for k, v in user.items() if k in chosen or k not in CHOSEN_SETTINGS},
     }
-    user_set = sorted(k for k in user if k in CHOSEN_SETTINGS)
+    user_set = [k for k in CHOSEN_SETTINGS if k in user]
     subject = "examples" if n != 1 else "example"
     if task == "regression":
         where = f"{n:,} {subject} (regression)"
@@ -504,3 +507,28 @@ def config_with_defaults(
     overriding them; validate it before use."""
     defaults = choose_defaults(task=task, method=method, profile=profile, user_params=params)
     return TrainingConfig(task=task, method=method, **defaults.values), defaults
+
+
+CHARS_PER_TOKEN = 4.0  # English text with a WordPiece tokenizer, for the length statistic
+
+
+def defaults_for_data(
+    data: TrainingData,
+    *,
+    task: str,
+    method: str = "full",
+    params: dict | None = None,
+    parameter_count: int | None = None,
+) -> tuple[TrainingConfig, Defaults]:
+    """`config_with_defaults` for a `TrainingData`: profiles its training split (the length
+    statistic from characters, as the console does from a snapshot)."""
+    lengths = sorted(len(text) for text in data.train_texts)
+    p95 = (
+        lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))] / CHARS_PER_TOKEN
+        if lengths
+        else None
+    )
+    profile = DataProfile.from_labels(
+        task, data.train_labels, p95_tokens=p95, parameter_count=parameter_count
+    )
+    return config_with_defaults(task=task, method=method, profile=profile, params=params)

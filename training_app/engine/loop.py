@@ -9,6 +9,7 @@ import math
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from training_app.engine.config import (
     TrainingResult,
     _first_line,
     _format_number,
+    _rate,
     _SafeCallbacks,
 )
 from training_app.engine.data import (
@@ -96,7 +98,107 @@ def train(
         callbacks=_SafeCallbacks(callbacks),
         resume=resume,
     )
-    return run.execute()
+    result = run.execute()
+    if not config.refit_on_all_data or result.status != "succeeded":
+        return result
+    safe = _SafeCallbacks(callbacks)
+    if not data.validation_texts or not result.best_step:
+        safe.on_event(
+            kind="refit_skipped",
+            message="Not refitting on all data: there is no validation split to choose the steps.",
+        )
+        return result
+    return _refit(
+        first=result,
+        steps_per_epoch=run.steps_per_epoch,
+        base_model_path=str(base_model_path),
+        data=data,
+        config=config,
+        output_dir=str(output_dir),
+        checkpoint_dir=str(checkpoint_dir),
+        callbacks=callbacks,
+        resume=resume,
+    )
+
+
+REFIT_FOLDER = "refit"
+
+
+class _RefitCallbacks:
+    """The service's callbacks during a refit: its events (renamed refit_*) and cancel pass
+    through; its steps, evaluations and checkpoints are the refit's own and stay out of the
+    run's curves."""
+
+    def __init__(self, callbacks: Callbacks | None) -> None:
+        self._callbacks = _SafeCallbacks(callbacks)
+
+    def on_event(self, *, kind: str, message: str) -> None:
+        if kind in ("started", "resumed", "finished"):
+            kind = f"refit_{kind}"
+            message = f"Refit on train + validation: {message}"
+        self._callbacks.on_event(kind=kind, message=message)
+
+    def should_stop(self) -> bool:
+        return self._callbacks.should_stop()
+
+
+def _refit(
+    *,
+    first: TrainingResult,
+    steps_per_epoch: int,
+    base_model_path: str,
+    data: TrainingData,
+    config: TrainingConfig,
+    output_dir: str,
+    checkpoint_dir: str,
+    callbacks: Callbacks | None,
+    resume: bool,
+) -> TrainingResult:
+    """Train a fresh model on train + validation for the first pass's best step count; its
+    artifact replaces the first pass's. The test split stays as it was."""
+    steps = int(first.best_step)
+    combined = TrainingData(
+        train_texts=[*data.train_texts, *data.validation_texts],
+        train_labels=[*data.train_labels, *data.validation_labels],
+        test_texts=data.test_texts,
+        test_labels=data.test_labels,
+        label_names=list(first.label_names) or data.label_names,
+    )
+    group = config.batch_size * config.gradient_accumulation
+    refit_steps_per_epoch = math.ceil(len(combined.train_texts) / group)
+    refit_config = replace(
+        config,
+        refit_on_all_data=False,
+        # Exactly `steps` optimizer steps: ceil(epochs * steps_per_epoch) == steps.
+        epochs=(steps - 0.5) / refit_steps_per_epoch,
+        early_stopping_patience=0,
+        eval_every_steps=None,
+    )
+    refit_run = _Run(
+        base_model_path=base_model_path,
+        data=combined,
+        config=refit_config,
+        output_dir=output_dir,
+        checkpoint_dir=str(Path(checkpoint_dir) / REFIT_FOLDER),
+        callbacks=_SafeCallbacks(_RefitCallbacks(callbacks)),
+        resume=resume,
+    )
+    refitted = refit_run.execute()
+    refitted.refit = {
+        "steps": refitted.steps_done,
+        "examples": len(combined.train_texts),
+        "seconds": refitted.elapsed_seconds,
+        "validation_metrics": dict(first.best_metrics),
+        "first_pass_epochs": round(steps / max(1, steps_per_epoch), 3),
+    }
+    refitted.best_step = first.best_step
+    refitted.best_metrics = dict(first.best_metrics)
+    refitted.history = list(first.history)
+    refitted.total_steps = first.total_steps
+    refitted.steps_done = first.steps_done
+    refitted.stopped_early = first.stopped_early
+    refitted.elapsed_seconds += first.elapsed_seconds
+    return refitted
 
 
 class _Run(_CheckpointMixin):
@@ -688,7 +790,7 @@ class _Run(_CheckpointMixin):
                     f"{self.group_size}) on {self.device.type}"
                     + (" in bf16 autocast" if self.autocast_dtype == torch.bfloat16 else "")
                     + (f" with {self.world_size} processes" if self.world_size > 1 else "")
-                    + f", learning rate {_format_number(config.effective_learning_rate)}."
+                    + f", learning rate {_rate(config.effective_learning_rate)}."
                 ),
             )
 

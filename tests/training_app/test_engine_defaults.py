@@ -1,0 +1,210 @@
+"""Data-driven defaults (a pure function: no torch, no database), layer-wise learning rates and
+the refit on train + validation (a tiny BERT built from a config, see test_trainer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.training_app.test_trainer import base_model, make_data, run  # noqa: F401 - fixture
+from training_app.engine.config import (
+    DataProfile,
+    TrainingConfig,
+    _SafeCallbacks,
+    choose_defaults,
+    config_with_defaults,
+)
+from training_app.engine.data import _prepare_labels
+from training_app.engine.loop import _Run
+from training_app.engine.reports import _class_weights
+
+
+def chosen(n: int, classes: int, ratio: float = 1.0, method: str = "full", **user):
+    return choose_defaults(
+        task="single_label",
+        method=method,
+        profile=DataProfile(n_examples=n, n_classes=classes, class_ratio=ratio),
+        user_params=user,
+    )
+
+
+def test_a_small_set_trains_longer_with_a_small_batch_and_explains_why():
+    defaults = chosen(400, 6)
+
+    assert defaults.values["epochs"] == 10
+    assert defaults.values["batch_size"] == 16
+    assert defaults.values["warmup_ratio"] == 0.1
+    assert defaults.values["learning_rate"] == 1e-4
+    assert defaults.values["head_learning_rate_multiplier"] == 10
+    assert defaults.values["layer_decay"] == 0.9
+    assert defaults.user_set == []
+    assert defaults.explanation.startswith("Chosen for 400 examples in 6 classes: 10 epochs")
+    assert "lr 1e-4 for the encoder" in defaults.explanation
+    assert "10x for the new head" in defaults.explanation
+
+
+def test_a_large_set_gets_fewer_epochs_a_larger_batch_and_shorter_warmup():
+    defaults = chosen(54_000, 2)
+
+    assert defaults.values["epochs"] == 2
+    assert defaults.values["batch_size"] == 32
+    assert defaults.values["warmup_ratio"] == 0.06
+    assert "54,000 examples in 2 classes: 2 epochs" in defaults.explanation
+
+
+def test_many_classes_get_a_larger_budget_than_few_on_the_same_rows():
+    few, many = chosen(8_005, 2), chosen(8_005, 77)
+
+    assert many.values["epochs"] > few.values["epochs"]
+    assert many.values["epochs"] == 4  # (15,000 + 250 x 77) / 8,005 examples, rounded
+
+
+def test_imbalanced_classes_get_square_root_class_weights():
+    balanced, imbalanced = chosen(2_000, 3, ratio=2.0), chosen(2_000, 3, ratio=6.0)
+
+    assert balanced.values["class_weighting"] is False
+    assert imbalanced.values["class_weighting"] is True
+    assert imbalanced.values["class_weight_power"] == 0.5
+    assert "square-root class weights (the largest class has 6x the smallest)" in (
+        imbalanced.explanation
+    )
+    weights = _class_weights("single_label", np.array([0] * 9 + [1]), 2, power=0.5)
+    assert weights == pytest.approx(np.sqrt([10 / 18, 10 / 2]))
+
+
+def test_user_settings_win_and_the_explanation_says_which_were_theirs():
+    defaults = chosen(400, 6, epochs=3, learning_rate=5e-5, batch_size=None, seed=7)
+
+    assert defaults.values["epochs"] == 3
+    assert defaults.values["learning_rate"] == 5e-5
+    assert defaults.values["batch_size"] == 16  # None means "choose for me"
+    assert defaults.values["seed"] == 7  # settings the defaults do not choose pass through
+    assert defaults.user_set == ["epochs", "learning_rate"]
+    assert "10 epochs" not in defaults.explanation
+    assert defaults.explanation.endswith("; yours: epochs 3, learning rate 5e-5.")
+
+
+def test_adapters_keep_their_method_rate_and_a_large_model_a_lower_one():
+    lora = chosen(400, 6, method="lora")
+    assert lora.values["learning_rate"] == 1e-3
+    assert lora.values["head_learning_rate_multiplier"] == 1.0
+    assert lora.values["layer_decay"] == 1.0
+
+    base = choose_defaults(
+        task="single_label",
+        method="full",
+        profile=DataProfile(n_examples=400, n_classes=6, parameter_count=110_000_000),
+    )
+    assert base.values["learning_rate"] == 3e-5
+
+
+def test_profile_from_labels_and_long_texts():
+    profile = DataProfile.from_labels("single_label", ["a"] * 8 + ["b"] * 2, p95_tokens=300)
+    assert (profile.n_examples, profile.n_classes, profile.class_ratio) == (10, 2, 4.0)
+
+    config, defaults = config_with_defaults(
+        task="single_label", method="full", profile=profile, params={}
+    )
+    assert config.validate() == []
+    assert config.max_length == 256
+    assert config.class_weighting is True
+    assert "max length 256 (long texts)" in defaults.explanation
+
+    regression = choose_defaults(
+        task="regression", method="full", profile=DataProfile.from_labels("regression", [0.5] * 3)
+    )
+    assert regression.explanation.startswith("Chosen for 3 examples (regression): 10 epochs")
+    assert regression.values["class_weighting"] is False
+
+
+def test_validation_names_bad_new_settings():
+    config = TrainingConfig(
+        task="single_label", head_learning_rate_multiplier=0, layer_decay=1.5, refit_on_all_data=1
+    )
+    problems = " ".join(config.validate())
+    assert "Head learning-rate multiplier must be between 0.1 and 100; got 0." in problems
+    assert "Layer decay must be between 0.1 and 1; got 1.5." in problems
+    assert "Train on all data must be true or false; got 1." in problems
+
+
+def test_layer_decay_and_head_multiplier_set_each_weights_learning_rate(base_model, tmp_path):  # noqa: F811
+    config = TrainingConfig(
+        task="single_label",
+        learning_rate=1e-3,
+        head_learning_rate_multiplier=10,
+        layer_decay=0.5,
+        max_length=32,
+        device="cpu",
+    )
+    data = make_data("single_label", train_rows=20)
+    engine_run = _Run(
+        base_model_path=base_model,
+        data=data,
+        config=config,
+        output_dir=str(tmp_path / "out"),
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+        callbacks=_SafeCallbacks(None, enabled=False),
+        resume=False,
+    )
+    engine_run.device, engine_run.autocast_dtype, engine_run.pad_multiple = (
+        torch.device("cpu"),
+        None,
+        1,
+    )
+    (
+        engine_run.label_names,
+        engine_run.train_y,
+        engine_run.validation_y,
+        engine_run.test_y,
+    ) = _prepare_labels(data, "single_label")
+    engine_run._load_model_and_tokenizer()
+    engine_run._tokenize()
+    engine_run._build_training_objects()
+
+    rate_of = {
+        id(parameter): group["initial_lr"]  # "lr" is 0 at the start of the warmup
+        for group in engine_run.optimizer.param_groups
+        for parameter in group["params"]
+    }
+    rates = {name: rate_of[id(parameter)] for name, parameter in engine_run.trainable}
+    assert rates["classifier.weight"] == pytest.approx(1e-2)
+    assert rates["bert.encoder.layer.1.attention.self.query.weight"] == pytest.approx(1e-3)
+    assert rates["bert.encoder.layer.0.attention.self.query.weight"] == pytest.approx(5e-4)
+    assert rates["bert.embeddings.word_embeddings.weight"] == pytest.approx(2.5e-4)
+    assert engine_run.optimizer.param_groups[0]["initial_lr"] == pytest.approx(1e-3)  # logs read it
+
+
+def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_best_step_count(
+    base_model,  # noqa: F811
+    tmp_path,
+):
+    plain, _ = run(base_model, tmp_path, name="plain", epochs=3)
+    refitted, recorder = run(base_model, tmp_path, name="refit", epochs=3, refit_on_all_data=True)
+
+    assert refitted.status == "succeeded"
+    # The first pass is the plain run: same validation history, best step and score.
+    assert refitted.best_step == plain.best_step
+    assert refitted.best_metrics == plain.best_metrics
+    assert refitted.history == plain.history
+    assert refitted.refit["steps"] == plain.best_step
+    assert refitted.refit["examples"] == 240 + 60
+    assert refitted.refit["validation_metrics"] == plain.best_metrics
+    kinds = recorder.kinds()
+    assert kinds.index("finished") < kinds.index("refit_started") < kinds.index("refit_finished")
+    # The refit's own steps stay out of the run's curves and checkpoints.
+    assert max(log["step"] for log in recorder.logs) == plain.steps_done
+    # The kept model is the refit one: it scores the test split differently.
+    assert refitted.test_metrics["loss"] != pytest.approx(plain.test_metrics["loss"], abs=1e-6)
+    assert refitted.test_metrics["accuracy"] >= plain.test_metrics["accuracy"] - 0.1
+
+
+def test_refit_without_a_validation_split_is_skipped_and_says_so(base_model, tmp_path):  # noqa: F811
+    data = make_data("single_label")
+    data.validation_texts, data.validation_labels = [], []
+
+    result, recorder = run(base_model, tmp_path, data=data, epochs=1, refit_on_all_data=True)
+
+    assert result.status == "succeeded"
+    assert result.refit is None
+    assert "refit_skipped" in recorder.kinds()
