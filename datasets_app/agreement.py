@@ -114,6 +114,8 @@ def annotator_confusion(
         list(labels) if labels is not None else sorted({label for pair in counts for label in pair})
     )
     matrix = [[counts[(row, column)] for column in order] for row in order]
+    # Each row as shares of its total: what the page shades a cell by.
+    shares = [[count / sum(row) if sum(row) else 0.0 for count in row] for row in matrix]
     per_label = []
     for index, label in enumerate(order):
         total = sum(matrix[index])
@@ -124,7 +126,7 @@ def annotator_confusion(
                 "agreement": matrix[index][index] / total if total else None,
             }
         )
-    return {"labels": order, "matrix": matrix, "per_label": per_label}
+    return {"labels": order, "matrix": matrix, "shares": shares, "per_label": per_label}
 
 
 def annotator_speed(seconds: Sequence[float]) -> dict:

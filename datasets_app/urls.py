@@ -1,6 +1,6 @@
 from django.urls import path
 
-from datasets_app import views
+from datasets_app import views, views_agreement
 
 app_name = "datasets"
 urlpatterns = [
@@ -33,4 +33,9 @@ urlpatterns = [
     path("<id:dataset_id>/label/submit/", views.labeling_submit_json, name="labeling_submit_json"),
     path("<id:dataset_id>/label/undo/", views.labeling_undo_json, name="labeling_undo_json"),
     path("<id:dataset_id>/labels/", views.label_schema_edit, name="label_schema_edit"),
+    path(
+        "<id:dataset_id>/agreement/",
+        views_agreement.dataset_agreement,
+        name="dataset_agreement",
+    ),
 ]

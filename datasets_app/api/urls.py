@@ -1,6 +1,6 @@
 from django.urls import path
 
-from datasets_app.api import labeling, views
+from datasets_app.api import agreement, labeling, views
 
 urlpatterns = [
     path("datasets/", views.DatasetListApi.as_view(), name="api_datasets"),
@@ -72,5 +72,10 @@ urlpatterns = [
         "datasets/<id:dataset_id>/records/<id:record_id>/label/",
         labeling.RecordLabelApi.as_view(),
         name="api_record_label",
+    ),
+    path(
+        "datasets/<id:dataset_id>/agreement/",
+        agreement.DatasetAgreementApi.as_view(),
+        name="api_dataset_agreement",
     ),
 ]

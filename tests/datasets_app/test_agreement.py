@@ -124,6 +124,7 @@ def test_confusion_between_annotators_counts_ordered_pairs_per_record():
 
     # Record 1: (a,a) twice. Record 2: (a,b) x2, (b,a) x2, (b,b) x2.
     assert confusion["matrix"] == [[2, 2, 0], [2, 2, 0], [0, 0, 0]]
+    assert confusion["shares"] == [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]
     assert confusion["per_label"] == [
         {"label": "a", "pairs": 4, "agreement": 0.5},
         {"label": "b", "pairs": 4, "agreement": 0.5},

@@ -1,0 +1,164 @@
+"""The agreement page and API of a dataset: annotations given through the labeling service,
+figures checked against values computed by hand for this small set."""
+
+from __future__ import annotations
+
+import krippendorff
+import numpy as np
+import pytest
+from django.core.exceptions import PermissionDenied
+
+from datasets_app.models import Record
+from datasets_app.services.agreement import dataset_agreement_get
+from datasets_app.services.labeling import (
+    label_schema_set,
+    labeling_settings_set,
+    record_label_set,
+)
+from tests.datasets_app.factories import imported_dataset
+
+pytestmark = pytest.mark.usefixtures("redis_url")
+
+CSV = "text,label\none,\ntwo,\nthree,\nfour,\nfive,\nsix,\n"
+MAPPING = {"text_columns": ["text"], "label_column": "label"}
+# Per record (file row): ann's label, bob's label, cy's label ("" = none).
+LABELS = {
+    1: ("pos", "pos", ""),
+    2: ("pos", "neg", "neg"),
+    3: ("neg", "neg", ""),
+    4: ("neg", "pos", ""),
+    5: ("pos", "", ""),
+    6: ("", "", ""),
+}
+
+
+@pytest.fixture
+def dataset(analyst):
+    dataset = imported_dataset(analyst, CSV, MAPPING, report=False)
+    dataset = label_schema_set(dataset=dataset, user=analyst, labels=["neg", "pos"])
+    return labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
+
+
+@pytest.fixture
+def annotated(dataset, make_user):
+    """ann, bob and cy label as in LABELS; ann takes 2, 4, 6... seconds, and had suggestions
+    on records 1 and 2 (accepted on 1, changed on 2)."""
+    people = {name: make_user("annotator", username=name) for name in ("ann", "bob", "cy")}
+    rows = dict(Record.objects.filter(dataset=dataset).values_list("source_row", "id"))
+    for row, labels in LABELS.items():
+        for name, label in zip(("ann", "bob", "cy"), labels, strict=True):
+            if not label:
+                continue
+            extra = {}
+            if name == "ann":
+                extra["time_spent_ms"] = 2000 * row
+                if row in (1, 2):  # suggested pos on 1 (she took it), neg on 2 (she chose pos)
+                    shown = "pos" if row == 1 else "neg"
+                    extra |= {"suggestion_label": shown, "suggestion_accepted": label == shown}
+            record_label_set(
+                dataset=dataset, user=people[name], record_id=rows[row], label=label, **extra
+            )
+    return dataset
+
+
+def test_figures_of_three_annotators_match_the_hand_computed_values(analyst, annotated):
+    figures = dataset_agreement_get(user=analyst, dataset=annotated)
+
+    assert figures["overlap"] == 2
+    assert figures["annotations"] == 10
+    assert figures["records_annotated"] == 5
+    assert figures["records_overlapping"] == 4
+    pairs = {(p["first"], p["second"]): p for p in figures["pairs"]}
+    # ann/bob on records 1-4: pos/pos, pos/neg, neg/neg, neg/pos: 2 of 4 equal, chance 0.5.
+    assert pairs[("ann", "bob")]["records"] == 4
+    assert pairs[("ann", "bob")]["agreement"] == 0.5
+    assert pairs[("ann", "bob")]["kappa"] == pytest.approx(0.0)
+    assert pairs[("ann", "cy")]["records"] == 1
+    # Record 2 (pos, neg, neg) resolves to neg, records 1 and 3 to their shared label; record 4
+    # is a tie (unresolved), record 5 has one annotation.
+    annotators = {a["username"]: a for a in figures["annotators"]}
+    assert annotators["ann"]["labels"] == 5
+    assert annotators["ann"]["resolved_records"] == 3
+    assert annotators["ann"]["agreement_with_resolved"] == pytest.approx(2 / 3)
+    assert annotators["bob"]["agreement_with_resolved"] == 1.0
+    assert annotators["cy"]["agreement_with_resolved"] == 1.0
+    # ann: 2, 4, 6, 8, 10 s: median 6 s, 5 labels in 30 s = 600 per hour.
+    assert annotators["ann"]["median_seconds"] == 6.0
+    assert annotators["ann"]["per_hour"] == pytest.approx(600.0)
+    assert annotators["bob"]["median_seconds"] is None
+    assert annotators["ann"]["suggestions"] == {"shown": 2, "accepted": 1, "rate": 0.5}
+    assert figures["suggestions"] == {"shown": 2, "accepted": 1, "rate": 0.5}
+    # Ordered pairs: rec 1 (pos,pos) x2; rec 2 (pos,neg,neg): pos-neg x2, neg-pos x2, neg-neg x2;
+    # rec 3 neg-neg x2; rec 4 neg-pos, pos-neg.
+    assert figures["confusion"]["labels"] == ["neg", "pos"]
+    assert figures["confusion"]["matrix"] == [[4, 3], [3, 2]]
+    codes = {"": np.nan, "neg": 0, "pos": 1}
+    reliability = np.array([[codes[labels[i]] for labels in LABELS.values()] for i in range(3)])
+    assert figures["alpha"] == pytest.approx(
+        krippendorff.alpha(reliability_data=reliability, level_of_measurement="nominal")
+    )
+
+
+def test_annotators_and_viewers_may_not_read_the_figures(make_user, annotated):
+    for role in ("annotator", "viewer"):
+        with pytest.raises(PermissionDenied):
+            dataset_agreement_get(user=make_user(role), dataset=annotated)
+
+
+def test_the_page_shows_kappa_per_pair_the_heat_map_and_speed(client_as, annotated):
+    page = client_as("analyst").get(f"/datasets/{annotated.pk}/agreement/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'data-testid="pairs"' in html
+    assert "ann · bob" in html
+    assert 'data-testid="confusion"' in html
+    assert "rgba(37, 99, 235, 0.57)" in html  # neg row: 4 of 7 pairs
+    assert 'data-testid="annotators"' in html
+    assert "agreement-empty" not in html
+
+
+def test_the_page_without_overlap_says_how_to_set_it(client_as, analyst):
+    dataset = imported_dataset(analyst, CSV, MAPPING, report=False)
+
+    page = client_as("analyst").get(f"/datasets/{dataset.pk}/agreement/")
+
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert 'data-testid="agreement-empty"' in html
+    assert "overlap k = 1" in html
+    assert "Set the overlap to 2 or more" in html
+    assert "Nobody has labeled a record of this dataset in the queue yet." in html
+
+
+def test_the_page_refuses_annotators(client_as, annotated):
+    page = client_as("annotator").get(f"/datasets/{annotated.pk}/agreement/")
+
+    assert page.status_code == 403
+
+
+def test_the_api_returns_the_page_figures(api_client_as, analyst, annotated):
+    response = api_client_as("analyst").get(f"/api/v1/datasets/{annotated.pk}/agreement/")
+
+    assert response.status_code == 200
+    body = response.json()
+    expected = dataset_agreement_get(user=analyst, dataset=annotated)
+    assert body["alpha"] == pytest.approx(expected["alpha"])
+    assert body["pairs"][0] == {
+        "first": "ann",
+        "second": "bob",
+        "records": 4,
+        "agreement": 0.5,
+        "kappa": pytest.approx(0.0),
+    }
+    assert body["confusion"]["matrix"] == [[4, 3], [3, 2]]
+    assert [a["username"] for a in body["annotators"]] == ["ann", "bob", "cy"]
+    assert body["suggestions"]["rate"] == 0.5
+
+
+def test_the_api_refuses_annotators_and_unknown_datasets(api_client_as, annotated):
+    assert (
+        api_client_as("annotator").get(f"/api/v1/datasets/{annotated.pk}/agreement/").status_code
+        == 403
+    )
+    assert api_client_as("analyst").get("/api/v1/datasets/999999/agreement/").status_code == 404
