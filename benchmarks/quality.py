@@ -291,6 +291,17 @@ def run_ours(splits: dict[str, Split]) -> dict:
         "settings": shown_settings({**asdict(config), **recorder.resolved}),
         "explanation": explanation,
         "started_message": started_message,
+        # The validation curve: does the run still improve at its last evaluation?
+        "validation": [
+            {
+                "step": entry.get("step"),
+                "accuracy": entry.get("accuracy"),
+                "macro_f1": entry.get("macro_f1"),
+                "loss": entry.get("loss"),
+            }
+            for entry in result.history
+        ],
+        "refit": getattr(result, "refit", None),
     }
 
 
@@ -446,6 +457,15 @@ def describe(name: str, figures: dict) -> str:
     line += "\n            settings: " + ", ".join(f"{k} {v}" for k, v in settings.items())
     if figures.get("explanation"):
         line += f"\n            defaults: {figures['explanation']}"
+    if figures.get("validation"):
+        curve = ", ".join(
+            f"{e['step']}: {e['macro_f1']:.3f}"
+            for e in figures["validation"]
+            if e["macro_f1"] is not None
+        )
+        line += f"\n            validation macro-F1 by step: {curve}"
+    if figures.get("refit"):
+        line += f"\n            refit: {figures['refit']}"
     if figures.get("started_message"):
         line += f"\n            engine said: {figures['started_message']}"
     return line
