@@ -623,6 +623,10 @@ def labeling_submit_json(request, dataset_id: int):
         for name in ("label", "key", "suggestion_label"):
             if not isinstance(body.get(name, ""), str):
                 raise ValidationError(f"{name} must be text.")
+        if not body.get("key"):
+            raise ValidationError(
+                "The label came without a request key. Reload the page and label the record again."
+            )
         expected = body.get("expected_label")
         if expected is not None and not isinstance(expected, str):
             raise ValidationError("expected_label must be text.")

@@ -20,10 +20,10 @@ from datasets_app.services.labeling import (
     label_choices,
     label_schema_set,
     labeling_next,
-    record_label_set,
     records_label_bulk,
     records_label_bulk_undo,
 )
+from datasets_app.services.labeling_keyboard import labeling_submit
 from lepton_web.access import RolePermission
 
 
@@ -76,6 +76,34 @@ class LabelInputSerializer(serializers.Serializer):
             "The label the record had when it was shown (empty for none). If it has another "
             "one now the answer is 409 and nothing changes. Leave it out to overwrite."
         ),
+    )
+    key = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text=(
+            "An idempotency key made by the client for this one label (8-64 letters, digits, - "
+            "or _), sent again unchanged with every retry: a label whose key you sent before is "
+            "not applied twice."
+        ),
+    )
+    suggestion_label = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        help_text=(
+            "The model suggestion shown with the record, if any: the annotation records whether "
+            "the label given accepted it or changed it."
+        ),
+    )
+    suggestion_probability = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=1
+    )
+    time_spent_ms = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        help_text="Milliseconds the annotator spent on the record.",
     )
 
 
@@ -176,13 +204,18 @@ class RecordLabelApi(APIView):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
         data = LabelInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        given = data.validated_data
         try:
-            record = record_label_set(
+            record = labeling_submit(
                 dataset=dataset,
                 user=request.user,
                 record_id=record_id,
-                label=data.validated_data["label"],
-                expected_label=data.validated_data.get("expected_label"),
+                label=given["label"],
+                expected_label=given.get("expected_label"),
+                client_key=given.get("key", ""),
+                suggestion_label=given.get("suggestion_label", ""),
+                suggestion_probability=given.get("suggestion_probability"),
+                time_spent_ms=given.get("time_spent_ms"),
             )
         except LabelConflict as exc:
             return Response(

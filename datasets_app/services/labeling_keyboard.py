@@ -64,7 +64,7 @@ def labeling_submit(
     user,
     record_id: int,
     label: str,
-    client_key: str,
+    client_key: str = "",
     expected_label: str | None = None,
     suggestion_label: str = "",
     suggestion_probability: float | None = None,
@@ -72,16 +72,17 @@ def labeling_submit(
 ) -> Record:
     """Save a label sent by the labeling page.
 
-    ``client_key`` is made by the page for this one label and sent again with every retry: a
-    label whose key this user already sent is not applied twice. ``suggestion_label`` is the
+    ``client_key`` is made by the page (or an API client) for this one label and sent again
+    with every retry: a label whose key this user already sent is not applied twice ("": no
+    such protection). ``suggestion_label`` is the
     model suggestion the page showed ("" for none): the annotation records whether the label
     given is that suggestion (accepted) or another one (changed).
     """
     client_key = (client_key or "").strip()
-    if not CLIENT_KEY.match(client_key):
+    if client_key and not CLIENT_KEY.match(client_key):
         raise ValidationError(
-            "The label came without a valid request key (8 to 64 letters, digits, - or _). "
-            "Reload the page and label the record again."
+            "The label's request key must be 8 to 64 letters, digits, - or _. Reload the "
+            "page and label the record again."
         )
     suggestion_label = (suggestion_label or "").strip()
     if suggestion_probability is not None and not 0 <= suggestion_probability <= 1:

@@ -137,7 +137,7 @@ def test_a_label_without_a_usable_key_is_refused(client, make_user, dataset):
     for bad in ("", "short", "x" * 65, "no spaces allowed"):
         answer = submit(client, dataset, record_id=second.pk, label="pos", key=bad)
         assert answer.status_code == 400
-        assert "request key" in answer.json()["error"]
+        assert "request key" in answer.json()["error"], bad
     assert rec("second").label == ""
 
 
@@ -407,3 +407,31 @@ def test_fetching_ahead_keeps_the_record_shown_held(client, make_user, dataset):
     bad = client.get(url, {"keep": "1,x"})
     assert bad.status_code == 400
     assert bad.json()["error"] == "keep must be record ids separated by commas."
+
+
+# --- the API -----------------------------------------------------------------------------------
+def test_api_label_with_a_key_and_a_suggestion(api_client_as, dataset):
+    api = api_client_as("annotator")
+    second = rec("second")
+    url = f"/api/v1/datasets/{dataset.pk}/records/{second.pk}/label/"
+    body = {
+        "label": "neg",
+        "expected_label": "",
+        "key": key(),
+        "suggestion_label": "pos",
+        "suggestion_probability": 0.6,
+        "time_spent_ms": 900,
+    }
+    assert api.post(url, body, format="json").status_code == 200
+    again = api.post(url, body, format="json")  # a retry: applied once, not a 409
+    assert again.status_code == 200, again.content
+    annotation = Annotation.objects.get(record=second)
+    assert annotation.suggestion_accepted is False
+    assert annotation.suggestion_probability == 0.6
+    assert LabelChange.objects.filter(record=second).count() == 1
+    bad = api.post(url, {**body, "key": "no good"}, format="json")
+    assert bad.status_code == 400
+    assert "request key must be 8 to 64" in str(bad.json())
+    # Without a key the API works as before: a second label is a conflict.
+    plain = api.post(url, {"label": "pos", "expected_label": ""}, format="json")
+    assert plain.status_code == 409
