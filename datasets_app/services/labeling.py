@@ -177,31 +177,47 @@ def dataset_labelable_check(dataset: Dataset, user) -> None:
     from datasets_app.selectors import dataset_visible_to
 
     if not dataset_visible_to(dataset=dataset, user=user):
-        raise PermissionDenied(
-            "This dataset is not assigned to you. Ask an analyst to assign you to it."
-        )
+        raise PermissionDenied(_NOT_ASSIGNED)
 
 
-def _fresh(dataset: Dataset) -> Dataset:
-    """The dataset as committed now. Labeling never holds the dataset lock (every annotator
-    queued on it, which was most of the time of a label): label counts are updated in one
-    statement at the end. On PostgreSQL a share lock taken and let go at once in a transaction
-    of its own waits out a split, fix or import saving its work, up to LOCK_WAIT (then
-    ``DatasetBusy``), so labels are never written into a dataset being rewritten; annotators
-    do not block each other on it."""
-    if connection.vendor != "postgresql":
-        return Dataset.objects.get(pk=dataset.pk)
+_NOT_ASSIGNED = "This dataset is not assigned to you. Ask an analyst to assign you to it."
+
+
+def _fresh(dataset: Dataset, user=None) -> Dataset:
+    """The dataset as committed now, in one round trip, checked as labelable by ``user``.
+
+    Labeling never holds the dataset lock (every annotator queued on it, which was most of
+    the time of a label): label counts move in one statement at the end. On PostgreSQL the
+    read takes a share lock that ends with the statement (its own implicit transaction, when
+    not in a caller's), so it waits out a split, fix or import saving its work, up to
+    LOCK_WAIT (then ``DatasetBusy``), while annotators never block each other on it. Whether
+    the dataset has assigned annotators, and ``user`` among them, comes with the same row."""
+    from datasets_app.selectors import _assignment_limited
+
     table = Dataset._meta.db_table
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
-            try:
-                cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR SHARE", [dataset.pk])  # noqa: S608
-            except OperationalError as exc:
-                if getattr(exc.__cause__, "pgcode", None) == "55P03":  # lock_not_available
-                    raise DatasetBusy() from None
-                raise
-        return Dataset.objects.get(pk=dataset.pk)
+    assigned = DatasetAssignment._meta.db_table
+    select = (
+        f"SELECT d.*, EXISTS (SELECT 1 FROM {assigned} a WHERE a.dataset_id = d.id) AS has_assigned, "  # noqa: S608
+        f"EXISTS (SELECT 1 FROM {assigned} a WHERE a.dataset_id = d.id AND a.user_id = %s) "
+        f"AS is_assigned FROM {table} d WHERE d.id = %s"
+    )
+    params = [getattr(user, "pk", None), dataset.pk]
+    if connection.vendor == "postgresql":
+        select = f"SELECT set_config('lock_timeout', %s, true); {select} FOR SHARE OF d"
+        params = [LOCK_WAIT, *params]
+    try:
+        rows = list(Dataset.objects.raw(select, params))
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "pgcode", None) == "55P03":  # lock_not_available
+            raise DatasetBusy() from None
+        raise
+    if not rows:
+        raise ValidationError("This dataset does not exist any more.")
+    fresh = rows[0]
+    limited = user is not None and fresh.has_assigned and not fresh.is_assigned
+    if limited and _assignment_limited(user):
+        raise PermissionDenied(_NOT_ASSIGNED)
+    return fresh
 
 
 def _live_holds(dataset: Dataset, user, now) -> dict[int, int]:
@@ -219,28 +235,28 @@ def _live_holds(dataset: Dataset, user, now) -> dict[int, int]:
 def _hold(dataset: Dataset, user, record: Record, k: int) -> bool:
     """Hold ``record`` for ``user`` if fewer than ``k`` people hold or annotated it.
 
-    Called with the record's row locked (on PostgreSQL), so the counting below, a statement
-    that starts after every earlier holder committed, sees all of them: no record is ever
-    held or annotated by more than ``k`` people at once."""
+    Called with the record's row locked (on PostgreSQL): the claims read below, by a statement
+    that starts after every earlier holder committed, are all of them, and the row read under
+    the lock has the current annotation count; so no record is ever held or annotated by more
+    than ``k`` people at once. (The queue's query already left out records this person
+    annotated.) One read and one write."""
     now = timezone.now()
     expires = now + timedelta(seconds=_claim_seconds())
-    claims = LabelClaim.objects.filter(record=record)
-    others = claims.exclude(user=user).filter(expires_at__gt=now).count()
-    mine = claims.filter(user=user).first()
-    if mine is None:
-        annotated = Annotation.objects.filter(
-            record=record, user=user, undone_at__isnull=True
-        ).exists()
-        count = Record.objects.filter(pk=record.pk).values_list("annotation_count", flat=True)
-        taken = others + (count.first() or 0)
-        # With overlap 1 a hold is exclusive, as before: the record's label decides the rest.
-        if others >= k or (k > 1 and (annotated or taken >= k)):
-            return False
-    claims.exclude(user=user).filter(expires_at__lte=now).delete()
+    claims = list(
+        LabelClaim.objects.filter(record=record).values_list("pk", "user_id", "expires_at")
+    )
+    mine = next((pk for pk, holder, _ in claims if holder == user.pk), None)
+    others = sum(1 for _, holder, until in claims if holder != user.pk and until > now)
+    expired = [pk for pk, holder, until in claims if holder != user.pk and until <= now]
+    # With overlap 1 a hold is exclusive, as before: the record's label decides the rest.
+    if mine is None and (others >= k or (k > 1 and others + record.annotation_count >= k)):
+        return False
+    if expired:
+        LabelClaim.objects.filter(pk__in=expired).delete()
     if mine is None:
         LabelClaim.objects.create(record=record, dataset=dataset, user=user, expires_at=expires)
     else:
-        LabelClaim.objects.filter(pk=mine.pk).update(expires_at=expires)
+        LabelClaim.objects.filter(pk=mine).update(expires_at=expires)
     return True
 
 
@@ -268,8 +284,7 @@ def labeling_next(
     the page still shows this person (preloaded), not let go.
     """
     access_check(user, "labeling", "label")
-    dataset = _fresh(dataset)
-    dataset_labelable_check(dataset, user)
+    dataset = _fresh(dataset, user)
     if not dataset.active_import_id:
         raise ValidationError("This dataset has no imported records yet; import it first.")
     labels = label_choices(dataset)
@@ -331,22 +346,22 @@ def _after_uncertain(field: str, dataset: Dataset, after: int) -> Q | None:
     )
     if score is None:
         return None
-    beyond = f"{name}__lt" if field.startswith("-") else f"{name}__gt"
-    return Q(**{beyond: score}) | Q(**{name: score, "record_id__gt": after})
+    beyond = f"suggestions__{name}__lt" if field.startswith("-") else f"suggestions__{name}__gt"
+    return Q(**{beyond: score}) | Q(**{f"suggestions__{name}": score, "id__gt": after})
 
 
-def _uncertain_id(dataset: Dataset, user, k: int, skip: list[int], beyond: Q | None):
-    """The most uncertain record's id needing an annotation (past ``beyond``), or None."""
+def _uncertain_record(dataset: Dataset, user, k: int, skip: list[int], beyond: Q | None):
+    """The most uncertain record needing an annotation (past ``beyond``), locked (rows being
+    locked by others are skipped), or None. One query: the suggestion index in order, joined
+    to the records."""
     field = ORDER_FIELDS[dataset.labeling_order]
     name = field.lstrip("-")
-    rows = RecordSuggestion.objects.filter(
-        dataset=dataset, **{f"{name}__isnull": False}, record__in=_candidates(dataset, user, k, [])
-    )
-    if skip:
-        rows = rows.exclude(record_id__in=skip)
+    scored = Q(suggestions__dataset=dataset) & Q(**{f"suggestions__{name}__isnull": False})
     if beyond is not None:
-        rows = rows.filter(beyond)
-    return rows.order_by(field, "record_id").values_list("record_id", flat=True).first()
+        scored &= beyond
+    rows = _candidates(dataset, user, k, skip).filter(scored)
+    ordering = f"-suggestions__{name}" if field.startswith("-") else f"suggestions__{name}"
+    return _lock(rows.order_by(ordering, "id")).first()
 
 
 def _next_unclaimed(
@@ -364,13 +379,10 @@ def _next_unclaimed(
 
     def uncertain(beyond: Q | None) -> Record | None:
         while True:
-            found_id = _uncertain_id(dataset, user, k, refused, beyond)
-            if found_id is None:
-                return None
-            record = _lock(_unlabeled(dataset).filter(pk=found_id)).first()
-            if record is not None and _hold(dataset, user, record, k):
+            record = _uncertain_record(dataset, user, k, refused, beyond)
+            if record is None or _hold(dataset, user, record, k):
                 return record
-            refused.append(found_id)
+            refused.append(record.pk)
 
     def in_file_order(start: int | None, unsuggested: bool) -> Record | None:
         while True:
@@ -549,19 +561,22 @@ def _resolve(dataset: Dataset, record: Record, given: str | None) -> str | None:
     return winner
 
 
-def _label_write(dataset: Dataset, record: Record, label: str, user, **log) -> None:
-    """Give the locked ``record`` the label ``label``: kept original, LabelChange, counts."""
+def _label_write(dataset: Dataset, record: Record, label: str, user, also=()) -> None:
+    """Give the locked ``record`` the label ``label``: kept original, LabelChange, counts.
+    ``also``: other fields of the record to save in the same UPDATE."""
     old = record.label
     if old == label:
+        if also:
+            record.save(update_fields=list(also))
         return
     if record.original_label is None and old:
         # The label the file (or cleaning) gave, kept; a record that had none keeps NULL
         # ("never edited"): its history is in LabelChange.
         record.original_label = old
     record.label = label
-    record.save(update_fields=["label", "original_label"])
+    record.save(update_fields=["label", "original_label", *also])
     LabelChange.objects.create(
-        dataset=dataset, record=record, old_label=old, new_label=label, user=user, **log
+        dataset=dataset, record=record, old_label=old, new_label=label, user=user
     )
     if not record.is_excluded:
         _counts_move(dataset, {old: -1, label: +1})
@@ -612,8 +627,7 @@ def record_label_set(
     client_key = (client_key or "").strip()[:64]
     if time_spent_ms is not None:
         time_spent_ms = max(0, min(int(time_spent_ms), 2_147_483_647))
-    dataset = _fresh(dataset)
-    dataset_labelable_check(dataset, user)
+    dataset = _fresh(dataset, user)
     label = _validated_label(dataset, label)
     with transaction.atomic():
         record = (
@@ -663,13 +677,15 @@ def record_label_set(
         )
         annotation.client_key = client_key
         annotation.save()
-        if fresh:
-            record.annotation_count = F("annotation_count") + 1
-            record.save(update_fields=["annotation_count"])
-            record.refresh_from_db(fields=["annotation_count"])
+        counted = []
+        if fresh:  # the row is locked: its count is current, and written with the label
+            record.annotation_count += 1
+            counted = ["annotation_count"]
         resolved = _resolve(dataset, record, label)
-        if resolved is not None:
-            _label_write(dataset, record, resolved, user)
+        if resolved is not None and resolved != record.label:
+            _label_write(dataset, record, resolved, user, also=counted)
+        elif counted:
+            record.save(update_fields=counted)
         record.annotation = annotation
     return record
 

@@ -1,0 +1,383 @@
+"""Labeling queue benchmark: "save this label and give me the next record" at 1,000,000 records.
+
+    .venv/bin/python benchmarks/labeling.py [--records 1000000] [--actions 2000] [--json FILE]
+
+Loads the records into PostgreSQL once (the import's COPY writer, ``RecordWriter``, straight
+from generated rows; kept for later runs), then times the server side of one labeling action,
+the two service calls the labeling page and API make: ``record_label_set`` then
+``labeling_next(after=...)``. Each figure is measured for:
+  before    the queue as it was before issue 12 (the module at commit BEFORE, loaded from git):
+            the dataset row locked for the whole of each call
+  ours      the current queue (no dataset lock per label; overlap; annotations)
+alone (one annotator, ``--actions`` actions) and with ``--annotators`` concurrent annotators
+(threads with connections of their own, ``--actions`` in all), and for ours also at overlap 2
+and in uncertainty order (least confidence) after pre-labeling 100k records: through
+``benchmarks/prelabel.py`` (int8 endpoint) where that exists, else stored suggestions. Prints
+p50/p95 in ms, the ratio of p95 to the 20 ms target, and EXPLAIN ANALYZE of the queue's
+queries. Uses --database-url (default postgres://postgres@127.0.0.1:5432/lepton_bench_labeling,
+created and migrated if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/lepton_bench_labeling"
+BEFORE = "e9eb458"  # the last commit before issue 12's queue
+TARGET_MS = 20.0
+LABELS = ["billing", "cards", "transfers", "other"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "analysts",
+    "label",
+    "customer",
+    "messages",
+]
+NAME = "labeling benchmark"
+
+
+def ensure_database(database_url: str) -> None:
+    import psycopg2
+
+    name = database_url.rsplit("/", 1)[1]
+    admin = psycopg2.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if not cursor.fetchone():
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    env = {**os.environ, "DATABASE_URL": database_url}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+
+
+def setup_django(database_url: str) -> None:
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lepton_web.settings")
+    import django
+
+    django.setup()
+
+
+def load_records(count: int):
+    """The benchmark dataset with ``count`` unlabeled records, loaded with the import's COPY
+    writer if it is not there yet (or has another size)."""
+    import pandas as pd
+    from django.db import connection
+    from django.utils import timezone
+
+    from datasets_app.models import Dataset, DatasetJob
+    from datasets_app.services.imports import RecordWriter, records_delete
+
+    dataset = Dataset.objects.filter(name=NAME).first()
+    if dataset and dataset.record_count == count and dataset.active_import_id:
+        print(f"records: {count:,} already loaded (dataset {dataset.pk})")
+        return dataset
+    if dataset:
+        from datasets_app.models import Record
+
+        records_delete(Record.objects.filter(dataset=dataset))
+        dataset.delete()
+    dataset = Dataset.objects.create(
+        name=NAME,
+        status=Dataset.Status.READY,
+        source_filename="generated.csv",
+        source_sha256="0" * 64,
+        label_schema=LABELS,
+    )
+    job = DatasetJob.objects.create(
+        dataset=dataset, kind=DatasetJob.Kind.IMPORT, status="succeeded", finished_at=timezone.now()
+    )
+    rng = random.Random(12)
+    started = time.perf_counter()
+    writer = RecordWriter(dataset_id=dataset.pk, import_run_id=job.pk)
+    chunk = 100_000
+    for start in range(0, count, chunk):
+        size = min(chunk, count - start)
+        texts = [" ".join(rng.choices(WORDS, k=rng.randint(5, 30))) for _ in range(size)]
+        writer.write(
+            pd.DataFrame(
+                {
+                    "source_row": range(start + 1, start + size + 1),
+                    "text": texts,
+                    "label": [""] * size,
+                    "split": [""] * size,
+                    "external_id": [""] * size,
+                    "metadata": ["{}"] * size,
+                    "flags": [""] * size,
+                }
+            )
+        )
+    writer.close()
+    seconds = time.perf_counter() - started
+    Dataset.objects.filter(pk=dataset.pk).update(
+        active_import=job, record_count=count, label_counts={"": count}
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE datasets_app_record")
+    print(f"records: loaded {count:,} in {seconds:.1f} s ({count / seconds:,.0f} rows/s, COPY)")
+    dataset.refresh_from_db()
+    return dataset
+
+
+def before_module():
+    """The labeling services as they were at BEFORE, loaded from git."""
+    source = subprocess.run(
+        ["git", "show", f"{BEFORE}:datasets_app/services/labeling.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    spec = importlib.util.spec_from_loader("labeling_before", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    exec(compile(source, "labeling_before.py", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+def annotators(count: int) -> list:
+    from django.contrib.auth.models import Group, User
+
+    group, _ = Group.objects.get_or_create(name="annotator")
+    people = []
+    for number in range(count):
+        user, _ = User.objects.get_or_create(username=f"bench-annotator-{number}")
+        user.groups.add(group)
+        people.append(user)
+    return people
+
+
+def act(service, dataset, user, count: int, timings: list[float]) -> None:
+    """``count`` actions of one annotator: label the record shown, get the next one."""
+    item = service.labeling_next(dataset=dataset, user=user)
+    for step in range(count):
+        if item.record is None:
+            return
+        started = time.perf_counter()
+        service.record_label_set(
+            dataset=dataset,
+            user=user,
+            record_id=item.record.pk,
+            label=LABELS[step % len(LABELS)],
+            expected_label="",
+        )
+        item = service.labeling_next(dataset=dataset, user=user, after=item.record.pk)
+        timings.append((time.perf_counter() - started) * 1000)
+
+
+def measure(service, dataset, people, actions: int) -> list[float]:
+    from django.db import connection
+
+    timings: list[float] = []
+    if len(people) == 1:
+        act(service, dataset, people[0], actions, timings)
+        return timings
+    barrier = threading.Barrier(len(people))
+    failures: list[BaseException] = []
+
+    def work(person):
+        try:
+            barrier.wait()
+            act(service, dataset, person, actions // len(people), timings)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(person,)) for person in people]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return timings
+
+
+def summary(name: str, timings: list[float]) -> dict:
+    ordered = sorted(timings)
+    p95 = ordered[int(0.95 * (len(ordered) - 1))]
+    row = {
+        "name": name,
+        "actions": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(p95, 2),
+        "p95_vs_target": round(p95 / TARGET_MS, 2),
+    }
+    print(
+        f"  {name:<44} n={row['actions']:>5}  p50 {row['p50_ms']:7.2f} ms  "
+        f"p95 {row['p95_ms']:7.2f} ms  p95/20ms {row['p95_vs_target']:.2f}"
+    )
+    return row
+
+
+def prelabel(dataset, records: int) -> dict:
+    """Suggestions on ``records`` unlabeled records: through benchmarks/prelabel.py (the int8
+    endpoint) where it exists, else stored as batch prediction stores them (timed)."""
+    try:
+        from benchmarks.prelabel import prelabel_benchmark
+    except ImportError:
+        prelabel_benchmark = None
+    if prelabel_benchmark is not None:
+        try:
+            result = prelabel_benchmark(records=records)
+            print(f"  pre-label {records:,} records (benchmarks/prelabel.py, int8): {result}")
+            return {"prelabel": result, "source": "benchmarks/prelabel.py"}
+        except Exception as exc:
+            print(f"  benchmarks/prelabel.py failed ({exc!r}); storing suggestions instead")
+    from datasets_app.selectors import records_unlabeled
+    from datasets_app.services.suggestions import record_suggestions_store
+
+    rng = random.Random(5)
+    ids = list(records_unlabeled(dataset).order_by("id").values_list("id", flat=True)[:records])
+
+    def predictions():
+        for record_id in ids:
+            top = rng.uniform(0.25, 1.0)
+            second = rng.uniform(0, min(top, 1 - top))
+            yield {
+                "record_id": record_id,
+                "label": rng.choice(LABELS),
+                "probability": top,
+                "margin": top - second,
+                "entropy": rng.uniform(0, 1.38),
+            }
+
+    started = time.perf_counter()
+    stored = record_suggestions_store(dataset=dataset, predictions=predictions(), source="bench")
+    seconds = time.perf_counter() - started
+    print(
+        f"  stored {stored['stored']:,} suggestions in {seconds:.1f} s "
+        "(benchmarks/prelabel.py not available: no model prediction timed)"
+    )
+    return {"stored": stored["stored"], "seconds": round(seconds, 1), "source": "stored"}
+
+
+def explain(dataset, user) -> None:
+    from datasets_app.models import LabelingOrder
+    from datasets_app.services import labeling
+
+    print("EXPLAIN ANALYZE of the queue's next-record query (ours):")
+    for order in (LabelingOrder.FILE, LabelingOrder.LEAST_CONFIDENCE):
+        dataset.labeling_order = order
+        if order == LabelingOrder.FILE:
+            query = labeling._candidates(dataset, user, 1, []).order_by("id")[:1]
+        else:
+            query = (
+                labeling.RecordSuggestion.objects.filter(
+                    dataset=dataset,
+                    probability__isnull=False,
+                    record__in=labeling._candidates(dataset, user, 1, []),
+                )
+                .order_by("probability", "record_id")
+                .values_list("record_id", flat=True)[:1]
+            )
+        plan = query.explain(analyze=True).splitlines()
+        print(f"  [{order}]")
+        for line in plan:
+            print(f"    {line}")
+    dataset.labeling_order = LabelingOrder.FILE
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--actions", type=int, default=2000)
+    parser.add_argument("--annotators", type=int, default=8)
+    parser.add_argument("--prelabel", type=int, default=100_000)
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    ensure_database(args.database_url)
+    setup_django(args.database_url)
+
+    from datasets_app.models import LabelingOrder
+    from datasets_app.services import labeling as ours
+    from datasets_app.services.labeling import labeling_settings_set
+
+    dataset = load_records(args.records)
+    people = annotators(args.annotators)
+    from django.contrib.auth.models import User
+
+    analyst, _ = User.objects.get_or_create(username="bench-analyst", is_superuser=True)
+    labeling_settings_set(dataset=dataset, user=analyst, overlap=1, order=LabelingOrder.FILE)
+    before = before_module()
+    rows = []
+    print(
+        f"save a label + next record, server side (service calls), {args.records:,} records, "
+        f"{args.actions:,} actions a phase:"
+    )
+    for name, service in (("before", before), ("ours", ours)):
+        act(service, dataset, people[0], 50, [])  # warm up
+        rows.append(
+            summary(f"{name}, 1 annotator", measure(service, dataset, people[:1], args.actions))
+        )
+        rows.append(
+            summary(
+                f"{name}, {args.annotators} annotators",
+                measure(service, dataset, people, args.actions),
+            )
+        )
+    labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
+    rows.append(
+        summary(
+            f"ours, {args.annotators} annotators, overlap 2",
+            measure(ours, dataset, people, args.actions),
+        )
+    )
+    labeling_settings_set(dataset=dataset, user=analyst, overlap=1)
+    print(f"pre-labeling {args.prelabel:,} records for the uncertainty order:")
+    prelabeled = prelabel(dataset, args.prelabel)
+    labeling_settings_set(dataset=dataset, user=analyst, order=LabelingOrder.LEAST_CONFIDENCE)
+    rows.append(
+        summary(
+            "ours, 1 annotator, least confidence first",
+            measure(ours, dataset, people[:1], args.actions),
+        )
+    )
+    rows.append(
+        summary(
+            f"ours, {args.annotators} annotators, least confidence first",
+            measure(ours, dataset, people, args.actions),
+        )
+    )
+    labeling_settings_set(dataset=dataset, user=analyst, order=LabelingOrder.FILE)
+    explain(dataset, people[0])
+    by_name = {row["name"]: row for row in rows}
+    crowd = f"{args.annotators} annotators"
+    old, new = by_name[f"before, {crowd}"], by_name[f"ours, {crowd}"]
+    print(
+        f"{crowd}: p95 before {old['p95_ms']} ms -> ours {new['p95_ms']} ms "
+        f"({old['p95_ms'] / max(new['p95_ms'], 0.01):.1f}x faster); "
+        f"ours p95 / target 20 ms = {new['p95_vs_target']}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "prelabel": prelabeled}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
