@@ -54,3 +54,23 @@ urlpatterns += [
         name="batch_prediction_download",
     ),
 ]
+
+from models_app import views_mislabeled  # noqa: E402
+
+urlpatterns += [
+    path(
+        "datasets/<id:dataset_id>/mislabeled/",
+        views_mislabeled.dataset_mislabeled,
+        name="dataset_mislabeled",
+    ),
+    path(
+        "datasets/<id:dataset_id>/mislabeled/start/",
+        views_mislabeled.dataset_mislabeled_start,
+        name="dataset_mislabeled_start",
+    ),
+    path(
+        "datasets/<id:dataset_id>/mislabeled/<id:scan_id>/cancel/",
+        views_mislabeled.dataset_mislabeled_cancel,
+        name="dataset_mislabeled_cancel",
+    ),
+]

@@ -242,3 +242,74 @@ def test_the_bundled_minilm_flags_flipped_trec_questions(analyst, broker):
     assert precision >= 0.4
     assert recall >= 0.85
     assert scan.flagged_count < scan.summary["baseline_flagged"] / 2
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def test_the_page_starts_a_scan_and_then_lists_its_flags(client_as, analyst, broker, tiny_encoder):
+    text, _ = planted_csv(rows=60)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    BaseModel.objects.filter(is_default=True).update(is_default=False)
+    BaseModel.objects.filter(pk=tiny_encoder.pk).update(is_default=True)
+    client = client_as("analyst")
+
+    empty = client.get(f"/models/datasets/{dataset.pk}/mislabeled/").content.decode()
+    response = client.post(f"/models/datasets/{dataset.pk}/mislabeled/start/", follow=True)
+
+    assert 'data-testid="mislabeled-empty"' in empty
+    scan = MislabeledScan.objects.get(dataset=dataset)
+    assert scan.base_model == tiny_encoder
+    page = response.content.decode()
+    assert "The scan is queued; its progress shows below." in page
+    assert 'data-testid="job-progress"' in page
+    assert 'data-testid="mislabeled-cancel"' in page
+
+    mislabeled_scan_execute(scan_id=scan.pk)
+    page = client.get(f"/models/datasets/{dataset.pk}/mislabeled/").content.decode()
+
+    scan.refresh_from_db()
+    assert scan.flagged_count
+    assert page.count('data-testid="flag-row"') == scan.flagged_count
+    assert f"{scan.flagged_count} likely mislabeled record" in page
+    assert 'data-testid="mislabeled-start"' in page
+
+
+def test_the_page_says_why_a_scan_cannot_start(client_as, analyst, broker):
+    rows = "\n".join(f"text {i},{'a' if i % 2 else 'b'}" for i in range(12))
+    dataset = imported_dataset(analyst, f"text,label\n{rows}\n", MAPPING, report=False)
+
+    response = client_as("analyst").post(
+        f"/models/datasets/{dataset.pk}/mislabeled/start/", follow=True
+    )
+
+    assert "A scan needs at least 20 labeled records; this dataset has 12." in (
+        response.content.decode()
+    )
+    assert not MislabeledScan.objects.exists()
+
+
+def test_the_page_cancels_a_queued_scan(client_as, analyst, broker, tiny_encoder):
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    scan = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+
+    response = client_as("analyst").post(
+        f"/models/datasets/{dataset.pk}/mislabeled/{scan.pk}/cancel/", follow=True
+    )
+
+    scan.refresh_from_db()
+    assert scan.status == "cancelled"
+    assert "The scan was cancelled; nothing was flagged." in response.content.decode()
+
+
+def test_annotators_and_viewers_may_not_open_the_page(client_as, analyst, broker):
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+
+    for role in ("annotator", "viewer"):
+        client = client_as(role)
+        assert client.get(f"/models/datasets/{dataset.pk}/mislabeled/").status_code == 403
+        start = client.post(f"/models/datasets/{dataset.pk}/mislabeled/start/")
+        assert start.status_code == 403
+    assert not MislabeledScan.objects.exists()
