@@ -332,3 +332,38 @@ def test_fetching_checkpoints_skips_an_upload_that_never_finished(db, settings, 
     assert fetched == ["ckpt-000000005"]
     assert (tmp_path / "b" / "ckpt-000000005" / "state.pt").read_bytes() == b"state 5"
     assert not (tmp_path / "b" / "ckpt-000000010").exists()
+
+
+def test_a_run_that_trains_on_all_data_records_its_first_pass_and_registers_the_refit(
+    analyst, tiny_base_model, settings, tmp_path, monkeypatch
+):
+    from tests.training_app.conftest import make_snapshot as make_sentiment_snapshot
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    settings.TRAINING_WORK_DIR = tmp_path / "work"
+    run = training_run_start(
+        user=analyst,
+        snapshot=make_sentiment_snapshot(user=analyst),
+        base_model=tiny_base_model,
+        task="single_label",
+        params={
+            "epochs": 2,
+            "batch_size": 8,
+            "max_length": 32,
+            "device": "cpu",
+            "refit_on_all_data": True,
+        },
+    )
+
+    training_run_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error_message
+    assert run.best_metrics["macro_f1"] >= 0  # the first pass's validation score is kept
+    assert run.resolved_params["refit_steps"] == run.best_step
+    assert run.resolved_params["refit_examples"] == 75  # 60 train + 15 validation
+    kinds = list(run.events.order_by("pk").values_list("kind", flat=True))
+    assert kinds.index("finished") < kinds.index("refit_started") < kinds.index("refit")
+    refit = run.events.get(kind="refit").message
+    assert refit.startswith(f"Refit on train + validation (75 examples) for {run.best_step} steps")
+    assert run.model_version.hyperparameters["refit_on_all_data"] is True

@@ -86,7 +86,11 @@ class RunInputSerializer(serializers.Serializer):
     task = serializers.ChoiceField(choices=TrainingRun.Task.choices, default="single_label")
     method = serializers.ChoiceField(choices=TrainingRun.Method.choices, default="full")
     params = serializers.DictField(
-        required=False, default=dict, help_text="Omitted values take the defaults."
+        required=False,
+        default=dict,
+        help_text="Omitted values are chosen from the snapshot's data (the estimate's `defaults` "
+        "says how) or take the engine's defaults. `refit_on_all_data: true` retrains on train + "
+        "validation for the best step count found on validation and registers that model.",
     )
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
@@ -146,6 +150,14 @@ class RunEstimateOutputSerializer(serializers.Serializer):
     basis = serializers.CharField(help_text="Where the estimate comes from, in a sentence.")
     runs_compared = serializers.IntegerField(
         required=False, help_text="Finished runs whose actual time corrected it."
+    )
+    defaults = serializers.CharField(
+        required=False,
+        help_text="The settings chosen for this snapshot's data, and which were yours, in a "
+        "sentence.",
+    )
+    defaults_user_set = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="The settings you set."
     )
 
 
