@@ -162,3 +162,14 @@ def test_the_api_refuses_annotators_and_unknown_datasets(api_client_as, annotate
         == 403
     )
     assert api_client_as("analyst").get("/api/v1/datasets/999999/agreement/").status_code == 404
+
+
+def test_the_dataset_page_links_analysts_to_agreement_and_likely_mislabeled(
+    client_as, annotated
+):
+    analyst_page = client_as("analyst").get(f"/datasets/{annotated.pk}/").content.decode()
+    viewer_page = client_as("viewer").get(f"/datasets/{annotated.pk}/").content.decode()
+
+    assert f'href="/datasets/{annotated.pk}/agreement/"' in analyst_page
+    assert f'href="/models/datasets/{annotated.pk}/mislabeled/"' in analyst_page
+    assert 'data-testid="agreement-link"' not in viewer_page
