@@ -131,7 +131,12 @@
     const banner = document.querySelector("[data-testid=connection-banner]");
     const speedNode = document.querySelector("[data-testid=speed]");
     const buttons = Array.from(form.querySelectorAll("button[name=label]"));
-    const csrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
+    const pageCsrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
+    function csrf() {
+      // The cookie's current token: logging in again (another tab) replaces the page's one.
+      const cookie = document.cookie.split("; ").find((part) => part.startsWith("csrftoken="));
+      return cookie ? decodeURIComponent(cookie.slice("csrftoken=".length)) : pageCsrf;
+    }
     const storeKey = `lepton-labeling-outbox-${config.dataset}-${config.user}`;
     const openedAt = Date.now();
     const MAX_WAIT_MS = 30000;
@@ -294,14 +299,21 @@
     async function request(url, options) {
       const response = await fetch(url, {
         credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf,
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf(),
           Accept: "application/json" },
         ...options,
       });
+      const json = (response.headers.get("Content-Type") || "").includes("application/json");
+      if (response.redirected || !json) {
+        // The login page (the session ended) or a proxy's error page: never taken as saved.
+        return { status: response.status >= 500 ? response.status : 401, body: {} };
+      }
       let body = {};
       try {
         body = await response.json();
-      } catch (error) { /* an error page, not JSON */ }
+      } catch (error) { /* cut off mid-answer */
+        return { status: 0, body };
+      }
       return { status: response.status, body };
     }
     function unreachable(status) {
@@ -323,7 +335,7 @@
         result = { status: 0, body: {} };
       }
       fetching = false;
-      if (unreachable(result.status)) {
+      if (unreachable(result.status) || result.status === 401 || result.status === 403) {
         connection(true, fetchWait);
         window.setTimeout(fetchAhead, fetchWait);
         fetchWait = Math.min(fetchWait * 2, MAX_WAIT_MS);
@@ -387,12 +399,13 @@
         } catch (error) {
           result = { status: 0, body: {} };
         }
-        if (unreachable(result.status) || result.status === 403) {
+        const loggedOut = result.status === 401 || result.status === 403;
+        if (unreachable(result.status) || loggedOut) {
           // Kept, in order, and sent again later with the same key.
           connection(true, sendWait);
-          if (result.status === 403) {
-            say("You were logged out: log in again in another tab; your labels wait here.",
-              "error");
+          if (loggedOut) {
+            say("Your labels cannot be saved: you were logged out. Log in again in another tab; " +
+              "your labels wait here and are sent once you are back.", "error");
           }
           retryTimer = window.setTimeout(send, sendWait);
           sendWait = Math.min(sendWait * 2, MAX_WAIT_MS);
@@ -460,8 +473,10 @@
       } catch (error) {
         result = { status: 0, body: {} };
       }
-      if (unreachable(result.status)) {
-        say("The server cannot be reached, so the label cannot be undone now; try again.", "error");
+      if (unreachable(result.status) || result.status === 401 || result.status === 403) {
+        say(result.status >= 401 && result.status <= 403
+          ? "You were logged out, so the label cannot be undone now; log in again and retry."
+          : "The server cannot be reached, so the label cannot be undone now; try again.", "error");
         return;
       }
       given.pop();

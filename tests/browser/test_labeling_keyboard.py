@@ -171,3 +171,36 @@ def test_labels_given_while_offline_arrive_once(page, live_server, make_user):
         assert record.label == label
         assert Annotation.objects.filter(record=record).count() == 1
         assert LabelChange.objects.filter(record=record).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_label_given_after_the_session_ended_waits_for_the_next_login(
+    page, live_server, make_user
+):
+    dataset = log_in_to_the_queue(page, live_server, make_user)
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/")
+    text = page.get_by_test_id("label-text")
+    progress = page.get_by_test_id("labeling-progress")
+    expect(text).to_have_text("record 01")
+    expect(page.get_by_test_id("label-record")).to_have_attribute("data-ahead", "2")
+
+    page.context.clear_cookies()  # the session ended (expired, or logged out elsewhere)
+    press(page, "1")
+    expect(text).to_have_text("record 02")
+    expect(page.get_by_test_id("label-status")).to_contain_text("you were logged out")
+    expect(progress).to_have_attribute("data-waiting", "1")
+    assert Record.objects.get(text="record 01").label == ""
+
+    other = page.context.new_page()  # logging in again in another tab
+    other.goto(f"{live_server.url}/")
+    other.get_by_label("Username").fill("ann")
+    other.get_by_label("Password").fill(PASSWORD)
+    other.get_by_role("button", name="Log in").click()
+    expect(other.get_by_role("link", name="Labeling", exact=True)).to_be_visible()
+    other.close()
+
+    expect(progress).to_have_attribute("data-waiting", "0", timeout=20_000)
+    expect(page.get_by_test_id("connection-banner")).to_be_hidden()
+    record = Record.objects.get(text="record 01")
+    assert record.label == "spam"
+    assert Annotation.objects.filter(record=record).count() == 1
