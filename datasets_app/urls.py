@@ -1,6 +1,6 @@
 from django.urls import path
 
-from datasets_app import views, views_agreement
+from datasets_app import views, views_agreement, views_review
 
 app_name = "datasets"
 urlpatterns = [
@@ -33,6 +33,22 @@ urlpatterns = [
     path("<id:dataset_id>/label/submit/", views.labeling_submit_json, name="labeling_submit_json"),
     path("<id:dataset_id>/label/undo/", views.labeling_undo_json, name="labeling_undo_json"),
     path("<id:dataset_id>/labels/", views.label_schema_edit, name="label_schema_edit"),
+    path(
+        "<id:dataset_id>/labeling/settings/",
+        views_review.labeling_settings,
+        name="labeling_settings",
+    ),
+    path(
+        "<id:dataset_id>/labeling/annotators/",
+        views_review.labeling_assign,
+        name="labeling_assign",
+    ),
+    path("<id:dataset_id>/review/", views_review.review_queue, name="review_queue"),
+    path(
+        "<id:dataset_id>/review/<id:item_id>/",
+        views_review.review_decide,
+        name="review_decide",
+    ),
     path(
         "<id:dataset_id>/agreement/",
         views_agreement.dataset_agreement,

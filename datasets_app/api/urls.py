@@ -1,6 +1,6 @@
 from django.urls import path
 
-from datasets_app.api import agreement, labeling, views
+from datasets_app.api import agreement, labeling, review, views
 
 urlpatterns = [
     path("datasets/", views.DatasetListApi.as_view(), name="api_datasets"),
@@ -72,6 +72,31 @@ urlpatterns = [
         "datasets/<id:dataset_id>/records/<id:record_id>/label/",
         labeling.RecordLabelApi.as_view(),
         name="api_record_label",
+    ),
+    path(
+        "datasets/<id:dataset_id>/labeling/settings/",
+        review.LabelingSettingsApi.as_view(),
+        name="api_dataset_labeling_settings",
+    ),
+    path(
+        "datasets/<id:dataset_id>/annotators/",
+        review.DatasetAnnotatorsApi.as_view(),
+        name="api_dataset_annotators",
+    ),
+    path(
+        "datasets/<id:dataset_id>/annotators/<id:user_id>/",
+        review.DatasetAnnotatorApi.as_view(),
+        name="api_dataset_annotator",
+    ),
+    path(
+        "datasets/<id:dataset_id>/review/",
+        review.ReviewItemsApi.as_view(),
+        name="api_dataset_review",
+    ),
+    path(
+        "datasets/<id:dataset_id>/review/<id:item_id>/",
+        review.ReviewDecisionApi.as_view(),
+        name="api_dataset_review_decision",
     ),
     path(
         "datasets/<id:dataset_id>/agreement/",

@@ -366,3 +366,86 @@ def test_eight_concurrent_annotators_at_overlap(on_postgres, redis_url, make_use
     assert dataset.label_counts == recount(dataset) == {"a": evens, "b": count - evens}
     assert LabelChange.objects.filter(dataset=dataset).count() == count
     assert not ReviewItem.objects.exists()
+
+
+# --- pages and API -------------------------------------------------------------------------------
+def test_settings_page_sets_overlap_and_order_and_assigns(client, analyst, make_user):
+    dataset = make_dataset(analyst, 2)
+    alice = make_user("annotator", username="alice-annotates")
+    url = reverse("datasets:labeling_settings", args=[dataset.pk])
+    client.force_login(make_user("annotator"))
+    assert client.get(url).status_code == 403
+    client.force_login(analyst)
+    page = client.get(url)
+    assert page.status_code == 200
+    assert "alice-annotates" in page.content.decode()  # offered to assign
+    refused = client.post(url, {"overlap": "0", "order": "file"}, follow=True)
+    assert "The overlap must be from 1 to 10 annotators per record; 0 was given." in (
+        refused.content.decode()
+    )
+    client.post(url, {"overlap": "3", "order": "entropy"})
+    dataset.refresh_from_db()
+    assert (dataset.label_overlap, dataset.labeling_order) == (3, "entropy")
+    assign = reverse("datasets:labeling_assign", args=[dataset.pk])
+    client.post(assign, {"user": alice.pk})
+    assert list(dataset.assignments.values_list("user", flat=True)) == [alice.pk]
+    missing = client.post(assign, {"user": "nobody"}, follow=True)
+    assert "Choose an annotator to assign." in missing.content.decode()
+    client.post(assign, {"remove": alice.pk})
+    assert not dataset.assignments.exists()
+
+
+def test_review_page_shows_annotations_side_by_side_and_decides(client, analyst, make_user):
+    dataset = make_dataset(analyst, 1, overlap=2)
+    alice = make_user("annotator", username="alice-r")
+    bob = make_user("annotator", username="bob-r")
+    record = Record.objects.get(import_run_id=dataset.active_import_id)
+    label(dataset, alice, record, "a")
+    label(dataset, bob, record, "c")
+    item = ReviewItem.objects.get(record=record)
+    client.force_login(analyst)
+    page = client.get(reverse("datasets:review_queue", args=[dataset.pk]))
+    html = page.content.decode()
+    assert "alice-r" in html
+    assert "bob-r" in html
+    assert "Annotators disagree" in html
+    decide = reverse("datasets:review_decide", args=[dataset.pk, item.pk])
+    bad = client.post(decide, {"label": "nope"}, follow=True)
+    assert "is not one of this dataset" in bad.content.decode()
+    client.post(decide, {"label": "c"})
+    record.refresh_from_db()
+    assert record.label == "c"
+    assert (
+        "Nothing to review"
+        in client.get(reverse("datasets:review_queue", args=[dataset.pk])).content.decode()
+    )
+
+
+def test_api_settings_annotators_and_review(api_client_as, analyst, make_user):
+    dataset = make_dataset(analyst, 1)
+    api = api_client_as("analyst")
+    base = f"/api/v1/datasets/{dataset.pk}"
+    bad = api.put(f"{base}/labeling/settings/", {"overlap": 12}, format="json")
+    assert bad.status_code == 400
+    assert "The overlap must be from 1 to 10" in str(bad.json())
+    ok = api.put(f"{base}/labeling/settings/", {"overlap": 2, "order": "margin"}, format="json")
+    assert ok.json() == {"overlap": 2, "order": "margin"}
+    alice, bob = make_user("annotator"), make_user("annotator")
+    assert api.post(f"{base}/annotators/", {"id": alice.pk}, format="json").status_code == 201
+    assert [row["id"] for row in api.get(f"{base}/annotators/").json()] == [alice.pk]
+    assert api.post(f"{base}/annotators/", {"id": 999999}, format="json").status_code == 400
+    annotator_api = api_client_as("annotator")
+    assert annotator_api.get(f"{base}/annotators/").status_code == 403
+    record = Record.objects.get(import_run_id=dataset.active_import_id)
+    label(dataset, alice, record, "a")
+    dataset_unassign(dataset=dataset, user=analyst, annotator=alice)
+    label(dataset, bob, record, "b")
+    items = api.get(f"{base}/review/").json()
+    assert [(row["record_id"], row["reason"]) for row in items] == [(record.pk, "disagreement")]
+    assert sorted(row["label"] for row in items[0]["annotations"]) == ["a", "b"]
+    assert api.get(f"{base}/review/?status=maybe").status_code == 400
+    decided = api.post(f"{base}/review/{items[0]['id']}/", {"label": "b"}, format="json")
+    assert decided.json()["status"] == "resolved"
+    again = api.post(f"{base}/review/{items[0]['id']}/", {"label": "a"}, format="json")
+    assert again.status_code == 400
+    assert api.delete(f"{base}/annotators/{alice.pk}/").status_code == 204
