@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from datasets_app.models import Annotation, LabelChange, Record, RecordSuggestion
-from datasets_app.services.labeling import label_schema_set
+from datasets_app.services.labeling import label_schema_set, record_label_set
 from tests.datasets_app.factories import imported_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("redis_url")]
@@ -171,6 +171,30 @@ def test_labels_given_while_offline_arrive_once(page, live_server, make_user):
         assert record.label == label
         assert Annotation.objects.filter(record=record).count() == 1
         assert LabelChange.objects.filter(record=record).count() == 1
+
+    # A record fetched ahead is labeled by someone else before this annotator gets to it (say
+    # the hold ran out): their label is kept, and the record comes back with the reason.
+    expect(page.get_by_test_id("label-record")).to_have_attribute("data-ahead", "2")
+    taken = Record.objects.get(text="record 06")
+    record_label_set(
+        dataset=dataset,
+        user=make_user("annotator", username="bo"),
+        record_id=taken.pk,
+        label="eggs",
+    )
+    press(page, "1")  # record 05
+    expect(text).to_have_text("record 06")
+    press(page, "2")
+    expect(page.get_by_test_id("label-error")).to_contain_text(
+        'While you were reading, bo changed this record\'s label to "eggs".'
+    )
+    expect(text).to_have_text("record 06")
+    expect(page.get_by_test_id("current-label")).to_have_text("eggs")
+    press(page, "s")  # fine as it is
+    expect(text).to_have_text("record 07")
+    expect(page.get_by_test_id("label-error")).to_be_hidden()
+    assert Record.objects.get(pk=taken.pk).label == "eggs"
+    assert not Annotation.objects.filter(record=taken, user__username="ann").exists()
 
 
 @pytest.mark.django_db(transaction=True)
