@@ -93,3 +93,23 @@ urlpatterns += [
         name="api_batch_prediction_download",
     ),
 ]
+
+from models_app.api import mislabeled  # noqa: E402
+
+urlpatterns += [
+    path(
+        "datasets/<id:dataset_id>/mislabeled-scans/",
+        mislabeled.MislabeledScanListApi.as_view(),
+        name="api_mislabeled_scans",
+    ),
+    path(
+        "datasets/<id:dataset_id>/mislabeled-scans/<id:scan_id>/",
+        mislabeled.MislabeledScanDetailApi.as_view(),
+        name="api_mislabeled_scan",
+    ),
+    path(
+        "datasets/<id:dataset_id>/mislabeled-scans/<id:scan_id>/cancel/",
+        mislabeled.MislabeledScanCancelApi.as_view(),
+        name="api_mislabeled_scan_cancel",
+    ),
+]

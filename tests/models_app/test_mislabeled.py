@@ -313,3 +313,68 @@ def test_annotators_and_viewers_may_not_open_the_page(client_as, analyst, broker
         start = client.post(f"/models/datasets/{dataset.pk}/mislabeled/start/")
         assert start.status_code == 403
     assert not MislabeledScan.objects.exists()
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_the_api_starts_a_scan_and_returns_it_with_its_flags(
+    api_client_as, analyst, broker, tiny_encoder
+):
+    text, _ = planted_csv(rows=60)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    client = api_client_as("analyst")
+    url = f"/api/v1/datasets/{dataset.pk}/mislabeled-scans/"
+
+    started = client.post(url, {"base_model": tiny_encoder.pk, "folds": 3}, format="json")
+
+    assert started.status_code == 202, started.json()
+    scan_id = started.json()["id"]
+    assert started.json()["status"] == "queued"
+    assert started.json()["folds"] == 3
+    mislabeled_scan_execute(scan_id=scan_id)
+    detail = client.get(f"{url}{scan_id}/").json()
+    assert detail["scan"]["status"] == "succeeded"
+    assert len(detail["flags"]) == detail["scan"]["flagged_count"] > 0
+    assert detail["flags"][0]["rank"] == 1
+    assert detail["flags"] == mislabeled_flags(scan=MislabeledScan.objects.get(pk=scan_id))
+    assert [scan["id"] for scan in client.get(url).json()] == [scan_id]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"folds": 1}, "folds", "greater than or equal to 2"),
+        ({"base_model": 999999}, "base_model", "There is no such base model."),
+    ],
+)
+def test_the_api_refuses_bad_input_naming_the_field(
+    api_client_as, analyst, broker, body, field, message
+):
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+
+    response = api_client_as("analyst").post(
+        f"/api/v1/datasets/{dataset.pk}/mislabeled-scans/", body, format="json"
+    )
+
+    assert response.status_code == 400
+    assert message in " ".join(response.json()["errors"][field])
+    assert not MislabeledScan.objects.exists()
+
+
+def test_the_api_cancels_once_and_refuses_annotators(api_client_as, analyst, broker, tiny_encoder):
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    scan = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+    url = f"/api/v1/datasets/{dataset.pk}/mislabeled-scans/{scan.pk}/cancel/"
+
+    first = api_client_as("analyst").post(url)
+    second = api_client_as("analyst").post(url)
+    refused = api_client_as("annotator").get(f"/api/v1/datasets/{dataset.pk}/mislabeled-scans/")
+
+    assert first.status_code == 200
+    assert first.json()["status"] == "cancelled"
+    assert second.status_code == 400
+    assert second.json()["detail"] == "This scan has already finished."
+    assert refused.status_code == 403
