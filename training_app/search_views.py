@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from lepton_web.access import access_required
 from lepton_web.jobs import BrokerUnavailable
 from training_app import search as search_services
+from training_app import search_selectors
 from training_app.search_forms import SearchForm
 from training_app.selectors import base_model_choices_for_user, snapshot_training_choices_for_user
 
@@ -17,7 +18,7 @@ from training_app.selectors import base_model_choices_for_user, snapshot_trainin
 @require_GET
 @access_required("training_run", "view")
 def search_list(request):
-    searches = search_services.search_list_for_user(user=request.user)[:200]
+    searches = search_selectors.search_list_for_user(user=request.user)[:200]
     return render(request, "training_app/search_list.html", {"searches": searches})
 
 
@@ -55,20 +56,20 @@ def search_create(request):
 
 
 def _live_context(search) -> dict:
-    rows = search_services.search_trial_rows(search)
+    rows = search_selectors.search_trial_rows(search)
     return {
         "search": search,
         "rows": rows,
-        "chart": search_services.search_chart(rows, search),
-        "importance": search_services.search_param_importance(search),
-        "progress": search_services.search_progress(search, rows),
+        "chart": search_selectors.search_chart(rows, search),
+        "importance": search_selectors.search_param_importance(search),
+        "progress": search_selectors.search_progress(search, rows),
     }
 
 
 @require_GET
 @access_required("training_run", "view")
 def search_detail(request, search_id: int):
-    search = search_services.search_get_for_user(user=request.user, search_id=search_id)
+    search = search_selectors.search_get_for_user(user=request.user, search_id=search_id)
     return render(request, "training_app/search_detail.html", _live_context(search))
 
 
@@ -76,7 +77,7 @@ def search_detail(request, search_id: int):
 @access_required("training_run", "view")
 def search_live(request, search_id: int):
     """The live part of the search page (htmx polls it every 3 s while the search runs)."""
-    search = search_services.search_get_for_user(user=request.user, search_id=search_id)
+    search = search_selectors.search_get_for_user(user=request.user, search_id=search_id)
     response = render(request, "training_app/_search_live.html", _live_context(search))
     response["Cache-Control"] = "no-store"
     return response
@@ -85,7 +86,7 @@ def search_live(request, search_id: int):
 @require_POST
 @access_required("training_run", "cancel")
 def search_cancel(request, search_id: int):
-    search = search_services.search_get_for_user(user=request.user, search_id=search_id)
+    search = search_selectors.search_get_for_user(user=request.user, search_id=search_id)
     try:
         search_services.search_cancel(search=search, user=request.user)
     except ValidationError as exc:

@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from models_app.models import ModelVersion
 from tests.conftest import broker_for_this_process
 from training_app import search as search_services
+from training_app import search_selectors
 from training_app.models import HyperparameterSearch, TrainingEvent, TrainingMetric, TrainingRun
 from training_app.search import (
     search_advance,
@@ -273,7 +274,7 @@ def test_a_pruned_trial_is_cancelled_and_marked_pruned(search_row):
 
     weak.refresh_from_db()
     assert (weak.status, weak.trial_pruned, weak.message) == ("cancelled", True, "Pruned.")
-    assert search_services.trial_state(weak) == ("pruned", "Pruned")
+    assert search_selectors.trial_state(weak) == ("pruned", "Pruned")
     assert TrainingEvent.objects.get(run=weak, kind="pruned").message.startswith(
         "Pruned by the search: its validation macro_f1 is below the median"
     )
@@ -306,7 +307,7 @@ def test_the_rebuilt_study_counts_every_trial_and_state(search_row):
 
 def test_importance_needs_two_complete_trials(search_row):
     _trial(search_row, 0, [0.5, 0.8])
-    assert search_services.search_param_importance(search_row) == []
+    assert search_selectors.search_param_importance(search_row) == []
 
 
 # --- finishing ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from datasets_app.models import Snapshot
 from lepton_web.access import RolePermission
 from models_app.models import BaseModel
 from training_app import search as search_services
+from training_app import search_selectors
 from training_app.api.views import _chosen_base_model
 from training_app.models import HyperparameterSearch, TrainingRun
 
@@ -74,7 +75,7 @@ class TrialSerializer(serializers.ModelSerializer):
         ]
 
     def get_state(self, run: TrainingRun) -> str:
-        return search_services.trial_state(run)[0]
+        return search_selectors.trial_state(run)[0]
 
     def get_score(self, run: TrainingRun) -> float | None:
         return search_services.trial_score(run.search, run)
@@ -92,7 +93,7 @@ class SearchDetailSerializer(SearchOutputSerializer):
         return TrialSerializer(trials, many=True).data
 
     def get_importance(self, search: HyperparameterSearch) -> list[dict]:
-        return search_services.search_param_importance(search)
+        return search_selectors.search_param_importance(search)
 
 
 class SearchInputSerializer(serializers.Serializer):
@@ -124,7 +125,7 @@ class SearchListApi(APIView):
 
     @extend_schema(responses={200: SearchOutputSerializer(many=True)})
     def get(self, request):
-        searches = search_services.search_list_for_user(user=request.user)[:200]
+        searches = search_selectors.search_list_for_user(user=request.user)[:200]
         return Response(SearchOutputSerializer(searches, many=True).data)
 
     @extend_schema(request=SearchInputSerializer, responses={201: SearchDetailSerializer})
@@ -143,7 +144,7 @@ class SearchDetailApi(APIView):
 
     @extend_schema(responses={200: SearchDetailSerializer})
     def get(self, request, search_id: int):
-        search = search_services.search_get_for_user(user=request.user, search_id=search_id)
+        search = search_selectors.search_get_for_user(user=request.user, search_id=search_id)
         return Response(SearchDetailSerializer(search).data)
 
 
@@ -154,6 +155,6 @@ class SearchCancelApi(APIView):
 
     @extend_schema(request=None, responses={200: SearchOutputSerializer})
     def post(self, request, search_id: int):
-        search = search_services.search_get_for_user(user=request.user, search_id=search_id)
+        search = search_selectors.search_get_for_user(user=request.user, search_id=search_id)
         search = search_services.search_cancel(search=search, user=request.user)
         return Response(SearchOutputSerializer(search).data)
