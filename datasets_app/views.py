@@ -706,29 +706,38 @@ def labeling_queue(request, dataset_id: int):
     )
 
 
+def _probability_or_none(raw: str | None) -> float | None:
+    """A suggestion's probability sent back by the page's form; None when absent or garbled
+    (it is only a note on the annotation)."""
+    try:
+        value = float(raw) if raw else None
+    except ValueError:
+        return None
+    return value if value is not None and 0 <= value <= 1 else None
+
+
 @require_POST
 @access_required("labeling", "label")
 def labeling_save(request, dataset_id: int, record_id: int):
     """Save one label, then show the next record; on a conflict or a bad label, show this
     record again as it is now, with the reason next to the labels."""
     from datasets_app.services.jobs import DatasetBusy
-    from datasets_app.services.labeling import (
-        LABEL_SEPARATOR,
-        LabelConflict,
-        labeling_next,
-        record_label_set,
-    )
+    from datasets_app.services.labeling import LABEL_SEPARATOR, LabelConflict, labeling_next
+    from datasets_app.services.labeling_keyboard import labeling_submit
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     next_url = _safe_next(request, request.POST.get("next"))
     try:
-        record_label_set(
+        probability = request.POST.get("suggestion_probability") or None
+        labeling_submit(
             dataset=dataset,
             user=request.user,
             record_id=record_id,
             # Several ticked labels (a list that allows several) or the one button pressed.
             label=LABEL_SEPARATOR.join(request.POST.getlist("label")),
             expected_label=request.POST.get("expected_label"),
+            suggestion_label=request.POST.get("suggestion_label", ""),
+            suggestion_probability=_probability_or_none(probability),
         )
     except DatasetBusy as exc:
         # Saving would wait on a split or fix: say so and come back to this record.

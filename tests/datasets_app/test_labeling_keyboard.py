@@ -225,6 +225,33 @@ def test_suggestion_accepted_changed_or_not_shown_is_recorded(client, make_user,
     assert accepted["fifth"].time_spent_ms == 1200
 
 
+def test_the_page_form_records_the_suggestion_too(client, make_user, dataset):
+    """Relabeling from the records page posts the form (no in-page queue)."""
+    client.force_login(make_user("annotator"))
+    suggest(dataset, "fourth", "neg", 0.7)
+    fourth = rec("fourth")
+    page = client.get(
+        reverse("datasets:labeling_queue", args=[dataset.pk]),
+        {"record": fourth.pk, "next": f"/datasets/{dataset.pk}/records/"},
+    )
+    assert "queue_config" not in page.context
+    assert 'name="suggestion_label" value="neg"' in page.content.decode()
+    answer = client.post(
+        reverse("datasets:labeling_save", args=[dataset.pk, fourth.pk]),
+        {
+            "label": "neg",
+            "expected_label": "",
+            "suggestion_label": "neg",
+            "suggestion_probability": "0.700000",
+        },
+    )
+    assert answer.status_code == 302
+    annotation = Annotation.objects.get(record=fourth)
+    assert annotation.suggestion_accepted is True
+    assert annotation.suggestion_probability == pytest.approx(0.7)
+    assert annotation.client_key == ""
+
+
 def test_the_newest_suggestion_with_an_offered_label_is_shown(dataset):
     old = suggest(dataset, "second", "neg", 0.6, source="v1")
     suggest(dataset, "second", "spam", 0.99, source="v2")  # not one of the labels: never shown
