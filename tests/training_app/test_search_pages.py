@@ -224,3 +224,14 @@ def test_the_api_starts_and_cancels_a_search(api_client_as, snapshot, tiny_base_
 def test_the_search_endpoints_are_in_the_openapi_schema(api_client_as):
     schema = api_client_as("viewer").get("/api/schema/").content.decode()
     assert "/api/v1/searches/{search_id}/cancel/" in schema
+
+
+def test_a_pruned_trial_reads_pruned_on_the_run_pages(client_as, finished_search):
+    pruned = finished_search.trials.get(trial_number=2)
+    client = client_as("viewer")
+    page = client.get(reverse("training:run_detail", args=[pruned.pk])).content.decode()
+    assert 'data-testid="run-status">Pruned</span>' in page
+    assert f"trial 3 of search #{finished_search.pk}" in page
+    listing = client.get(reverse("training:run_list")).content.decode()
+    assert '<span class="badge badge-pruned">Pruned</span>' in listing
+    assert "badge-cancelled" not in listing
