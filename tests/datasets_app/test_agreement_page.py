@@ -128,6 +128,7 @@ def test_the_page_without_overlap_says_how_to_set_it(client_as, analyst):
     assert 'data-testid="agreement-empty"' in html
     assert "overlap k = 1" in html
     assert "Set the overlap to 2 or more" in html
+    assert f'href="/datasets/{dataset.pk}/labeling/settings/"' in html
     assert "Nobody has labeled a record of this dataset in the queue yet." in html
 
 
@@ -164,9 +165,7 @@ def test_the_api_refuses_annotators_and_unknown_datasets(api_client_as, annotate
     assert api_client_as("analyst").get("/api/v1/datasets/999999/agreement/").status_code == 404
 
 
-def test_the_dataset_page_links_analysts_to_agreement_and_likely_mislabeled(
-    client_as, annotated
-):
+def test_the_dataset_page_links_analysts_to_agreement_and_likely_mislabeled(client_as, annotated):
     analyst_page = client_as("analyst").get(f"/datasets/{annotated.pk}/").content.decode()
     viewer_page = client_as("viewer").get(f"/datasets/{annotated.pk}/").content.decode()
 
