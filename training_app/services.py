@@ -325,6 +325,16 @@ def training_run_estimate(
         profile = training_profile(snapshot=snapshot, task=task, base_model=base_model)
     config = training_config_build(task=task, method=method, params=params, profile=profile)
     estimate = training_time_estimate(snapshot=snapshot, base_model=base_model, config=config)
+    if config.refit_on_all_data:
+        # The refit trains again, on train + validation, for the first pass's best step count:
+        # at most as long again (the whole first pass), typically a little less.
+        refit_share = 0.8
+        for key, share in (("seconds", refit_share), ("low_seconds", 0.5), ("high_seconds", 1.0)):
+            if isinstance(estimate.get(key), int | float):
+                estimate[key] = round(estimate[key] * (1 + share), 1)
+        estimate["basis"] = (
+            f"{estimate.get('basis', '')} Includes the refit on train + validation."
+        ).strip()
     if task in TrainingRun.Task.values and method in TrainingRun.Method.values:
         defaults = training_defaults_choose(
             task=task,

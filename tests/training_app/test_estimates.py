@@ -245,3 +245,25 @@ def test_api_and_form_give_the_calibrated_range_and_its_basis(
     )
     assert "corrected by the 3 runs since" in form
     assert f"{body['low_seconds']:.0f}–{body['high_seconds']:.0f} s, about" in form
+
+
+def test_an_estimate_with_train_on_all_data_counts_the_refit(snapshot, tiny_base_model):
+    plain = training_run_estimate(
+        snapshot=snapshot,
+        base_model=tiny_base_model,
+        task="single_label",
+        method="full",
+        params=PARAMS,
+    )
+    refit = training_run_estimate(
+        snapshot=snapshot,
+        base_model=tiny_base_model,
+        task="single_label",
+        method="full",
+        params={**PARAMS, "refit_on_all_data": True},
+    )
+
+    assert refit["seconds"] == pytest.approx(plain["seconds"] * 1.8, abs=0.2)
+    assert refit["high_seconds"] == pytest.approx(plain["high_seconds"] * 2, abs=0.2)
+    assert refit["basis"].endswith("Includes the refit on train + validation.")
+    assert plain["defaults"].startswith("Chosen for 60 examples in 3 classes")
