@@ -563,7 +563,10 @@ def labeling_next_json(request, dataset_id: int):
     """The next record for the labeling page to show, fetched ahead, held for this user
     together with the records in ``keep`` (shown, fetched ahead or labeled and not yet sent)."""
     from datasets_app.services.labeling import labeling_next
-    from datasets_app.services.labeling_keyboard import record_suggestions_shown
+    from datasets_app.services.labeling_keyboard import (
+        labeling_holds_extend,
+        record_suggestions_shown,
+    )
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     keep_raw = request.GET.get("keep", "")
@@ -579,6 +582,7 @@ def labeling_next_json(request, dataset_id: int):
         )
     except ValidationError as exc:
         return _json_error(exc)
+    labeling_holds_extend(dataset=dataset, user=request.user, record_ids=keep)
     record = item.record
     suggestion = (
         record_suggestions_shown(dataset=dataset, record_ids=[record.pk]).get(record.pk)

@@ -199,6 +199,18 @@ def _label_restore(dataset: Dataset, record: Record, label: str, user) -> None:
         _counts_move(dataset, {old: -1, label: +1})
 
 
+def labeling_holds_extend(*, dataset: Dataset, user, record_ids: list[int]) -> int:
+    """Hold the records the page still has (shown, fetched ahead, labeled and not yet sent) for
+    ``user`` another LABELING_CLAIM_SECONDS from now; a page left alone lets them go when that
+    runs out. Returns how many holds were extended."""
+    if not record_ids:
+        return 0
+    expires = timezone.now() + timedelta(seconds=settings.LABELING_CLAIM_SECONDS)
+    return LabelClaim.objects.filter(dataset=dataset, user=user, record_id__in=record_ids).update(
+        expires_at=expires
+    )
+
+
 def labeling_record_now(*, dataset: Dataset, record_id: int) -> Record | None:
     """Record ``record_id`` as it is now, if it is in the dataset's current import (to show
     again with the reason a label was refused)."""

@@ -431,6 +431,12 @@ def test_fetching_ahead_keeps_the_record_shown_held(client, make_user, dataset):
     # Both are held for the annotator: someone else is given neither.
     other = labeling_next(dataset=dataset, user=make_user("annotator", username="cy"))
     assert other.record.text == "fifth"
+    # Each fetch holds the kept records longer; a page left alone lets them go.
+    LabelClaim.objects.filter(user=ann).update(expires_at=timezone.now() + timedelta(seconds=5))
+    client.get(url, {"after": ahead["record"]["id"], "keep": f"{shown.pk},{ahead['record']['id']}"})
+    held = LabelClaim.objects.filter(user=ann, record__text__in=["second", "fourth"])
+    assert held.count() == 2
+    assert all(claim.expires_at > timezone.now() + timedelta(minutes=5) for claim in held)
     bad = client.get(url, {"keep": "1,x"})
     assert bad.status_code == 400
     assert bad.json()["error"] == "keep must be record ids separated by commas."
