@@ -11,6 +11,14 @@ tokenisation, batching), `loop` (the run), `checkpoints`, `reports` (losses and 
 `modeling` (logits module, prediction), `device` (device, threads, autocast), `artifacts`
 (load, predict, evaluate a saved model), `probe` (estimate and calibrate).
 
+Defaults. A plain `TrainingConfig` has fixed defaults (3 epochs, batch 32, lr 5e-5);
+`config.choose_defaults` (or `config.defaults_for_data`) chooses them from the training split
+instead: size, classes, class balance, text length, method and model size, with an explanation
+in a sentence; the console uses it for every run. With `refit_on_all_data`, `train()` runs a
+second pass: a fresh model on train + validation for the first pass's best step count (its own
+checkpoints in `checkpoint_dir/refit/`), whose artifact replaces the first one;
+`TrainingResult.refit` describes it and `best_metrics` stay the first pass's validation scores.
+
 What makes it fast on a CPU (see shared STACK.md for the measurements behind this):
 - texts are tokenised once, without padding, and cached in `checkpoint_dir/tokenized/` under a
   key made of the tokenizer, `max_length` and a hash of the texts;
