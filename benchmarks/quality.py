@@ -225,16 +225,18 @@ def threads_default() -> int:
 def default_config(data) -> tuple[object, str]:
     """(TrainingConfig, explanation): what a console run with default settings gets for `data`
     (TrainingData without a test split), through the engine's data-driven defaults, the
-    function the training service calls. An engine without them: its plain defaults."""
+    function the training service calls (`defaults_for_data` profiles the train split as the
+    service profiles a snapshot). An engine without them: its plain defaults."""
     from training_app import trainer
 
     task, method = "single_label", "full"
     try:
-        from training_app.engine.config import DataProfile, config_with_defaults
+        from training_app.engine.config import defaults_for_data
     except ImportError:
         return trainer.TrainingConfig(task=task), "plain TrainingConfig defaults"
-    profile = DataProfile.from_labels(task, data.train_labels)
-    config, chosen = config_with_defaults(task=task, method=method, profile=profile, params={})
+    # The service also passes the base model's size; MiniLM's 22.7M weights are below the
+    # 60M at which the choice changes, the same as not knowing it.
+    config, chosen = defaults_for_data(data, task=task, method=method, params={})
     return config, chosen.explanation
 
 
