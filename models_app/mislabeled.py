@@ -236,8 +236,18 @@ def _store(
     issues: list[label_issues.LabelIssue],
     summary: dict,
 ) -> None:
+    from datasets_app.models import Record
     from datasets_app.services.labeling import review_item_add
 
+    # A record relabeled or excluded while the scan ran was judged on a label it no longer has.
+    current = dict(
+        Record.objects.filter(
+            pk__in=[rows[issue.index][0] for issue in issues], is_excluded=False
+        ).values_list("id", "label")
+    )
+    issues = [
+        issue for issue in issues if current.get(rows[issue.index][0]) == rows[issue.index][2]
+    ]
     with transaction.atomic():
         for rank, issue in enumerate(issues, start=1):
             record_id, _text, given = rows[issue.index]

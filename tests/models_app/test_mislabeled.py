@@ -378,3 +378,60 @@ def test_the_api_cancels_once_and_refuses_annotators(api_client_as, analyst, bro
     assert second.status_code == 400
     assert second.json()["detail"] == "This scan has already finished."
     assert refused.status_code == 403
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+def test_a_scan_whose_worker_went_silent_is_run_again_once_then_failed(
+    analyst, broker, tiny_encoder
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from lepton_web.jobs import jobs_sweep
+
+    text, _ = planted_csv(rows=40)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    scan = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+    later = timezone.now() + timedelta(minutes=5)
+
+    assert scan.claim()  # a worker took it and died: no heartbeat since
+    assert jobs_sweep(now=later).get("requeued") == 1
+    scan.refresh_from_db()
+    assert scan.status == "queued"
+    assert scan.claim()  # the second worker dies too
+    jobs_sweep(now=later)
+
+    scan.refresh_from_db()
+    assert scan.status == "failed"
+    assert "stopped responding 2 times" in scan.error_message
+    assert not ReviewItem.objects.filter(dataset=dataset).exists()
+
+
+def test_records_relabeled_while_the_scan_ran_are_not_flagged(
+    analyst, broker, tiny_encoder, monkeypatch
+):
+    from datasets_app.models import Record
+
+    text, planted = planted_csv()
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+    scan = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+    fixed = Record.objects.filter(dataset=dataset, source_row__in=planted)
+    original = mislabeled._report
+
+    def relabel_before_storing(scan_row, progress, message):
+        if message.startswith("Putting"):  # someone corrects the planted errors meanwhile
+            for record in fixed:
+                record.label = "positive" if record.label == "negative" else "negative"
+                record.save(update_fields=["label"])
+        return original(scan_row, progress, message)
+
+    monkeypatch.setattr(mislabeled, "_report", relabel_before_storing)
+    mislabeled_scan_execute(scan_id=scan.pk)
+
+    scan.refresh_from_db()
+    assert scan.status == "succeeded"
+    assert flagged_rows(scan).isdisjoint(planted)
+    assert scan.flagged_count == len(flagged_rows(scan))
