@@ -164,11 +164,17 @@
         return [];
       }
     }
+    const settled = new Set(); // keys this page saw confirmed, refused or undone
     function saveOutbox() {
       // How many labels wait to be confirmed, for people (the banner) and tests alike.
       document.querySelector("[data-testid=labeling-progress]").dataset.waiting = outbox.length;
       try {
-        window.localStorage.setItem(storeKey, JSON.stringify(outbox));
+        // Another tab on this dataset keeps its waiting labels in the same place: left there.
+        // (A label sent by two tabs is applied once: the server knows its key.)
+        const mine = new Set(outbox.map((item) => item.key));
+        const others = loadOutbox().filter((item) => item && !mine.has(item.key) &&
+          !settled.has(item.key));
+        window.localStorage.setItem(storeKey, JSON.stringify(others.concat(outbox)));
       } catch (error) { /* private mode: the outbox still lives in this page */ }
     }
     function newKey() {
@@ -413,6 +419,7 @@
         }
         sendWait = 1000;
         outbox = outbox.filter((waiting) => waiting.key !== item.key);
+        settled.add(item.key);
         saveOutbox();
         connection(false);
         if (result.status === 200) {
@@ -455,6 +462,7 @@
       if (given[given.length - 1] !== last) return; // refused meanwhile: already back
       if (index >= 0) {
         // Not sent yet: simply not sent.
+        settled.add(outbox[index].key);
         outbox.splice(index, 1);
         saveOutbox();
         given.pop();

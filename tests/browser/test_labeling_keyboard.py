@@ -160,6 +160,13 @@ def test_labels_given_while_offline_arrive_once(page, live_server, make_user):
     expect(banner).to_contain_text("3 labels are waiting")
     expect(progress).to_have_attribute("data-waiting", "3")
     assert Record.objects.get(text="record 02").label == ""
+    # Kept in localStorage too: a reload or a closed tab does not lose them.
+    stored = page.evaluate(
+        "JSON.parse(Object.entries(localStorage)"
+        ".find(([name]) => name.startsWith('lepton-labeling-outbox-'))[1])"
+    )
+    assert [item["label"] for item in stored] == ["ham", "eggs", "spam"]
+    assert len({item["key"] for item in stored}) == 3
 
     page.context.set_offline(False)
     expect(progress).to_have_attribute("data-waiting", "0")
