@@ -220,14 +220,31 @@ def _fresh(dataset: Dataset, user=None) -> Dataset:
     return fresh
 
 
-def _live_holds(dataset: Dataset, user, now) -> dict[int, int]:
-    """Records held by other people now, with how many hold each (few: one hold a person)."""
+def _release_and_read_holds(dataset: Dataset, user, keep: list[int]) -> dict[int, int]:
+    """Let go of ``user``'s holds on the dataset (but ``keep``), and return the records held by
+    other people now with how many hold each (few: one hold a person). One round trip on
+    PostgreSQL."""
+    now = timezone.now()
+    if connection.vendor != "postgresql":
+        LabelClaim.objects.filter(dataset=dataset, user=user).exclude(record_id__in=keep).delete()
+        held = (
+            LabelClaim.objects.filter(dataset=dataset, expires_at__gt=now)
+            .exclude(user=user)
+            .values_list("record_id", flat=True)
+        )
+    else:
+        table = LabelClaim._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH gone AS (DELETE FROM {table} WHERE dataset_id = %s AND user_id = %s "  # noqa: S608
+                "AND NOT (record_id = ANY(%s::bigint[]))) "
+                f"SELECT record_id FROM {table} WHERE dataset_id = %s AND expires_at > %s "
+                "AND user_id <> %s",
+                [dataset.pk, user.pk, list(keep), dataset.pk, now, user.pk],
+            )
+            held = [row[0] for row in cursor.fetchall()]
     holds: dict[int, int] = {}
-    for record_id in (
-        LabelClaim.objects.filter(dataset=dataset, expires_at__gt=now)
-        .exclude(user=user)
-        .values_list("record_id", flat=True)
-    ):
+    for record_id in held:
         holds[record_id] = holds.get(record_id, 0) + 1
     return holds
 
@@ -306,8 +323,8 @@ def labeling_next(
             record = _lock(Record.objects.filter(pk=record.pk)).first() or record
             _hold(dataset, user, record, _overlap(dataset))
             return LabelingItem(record, _remaining(dataset), labels, previous)
-        mine.delete()
-        record = _next_unclaimed(dataset, user, after, exclude=keep)
+        holds = _release_and_read_holds(dataset, user, keep)
+        record = _next_unclaimed(dataset, user, after, exclude=keep, holds=holds)
         return LabelingItem(record, _remaining(dataset), labels, previous)
 
 
@@ -365,14 +382,19 @@ def _uncertain_record(dataset: Dataset, user, k: int, skip: list[int], beyond: Q
 
 
 def _next_unclaimed(
-    dataset: Dataset, user, after: int | None, *, exclude: Collection[int] = ()
+    dataset: Dataset,
+    user,
+    after: int | None,
+    *,
+    exclude: Collection[int] = (),
+    holds: dict[int, int] | None = None,
 ) -> Record | None:
     """The next record to hold for ``user``: in file order; or, with an uncertainty order,
     the records with a suggestion most uncertain first, then those without one in file order.
     Past ``after`` first, then wrapping around to the records skipped earlier."""
-    now = timezone.now()
     k = _overlap(dataset)
-    holds = _live_holds(dataset, user, now)
+    if holds is None:
+        holds = _release_and_read_holds(dataset, user, list(exclude))
     # Records as many people hold as need to; with overlap above 1 the check after locking
     # a record also counts its annotations.
     refused: list[int] = [pk for pk, count in holds.items() if count >= k] + list(exclude)
