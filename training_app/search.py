@@ -497,6 +497,10 @@ def search_advance(*, search_id: int, raise_errors: bool = False) -> Hyperparame
             finished = _finish(search, trials)
         search.save(update_fields=["message", "status", "best_trial", "finished_at", "updated_at"])
     if finished is not None:
+        # Earlier "best so far" trials kept their model folders; only the best's is needed.
+        for trial in trials:
+            if trial.pk != finished.pk:
+                shutil.rmtree(services.run_dir(trial.pk), ignore_errors=True)
         _best_register(search, finished)
     return search
 
