@@ -1,0 +1,61 @@
+"""The agreement page in real headless Chromium: an analyst opens it from the dataset page and
+reads kappa per pair, the heat map and each annotator's figures."""
+
+import pytest
+from playwright.sync_api import expect
+
+from datasets_app.models import Record
+from datasets_app.services.labeling import (
+    label_schema_set,
+    labeling_settings_set,
+    record_label_set,
+)
+from tests.datasets_app.factories import imported_dataset
+
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("redis_url")]
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_analyst_reads_agreement_of_two_annotators(page, live_server, make_user):
+    analyst = make_user("analyst", username="ana")
+    dataset = imported_dataset(
+        analyst,
+        "text,label\nrefund please,\nmy card is lost,\nwhere is my card,\nfees?,\n",
+        {"text_columns": ["text"], "label_column": "label"},
+        report=False,
+    )
+    label_schema_set(dataset=dataset, user=analyst, labels=["billing", "cards"])
+    labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
+    people = [make_user("annotator", username=name) for name in ("alice", "bob")]
+    records = list(Record.objects.filter(dataset=dataset).order_by("source_row"))
+    given = {
+        "alice": ["billing", "cards", "cards", "billing"],
+        "bob": ["billing", "cards", "billing", "billing"],
+    }
+    for person in people:
+        for record, label in zip(records, given[person.username], strict=True):
+            record_label_set(
+                dataset=dataset, user=person, record_id=record.pk, label=label, time_spent_ms=3000
+            )
+
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ana")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/")
+    page.get_by_test_id("agreement-link").click()
+
+    # 3 of 4 equal; alice 2/2, bob 3/1: chance 0.5*0.75 + 0.5*0.25 = 0.5, kappa 0.5.
+    pairs = page.get_by_test_id("pairs")
+    expect(pairs).to_contain_text("alice · bob")
+    expect(pairs).to_contain_text("75%")
+    expect(pairs).to_contain_text("0.500")
+    expect(page.get_by_test_id("overlapping-count")).to_have_text("4")
+    heat = page.get_by_test_id("confusion")
+    expect(heat.locator("td.heat-cell")).to_have_count(4)
+    expect(heat).to_contain_text("billing")
+    annotators = page.get_by_test_id("annotators")
+    expect(annotators).to_contain_text("alice")
+    expect(annotators.locator("tr", has_text="bob")).to_contain_text("1,200")  # per hour
