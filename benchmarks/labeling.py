@@ -216,6 +216,49 @@ def measure(service, dataset, people, actions: int) -> list[float]:
     return timings
 
 
+def round_trips(service, dataset, user) -> int:
+    """Queries one action makes (label + next)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    item = service.labeling_next(dataset=dataset, user=user)
+    with CaptureQueriesContext(connection) as queries:
+        service.record_label_set(
+            dataset=dataset, user=user, record_id=item.record.pk, label=LABELS[0], expected_label=""
+        )
+        service.labeling_next(dataset=dataset, user=user, after=item.record.pk)
+    return len(queries.captured_queries)  # BEGIN and COMMIT included
+
+
+def floor(people, samples: int) -> list[float]:
+    """The machine's floor: one empty query (SELECT 1) per sample, timed like an action."""
+    from django.db import connection
+
+    timings: list[float] = []
+
+    def work(count):
+        try:
+            with connection.cursor() as cursor:
+                for _ in range(count):
+                    started = time.perf_counter()
+                    cursor.execute("SELECT 1")
+                    cursor.fetchone()
+                    timings.append((time.perf_counter() - started) * 1000)
+        finally:
+            if len(people) > 1:
+                connection.close()
+
+    if len(people) == 1:
+        work(samples)
+        return timings
+    threads = [threading.Thread(target=work, args=(samples // len(people),)) for _ in people]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return timings
+
+
 def summary(name: str, timings: list[float]) -> dict:
     ordered = sorted(timings)
     p95 = ordered[int(0.95 * (len(ordered) - 1))]
@@ -331,8 +374,15 @@ def main() -> None:
         f"save a label + next record, server side (service calls), {args.records:,} records, "
         f"{args.actions:,} actions a phase:"
     )
+    with open("/proc/loadavg") as handle:
+        print(f"load average now: {handle.read().split()[0]} on {os.cpu_count()} cores")
+    rows.append(summary("floor: SELECT 1, 1 connection", floor(people[:1], args.actions)))
+    rows.append(
+        summary(f"floor: SELECT 1, {args.annotators} connections", floor(people, args.actions))
+    )
     for name, service in (("before", before), ("ours", ours)):
         act(service, dataset, people[0], 50, [])  # warm up
+        print(f"  {name}: {round_trips(service, dataset, people[0])} round trips per action")
         rows.append(
             summary(f"{name}, 1 annotator", measure(service, dataset, people[:1], args.actions))
         )
