@@ -362,11 +362,11 @@ def model_version_delete(*, user, version: ModelVersion) -> dict[str, int]:
             )
         batches = list(BatchPrediction.objects.filter(model_version=locked))
         exports = list(ModelExport.objects.filter(model_version=locked))
-        busy = [job for job in [*batches, *exports] if job.is_active]
+        busy = _active_jobs_of(locked)
         if busy:
             raise ValidationError(
-                f"{locked} still has {len(busy)} export or batch prediction job(s) queued or "
-                "running; cancel them or let them finish, then delete it."
+                f"{locked} still has {busy} job(s) queued or running (exports, batch "
+                "predictions, evaluations); cancel them or let them finish, then delete it."
             )
         names = [f"{locked.artifact_uri}/{item['path']}" for item in locked.artifact_files]
         names += [export.file_path for export in exports if export.file_path]
@@ -382,6 +382,23 @@ def model_version_delete(*, user, version: ModelVersion) -> dict[str, int]:
             removed += 1
     _remove_empty_folders(folders)
     return {"batch_predictions": len(batches), "exports": len(exports), "files": removed}
+
+
+def _active_jobs_of(version: ModelVersion) -> int:
+    """Queued or running jobs that deleting ``version`` would delete with it, of any app
+    (evaluations live in training_app: found through the relations, not imported)."""
+    from django.db.models import CASCADE
+
+    from lepton_web.jobs import ACTIVE_STATUSES, Job
+
+    count = 0
+    for relation in ModelVersion._meta.related_objects:
+        model = relation.related_model
+        if issubclass(model, Job) and relation.on_delete is CASCADE:
+            count += model.objects.filter(
+                **{relation.field.name: version}, status__in=ACTIVE_STATUSES
+            ).count()
+    return count
 
 
 def _remove_empty_folders(prefixes: list[str]) -> None:

@@ -139,6 +139,20 @@ def test_a_version_with_a_running_batch_is_not_deleted(analyst, version, broker)
     assert _version_files(version)
 
 
+def test_a_version_with_a_running_evaluation_is_not_deleted(analyst, version):
+    from training_app.models import Evaluation
+
+    Evaluation.objects.create(
+        model_version=version, snapshot=toy_snapshot(rows=2), status="running"
+    )
+    model_version_archive(user=analyst, version=version)
+
+    with pytest.raises(ValidationError, match="1 job"):
+        model_version_delete(user=analyst, version=version)
+
+    assert ModelVersion.objects.filter(pk=version.pk).exists()
+
+
 def test_annotators_cannot_delete_versions(client_as, version):
     response = client_as("annotator").post(reverse("models:version_delete", args=[version.pk]))
     assert response.status_code == 403
