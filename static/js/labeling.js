@@ -520,6 +520,7 @@
       } else if (key === "enter" && (target === document.body || form.contains(target))) {
         event.preventDefault();
         if (current && current.suggestion) give(current.suggestion.label);
+        else if (current) say("This record has no model suggestion to accept: press a label's key.");
       } else if (key === "u" || key === "backspace") {
         event.preventDefault();
         undo();

@@ -66,6 +66,10 @@ def test_ten_records_by_keyboard_with_an_undo_and_an_accepted_suggestion(
     expect(help_overlay).to_be_hidden()
     expect(text).to_have_text("record 01")
 
+    press(page, "Enter")  # no suggestion here: nothing is given
+    expect(page.get_by_test_id("label-status")).to_have_text(
+        "This record has no model suggestion to accept: press a label's key."
+    )
     press(page, "1")  # spam
     expect(text).to_have_text("record 02")
     expect(suggestion).to_be_hidden()
