@@ -130,6 +130,14 @@ class ModelVersionDetailApi(APIView):
         version = model_version_get_for_user(user=request.user, version_id=version_id)
         return Response(ModelVersionSerializer(version).data)
 
+    @extend_schema(responses={200: None})
+    def delete(self, request, version_id: int):
+        """Delete an archived version with its exports and batch predictions (rows and files)."""
+        from models_app.deploy import model_version_delete
+
+        version = model_version_get_for_user(user=request.user, version_id=version_id)
+        return Response(model_version_delete(user=request.user, version=version))
+
 
 class ModelVersionDownloadApi(APIView):
     """The version's Hugging Face folder as a zip."""

@@ -157,3 +157,23 @@ def test_annotators_cannot_delete_versions(client_as, version):
     response = client_as("annotator").post(reverse("models:version_delete", args=[version.pk]))
     assert response.status_code == 403
     assert ModelVersion.objects.filter(pk=version.pk).exists()
+
+
+def test_the_api_deletes_an_archived_version_and_refuses_others(api_client_as, analyst, version):
+    url = f"/api/v1/model-versions/{version.pk}/"
+    assert api_client_as("annotator").delete(url).status_code == 403
+    refused = api_client_as("admin").delete(url)
+    assert refused.status_code == 400
+    assert "Archive" in str(refused.json())
+
+    model_version_archive(user=analyst, version=version)
+    deleted = api_client_as("admin").delete(url)
+
+    assert deleted.status_code == 200
+    assert deleted.json() == {
+        "batch_predictions": 0,
+        "exports": 0,
+        "files": len(version.artifact_files),
+    }
+    assert not ModelVersion.objects.filter(pk=version.pk).exists()
+    assert not _version_files(version)
