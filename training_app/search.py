@@ -591,10 +591,15 @@ def search_trial_evaluated(*, run_id: int) -> bool:
         return False
     if not trial_should_prune(run.search, run):
         return False
-    won = TrainingRun.objects.filter(pk=run.pk, status=JobStatus.RUNNING).update(trial_pruned=True)
-    if not won or not run.cancel():
+    # The cancel transition (what the engine's should_stop reads) and the mark, in one UPDATE.
+    if not run._transition(
+        allowed=(JobStatus.RUNNING,),
+        status=JobStatus.CANCELLED,
+        message="Pruned.",
+        finished_at=timezone.now(),
+        trial_pruned=True,
+    ):
         return False
-    TrainingRun.objects.filter(pk=run.pk).update(message="Pruned.")
     TrainingEvent.objects.create(
         run=run,
         kind="pruned",
