@@ -27,7 +27,8 @@ executes them). The database named by --database-url (default lepton_bench_searc
 and migrated if missing.
 
 --max-train N caps the train split at N rows (stratified, validation in proportion; the test
-split is untouched) for a quick proof that everything runs; such figures are not the target's.
+split is untouched) and --space narrows the space (JSON over the default space) for a quick
+proof that everything runs; such figures are not the target's.
 """
 
 from __future__ import annotations
@@ -179,7 +180,9 @@ def run_default(*, user, snapshot, base_model) -> dict:
     }
 
 
-def run_search(*, user, snapshot, base_model, minutes: int, trials: int | None) -> dict:
+def run_search(
+    *, user, snapshot, base_model, minutes: int, trials: int | None, space: dict | None
+) -> dict:
     from training_app.models import HyperparameterSearch, TrainingRun
     from training_app.search import search_advance, search_start, search_trial_finished
     from training_app.services import training_run_execute
@@ -194,6 +197,7 @@ def run_search(*, user, snapshot, base_model, minutes: int, trials: int | None) 
         max_trials=trials,
         parallel_trials=1,
         seed=SEED,
+        space=space,
     )
     while True:
         search.refresh_from_db()
@@ -236,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=int, default=20, help="the search's time budget")
     parser.add_argument("--trials", type=int, default=None, help="and a trial budget")
     parser.add_argument("--max-train", type=int, default=None, help="cap the train split")
+    parser.add_argument(
+        "--space",
+        type=json.loads,
+        default=None,
+        help="JSON over the default space, e.g. '{\"epochs\": [1, 2]}' (for a quick proof)",
+    )
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -280,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         base_model=base_model,
         minutes=args.minutes,
         trials=args.trials,
+        space=args.space,
     )
 
     def line(name: str, figures: dict) -> str:
