@@ -557,6 +557,11 @@ def _progress_json(request, dataset) -> dict:
     return labeling_progress(dataset=dataset, user=request.user)
 
 
+# Records a labeling page may ask to keep holding: shown, fetched ahead, and labels given while
+# the connection was lost, not sent yet.
+MAX_KEEP = 200
+
+
 @require_GET
 @access_required("labeling", "label")
 def labeling_next_json(request, dataset_id: int):
@@ -570,7 +575,7 @@ def labeling_next_json(request, dataset_id: int):
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     keep_raw = request.GET.get("keep", "")
-    keep = [_positive_int(part) for part in keep_raw.split(",")[:50] if part]
+    keep = [_positive_int(part) for part in keep_raw.split(",")[:MAX_KEEP] if part]
     if None in keep:
         return _json_error(ValidationError("keep must be record ids separated by commas."))
     try:
