@@ -14,8 +14,9 @@ console's own engine on the shared TREC train split, shuffled with a fixed seed:
    ONNX int8, each through `Predictor.predict`) against the transformers `pipeline` at batch 1
    and 32, with label agreement of every runtime against the PyTorch model.
    Target: ours >= 5x pipeline(b32) with >= 99% agreement.
-2. Single-request latency through the real HTTP endpoint (gunicorn, token auth, one text per
-   request, keep-alive) against the raw `Predictor.predict([text])` call in this process.
+2. Single-request latency through the real HTTP endpoint (gunicorn with the serving worker,
+   token auth, one text per request, keep-alive) against the raw `Predictor.predict([text])`
+   call in this process, the two interleaved request by request.
    Target: HTTP p50 <= 1.5x raw. An empty authenticated API request (GET /api/v1/me/) is timed
    too: the framework's floor.
 3. Switch under load: --load-requests at --concurrency while the endpoint is promoted twice and
@@ -229,6 +230,8 @@ def start_gunicorn(port: int, threads: int, log: Path) -> subprocess.Popen:
             "1",
             "--threads",
             "16",
+            "--worker-class",
+            "lepton_web.gunicorn_worker.ServingThreadWorker",
             "--log-level",
             "warning",
         ],
@@ -296,16 +299,15 @@ def latency(port: int, key: str, folder: Path, texts: list[str], threads: int, n
     sample = texts[:n]
     for text in sample[:20]:
         predictor.predict([text])
-    raw = []
+    client = Client(port, key)
+    for text in sample[:20]:
+        client.predict("bench", [text])
+    # Interleaved (raw, HTTP, raw, HTTP...): on a shared machine both see the same load.
+    raw, over_http, empty = [], [], []
     for text in sample:
         started = time.perf_counter()
         predictor.predict([text])
         raw.append(time.perf_counter() - started)
-    client = Client(port, key)
-    for text in sample[:20]:
-        client.predict("bench", [text])
-    over_http, empty = [], []
-    for text in sample:
         started = time.perf_counter()
         status, body = client.predict("bench", [text])
         over_http.append(time.perf_counter() - started)
