@@ -21,27 +21,44 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Sequence
-from itertools import combinations, permutations
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from itertools import combinations
 
 Annotation = tuple[Hashable, Hashable, str]  # (record_id, annotator, label)
 
 
-def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float | None:
-    """Cohen's kappa of two annotators' labels for the same records (in the same order)."""
-    if len(first) != len(second):
-        raise ValueError("both annotators need one label per record, in the same order")
-    count = len(first)
+def kappa_from_joint(joint: Mapping[tuple[str, str], int]) -> float | None:
+    """Cohen's kappa from the counts of (first annotator's label, second's) over the records
+    both labeled."""
+    count = sum(joint.values())
     if count == 0:
         return None
-    observed = sum(a == b for a, b in zip(first, second, strict=True)) / count
-    first_counts, second_counts = Counter(first), Counter(second)
+    observed = sum(n for (a, b), n in joint.items() if a == b) / count
+    first_counts: Counter = Counter()
+    second_counts: Counter = Counter()
+    for (a, b), n in joint.items():
+        first_counts[a] += n
+        second_counts[b] += n
     expected = sum(first_counts[label] * second_counts[label] for label in first_counts) / (
         count * count
     )
     if expected >= 1.0:
         return None
     return (observed - expected) / (1.0 - expected)
+
+
+def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float | None:
+    """Cohen's kappa of two annotators' labels for the same records (in the same order)."""
+    if len(first) != len(second):
+        raise ValueError("both annotators need one label per record, in the same order")
+    return kappa_from_joint(Counter(zip(first, second, strict=True)))
+
+
+# The pair table: how many records had annotators (first, second) give labels (first_label,
+# second_label), by the number m of annotations those records have; first < second. Every
+# figure below is a sum over it, so the database can count it (GROUP BY) and only this small
+# table crosses into Python, however many annotations there are.
+PairTable = Mapping[tuple[Hashable, Hashable, str, str, int], int]
 
 
 def _by_record(annotations: Iterable[Annotation]) -> dict[Hashable, dict[Hashable, str]]:
@@ -51,41 +68,49 @@ def _by_record(annotations: Iterable[Annotation]) -> dict[Hashable, dict[Hashabl
     return records
 
 
-def pairwise_kappas(annotations: Iterable[Annotation]) -> list[dict]:
-    """Cohen's kappa for every pair of annotators who labeled at least one record in common:
-    ``{"first", "second", "records", "agreement" (share of equal labels), "kappa"}``, pairs
-    in order of their annotators."""
-    records = _by_record(annotations)
-    shared: dict[tuple, list[tuple[str, str]]] = defaultdict(list)
-    for labels in records.values():
+def pair_table(annotations: Iterable[Annotation]) -> Counter:
+    """The pair table of a list of annotations (what the service's query counts)."""
+    table: Counter = Counter()
+    for labels in _by_record(annotations).values():
+        size = len(labels)
         for first, second in combinations(sorted(labels, key=str), 2):
-            shared[(first, second)].append((labels[first], labels[second]))
+            table[(first, second, labels[first], labels[second], size)] += 1
+    return table
+
+
+def pairwise_kappas_from_table(table: PairTable) -> list[dict]:
+    """Cohen's kappa for every pair of annotators who labeled at least one record in common:
+    ``{"first", "second", "records", "agreement" (share of equal labels), "kappa"}``."""
+    joints: dict[tuple, Counter] = defaultdict(Counter)
+    for (first, second, first_label, second_label, _), count in table.items():
+        joints[(first, second)][(first_label, second_label)] += count
     result = []
-    for (first, second), pairs in sorted(shared.items(), key=lambda item: str(item[0])):
-        first_labels = [a for a, _ in pairs]
-        second_labels = [b for _, b in pairs]
+    for (first, second), joint in sorted(joints.items(), key=lambda item: str(item[0])):
+        records = sum(joint.values())
         result.append(
             {
                 "first": first,
                 "second": second,
-                "records": len(pairs),
-                "agreement": sum(a == b for a, b in pairs) / len(pairs),
-                "kappa": cohen_kappa(first_labels, second_labels),
+                "records": records,
+                "agreement": sum(n for (a, b), n in joint.items() if a == b) / records,
+                "kappa": kappa_from_joint(joint),
             }
         )
     return result
 
 
-def krippendorff_alpha(annotations: Iterable[Annotation]) -> float | None:
-    """Krippendorff's alpha for nominal labels over the records with 2+ annotations."""
+def pairwise_kappas(annotations: Iterable[Annotation]) -> list[dict]:
+    return pairwise_kappas_from_table(pair_table(annotations))
+
+
+def alpha_from_table(table: PairTable) -> float | None:
+    """Krippendorff's alpha (nominal) from the pair table: each pair of values of a record
+    with m values adds 1/(m-1) to the coincidences, both ways."""
     coincidences: dict[tuple[str, str], float] = defaultdict(float)
-    for labels in _by_record(annotations).values():
-        values = list(labels.values())
-        if len(values) < 2:
-            continue  # a single value is not pairable: it tells nothing about agreement
-        weight = 1.0 / (len(values) - 1)
-        for first, second in permutations(range(len(values)), 2):
-            coincidences[(values[first], values[second])] += weight
+    for (_, _, first_label, second_label, size), count in table.items():
+        weight = count / (size - 1)
+        coincidences[(first_label, second_label)] += weight
+        coincidences[(second_label, first_label)] += weight
     totals: dict[str, float] = defaultdict(float)
     for (first, _), weight in coincidences.items():
         totals[first] += weight
@@ -99,17 +124,21 @@ def krippendorff_alpha(annotations: Iterable[Annotation]) -> float | None:
     return 1.0 - (pairable - 1) * disagreement / expected
 
 
-def annotator_confusion(
-    annotations: Iterable[Annotation], labels: Sequence[str] | None = None
-) -> dict:
+def krippendorff_alpha(annotations: Iterable[Annotation]) -> float | None:
+    """Krippendorff's alpha for nominal labels over the records with 2+ annotations (a single
+    value is not pairable: it tells nothing about agreement)."""
+    return alpha_from_table(pair_table(annotations))
+
+
+def confusion_from_table(table: PairTable, labels: Sequence[str] | None = None) -> dict:
     """For every record and ordered pair of its annotators, the first one's label (row)
     against the second one's (column); the matrix is symmetric. Per label: how often a second
     annotator gave the same label when one gave it. ``labels`` orders the rows (default: every
     label seen, by name); labels outside it are left out."""
     counts: Counter = Counter()
-    for values in _by_record(annotations).values():
-        for first, second in permutations(list(values.values()), 2):
-            counts[(first, second)] += 1
+    for (_, _, first_label, second_label, _), count in table.items():
+        counts[(first_label, second_label)] += count
+        counts[(second_label, first_label)] += count
     order = (
         list(labels) if labels is not None else sorted({label for pair in counts for label in pair})
     )
@@ -129,17 +158,30 @@ def annotator_confusion(
     return {"labels": order, "matrix": matrix, "shares": shares, "per_label": per_label}
 
 
-def annotator_speed(seconds: Sequence[float]) -> dict:
-    """Median seconds per label and labels per hour (from the total time), from the times an
-    annotator spent on their records; unknown times are left out by the caller."""
-    if not seconds:
+def annotator_confusion(
+    annotations: Iterable[Annotation], labels: Sequence[str] | None = None
+) -> dict:
+    return confusion_from_table(pair_table(annotations), labels)
+
+
+def speed_figures(*, timed: int, total_seconds: float, median_seconds: float | None) -> dict:
+    """Median seconds per label and labels per hour (from the total time) of ``timed`` labels."""
+    if not timed:
         return {"timed": 0, "median_seconds": None, "per_hour": None}
-    total = sum(seconds)
     return {
-        "timed": len(seconds),
-        "median_seconds": statistics.median(seconds),
-        "per_hour": 3600.0 * len(seconds) / total if total > 0 else None,
+        "timed": timed,
+        "median_seconds": median_seconds,
+        "per_hour": 3600.0 * timed / total_seconds if total_seconds > 0 else None,
     }
+
+
+def annotator_speed(seconds: Sequence[float]) -> dict:
+    """Speed from the times an annotator spent on their records (unknown times left out)."""
+    return speed_figures(
+        timed=len(seconds),
+        total_seconds=sum(seconds),
+        median_seconds=statistics.median(seconds) if seconds else None,
+    )
 
 
 def agreement_with_resolved(
@@ -163,13 +205,12 @@ def agreement_with_resolved(
     }
 
 
+def acceptance_figures(*, shown: int, accepted: int) -> dict:
+    return {"shown": shown, "accepted": accepted, "rate": accepted / shown if shown else None}
+
+
 def acceptance_rate(outcomes: Iterable[bool | None]) -> dict:
     """Of the labels given with a suggestion shown (True: accepted, False: changed; None: no
     suggestion, left out), how many and the share accepted."""
     shown = [outcome for outcome in outcomes if outcome is not None]
-    accepted = sum(1 for outcome in shown if outcome)
-    return {
-        "shown": len(shown),
-        "accepted": accepted,
-        "rate": accepted / len(shown) if shown else None,
-    }
+    return acceptance_figures(shown=len(shown), accepted=sum(1 for outcome in shown if outcome))

@@ -1,20 +1,61 @@
-"""The agreement page's figures for one dataset: the annotations read once, computed by the
+"""The agreement page's figures for one dataset, counted by the database and finished by the
 pure functions of ``datasets_app.agreement``.
 
-Only the current import's records count, and only annotations not undone. The figures about
-named people's work are for those who manage the dataset (analysts and admins), so reading
-them takes the right to change the dataset.
+Only the current import's records count, and only annotations not undone. The database
+counts the pair table (annotator pair x their two labels x annotations on the record) with one
+GROUP BY and the per-annotator sums with another, so a million annotations cost two queries
+and a table of a few hundred rows, not a million Python tuples. The figures about named
+people's work are for those who manage the dataset (analysts and admins), so reading them
+takes the right to change the dataset.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Count, F, Q, Sum
 
 from datasets_app import agreement
 from datasets_app.models import Annotation, Dataset, Record
 from lepton_web.access import access_check
+
+_PAIRS_SQL = """
+WITH live AS (
+    SELECT a.record_id, a.user_id, a.label
+    FROM {annotation} a JOIN {record} r ON r.id = a.record_id
+    WHERE a.dataset_id = %s AND r.import_run_id = %s
+      AND a.undone_at IS NULL AND a.user_id IS NOT NULL
+), sizes AS (
+    SELECT record_id, COUNT(*) AS size FROM live GROUP BY record_id HAVING COUNT(*) >= 2
+)
+SELECT x.user_id, y.user_id, x.label, y.label, s.size, COUNT(*)
+FROM live x
+JOIN live y ON y.record_id = x.record_id AND x.user_id < y.user_id
+JOIN sizes s ON s.record_id = x.record_id
+GROUP BY x.user_id, y.user_id, x.label, y.label, s.size
+"""
+
+
+def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
+    sql = _PAIRS_SQL.format(
+        annotation=connection.ops.quote_name(Annotation._meta.db_table),
+        record=connection.ops.quote_name(Record._meta.db_table),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [dataset.pk, dataset.active_import_id])
+        return {tuple(row[:5]): int(row[5]) for row in cursor.fetchall()}
+
+
+def _median_seconds(annotations, count: int) -> float | None:
+    """The median time of ``count`` timed annotations: the middle one or two, read in order."""
+    if not count:
+        return None
+    middle = list(
+        annotations.order_by("time_spent_ms").values_list("time_spent_ms", flat=True)[
+            (count - 1) // 2 : count // 2 + 1
+        ]
+    )
+    return sum(middle) / len(middle) / 1000
 
 
 def dataset_agreement_get(*, user, dataset: Dataset) -> dict:
@@ -22,68 +63,79 @@ def dataset_agreement_get(*, user, dataset: Dataset) -> dict:
     annotators, and per annotator their labels, speed, agreement with the resolved label and
     suggestion acceptance."""
     access_check(user, "dataset", "change")
-    rows = list(
-        Annotation.objects.filter(
-            dataset=dataset,
-            undone_at__isnull=True,
-            user__isnull=False,
-            record__import_run_id=dataset.active_import_id,
-        ).values_list("record_id", "user_id", "label", "time_spent_ms", "suggestion_accepted")
+    live = Annotation.objects.filter(
+        dataset=dataset,
+        undone_at__isnull=True,
+        user__isnull=False,
+        record__import_run_id=dataset.active_import_id,
     )
-    annotations = [(record_id, user_id, label) for record_id, user_id, label, _, _ in rows]
+    # A record's resolved label says something about an annotator only where others labeled
+    # it too (with one annotation it is that annotation).
+    judged = Q(record__annotation_count__gte=2) & ~Q(record__label="")
+    per_user = list(
+        live.values("user_id")
+        .annotate(
+            labels=Count("id"),
+            timed=Count("id", filter=Q(time_spent_ms__gt=0)),
+            total_ms=Sum("time_spent_ms", filter=Q(time_spent_ms__gt=0)),
+            shown=Count("id", filter=Q(suggestion_accepted__isnull=False)),
+            accepted=Count("id", filter=Q(suggestion_accepted=True)),
+            resolved_records=Count("id", filter=judged),
+            resolved_matched=Count("id", filter=judged & Q(record__label=F("label"))),
+        )
+        .order_by()
+    )
     names = dict(
         get_user_model()
-        .objects.filter(pk__in={user_id for _, user_id, _ in annotations})
+        .objects.filter(pk__in=[row["user_id"] for row in per_user])
         .values_list("pk", "username")
     )
-    per_record: dict[int, int] = {}
-    for record_id, _, _ in annotations:
-        per_record[record_id] = per_record.get(record_id, 0) + 1
-    overlapping = [record_id for record_id, count in per_record.items() if count >= 2]
-    resolved = dict(
-        Record.objects.filter(
-            dataset=dataset, import_run_id=dataset.active_import_id, annotation_count__gte=2
-        ).values_list("id", "label")
-    )
-    # The confusion matrix's rows: the dataset's labels in their button order, then any other
-    # label given; only those that were given.
-    seen = {label for _, _, label in annotations}
-    labels = [label for label in dataset.label_choices if label in seen]
-    labels += sorted(seen - set(labels))
-    by_user: dict[int, list[tuple]] = defaultdict(list)
-    for row in rows:
-        by_user[row[1]].append(row)
-
-    with_resolved = agreement.agreement_with_resolved(annotations, resolved)
     annotators = []
-    for user_id in sorted(names, key=lambda pk: names[pk].lower()):
-        mine = by_user[user_id]
-        seconds = [row[3] / 1000 for row in mine if row[3]]
-        speed = agreement.annotator_speed(seconds)
-        resolved_figures = with_resolved.get(user_id, {"records": 0, "agreement": None})
+    for row in sorted(per_user, key=lambda row: names[row["user_id"]].lower()):
+        mine = live.filter(user_id=row["user_id"], time_spent_ms__gt=0)
         annotators.append(
             {
-                "user_id": user_id,
-                "username": names[user_id],
-                "labels": len(mine),
-                **speed,
-                "resolved_records": resolved_figures["records"],
-                "agreement_with_resolved": resolved_figures["agreement"],
-                "suggestions": agreement.acceptance_rate(row[4] for row in mine),
+                "user_id": row["user_id"],
+                "username": names[row["user_id"]],
+                "labels": row["labels"],
+                **agreement.speed_figures(
+                    timed=row["timed"],
+                    total_seconds=(row["total_ms"] or 0) / 1000,
+                    median_seconds=_median_seconds(mine, row["timed"]),
+                ),
+                "resolved_records": row["resolved_records"],
+                "agreement_with_resolved": (
+                    row["resolved_matched"] / row["resolved_records"]
+                    if row["resolved_records"]
+                    else None
+                ),
+                "suggestions": agreement.acceptance_figures(
+                    shown=row["shown"], accepted=row["accepted"]
+                ),
             }
         )
+
+    table = _pair_table(dataset)
+    # The confusion matrix's rows: the dataset's labels in their button order, then any other
+    # label given on a record with two or more annotations.
+    seen = {label for key in table for label in key[2:4]}
+    labels = [label for label in dataset.label_choices if label in seen]
+    labels += sorted(seen - set(labels))
+    confusion = agreement.confusion_from_table(table, labels)
     pairs = [
-        {**pair, "first": names[pair["first"]], "second": names[pair["second"]]}
-        for pair in agreement.pairwise_kappas(annotations)
+        {**pair, "first": names.get(pair["first"], ""), "second": names.get(pair["second"], "")}
+        for pair in agreement.pairwise_kappas_from_table(table)
     ]
-    confusion = agreement.annotator_confusion(annotations, labels)
+    pairs.sort(key=lambda pair: (pair["first"].lower(), pair["second"].lower()))
+    # Records with 2+ annotations: for each, the pairs sum to size * (size - 1) / 2.
+    overlapping = sum(count / (size * (size - 1) / 2) for (*_, size), count in table.items())
     return {
         "overlap": dataset.label_overlap,
-        "annotations": len(annotations),
+        "annotations": sum(row["labels"] for row in per_user),
         "annotators": annotators,
-        "records_annotated": len(per_record),
-        "records_overlapping": len(overlapping),
-        "alpha": agreement.krippendorff_alpha(annotations),
+        "records_annotated": live.values("record_id").distinct().count(),
+        "records_overlapping": round(overlapping),
+        "alpha": agreement.alpha_from_table(table),
         "pairs": pairs,
         "confusion": confusion,
         # For the page's heat map: each row's cells with their count and share of the row.
@@ -99,5 +151,8 @@ def dataset_agreement_get(*, user, dataset: Dataset) -> dict:
             }
             for index in range(len(confusion["labels"]))
         ],
-        "suggestions": agreement.acceptance_rate(row[4] for row in rows),
+        "suggestions": agreement.acceptance_figures(
+            shown=sum(row["shown"] for row in per_user),
+            accepted=sum(row["accepted"] for row in per_user),
+        ),
     }

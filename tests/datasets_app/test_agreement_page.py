@@ -172,3 +172,49 @@ def test_the_dataset_page_links_analysts_to_agreement_and_likely_mislabeled(clie
     assert f'href="/datasets/{annotated.pk}/agreement/"' in analyst_page
     assert f'href="/models/datasets/{annotated.pk}/mislabeled/"' in analyst_page
     assert 'data-testid="agreement-link"' not in viewer_page
+
+
+def test_the_counted_figures_equal_the_maintained_implementations_on_random_annotations(
+    analyst, make_user
+):
+    import random
+
+    from sklearn.metrics import cohen_kappa_score
+
+    from datasets_app.models import Annotation
+
+    rows = "\n".join(f"text {i}," for i in range(40))
+    dataset = imported_dataset(analyst, f"text,label\n{rows}\n", MAPPING, report=False)
+    people = [make_user("annotator", username=name) for name in ("ann", "bob", "cy")]
+    records = list(Record.objects.filter(dataset=dataset).order_by("id"))
+    rng = random.Random(4)  # noqa: S311 test data
+    table = {person.username: [] for person in people}
+    for record in records:
+        truth = rng.choice("abc")
+        for person in people:
+            label = None
+            if rng.random() < 0.8:
+                label = truth if rng.random() < 0.7 else rng.choice("abc")
+                Annotation.objects.create(dataset=dataset, record=record, user=person, label=label)
+            table[person.username].append(label)
+    undone = Annotation.objects.filter(user=people[2]).first()
+    undone.undone_at = undone.created_at
+    undone.save()
+    table["cy"][[r.pk for r in records].index(undone.record_id)] = None
+
+    figures = dataset_agreement_get(user=analyst, dataset=dataset)
+
+    codes = {None: np.nan, "a": 0, "b": 1, "c": 2}
+    reliability = np.array([[codes[v] for v in table[name]] for name in ("ann", "bob", "cy")])
+    assert figures["alpha"] == pytest.approx(
+        krippendorff.alpha(reliability_data=reliability, level_of_measurement="nominal")
+    )
+    for pair in figures["pairs"]:
+        both = [
+            (a, b)
+            for a, b in zip(table[pair["first"]], table[pair["second"]], strict=True)
+            if a is not None and b is not None
+        ]
+        assert pair["records"] == len(both)
+        assert pair["kappa"] == pytest.approx(cohen_kappa_score(*zip(*both, strict=True)))
+    assert figures["annotations"] == sum(v is not None for vs in table.values() for v in vs)
