@@ -214,8 +214,10 @@
 
     function speed() {
       const minutes = (Date.now() - openedAt) / 60000;
-      const rate = minutes > 0 ? count / minutes : 0;
-      speedNode.textContent = `${rate.toFixed(1)} records/min in this sitting (${count} labeled)`;
+      // A rate from one or two labels says little (one label a second after opening the page
+      // is not 60 a minute): shown from the third on.
+      const rate = count >= 3 && minutes > 0 ? (count / minutes).toFixed(1) : "–";
+      speedNode.textContent = `${rate} records/min in this sitting (${count} labeled)`;
     }
     window.setInterval(speed, 5000);
 

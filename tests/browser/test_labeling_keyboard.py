@@ -3,6 +3,8 @@ with keys only, one model suggestion accepted with Enter, one label undone with 
 again, the keys overlay, the speed line; and a lost connection, during which labels wait in the
 page and arrive once when it is back."""
 
+import time
+
 import pytest
 from playwright.sync_api import expect
 
@@ -49,7 +51,9 @@ def test_ten_records_by_keyboard_with_an_undo_and_an_accepted_suggestion(
         probability=0.83,
         source="tiny v1",
     )
+    before_opening = time.monotonic()
     page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/")
+    opened = time.monotonic()
     text = page.get_by_test_id("label-text")
     progress = page.get_by_test_id("labeling-progress")
     suggestion = page.get_by_test_id("suggestion")
@@ -72,6 +76,7 @@ def test_ten_records_by_keyboard_with_an_undo_and_an_accepted_suggestion(
     )
     press(page, "1")  # spam
     expect(text).to_have_text("record 02")
+    expect(page.get_by_test_id("speed")).to_have_text("– records/min in this sitting (1 labeled)")
     expect(suggestion).to_be_hidden()
     columns = page.get_by_test_id("record-metadata")
     expect(columns).to_contain_text("channel")
@@ -101,12 +106,19 @@ def test_ten_records_by_keyboard_with_an_undo_and_an_accepted_suggestion(
     expect(text).to_have_text("record 06")  # the record fetched ahead is still there
     for number, key in zip(range(6, 11), "32123", strict=True):
         expect(text).to_have_text(f"record {number:02d}")
+        last_press = time.monotonic()
         press(page, key)
     expect(text).to_have_text("record 11")
     expect(progress).to_have_attribute("data-waiting", "0")
     expect(progress).to_contain_text("10 of 12 records labeled")
     expect(progress).to_contain_text("you labeled 10 today")
-    expect(page.get_by_test_id("speed")).to_contain_text("records/min in this sitting (10 labeled)")
+    speed = page.get_by_test_id("speed")
+    expect(speed).to_contain_text("records/min in this sitting (10 labeled)")
+    rate = float(speed.inner_text().split(" ")[0])
+    # Ten labels over the time since the page was opened, as this test measured it from outside.
+    # (shown to one decimal, hence the 0.05)
+    assert 10 / ((time.monotonic() - before_opening) / 60) - 0.05 <= rate
+    assert rate <= 10 / ((last_press - opened) / 60) + 0.05
 
     labels = dict(Record.objects.filter(dataset=dataset).values_list("text", "label"))
     assert labels == {
