@@ -12,7 +12,11 @@ from lepton_web.jobs import BrokerUnavailable
 from training_app import search as search_services
 from training_app import search_selectors
 from training_app.search_forms import SearchForm
-from training_app.selectors import base_model_choices_for_user, snapshot_training_choices_for_user
+from training_app.selectors import (
+    base_model_choices_for_user,
+    run_model_version,
+    snapshot_training_choices_for_user,
+)
 
 
 @require_GET
@@ -63,6 +67,7 @@ def _live_context(search) -> dict:
         "chart": search_selectors.search_chart(rows, search),
         "importance": search_selectors.search_param_importance(search),
         "progress": search_selectors.search_progress(search, rows),
+        "model_version": run_model_version(search.best_trial) if search.best_trial else None,
     }
 
 

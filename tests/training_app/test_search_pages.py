@@ -141,6 +141,7 @@ def test_the_search_page_shows_trials_best_and_pruned(client_as, finished_search
     assert '<tr data-trial="2" class="is-best" data-testid="best-trial">' in page
     assert ">Pruned</span>" in page
     assert "registered Reviews-classifier v1" in page
+    assert 'data-testid="search-model-version"' not in page  # rows only: no version was made
     assert 'hx-trigger="every 3s"' not in page  # finished: no polling
     assert 'data-testid="cancel-search"' not in page
 
@@ -235,3 +236,26 @@ def test_a_pruned_trial_reads_pruned_on_the_run_pages(client_as, finished_search
     listing = client.get(reverse("training:run_list")).content.decode()
     assert '<span class="badge badge-pruned">Pruned</span>' in listing
     assert "badge-cancelled" not in listing
+
+
+def test_the_search_page_links_the_registered_version(client_as, finished_search):
+    from models_app.models import ModelVersion, RegisteredModel
+
+    best = finished_search.best_trial
+    version = ModelVersion.objects.create(
+        registered_model=RegisteredModel.objects.create(name="Reviews-classifier"),
+        version=1,
+        training_run=best,
+        snapshot=best.snapshot,
+        base_model=best.base_model,
+        task="single_label",
+        method="full",
+        artifact_uri=f"artifacts/runs/{best.pk}",
+        status=ModelVersion.Status.READY,
+    )
+    page = (
+        client_as("viewer")
+        .get(reverse("training:search_detail", args=[finished_search.pk]))
+        .content.decode()
+    )
+    assert reverse("models:version_detail", args=[version.pk]) in page
