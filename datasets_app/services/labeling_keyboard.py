@@ -27,6 +27,7 @@ from datasets_app.models import (
 from datasets_app.services.labeling import (
     _counts_move,
     _fresh,
+    dataset_labelable_check,
     label_choices,
     record_label_resolve,
     record_label_set,
@@ -115,6 +116,7 @@ def record_label_undo(*, dataset: Dataset, user, record_id: int) -> Record:
     """
     access_check(user, "labeling", "label")
     dataset = _fresh(dataset)
+    dataset_labelable_check(dataset, user)
     with transaction.atomic():
         record = (
             Record.objects.select_for_update(of=("self",))

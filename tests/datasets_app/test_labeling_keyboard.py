@@ -393,6 +393,20 @@ def test_undo_with_overlap_two_takes_the_vote_back(make_user, analyst, dataset):
     assert rec("second").label == "pos"
 
 
+def test_undo_is_refused_once_unassigned(make_user, analyst, dataset):
+    from django.core.exceptions import PermissionDenied
+
+    from datasets_app.services.labeling import dataset_assign
+
+    ann = make_user("annotator")
+    second = rec("second")
+    labeling_submit(dataset=dataset, user=ann, record_id=second.pk, label="neg", client_key=key())
+    dataset_assign(dataset=dataset, user=analyst, annotator=make_user("annotator", username="di"))
+    with pytest.raises(PermissionDenied, match="not assigned to you"):
+        record_label_undo(dataset=dataset, user=ann, record_id=second.pk)
+    assert rec("second").label == "neg"
+
+
 def test_undo_is_refused_when_too_late(make_user, dataset):
     ann = make_user("annotator")
     second = rec("second")
