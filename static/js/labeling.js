@@ -411,7 +411,12 @@
         if (unreachable(result.status) || loggedOut) {
           // Kept, in order, and sent again later with the same key.
           connection(true, sendWait);
-          if (loggedOut) {
+          const reason = result.body.detail || result.body.error;
+          if (loggedOut && reason) {
+            // Refused as a whole (an expired form, a dataset no longer assigned): said, kept.
+            say(`Your labels cannot be saved now: ${reason} They wait here and are sent again.`,
+              "error");
+          } else if (loggedOut) {
             say("Your labels cannot be saved: you were logged out. Log in again in another tab; " +
               "your labels wait here and are sent once you are back.", "error");
           }
