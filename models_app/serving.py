@@ -70,7 +70,7 @@ LATENCY_BOUNDS_MS = (
 STATS_FLUSH_SECONDS = 5.0
 # How stale a serving process's view of an endpoint or a token may be when the change was made
 # by another process (a revoked token, a stopped endpoint, a promote).
-STATE_TTL_SECONDS = 2.0
+STATE_TTL_SECONDS = 1.0
 PREDICT_FORBIDDEN = "You may not call predict."
 
 
