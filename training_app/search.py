@@ -12,7 +12,9 @@ Pruning: when a trial reports a validation metric (``RunCallbacks.on_evaluate``)
 pruner compares it with the finished trials at the same evaluation; a pruned trial is stopped
 through the ordinary cancel and marked ``trial_pruned`` (pages say "Pruned").
 
-Trials run with ``register=false``; when the budget is spent and the last trial is done, the
+Trial 1 (when full fine-tuning is in the space) is the console's default settings, chosen from
+the data as for a plain run, so a search starts from what a user would get without one; it joins
+optuna's study when its values lie inside the space. Trials run with ``register=false``; when the budget is spent and the last trial is done, the
 best trial's model is registered as the version, from the worker that finishes the search.
 """
 
@@ -268,7 +270,7 @@ def search_study(search: HyperparameterSearch, trials: list[TrainingRun] | None 
         pruner=_pruner(),
     )
     for run in trials:
-        if run.trial_params:
+        if run.trial_params and trial_fits_space(search.space, run.trial_params):
             study.add_trial(_frozen_trial(search, run, curves[run.pk]))
     return study
 
@@ -282,6 +284,8 @@ def trial_should_prune(search: HyperparameterSearch, run: TrainingRun) -> bool:
     """The median pruner's decision for a running trial, from its validation curve so far."""
     from optuna.trial import TrialState
 
+    if not trial_fits_space(search.space, run.trial_params):
+        return False  # a default trial outside the space: not comparable, never pruned
     others = list(search.trials.exclude(pk=run.pk).order_by("trial_number"))
     study = search_study(search, others)
     curve = _intermediate_values(search, [run])[run.pk]
@@ -407,8 +411,43 @@ def _budget_left(search: HyperparameterSearch, started: int) -> bool:
     return True
 
 
-def _trial_start(search: HyperparameterSearch, *, number: int, values: dict) -> TrainingRun:
-    method, params = trial_params_to_run(values)
+def _default_trial_values(run: TrainingRun) -> dict:
+    """What a default trial (no searched value set) trains with, in the space's terms."""
+    chosen = {**run.params, **{k: v for k, v in run.resolved_params.items() if v is not None}}
+    values = {"method": "full"}
+    for key in SEARCHED_PARAMS:
+        value = chosen.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values[key] = (
+                int(value) if key in ("epochs", "batch_size") and value == int(value) else value
+            )
+    return values
+
+
+def trial_fits_space(space: dict, values: dict) -> bool:
+    """Whether optuna can take these values as a trial of ``space`` (a default trial may not)."""
+    dist = _distributions(space)
+    for key, value in values.items():
+        distribution = dist.get(key)
+        if distribution is None:
+            return False
+        choices = getattr(distribution, "choices", None)
+        if choices is not None:
+            if value not in choices:
+                return False
+        elif (
+            not isinstance(value, int | float)
+            or not (distribution.low <= value <= distribution.high)
+            or (key == "epochs" and value != int(value))
+        ):
+            return False
+    return True
+
+
+def _trial_start(search: HyperparameterSearch, *, number: int, values: dict | None) -> TrainingRun:
+    """Queue trial ``number`` with optuna's ``values``; None: the console's default settings
+    (chosen from the data, full fine-tuning), recorded in the space's terms."""
+    method, params = trial_params_to_run(values) if values else ("full", {})
     run = services.training_run_start(
         user=search.created_by,
         snapshot=search.snapshot,
@@ -423,6 +462,8 @@ def _trial_start(search: HyperparameterSearch, *, number: int, values: dict) -> 
         },
         name=f"{search.name} · trial {number + 1}"[:200],
     )
+    if values is None:
+        values = _default_trial_values(run)
     TrainingRun.objects.filter(pk=run.pk).update(
         search=search, trial_number=number, trial_params=values
     )
@@ -468,7 +509,11 @@ def search_advance(*, search_id: int, raise_errors: bool = False) -> Hyperparame
             if search.max_trials is not None:
                 room = min(room, search.max_trials - len(trials))
             for _ in range(max(0, room)):
-                values = search_next_params(search, trials)
+                values = (
+                    None  # trial 1: the default settings, so the search starts from them
+                    if not trials and "full" in search.space["methods"]
+                    else search_next_params(search, trials)
+                )
                 try:
                     trials.append(_trial_start(search, number=len(trials), values=values))
                 except BrokerUnavailable:

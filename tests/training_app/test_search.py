@@ -157,7 +157,14 @@ def test_a_search_queues_its_parallel_trials_with_suggested_values(
     trials = list(search.trials.order_by("trial_number"))
     assert [t.trial_number for t in trials] == [0, 1]
     assert {t.status for t in trials} == {"queued"}
-    for trial in trials:
+    # Trial 1: the console's default settings (chosen from the data), in the space's terms.
+    default = trials[0]
+    assert default.method == "full"
+    assert default.trial_params["method"] == "full"
+    for key in ("epochs", "batch_size", "weight_decay", "warmup_ratio"):
+        assert default.trial_params[key] == default.params[key]
+    assert default.params["register"] is False
+    for trial in trials[1:]:
         assert trial.method == trial.trial_params["method"]
         assert trial.params["register"] is False
         assert trial.params["early_stopping_metric"] == "macro_f1"
@@ -167,7 +174,6 @@ def test_a_search_queues_its_parallel_trials_with_suggested_values(
         if trial.method == "lora":
             assert trial.params["lora_r"] in (2, 4)
             assert trial.params["lora_alpha"] == 2 * trial.params["lora_r"]
-    assert trials[0].trial_params != trials[1].trial_params
     assert search.message == "0 of 5 trials finished, 2 queued or running."
 
 
@@ -361,3 +367,18 @@ def test_cancelling_a_search_cancels_its_trials(analyst, snapshot, tiny_base_mod
         search_cancel(search=search, user=analyst)
     assert caught.value.messages == ["This search has already finished."]
     assert search_advance(search_id=search.pk).trials.count() == 2  # no new trials
+
+
+def test_a_default_trial_outside_the_space_counts_but_stays_out_of_the_study(search_row):
+    outside = _trial(search_row, 0, [0.5, 0.95])
+    TrainingRun.objects.filter(pk=outside.pk).update(
+        trial_params={**outside.trial_params, "epochs": 12, "batch_size": 16}
+    )
+    inside = _trial(search_row, 1, [0.4, 0.6])
+
+    study = search_services.search_study(search_row)
+
+    assert [t.number for t in study.trials] == [0]  # only the trial that fits the space
+    assert study.best_value == 0.6
+    assert search_services.search_best_trial(search_row).pk == outside.pk
+    assert inside.pk != outside.pk
