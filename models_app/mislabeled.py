@@ -11,6 +11,7 @@ with the job's success, so a scan that crashes or is cancelled leaves no half li
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +32,10 @@ REASON = "likely_mislabeled"
 MAX_FOLDS = 10
 PROGRESS_EMBEDDED = 80  # embedding is most of the work; folds and writing share the rest
 PROGRESS_FITTED = 95
+# At most this many labeled records are scanned (a random sample of larger datasets): the
+# scan holds every scanned text's embedding and word weights at once (about 5 KB each).
+MAX_SCAN_RECORDS = 100_000
+READ_CHUNK = 5_000
 
 
 class _Stopped(Exception):
@@ -113,7 +118,7 @@ def mislabeled_scan_start(
         folds=folds,
         seed=seed,
         filter_by=label_issues.DEFAULT_FILTER,
-        records_total=kept_count,
+        records_total=min(kept_count, MAX_SCAN_RECORDS),
         created_by=user,
     )
 
@@ -160,13 +165,14 @@ def _execute(scan: MislabeledScan, should_stop: Callable[[], bool]) -> None:
     dataset = scan.dataset
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    rows = list(_labeled_records(dataset).order_by("id").values_list("id", "text", "label"))
+    rows, labeled_total = _read(dataset, seed=scan.seed)
     counts = Counter(label for _, _, label in rows)
     kept, dropped = label_issues.scannable_classes(counts)
     index = {name: number for number, name in enumerate(kept)}
     rows = [row for row in rows if row[2] in index]
     labels = [index[label] for _, _, label in rows]
     label_issues.check_scannable([counts[name] for name in kept])
+    MislabeledScan.objects.filter(pk=scan.pk).update(records_total=len(rows))
     _report(scan, 1, f"Loading the encoder to read {len(rows):,} labeled records.")
     _, folder = _encoder_folder(scan.base_model)
     encoder = SentenceEncoder(folder)
@@ -212,6 +218,8 @@ def _execute(scan: MislabeledScan, should_stop: Callable[[], bool]) -> None:
     accuracy = float((probabilities.argmax(axis=1) == labels).mean()) if labels else 0.0
     summary = {
         "records": len(rows),
+        "records_labeled": labeled_total,
+        "sampled": labeled_total > MAX_SCAN_RECORDS,
         "labels": kept,
         "labels_left_out": dropped,
         "out_of_fold_accuracy": round(accuracy, 4),
@@ -221,6 +229,23 @@ def _execute(scan: MislabeledScan, should_stop: Callable[[], bool]) -> None:
     }
     _report(scan, PROGRESS_FITTED, f"Putting {len(issues):,} flagged records up for review.")
     _store(scan, rows, kept, issues, summary)
+
+
+def _read(dataset, *, seed: int) -> tuple[list[tuple[int, str, str]], int]:
+    """(record id, text, label) of the labeled records, or of a random MAX_SCAN_RECORDS of
+    them (memory: the features of every scanned text are held at once), and how many there
+    are in all. Texts are read in chunks for the chosen ids only."""
+    from datasets_app.models import Record
+
+    pairs = list(_labeled_records(dataset).order_by("id").values_list("id", "label"))
+    total = len(pairs)
+    if total > MAX_SCAN_RECORDS:
+        pairs = sorted(random.Random(seed).sample(pairs, MAX_SCAN_RECORDS))  # noqa: S311
+    texts: dict[int, str] = {}
+    for start in range(0, len(pairs), READ_CHUNK):
+        chunk = [record_id for record_id, _ in pairs[start : start + READ_CHUNK]]
+        texts.update(Record.objects.filter(pk__in=chunk).values_list("id", "text"))
+    return [(record_id, texts[record_id], label) for record_id, label in pairs], total
 
 
 def _report(scan: MislabeledScan, progress: int, message: str) -> bool:

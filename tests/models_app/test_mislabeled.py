@@ -435,3 +435,22 @@ def test_records_relabeled_while_the_scan_ran_are_not_flagged(
     assert scan.status == "succeeded"
     assert flagged_rows(scan).isdisjoint(planted)
     assert scan.flagged_count == len(flagged_rows(scan))
+
+
+def test_a_large_dataset_is_scanned_on_a_random_sample_and_says_so(
+    client_as, analyst, broker, tiny_encoder, monkeypatch
+):
+    monkeypatch.setattr(mislabeled, "MAX_SCAN_RECORDS", 50)
+    text, _ = planted_csv(rows=120)
+    dataset = imported_dataset(analyst, text, MAPPING, report=False)
+
+    scan = mislabeled_scan_start(user=analyst, dataset=dataset, base_model=tiny_encoder)
+    mislabeled_scan_execute(scan_id=scan.pk)
+
+    scan.refresh_from_db()
+    assert scan.status == "succeeded", scan.error_message
+    assert (scan.records_total, scan.records_done) == (50, 50)
+    assert scan.summary["records_labeled"] == 120
+    assert scan.summary["sampled"] is True
+    page = client_as("analyst").get(f"/models/datasets/{dataset.pk}/mislabeled/")
+    assert "a random sample of all 120" in page.content.decode()
