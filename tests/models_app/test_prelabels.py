@@ -7,6 +7,7 @@ import math
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
 from datasets_app.models import Dataset, RecordSuggestion
 from models_app import runtime
@@ -74,7 +75,7 @@ def export(version, kind: str) -> ModelExport:
 
 # --- the runtime ------------------------------------------------------------------------------
 def test_a_batch_runs_on_the_fastest_runtime_that_passed_parity_and_says_so(
-    analyst, version, broker
+    analyst, version, broker, client_as
 ):
     version.snapshot = toy_snapshot(rows=12, user=analyst)  # parity runs on its test split
     version.save()
@@ -95,6 +96,8 @@ def test_a_batch_runs_on_the_fastest_runtime_that_passed_parity_and_says_so(
         assert batch.status == "succeeded", batch.error_message
     assert fast.runtime == "onnx-int8"
     assert "with onnx-int8" in fast.message
+    page = client_as("analyst").get(reverse("models:version_batch_predictions", args=[version.pk]))
+    assert 'data-testid="batch-runtime">onnx-int8<' in page.content.decode()
     assert plain.summary["accuracy"] == fast.summary["accuracy"] == 1.0
 
 
