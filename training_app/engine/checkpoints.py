@@ -88,6 +88,14 @@ def _seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+NEUTRAL_LATER_SETTINGS = {
+    "head_learning_rate_multiplier": 1.0,
+    "layer_decay": 1.0,
+    "class_weight_power": 1.0,
+    "refit_on_all_data": False,
+}
+
+
 class _CheckpointMixin:
     """The checkpoint half of `loop._Run`: writing, finding and loading `ckpt-<step>/`
     folders. Uses the run's config, model, optimizer, scheduler and distributed helpers."""
@@ -96,6 +104,11 @@ class _CheckpointMixin:
         config = asdict(self.config)
         for volatile in ("device", "num_workers", "precision"):
             config.pop(volatile, None)
+        # Settings added later count only when set: checkpoints of runs started before them
+        # still resume.
+        for name, neutral in NEUTRAL_LATER_SETTINGS.items():
+            if config.get(name) == neutral:
+                config.pop(name, None)
         payload = {
             "format": CHECKPOINT_FORMAT,
             "config": config,
