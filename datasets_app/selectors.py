@@ -490,7 +490,8 @@ def datasets_needing_labels(*, user) -> list[dict]:
 
     access_check(user, "labeling", "view")
     rows = []
-    datasets = Dataset.objects.filter(active_import__isnull=False).order_by("-created_at")
+    datasets = Dataset.objects.filter(datasets_visible_q(user), active_import__isnull=False)
+    datasets = datasets.order_by("-created_at")
     for dataset in datasets:
         rows.append(
             {"dataset": dataset, **dataset.labeling_totals, "labels": label_choices(dataset)}

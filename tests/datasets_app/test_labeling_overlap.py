@@ -20,7 +20,11 @@ from datasets_app.models import (
     RecordSuggestion,
     ReviewItem,
 )
-from datasets_app.selectors import dataset_list_for_user, record_distribution
+from datasets_app.selectors import (
+    dataset_list_for_user,
+    datasets_needing_labels,
+    record_distribution,
+)
 from datasets_app.services.labeling import (
     dataset_assign,
     dataset_unassign,
@@ -236,6 +240,9 @@ def test_annotators_see_only_datasets_assigned_to_them(analyst, make_user, clien
     assert set(dataset_list_for_user(user=alice)) == {open_one, assigned}
     assert set(dataset_list_for_user(user=bob)) == {open_one}
     assert set(dataset_list_for_user(user=analyst)) >= {open_one, assigned}
+    listed = {row["dataset"] for row in datasets_needing_labels(user=bob)}  # the Labeling page
+    assert listed == {open_one}
+    assert {row["dataset"] for row in datasets_needing_labels(user=alice)} == {open_one, assigned}
     with pytest.raises(PermissionDenied, match="not assigned to you"):
         labeling_next(dataset=assigned, user=bob)
     record = Record.objects.get(import_run_id=assigned.active_import_id)
