@@ -208,3 +208,33 @@ def test_refit_without_a_validation_split_is_skipped_and_says_so(base_model, tmp
     assert result.status == "succeeded"
     assert result.refit is None
     assert "refit_skipped" in recorder.kinds()
+
+
+def test_the_engine_has_no_django_and_its_config_no_torch():
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    engine = Path(__file__).resolve().parents[2] / "training_app" / "engine"
+    for module in engine.glob("*.py"):
+        imported = [
+            alias.name if isinstance(node, ast.Import) else node.module or ""
+            for node in ast.walk(ast.parse(module.read_text()))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        ]
+        assert not [name for name in imported if name.split(".")[0] in {"django", "rest_framework"}]
+        assert not [name for name in imported if name.endswith((".models", ".services"))]
+    script = (
+        "import sys; import training_app.engine.config; "
+        "print(sorted(m for m in ('torch', 'django', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=engine.parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
