@@ -16,13 +16,13 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-APP = '''
+APP = """
 def app(environ, start_response):
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else environ["PATH_INFO"].encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
