@@ -175,6 +175,23 @@ def speed_figures(*, timed: int, total_seconds: float, median_seconds: float | N
     }
 
 
+def median_from_counts(counts: Mapping[float, int]) -> float | None:
+    """The median of values given as {value: how many times}."""
+    total = sum(counts.values())
+    if not total:
+        return None
+    middle: list[float] = []
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        # The middle one (odd total) or two (even total): positions (total-1)//2 and total//2.
+        while len(middle) < 2 and seen > [(total - 1) // 2, total // 2][len(middle)]:
+            middle.append(value)
+        if len(middle) == 2:
+            break
+    return sum(middle) / 2
+
+
 def annotator_speed(seconds: Sequence[float]) -> dict:
     """Speed from the times an annotator spent on their records (unknown times left out)."""
     return speed_figures(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import krippendorff
 import numpy as np
@@ -168,3 +169,13 @@ def test_acceptance_rate_counts_only_labels_given_with_a_suggestion():
     assert result["accepted"] == 3
     assert math.isclose(result["rate"], 0.75)
     assert agreement.acceptance_rate([None])["rate"] is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_median_from_counts_equals_the_median_of_the_values(seed):
+    rng = random.Random(seed)  # noqa: S311 test data
+    values = [rng.choice([0.5, 1.0, 2.5, 3.0, 7.5]) for _ in range(rng.randint(1, 12))]
+    counts = {value: values.count(value) for value in set(values)}
+
+    assert agreement.median_from_counts(counts) == pytest.approx(statistics.median(values))
+    assert agreement.median_from_counts({}) is None
