@@ -270,6 +270,7 @@ SPECTACULAR_SETTINGS = {
         "DatasetStatusEnum": "datasets_app.models.Dataset.Status",
         "ModelVersionStatusEnum": "models_app.models.ModelVersion.Status",
         "DeploymentRuntimeEnum": "models_app.models.Deployment.Runtime",
+        "SearchStatusEnum": "training_app.models.HyperparameterSearch.Status",
     },
 }
 
