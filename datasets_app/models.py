@@ -219,6 +219,13 @@ class Record(models.Model):
         indexes = [
             models.Index(fields=["import_run", "id"], name="record_run_id"),
             models.Index(fields=["import_run", "label", "id"], name="record_run_label_id"),
+            # The labeling queue's walk in file order: only records still without a label, so
+            # it never steps over the labeled ones (the primary key would, by the thousand).
+            models.Index(
+                fields=["import_run", "id"],
+                name="record_run_unlabeled",
+                condition=Q(label="", is_excluded=False),
+            ),
             # Pages filtered by a flag, excluded or edited records: few rows of a large import,
             # which a keyset walk of (import_run, id) would have to scan for. Imports add
             # entries only for their empty or cut texts.

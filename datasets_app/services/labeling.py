@@ -381,6 +381,27 @@ def _uncertain_record(dataset: Dataset, user, k: int, skip: list[int], beyond: Q
     return _lock(rows.order_by(ordering, "id")).first()
 
 
+# How many of the next records the file-order walk reads from the unlabeled index at once.
+QUEUE_WINDOW = 32
+
+
+def _first_unlocked(candidates) -> Record | None:
+    """The first of ``candidates`` in id order, locked (skipping rows others are locking).
+
+    The ids come first from the index of unlabeled records (``record_run_unlabeled``, an
+    index-only scan of a few entries), and only those rows are locked: left to itself the
+    planner walks the primary key and steps over every labeled record before the first
+    unlabeled one (16,000 rows, 28 ms, after 16,000 labels on a million records), since
+    its statistics cannot tell that the labeled ones all come first. If every row of the
+    window is being locked by others, the plain walk follows."""
+    window = candidates.order_by("id").values("id")[:QUEUE_WINDOW]
+    found = _lock(candidates.filter(id__in=window).order_by("id")).first()
+    locked_out = found is None and connection.vendor == "postgresql"
+    if locked_out and candidates.filter(id__in=window).exists():
+        found = _lock(candidates.order_by("id")).first()
+    return found
+
+
 def _next_unclaimed(
     dataset: Dataset,
     user,
@@ -420,7 +441,7 @@ def _next_unclaimed(
                 )
             if start:
                 candidates = candidates.filter(id__gt=start)
-            found = _lock(candidates.order_by("id")).first()
+            found = _first_unlocked(candidates)
             if found is None:
                 return None
             if _hold(dataset, user, found, k):
