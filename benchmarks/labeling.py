@@ -325,8 +325,10 @@ def explain(dataset, user) -> None:
     print("EXPLAIN ANALYZE of the queue's next-record query (ours):")
     for order in (LabelingOrder.FILE, LabelingOrder.LEAST_CONFIDENCE):
         dataset.labeling_order = order
-        if order == LabelingOrder.FILE:
-            query = labeling._candidates(dataset, user, 1, []).order_by("id")[:1]
+        if order == LabelingOrder.FILE:  # as _first_unlocked reads it
+            candidates = labeling._candidates(dataset, user, 1, [])
+            window = candidates.order_by("id").values("id")[: labeling.QUEUE_WINDOW]
+            query = candidates.filter(id__in=window).order_by("id")[:1]
         else:
             query = (
                 labeling.RecordSuggestion.objects.filter(
