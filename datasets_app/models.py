@@ -418,6 +418,10 @@ class Annotation(models.Model):
         ordering = ["record", "created_at", "id"]
         indexes = [
             models.Index(fields=["dataset", "user", "created_at"], name="annotation_user_time"),
+            # The queue's "back" link and today's count: a person's latest annotation.
+            models.Index(
+                fields=["dataset", "user", "-updated_at", "-id"], name="annotation_user_recent"
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["record", "user"], name="annotation_record_user"),
