@@ -363,8 +363,13 @@ def _after_uncertain(field: str, dataset: Dataset, after: int) -> Q | None:
     )
     if score is None:
         return None
-    beyond = f"suggestions__{name}__lt" if field.startswith("-") else f"suggestions__{name}__gt"
-    return Q(**{beyond: score}) | Q(**{f"suggestions__{name}": score, "id__gt": after})
+    past, from_ = ("lt", "lte") if field.startswith("-") else ("gt", "gte")
+    beyond = Q(**{f"suggestions__{name}__{past}": score}) | Q(
+        **{f"suggestions__{name}": score, "id__gt": after}
+    )
+    # The redundant bound is what the index can start from (an OR alone is only a filter, and
+    # the walk would go over every suggestion before ``after``).
+    return Q(**{f"suggestions__{name}__{from_}": score}) & beyond
 
 
 def _uncertain_record(dataset: Dataset, user, k: int, skip: list[int], beyond: Q | None):
