@@ -104,8 +104,10 @@ def dataset_list_for_user(*, user) -> QuerySet[Dataset]:
 def dataset_get_for_user(*, user, dataset_id: int, action: str = "view") -> Dataset:
     access_check(user, "dataset", action)
     dataset = Dataset.objects.filter(pk=dataset_id).first()
-    if dataset is None or not dataset_visible_to(dataset=dataset, user=user):
-        raise Http404("This dataset does not exist, was deleted, or is not assigned to you.")
+    if dataset is None:
+        raise Http404("This dataset does not exist or was deleted.")
+    if not dataset_visible_to(dataset=dataset, user=user):
+        raise Http404("This dataset is not assigned to you. Ask an analyst to assign you to it.")
     return dataset
 
 
