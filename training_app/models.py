@@ -68,7 +68,6 @@ class TrainingRun(Job):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="training_runs"
     )
-
     # A trial of a hyperparameter search (training_app/search.py); null for a plain run.
     search = models.ForeignKey(
         "training_app.HyperparameterSearch",
@@ -185,7 +184,7 @@ class Evaluation(Job):
 
 class TrainingCalibration(models.Model):
     """How fast one base model trains with one method on one kind of device, measured on a
-    worker by a short probe the first time such a run starts (``trainer.calibrate``), and the
+    worker by a short probe the first time such a run starts (``engine.calibrate``), and the
     ratio of actual to estimated time of the runs since. Estimates come from it."""
 
     base_model = models.ForeignKey(
@@ -272,6 +271,7 @@ class HyperparameterSearch(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status != self.Status.RUNNING
+
 
 class RetrainLoop(models.Model):
     """Retrain on new labels: snapshot the dataset, fine-tune from the current version on the
