@@ -81,6 +81,10 @@ class LabelingSettingsApi(APIView):
     def put(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
         # The service words the errors (range, unknown order); the shape is checked here.
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ['Send a JSON object, e.g. {"overlap": 2, "order": "file"}.']}
+            )
         overlap = request.data.get("overlap")
         order = request.data.get("order")
         dataset = labeling_settings_set(
