@@ -101,12 +101,16 @@ def fine_tuned_folder(arguments, texts, labels, cache: Path) -> Path:
 
 
 def export_both(folder: Path) -> dict:
+    from models_app.runtime import export as export_module
     from models_app.runtime.export import export_onnx
 
+    # A cached export older than the export code may have been made with other settings
+    # (e.g. which ops int8 quantizes): export again rather than measure a stale graph.
+    code_changed = Path(export_module.__file__).stat().st_mtime
     details = {}
     for kind, name in (("onnx-fp32", "model-fp32.onnx"), ("onnx-int8", "model-int8.onnx")):
         target = folder / "onnx" / name
-        if not target.is_file():
+        if not target.is_file() or target.stat().st_mtime < code_changed:
             started = time.perf_counter()
             details[kind] = export_onnx(folder, target, kind=kind)
             details[kind]["seconds"] = round(time.perf_counter() - started, 1)
