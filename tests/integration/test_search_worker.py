@@ -49,6 +49,11 @@ def test_a_search_of_three_trials_runs_on_a_worker_and_registers_the_best(
             break
         time.sleep(0.5)
     assert search.status == HyperparameterSearch.Status.SUCCEEDED, search.message
+    # The search is marked succeeded under its lock, then the worker registers the best
+    # trial's model outside it ("Registering its model." until then): wait for that step.
+    while time.monotonic() < deadline and "Registering its model" in search.message:
+        time.sleep(0.5)
+        search.refresh_from_db()
 
     trials = list(search.trials.order_by("trial_number"))
     assert [t.trial_number for t in trials] == [0, 1, 2]
