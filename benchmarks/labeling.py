@@ -38,22 +38,8 @@ DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/lepton_bench_labeling"
 BEFORE = "e9eb458"  # the last commit before issue 12's queue
 TARGET_MS = 20.0
 LABELS = ["billing", "cards", "transfers", "other"]
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "analysts",
-    "label",
-    "customer",
-    "messages",
-]
+from ingest import WORDS  # noqa: E402  (the ingest benchmark's vocabulary; benchmarks/ is on sys.path)
+
 NAME = "labeling benchmark"
 
 
