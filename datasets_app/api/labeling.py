@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from datasets_app.api.serializers import RecordSerializer
 from datasets_app.selectors import dataset_get_for_user
+from datasets_app.services.jobs import DatasetBusy
 from datasets_app.services.labeling import (
     LabelConflict,
     label_choices,
@@ -24,6 +25,12 @@ from datasets_app.services.labeling import (
     records_label_bulk_undo,
 )
 from datasets_app.services.labeling_keyboard import labeling_submit
+from datasets_app.services.labeling_undo import (
+    UNDO_MINUTES,
+    NothingToUndo,
+    UndoRefused,
+    labeling_undo_last,
+)
 from lepton_web.access import RolePermission
 
 
@@ -223,6 +230,82 @@ class RecordLabelApi(APIView):
                 status=status.HTTP_409_CONFLICT,
             )
         return Response(RecordSerializer(record).data)
+
+
+class LabelUndoInputSerializer(serializers.Serializer):
+    record_id = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text=(
+            "The record whose label you mean to undo: refused (409) unless it is your last "
+            "label, so a retried request never undoes a second one. Left out: your last label."
+        ),
+    )
+
+
+class LabelUndoResultSerializer(serializers.Serializer):
+    record = RecordSerializer(
+        help_text="The record as it is now (its earlier label back, or none), held for you."
+    )
+    undone_label = serializers.CharField(help_text="The label of yours that was undone.")
+
+
+class LabelingUndoApi(APIView):
+    """Undo your last label in this dataset, as U does on the labeling page: your annotation is
+    marked undone, the record gets back the label it had before (when its label came from
+    yours) and is held for you to label again. Call it again to undo the label before."""
+
+    permission_classes = [RolePermission]
+    access_resource = "labeling"
+    access_actions = {"POST": "label"}
+
+    @extend_schema(
+        operation_id="v1_datasets_labeling_undo",
+        request=LabelUndoInputSerializer,
+        responses={
+            200: LabelUndoResultSerializer,
+            400: OpenApiResponse(description="record_id is not a record id (a whole number)."),
+            404: OpenApiResponse(
+                description=(
+                    "No such dataset, the dataset is not assigned to you, or record_id is not "
+                    "a record of it."
+                )
+            ),
+            409: OpenApiResponse(
+                description=(
+                    "Nothing to undo (no label of yours here, or on that record), record_id is "
+                    "not your last label, someone changed the record's label since, or the label "
+                    f"is older than {UNDO_MINUTES} minutes. Nothing changed."
+                )
+            ),
+            503: OpenApiResponse(description="A job is saving the dataset; retry shortly."),
+        },
+    )
+    def post(self, request, dataset_id: int):
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        data = LabelUndoInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            result = labeling_undo_last(
+                dataset=dataset,
+                user=request.user,
+                record_id=data.validated_data.get("record_id"),
+            )
+        except DatasetBusy as exc:
+            return Response(
+                {"detail": " ".join(exc.messages), "errors": {}},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        except (NothingToUndo, UndoRefused) as exc:
+            return Response(
+                {"detail": " ".join(exc.messages), "errors": {"record_id": exc.messages}},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(
+            {"record": RecordSerializer(result.record).data, "undone_label": result.undone_label}
+        )
 
 
 class BulkLabelSerializer(serializers.Serializer):

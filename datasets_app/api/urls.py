@@ -59,6 +59,11 @@ urlpatterns = [
         name="api_dataset_labeling_next",
     ),
     path(
+        "datasets/<id:dataset_id>/labeling/undo/",
+        labeling.LabelingUndoApi.as_view(),
+        name="api_dataset_labeling_undo",
+    ),
+    path(
         "datasets/<id:dataset_id>/records/label/",
         labeling.RecordsLabelBulkApi.as_view(),
         name="api_records_label_bulk",
