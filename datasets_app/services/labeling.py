@@ -183,7 +183,7 @@ def dataset_labelable_check(dataset: Dataset, user) -> None:
 _NOT_ASSIGNED = "This dataset is not assigned to you. Ask an analyst to assign you to it."
 
 
-def _fresh(dataset: Dataset, user=None) -> Dataset:
+def dataset_labeling_read(dataset: Dataset, user=None) -> Dataset:
     """The dataset as committed now, in one round trip, checked as labelable by ``user``.
 
     Labeling never holds the dataset lock (every annotator queued on it, which was most of
@@ -309,7 +309,7 @@ def labeling_next(
     the page still shows this person (preloaded), not let go.
     """
     access_check(user, "labeling", "label")
-    dataset = _fresh(dataset, user)
+    dataset = dataset_labeling_read(dataset, user)
     if not dataset.active_import_id:
         raise ValidationError("This dataset has no imported records yet; import it first.")
     labels = label_choices(dataset)
@@ -539,7 +539,7 @@ def _sorted_counts(counts: dict[str, int]) -> dict[str, int]:
     return dict(sorted(kept.items(), key=lambda item: (-item[1], item[0])))
 
 
-def _counts_move(dataset: Dataset, moves: dict[str, int]) -> None:
+def dataset_label_counts_move(dataset: Dataset, moves: dict[str, int]) -> None:
     """Add ``moves`` (label -> +n/-n) to the dataset's label counts in one statement, without
     the dataset lock: PostgreSQL takes the row only for the update, at the end of the label's
     transaction. Refused (nothing saved) if another import became active meanwhile."""
@@ -636,7 +636,7 @@ def _label_write(dataset: Dataset, record: Record, label: str, user, also=()) ->
         dataset=dataset, record=record, old_label=old, new_label=label, user=user
     )
     if not record.is_excluded:
-        _counts_move(dataset, {old: -1, label: +1})
+        dataset_label_counts_move(dataset, {old: -1, label: +1})
 
 
 def record_label_resolve(*, dataset: Dataset, record: Record, user=None) -> str:
@@ -684,7 +684,7 @@ def record_label_set(
     client_key = (client_key or "").strip()[:64]
     if time_spent_ms is not None:
         time_spent_ms = max(0, min(int(time_spent_ms), 2_147_483_647))
-    dataset = _fresh(dataset, user)
+    dataset = dataset_labeling_read(dataset, user)
     label = _validated_label(dataset, label)
     with transaction.atomic():
         record = (
@@ -1069,7 +1069,7 @@ def review_item_adjudicate(*, dataset: Dataset, user, item_id: int, label: str) 
     """An analyst decides the record's label: it is set (logged as a LabelChange) and every
     open review item of the record is closed with it."""
     access_check(user, "dataset", "change")
-    dataset = _fresh(dataset)
+    dataset = dataset_labeling_read(dataset)
     label = _validated_label(dataset, label)
     with transaction.atomic():
         item = _review_item(dataset, item_id)

@@ -25,9 +25,9 @@ from datasets_app.models import (
     RecordSuggestion,
 )
 from datasets_app.services.labeling import (
-    _counts_move,
-    _fresh,
+    dataset_label_counts_move,
     dataset_labelable_check,
+    dataset_labeling_read,
     label_choices,
     record_label_resolve,
     record_label_set,
@@ -115,7 +115,7 @@ def record_label_undo(*, dataset: Dataset, user, record_id: int) -> Record:
     changed the record's label since (then it is refused and nothing changes).
     """
     access_check(user, "labeling", "label")
-    dataset = _fresh(dataset)
+    dataset = dataset_labeling_read(dataset)
     dataset_labelable_check(dataset, user)
     with transaction.atomic():
         record = (
@@ -198,7 +198,7 @@ def _label_restore(dataset: Dataset, record: Record, label: str, user) -> None:
         dataset=dataset, record=record, old_label=old, new_label=label, user=user
     )
     if not record.is_excluded:
-        _counts_move(dataset, {old: -1, label: +1})
+        dataset_label_counts_move(dataset, {old: -1, label: +1})
 
 
 def labeling_holds_extend(*, dataset: Dataset, user, record_ids: list[int]) -> int:
