@@ -184,7 +184,12 @@ def run_search(
     *, user, snapshot, base_model, minutes: int, trials: int | None, space: dict | None
 ) -> dict:
     from training_app.models import HyperparameterSearch, TrainingRun
-    from training_app.search import search_advance, search_start, search_trial_finished
+    from training_app.search import (
+        search_advance,
+        search_register,
+        search_start,
+        search_trial_finished,
+    )
     from training_app.services import training_run_execute
 
     started = time.perf_counter()
@@ -203,6 +208,10 @@ def run_search(
         search.refresh_from_db()
         if search.is_finished:
             break
+        if search.status == HyperparameterSearch.Status.REGISTERING:
+            # A failed registration attempt is retried by beat; this loop stands in for beat.
+            search_register(search_id=search.pk)
+            continue
         trial = search.trials.filter(status="queued").order_by("trial_number").first()
         if trial is None:
             search_advance(search_id=search.pk)

@@ -217,9 +217,14 @@ class HyperparameterSearch(models.Model):
 
     class Status(models.TextChoices):
         RUNNING = "running", "Running"
+        # The trials are done and the best was chosen; its model version is being registered.
+        # SUCCEEDED only once that version exists (search_register in training_app.search).
+        REGISTERING = "registering", "Registering"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     name = models.CharField(max_length=200)
     snapshot = models.ForeignKey(
@@ -249,6 +254,10 @@ class HyperparameterSearch(models.Model):
         on_delete=models.SET_NULL,
         related_name="hyperparameter_searches",
     )
+    # Who registers the best trial's model: set when a worker takes that step (a claim that
+    # goes stale when the worker dies, so beat takes it over), cleared when an attempt fails.
+    registration_claimed_at = models.DateTimeField(null=True, blank=True)
+    registration_attempts = models.PositiveSmallIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -270,7 +279,13 @@ class HyperparameterSearch(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status != self.Status.RUNNING
+        """Nothing more happens to it: a REGISTERING search is not finished yet."""
+        return self.status in self.FINISHED_STATUSES
+
+    @property
+    def is_running(self) -> bool:
+        """Still starting or waiting for trials (and so still cancellable)."""
+        return self.status == self.Status.RUNNING
 
 
 class RetrainLoop(models.Model):

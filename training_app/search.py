@@ -14,8 +14,12 @@ through the ordinary cancel and marked ``trial_pruned`` (pages say "Pruned").
 
 Trial 1 (when full fine-tuning is in the space) is the console's default settings, chosen from
 the data as for a plain run, so a search starts from what a user would get without one; it joins
-optuna's study when its values lie inside the space. Trials run with ``register=false``; when the budget is spent and the last trial is done, the
-best trial's model is registered as the version, from the worker that finishes the search.
+optuna's study when its values lie inside the space. Trials run with ``register=false``; when
+the budget is spent and the last trial is done, the search becomes REGISTERING (under its lock)
+and the best trial's model is registered as the version, outside the lock, by the worker that
+finished it. Only then is the search SUCCEEDED, so "succeeded" always comes with its version. A
+worker that dies while registering leaves a claim that goes stale; beat's ``searches_advance``
+takes the step over (and retries a failed attempt), up to ``REGISTRATION_MAX_ATTEMPTS``.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import logging
 import math
 import shutil
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from lepton_web.access import access_check
@@ -79,6 +85,10 @@ FAILURES_IN_A_ROW = 3
 PRUNER_STARTUP_TRIALS = 2  # finished trials needed before any trial is pruned
 PRUNER_WARMUP_EVALUATIONS = 1  # the first evaluation of a trial is never pruned
 _STORAGE_PREFIX = "training/searches"
+# Registering the best trial's model copies a folder (seconds to minutes): a claim older than
+# this belongs to a worker that died, and beat takes the step over.
+REGISTRATION_STALE_SECONDS = 600
+REGISTRATION_MAX_ATTEMPTS = 3
 
 
 # --- the search space -------------------------------------------------------------------------
@@ -489,8 +499,8 @@ def search_advance(*, search_id: int, raise_errors: bool = False) -> Hyperparame
             .filter(pk=search_id)
             .first()
         )
-        if search is None or search.is_finished:
-            return search
+        if search is None or not search.is_running:
+            return search  # finished, or registering (search_register's step)
         trials = list(search.trials.order_by("trial_number"))
         active = sum(1 for t in trials if t.is_active)
         failed_in_a_row = _failures_in_a_row(trials)
@@ -540,31 +550,46 @@ def search_advance(*, search_id: int, raise_errors: bool = False) -> Hyperparame
             )
         if not budget and active == 0:
             finished = _finish(search, trials)
-        search.save(update_fields=["message", "status", "best_trial", "finished_at", "updated_at"])
+        search.save(
+            update_fields=[
+                "message",
+                "status",
+                "best_trial",
+                "finished_at",
+                "registration_claimed_at",
+                "registration_attempts",
+                "updated_at",
+            ]
+        )
     if finished is not None:
         # Earlier "best so far" trials kept their model folders; only the best's is needed.
         for trial in trials:
             if trial.pk != finished.pk:
                 shutil.rmtree(services.run_dir(trial.pk), ignore_errors=True)
-        _best_register(search, finished)
+        search = search_register(search_id=search.pk, claimed=True)
     return search
 
 
 def searches_advance() -> int:
-    """Advance every running search (beat, each minute): a time budget that ran out, a trial
-    the sweeper gave up on, or a trial that could not be queued while the broker was down
-    would otherwise wait for the next trial to finish. Returns how many were looked at."""
-    ids = list(
-        HyperparameterSearch.objects.filter(status=HyperparameterSearch.Status.RUNNING).values_list(
-            "pk", flat=True
-        )
+    """Advance every running search and finish every registering one (beat, each minute).
+
+    A time budget that ran out, a trial the sweeper gave up on, or a trial that could not be
+    queued while the broker was down would otherwise wait for the next trial to finish; a
+    registration whose worker died (or whose attempt failed) would wait forever. Returns how
+    many searches were looked at."""
+    statuses = (HyperparameterSearch.Status.RUNNING, HyperparameterSearch.Status.REGISTERING)
+    rows = list(
+        HyperparameterSearch.objects.filter(status__in=statuses).values_list("pk", "status")
     )
-    for search_id in ids:
+    for search_id, status in rows:
         try:
-            search_advance(search_id=search_id)
+            if status == HyperparameterSearch.Status.RUNNING:
+                search_advance(search_id=search_id)
+            else:
+                search_register(search_id=search_id)
         except Exception:  # one broken search must not stop the others
             logger.exception("Advancing search %s failed", search_id)
-    return len(ids)
+    return len(rows)
 
 
 def _failures_in_a_row(trials: list[TrainingRun]) -> int:
@@ -608,18 +633,23 @@ def search_best_trial(
 
 
 def _finish(search: HyperparameterSearch, trials: list[TrainingRun]) -> TrainingRun | None:
+    """Pick the best trial. None: the search failed. Otherwise the search is REGISTERING,
+    claimed by this worker, which registers the best trial's model once the lock is released.
+    Call while holding the lock on the search row."""
     best = search_best_trial(search, trials)
     search.best_trial = best
-    search.finished_at = timezone.now()
     if best is None:
         search.status = HyperparameterSearch.Status.FAILED
+        search.finished_at = timezone.now()
         if not search.message.startswith("Stopped"):
             search.message = (
                 f"No trial finished with a validation {search.metric}, so nothing was "
                 "registered. Open the trials to see why they stopped."
             )[:500]
         return None
-    search.status = HyperparameterSearch.Status.SUCCEEDED
+    search.status = HyperparameterSearch.Status.REGISTERING
+    search.registration_claimed_at = timezone.now()
+    search.registration_attempts = 1
     search.message = (
         f"Best: trial {best.trial_number + 1}, validation {search.metric} "
         f"{trial_score(search, best):.4f}. Registering its model."
@@ -701,37 +731,150 @@ def _artifact_download(run_id: int, target: Path, prefix: str | None = None) -> 
     return bool(files or folders)
 
 
-def _best_register(search: HyperparameterSearch, best: TrainingRun) -> None:
-    """Register the best trial's model (slow: outside the search's lock)."""
+def _registration_claim(search_id: int, *, now: datetime) -> bool:
+    """Take the registering step of a REGISTERING search nobody holds (an attempt failed) or
+    whose holder went silent (its worker died). One conditional UPDATE: one taker wins."""
+    stale = now - timedelta(seconds=REGISTRATION_STALE_SECONDS)
+    return bool(
+        HyperparameterSearch.objects.filter(
+            pk=search_id,
+            status=HyperparameterSearch.Status.REGISTERING,
+            registration_attempts__lt=REGISTRATION_MAX_ATTEMPTS,
+        )
+        .filter(Q(registration_claimed_at__isnull=True) | Q(registration_claimed_at__lt=stale))
+        .update(
+            registration_claimed_at=now,
+            registration_attempts=F("registration_attempts") + 1,
+            updated_at=now,
+        )
+    )
+
+
+def _registration_end(search: HyperparameterSearch, *, status: str, message: str) -> bool:
+    """REGISTERING -> ``status`` (SUCCEEDED or FAILED), once: False when it had already left."""
+    now = timezone.now()
+    changes = {
+        "status": status,
+        "message": message[:500],
+        "finished_at": now,
+        "updated_at": now,
+        "registration_claimed_at": None,
+    }
+    won = HyperparameterSearch.objects.filter(
+        pk=search.pk, status=HyperparameterSearch.Status.REGISTERING
+    ).update(**changes)
+    if won:
+        for key, value in changes.items():
+            setattr(search, key, value)
+    return bool(won)
+
+
+def _registration_gave_up(search_id: int, *, now: datetime) -> None:
+    """Fail a registering search whose last allowed attempt failed or went silent."""
+    stale = now - timedelta(seconds=REGISTRATION_STALE_SECONDS)
+    HyperparameterSearch.objects.filter(
+        pk=search_id,
+        status=HyperparameterSearch.Status.REGISTERING,
+        registration_attempts__gte=REGISTRATION_MAX_ATTEMPTS,
+    ).filter(Q(registration_claimed_at__isnull=True) | Q(registration_claimed_at__lt=stale)).update(
+        status=HyperparameterSearch.Status.FAILED,
+        registration_claimed_at=None,
+        finished_at=now,
+        updated_at=now,
+        message=(
+            f"Registering the best trial's model failed {REGISTRATION_MAX_ATTEMPTS} times, so "
+            "nothing was registered; see the worker log, or run the best trial's settings as a "
+            "plain run."
+        ),
+    )
+
+
+def search_register(*, search_id: int, claimed: bool = False) -> HyperparameterSearch | None:
+    """The last step of a search: register the best trial's model as the version, then mark
+    the search SUCCEEDED (or FAILED when its model is gone). Safe to call any time.
+
+    ``claimed``: the caller holds the step (it set REGISTERING itself). Otherwise the step is
+    taken only when nobody holds it or its holder went silent for REGISTRATION_STALE_SECONDS;
+    a failed attempt releases it for beat to retry, up to REGISTRATION_MAX_ATTEMPTS.
+    """
+    if not claimed:
+        now = timezone.now()
+        _registration_gave_up(search_id, now=now)
+        if not _registration_claim(search_id, now=now):
+            return HyperparameterSearch.objects.filter(pk=search_id).first()
+    search = HyperparameterSearch.objects.select_related("best_trial").filter(pk=search_id).first()
+    if search is None or search.status != HyperparameterSearch.Status.REGISTERING:
+        return search
+    try:
+        _best_register(search)
+    except Exception as exc:
+        logger.exception("Registering the best trial of search %s failed", search.pk)
+        message = (
+            f"Registering the best trial's model failed (attempt {search.registration_attempts} "
+            f"of {REGISTRATION_MAX_ATTEMPTS}): {exc}. It is tried again within a minute."
+        )[:500]
+        HyperparameterSearch.objects.filter(
+            pk=search.pk, status=HyperparameterSearch.Status.REGISTERING
+        ).update(registration_claimed_at=None, message=message, updated_at=timezone.now())
+        search.refresh_from_db()
+    return search
+
+
+def _best_register(search: HyperparameterSearch) -> None:
+    """Register the best trial's model, then end the search (slow: outside the search's lock).
+
+    A version the best trial already has (a worker died between registering it and marking the
+    search) is taken as it is."""
+    from models_app.models import ModelVersion
     from models_app.services import model_version_register
 
-    local = services.run_dir(best.pk) / "artifact"
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            folder = local
-            if not local.is_dir():
-                folder = Path(scratch) / "artifact"
-                if not (checkpoint_sync_enabled() and _artifact_download(best.pk, folder)):
-                    raise FileNotFoundError(local)
-            version = model_version_register(run=best, artifact_dir=folder)
-    except FileNotFoundError:
-        message = (
-            f"Best: trial {best.trial_number + 1}. Its model folder is not on this worker and "
-            "no copy is in storage, so it was not registered; run its settings as a plain run."
+    best = search.best_trial
+    if best is None:  # the best trial's run was deleted meanwhile
+        _registration_end(
+            search,
+            status=HyperparameterSearch.Status.FAILED,
+            message="The best trial was deleted before its model was registered.",
         )
-    else:
-        message = (
-            f"Best: trial {best.trial_number + 1}, validation {search.metric} "
-            f"{trial_score(search, best):.4f}; registered {version}."
-        )
+        return
+    version = ModelVersion.objects.filter(training_run=best).first()
+    is_new = version is None
+    if version is None:
+        local = services.run_dir(best.pk) / "artifact"
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                folder = local
+                if not local.is_dir():
+                    folder = Path(scratch) / "artifact"
+                    if not (checkpoint_sync_enabled() and _artifact_download(best.pk, folder)):
+                        raise FileNotFoundError(local)
+                version = model_version_register(run=best, artifact_dir=folder)
+        except FileNotFoundError:
+            _registration_end(
+                search,
+                status=HyperparameterSearch.Status.FAILED,
+                message=(
+                    f"Best: trial {best.trial_number + 1}. Its model folder is not on this "
+                    "worker and no copy is in storage, so nothing was registered; run its "
+                    "settings as a plain run."
+                ),
+            )
+            return
+    if is_new:
         TrainingEvent.objects.create(
             run=best, kind="registered", message=f"Registered {version} as the search's best trial."
         )
-        shutil.rmtree(services.run_dir(best.pk), ignore_errors=True)
-        if checkpoint_sync_enabled():
-            _storage_remove(_artifact_prefix(best.pk))
-    HyperparameterSearch.objects.filter(pk=search.pk).update(message=message[:500])
-    search.message = message[:500]
+    score = trial_score(search, best)
+    _registration_end(
+        search,
+        status=HyperparameterSearch.Status.SUCCEEDED,
+        message=(
+            f"Best: trial {best.trial_number + 1}, validation {search.metric} "
+            f"{score if score is not None else float('nan'):.4f}; registered {version}."
+        ),
+    )
+    shutil.rmtree(services.run_dir(best.pk), ignore_errors=True)
+    if checkpoint_sync_enabled():
+        _storage_remove(_artifact_prefix(best.pk))
 
 
 def _storage_remove(prefix: str) -> None:
@@ -759,6 +902,12 @@ def search_cancel(*, search: HyperparameterSearch, user) -> HyperparameterSearch
             "registered.",
         )
     if not won:
+        search.refresh_from_db(fields=["status"])
+        if search.status == HyperparameterSearch.Status.REGISTERING:
+            raise ValidationError(
+                "This search has finished its trials and is registering the best one's model; "
+                "it can no longer be cancelled."
+            )
         raise ValidationError("This search has already finished.")
     for trial in search.trials.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING)):
         trial.cancel()

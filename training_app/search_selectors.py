@@ -124,7 +124,7 @@ def search_progress(search: HyperparameterSearch, rows: list[dict]) -> dict:
         parts.append(min(1.0, done / search.max_trials))
     if search.max_minutes:
         parts.append(min(1.0, minutes / search.max_minutes))
-    fraction = 1.0 if search.is_finished else max(parts or [0.0])
+    fraction = 1.0 if not search.is_running else max(parts or [0.0])
     return {
         "trials_done": done,
         "trials_started": len(rows),

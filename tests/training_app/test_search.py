@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
 
 from models_app.models import ModelVersion
 from tests.conftest import broker_for_this_process
@@ -22,7 +23,7 @@ from training_app.search import (
     space_clean,
     trial_should_prune,
 )
-from training_app.services import training_run_execute
+from training_app.services import run_dir, training_run_execute
 
 FIXED = {"max_length": 16, "seed": 42}
 # Small and fast: 1-2 epochs, batch 8, full fine-tuning or LoRA on the tiny BERT.
@@ -317,7 +318,8 @@ def test_importance_needs_two_complete_trials(search_row):
 
 
 # --- finishing ---------------------------------------------------------------------------------------
-def test_the_best_trial_is_picked_when_the_budget_is_spent(search_row):
+def test_the_best_trial_is_picked_when_the_budget_is_spent(search_row, settings, tmp_path):
+    settings.TRAINING_WORK_DIR = tmp_path / "work"
     HyperparameterSearch.objects.filter(pk=search_row.pk).update(max_trials=3)
     _trial(search_row, 0, [0.5, 0.7])
     best = _trial(search_row, 1, [0.6, 0.9])
@@ -326,11 +328,167 @@ def test_the_best_trial_is_picked_when_the_budget_is_spent(search_row):
 
     search = search_advance(search_id=search_row.pk)
 
-    assert search.status == "succeeded"
+    # Made with the ORM, so no model folder exists: said, and not called a success.
+    assert search.status == "failed"
     assert search.best_trial == best
-    # Made with the ORM, so no model folder exists: said, not hidden.
-    assert "Its model folder is not on this worker" in search.message
+    assert search.message == (
+        "Best: trial 2. Its model folder is not on this worker and no copy is in storage, so "
+        "nothing was registered; run its settings as a plain run."
+    )
+    assert search.finished_at is not None
     assert not ModelVersion.objects.exists()
+
+
+# --- registering the best trial: "succeeded" only with its version ------------------------------
+class WorkerKilled(BaseException):
+    """Stands for the worker process dying mid-step (not an error the service could catch)."""
+
+
+@pytest.fixture
+def spent_search(search_row, settings, tmp_path):
+    """A search whose budget is spent: two succeeded trials, the second the best, each with a
+    model folder on this worker's disk."""
+    settings.TRAINING_WORK_DIR = tmp_path / "work"
+    HyperparameterSearch.objects.filter(pk=search_row.pk).update(max_trials=2)
+    trials = [_trial(search_row, 0, [0.5, 0.7]), _trial(search_row, 1, [0.6, 0.9])]
+    for trial in trials:
+        folder = run_dir(trial.pk) / "artifact"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text('{"model_type": "bert"}')
+    return search_row
+
+
+def _silence_registration(search, *, minutes: int = 11) -> None:
+    HyperparameterSearch.objects.filter(pk=search.pk).update(
+        registration_claimed_at=timezone.now() - timedelta(minutes=minutes)
+    )
+
+
+def test_a_search_succeeds_only_once_its_best_version_is_registered(spent_search, monkeypatch):
+    from models_app import services as registry
+
+    seen = []
+    real_register = registry.model_version_register
+
+    def register(*, run, artifact_dir):
+        # What an API client reading the search right now would see.
+        seen.append(HyperparameterSearch.objects.values_list("status", flat=True).get())
+        return real_register(run=run, artifact_dir=artifact_dir)
+
+    monkeypatch.setattr(registry, "model_version_register", register)
+
+    search = search_advance(search_id=spent_search.pk)
+
+    assert seen == ["registering"]
+    version = ModelVersion.objects.get()
+    assert (search.status, search.best_trial_id) == ("succeeded", version.training_run_id)
+    assert search.message == (f"Best: trial 2, validation macro_f1 0.9000; registered {version}.")
+    assert search.finished_at is not None
+    assert search.registration_claimed_at is None
+    assert not run_dir(version.training_run_id).exists()  # copied into the registry
+
+
+def test_a_worker_killed_while_registering_leaves_it_to_beat(spent_search, monkeypatch):
+    from models_app import services as registry
+
+    real_register = registry.model_version_register
+
+    def killed(**kwargs):
+        raise WorkerKilled
+
+    monkeypatch.setattr(registry, "model_version_register", killed)
+    with pytest.raises(WorkerKilled):
+        search_advance(search_id=spent_search.pk)
+
+    search = HyperparameterSearch.objects.get()
+    assert (search.status, search.finished_at) == ("registering", None)
+    assert search.is_finished is False
+    assert search.message == "Best: trial 2, validation macro_f1 0.9000. Registering its model."
+    assert not ModelVersion.objects.exists()
+    # Beat leaves a fresh claim alone: its worker may still be copying.
+    monkeypatch.setattr(registry, "model_version_register", real_register)
+    assert search_services.searches_advance() == 1
+    assert HyperparameterSearch.objects.get().status == "registering"
+
+    _silence_registration(search)
+    search_services.searches_advance()
+
+    search.refresh_from_db()
+    version = ModelVersion.objects.get()
+    assert (search.status, search.registration_attempts) == ("succeeded", 2)
+    assert version.training_run_id == search.best_trial_id
+
+
+def test_a_version_registered_before_the_worker_died_is_not_registered_twice(
+    spent_search, monkeypatch
+):
+    from models_app import services as registry
+
+    real_register = registry.model_version_register
+
+    def register_then_die(**kwargs):
+        real_register(**kwargs)
+        raise WorkerKilled
+
+    monkeypatch.setattr(registry, "model_version_register", register_then_die)
+    with pytest.raises(WorkerKilled):
+        search_advance(search_id=spent_search.pk)
+    assert HyperparameterSearch.objects.get().status == "registering"
+    _silence_registration(spent_search)
+
+    search = search_services.search_register(search_id=spent_search.pk)
+
+    version = ModelVersion.objects.get()  # still one
+    assert search.status == "succeeded"
+    assert f"registered {version}" in search.message
+    # The event is written by the step that registers, which died before writing it.
+    assert TrainingEvent.objects.filter(kind="registered").count() == 0
+
+
+def test_a_failed_registration_is_retried_then_fails_the_search(spent_search, monkeypatch):
+    from models_app import services as registry
+
+    def broken(**kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(registry, "model_version_register", broken)
+
+    search = search_advance(search_id=spent_search.pk)
+    assert (search.status, search.registration_claimed_at) == ("registering", None)
+    assert search.message == (
+        "Registering the best trial's model failed (attempt 1 of 3): No space left on device. "
+        "It is tried again within a minute."
+    )
+    search_services.searches_advance()
+    search_services.searches_advance()
+    search.refresh_from_db()
+    assert (search.status, search.registration_attempts) == ("registering", 3)
+
+    search_services.searches_advance()
+
+    search.refresh_from_db()
+    assert search.status == "failed"
+    assert search.message.startswith("Registering the best trial's model failed 3 times")
+    assert not ModelVersion.objects.exists()
+
+
+def test_a_registering_search_cannot_be_cancelled(spent_search, analyst, monkeypatch):
+    from models_app import services as registry
+
+    monkeypatch.setattr(
+        registry, "model_version_register", lambda **kwargs: (_ for _ in ()).throw(WorkerKilled)
+    )
+    with pytest.raises(WorkerKilled):
+        search_advance(search_id=spent_search.pk)
+
+    with pytest.raises(ValidationError) as caught:
+        search_cancel(search=spent_search, user=analyst)
+
+    assert caught.value.messages == [
+        "This search has finished its trials and is registering the best one's model; it can "
+        "no longer be cancelled."
+    ]
+    assert HyperparameterSearch.objects.get().status == "registering"
 
 
 def test_a_search_trains_its_trials_and_registers_only_the_best(

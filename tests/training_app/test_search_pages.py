@@ -167,6 +167,22 @@ def test_a_running_search_polls_its_live_part(client_as, finished_search):
     assert 'data-testid="cancel-search"' in page
 
 
+def test_a_registering_search_says_so_and_keeps_polling(client_as, finished_search):
+    HyperparameterSearch.objects.filter(pk=finished_search.pk).update(
+        status="registering",
+        message="Best: trial 2, validation macro_f1 0.9000. Registering its model.",
+    )
+    page = (
+        client_as("analyst")
+        .get(reverse("training:search_detail", args=[finished_search.pk]))
+        .content.decode()
+    )
+    assert 'data-testid="search-status">Registering</span>' in page
+    assert "Registering its model." in page
+    assert 'hx-trigger="every 3s"' in page  # until the version exists
+    assert 'data-testid="cancel-search"' not in page  # the trials are done
+
+
 def test_annotators_cannot_see_searches(client_as, finished_search):
     client = client_as("annotator")
     assert client.get(reverse("training:search_list")).status_code == 403
@@ -184,6 +200,16 @@ def test_the_api_lists_and_gets_searches_with_trials(api_client_as, finished_sea
     assert [t["state"] for t in detail["trials"]] == ["succeeded", "succeeded", "pruned"]
     assert [t["score"] for t in detail["trials"]] == [0.7, 0.9, 0.2]
     assert detail["best_trial"] == finished_search.best_trial_id
+
+
+def test_the_api_says_registering_until_the_version_exists(api_client_as, finished_search):
+    HyperparameterSearch.objects.filter(pk=finished_search.pk).update(status="registering")
+    api = api_client_as("viewer")
+
+    detail = api.get(f"/api/v1/searches/{finished_search.pk}/").json()
+
+    assert (detail["status"], detail["model_version"]) == ("registering", None)
+    assert api.get("/api/v1/searches/").json()[0]["status"] == "registering"
 
 
 def test_the_api_refuses_a_bad_budget_with_a_sentence(api_client_as, snapshot, tiny_base_model):
