@@ -639,3 +639,20 @@ class RecordSuggestion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.record_id}: {self.label} ({self.source})"
+
+
+class AgreementCounts(models.Model):
+    """The count tables behind a dataset's agreement page (a few hundred rows however many
+    annotations), kept with the change stamp of the annotations and records they were counted
+    from: the page counts again only when the stamp differs (services.agreement)."""
+
+    dataset = models.OneToOneField(
+        Dataset, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    stamp = models.CharField(max_length=500)
+    counts = models.JSONField(default=dict)
+    computed_at = models.DateTimeField()
+    seconds = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"agreement counts of dataset {self.dataset_id} at {self.computed_at}"

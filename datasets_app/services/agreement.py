@@ -3,36 +3,61 @@ pure functions of ``datasets_app.agreement``.
 
 Only the current import's records count, and only annotations not undone. The database
 counts the pair table (annotator pair x their two labels x annotations on the record) with one
-GROUP BY and the per-annotator sums with another, so a million annotations cost two queries
-and a table of a few hundred rows, not a million Python tuples. The figures about named
-people's work are for those who manage the dataset (analysts and admins), so reading them
-takes the right to change the dataset.
+GROUP BY and the per-annotator sums (with each one's times in 0.1 s steps, for the median)
+with another, so a million annotations cost two queries and tables of a few hundred rows, not
+a million Python tuples. Those count tables are kept (``AgreementCounts``) with a change stamp
+of the dataset's annotations and records, which costs one scan of each without joins; a page
+whose stamp is unchanged reads the kept tables instead of counting again. The figures about
+named people's work are for those who manage the dataset (analysts and admins), so reading
+them takes the right to change the dataset.
 """
 
 from __future__ import annotations
 
+import json
+import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Case, Count, F, IntegerField, Max, Q, Sum, When
+from django.utils import timezone
 
 from datasets_app import agreement
-from datasets_app.models import Annotation, Dataset, Record
+from datasets_app.models import AgreementCounts, Annotation, Dataset, Record
 from lepton_web.access import access_check
 
 # One row per annotator pair, their two labels and the record's annotation count: a parallel
-# hash self-join with a tiny hash aggregate on top (a CTE version sorted 2M rows: 6x slower).
+# hash self-join with a tiny hash aggregate on top (a CTE version sorted 2M rows: 6x slower;
+# grouping each record's annotations into arrays first: 2.6x slower).
 _PAIRS_SQL = """
 SELECT x.user_id, y.user_id, x.label, y.label, r.annotation_count, COUNT(*)
 FROM {annotation} x
 JOIN {annotation} y ON y.record_id = x.record_id AND x.user_id < y.user_id
 JOIN {record} r ON r.id = x.record_id
-WHERE x.dataset_id = %s AND r.import_run_id = %s AND r.annotation_count >= 2
-  AND x.undone_at IS NULL AND y.undone_at IS NULL
+WHERE x.dataset_id = %s AND y.dataset_id = %s AND r.import_run_id = %s
+  AND r.annotation_count >= 2 AND x.undone_at IS NULL AND y.undone_at IS NULL
 GROUP BY x.user_id, y.user_id, x.label, y.label, r.annotation_count
 """
+
+# The records' half of the change stamp: every record of the import, its label and kept
+# annotation count folded into one sum weighted by its id, so that any label changed (by
+# the queue, a bulk label, its undo, a review, an edit) changes it, swaps between records
+# included. PostgreSQL hashes with hashtext; SQLite with a function registered below (and
+# each term taken modulo a prime, as its SUM fails on an integer overflow).
+_RECORD_STAMP_SQL = {
+    "postgresql": """
+        SELECT COUNT(*), SUM((hashtext(label)::bigint + annotation_count) * (id %% 2147483647))
+        FROM {record} WHERE import_run_id = %s
+    """,
+    "sqlite": """
+        SELECT COUNT(*),
+               SUM((lepton_crc32(label) + annotation_count) * (id %% 1000003) %% 1000000007)
+        FROM {record} WHERE import_run_id = %s
+    """,
+}
 
 
 def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
@@ -41,28 +66,95 @@ def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
         record=connection.ops.quote_name(Record._meta.db_table),
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [dataset.pk, dataset.active_import_id])
+        cursor.execute(sql, [dataset.pk, dataset.pk, dataset.active_import_id])
         return {tuple(row[:5]): int(row[5]) for row in cursor.fetchall()}
 
 
-def _median_seconds(live) -> dict[int, float]:
-    """Each annotator's median time per label, to a tenth of a second: the database counts the
-    times in 0.1 s steps (a few thousand rows however many annotations), Python finds the
-    middle, instead of sorting every time for an exact percentile (at 2M annotations:
-    percentile_cont 10 s under load 12, these counts 1.6 s under load 7; benchmarks/agreement.py)."""
-    histograms: dict[int, dict[float, int]] = {}
-    rows = (
-        live.filter(time_spent_ms__gt=0)
-        .annotate(tenths=F("time_spent_ms") / 100)
-        .values_list("user_id", "tenths")
-        .annotate(count=Count("id"))
+def _change_stamp(dataset: Dataset) -> str:
+    """What the figures depend on, in a few numbers: the annotations' count, how many still
+    have an author (deleting a user empties the field without touching updated_at), the
+    newest id and the latest change (every write sets updated_at, undo and redo included), and
+    the records' count and weighted label sum. Two scans without joins: 0.3 s at 2M
+    annotations and 1M records, against seconds for the counting."""
+    annotations = Annotation.objects.filter(dataset=dataset).aggregate(
+        count=Count("id"), authored=Count("user_id"), last=Max("id"), changed=Max("updated_at")
+    )
+    vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
+    sql = _RECORD_STAMP_SQL[vendor].format(record=connection.ops.quote_name(Record._meta.db_table))
+    with connection.cursor() as cursor:
+        if vendor == "sqlite":
+            connection.connection.create_function("lepton_crc32", 1, _crc32, deterministic=True)
+        cursor.execute(sql, [dataset.active_import_id])
+        records, weighted = cursor.fetchone()
+    changed = annotations["changed"]
+    return json.dumps(
+        [
+            dataset.active_import_id,
+            annotations["count"],
+            annotations["authored"],
+            annotations["last"],
+            changed.isoformat() if changed else None,
+            records,
+            str(weighted),
+        ]
+    )
+
+
+def _crc32(text: str | None) -> int:
+    return zlib.crc32((text or "").encode())
+
+
+def _count(dataset: Dataset) -> dict:
+    """The count tables the figures are made from (JSON-ready: kept in AgreementCounts)."""
+    live = Annotation.objects.filter(
+        dataset=dataset,
+        undone_at__isnull=True,
+        user__isnull=False,
+        record__import_run_id=dataset.active_import_id,
+    )
+    # A record's resolved label says something about an annotator only where others labeled
+    # it too (with one annotation it is that annotation).
+    judged = Q(record__annotation_count__gte=2) & ~Q(record__label="")
+    # Per annotator and time in 0.1 s steps (None: no time measured): the sums, and the counts
+    # the median is found from, in one join (a second one for the medians cost 1.3 s at 2M
+    # annotations). A few thousand rows, instead of sorting every time for a percentile.
+    per_user_tenths = (
+        live.annotate(
+            tenths=Case(
+                When(time_spent_ms__gt=0, then=F("time_spent_ms") / 100),
+                default=None,
+                output_field=IntegerField(),
+            )
+        )
+        .values("user_id", "tenths")
+        .annotate(
+            labels=Count("id"),
+            total_ms=Sum("time_spent_ms", filter=Q(time_spent_ms__gt=0)),
+            shown=Count("id", filter=Q(suggestion_accepted__isnull=False)),
+            accepted=Count("id", filter=Q(suggestion_accepted=True)),
+            resolved_records=Count("id", filter=judged),
+            resolved_matched=Count("id", filter=judged & Q(record__label=F("label"))),
+        )
         .order_by()
     )
-    for user_id, tenths, count in rows:
-        histograms.setdefault(user_id, {})[tenths / 10] = count
     return {
-        user_id: agreement.median_from_counts(histogram)
-        for user_id, histogram in histograms.items()
+        "per_user_tenths": [
+            [
+                row["user_id"],
+                row["tenths"],
+                row["labels"],
+                row["total_ms"] or 0,
+                row["shown"],
+                row["accepted"],
+                row["resolved_records"],
+                row["resolved_matched"],
+            ]
+            for row in per_user_tenths
+        ],
+        "pairs": [[*key, count] for key, count in _pair_table(dataset).items()],
+        "records_annotated": Record.objects.filter(
+            import_run_id=dataset.active_import_id, annotation_count__gte=1
+        ).count(),
     }
 
 
@@ -77,55 +169,89 @@ def _without_jit() -> Iterator[None]:
         yield
 
 
+def _counts_for(dataset: Dataset) -> AgreementCounts:
+    """The kept count tables if the dataset's stamp is unchanged, else counted and kept. The
+    stamp is read first: a label given while counting makes the kept tables newer than their
+    stamp, so the next page counts again (never older tables under a newer stamp)."""
+    with _without_jit():
+        stamp = _change_stamp(dataset)
+        kept = AgreementCounts.objects.filter(dataset=dataset).first()
+        if kept is not None and kept.stamp == stamp:
+            return kept
+        started = time.perf_counter()
+        counts = _count(dataset)
+    kept, _ = AgreementCounts.objects.update_or_create(
+        dataset=dataset,
+        defaults={
+            "stamp": stamp,
+            "counts": counts,
+            "computed_at": timezone.now(),
+            "seconds": time.perf_counter() - started,
+        },
+    )
+    return kept
+
+
 def dataset_agreement_get(*, user, dataset: Dataset) -> dict:
     """Every figure of the page and the API: pairs' kappa, alpha, the confusion between
     annotators, and per annotator their labels, speed, agreement with the resolved label and
-    suggestion acceptance."""
+    suggestion acceptance; and when those were counted and how long that took."""
     access_check(user, "dataset", "change")
-    with _without_jit():
-        return _figures(dataset)
+    kept = _counts_for(dataset)
+    return {
+        **_figures(dataset, kept.counts),
+        "computed_at": kept.computed_at,
+        "compute_seconds": kept.seconds,
+    }
 
 
-def _figures(dataset: Dataset) -> dict:
-    live = Annotation.objects.filter(
-        dataset=dataset,
-        undone_at__isnull=True,
-        user__isnull=False,
-        record__import_run_id=dataset.active_import_id,
-    )
-    # A record's resolved label says something about an annotator only where others labeled
-    # it too (with one annotation it is that annotation).
-    judged = Q(record__annotation_count__gte=2) & ~Q(record__label="")
-    per_user = list(
-        live.values("user_id")
-        .annotate(
-            labels=Count("id"),
-            timed=Count("id", filter=Q(time_spent_ms__gt=0)),
-            total_ms=Sum("time_spent_ms", filter=Q(time_spent_ms__gt=0)),
-            shown=Count("id", filter=Q(suggestion_accepted__isnull=False)),
-            accepted=Count("id", filter=Q(suggestion_accepted=True)),
-            resolved_records=Count("id", filter=judged),
-            resolved_matched=Count("id", filter=judged & Q(record__label=F("label"))),
+def _figures(dataset: Dataset, counts: dict) -> dict:
+    per_user: dict[int, dict] = {}
+    histograms: dict[int, dict[float, int]] = {}
+    for user_id, tenths, labels, total_ms, shown, accepted, judged, matched in counts[
+        "per_user_tenths"
+    ]:
+        row = per_user.setdefault(
+            user_id,
+            dict.fromkeys(
+                (
+                    "labels",
+                    "timed",
+                    "total_ms",
+                    "shown",
+                    "accepted",
+                    "resolved_records",
+                    "resolved_matched",
+                ),
+                0,
+            ),
         )
-        .order_by()
-    )
+        row["labels"] += labels
+        row["total_ms"] += total_ms
+        row["shown"] += shown
+        row["accepted"] += accepted
+        row["resolved_records"] += judged
+        row["resolved_matched"] += matched
+        if tenths is not None:
+            row["timed"] += labels
+            histograms.setdefault(user_id, {})[tenths / 10] = labels
     names = dict(
-        get_user_model()
-        .objects.filter(pk__in=[row["user_id"] for row in per_user])
-        .values_list("pk", "username")
+        get_user_model().objects.filter(pk__in=list(per_user)).values_list("pk", "username")
     )
-    medians = _median_seconds(live)
+    # A person deleted since the counting is left out, as a recount would (their annotations
+    # lose their author).
+    per_user = {user_id: row for user_id, row in per_user.items() if user_id in names}
     annotators = []
-    for row in sorted(per_user, key=lambda row: names[row["user_id"]].lower()):
+    for user_id, row in sorted(per_user.items(), key=lambda item: names[item[0]].lower()):
         annotators.append(
             {
-                "user_id": row["user_id"],
-                "username": names[row["user_id"]],
+                "user_id": user_id,
+                "username": names[user_id],
                 "labels": row["labels"],
                 **agreement.speed_figures(
                     timed=row["timed"],
-                    total_seconds=(row["total_ms"] or 0) / 1000,
-                    median_seconds=medians.get(row["user_id"]),
+                    total_seconds=row["total_ms"] / 1000,
+                    median_seconds=agreement.median_from_counts(histograms.get(user_id, {})),
                 ),
                 "resolved_records": row["resolved_records"],
                 "agreement_with_resolved": (
@@ -139,7 +265,7 @@ def _figures(dataset: Dataset) -> dict:
             }
         )
 
-    table = _pair_table(dataset)
+    table = {tuple(row[:5]): row[5] for row in counts["pairs"]}
     # The confusion matrix's rows: the dataset's labels in their button order, then any other
     # label given on a record with two or more annotations.
     seen = {label for key in table for label in key[2:4]}
@@ -155,11 +281,9 @@ def _figures(dataset: Dataset) -> dict:
     overlapping = sum(count / (size * (size - 1) / 2) for (*_, size), count in table.items())
     return {
         "overlap": dataset.label_overlap,
-        "annotations": sum(row["labels"] for row in per_user),
+        "annotations": sum(row["labels"] for row in per_user.values()),
         "annotators": annotators,
-        "records_annotated": Record.objects.filter(
-            import_run_id=dataset.active_import_id, annotation_count__gte=1
-        ).count(),
+        "records_annotated": counts["records_annotated"],
         "records_overlapping": round(overlapping),
         "alpha": agreement.alpha_from_table(table),
         "pairs": pairs,
@@ -178,7 +302,7 @@ def _figures(dataset: Dataset) -> dict:
             for index in range(len(confusion["labels"]))
         ],
         "suggestions": agreement.acceptance_figures(
-            shown=sum(row["shown"] for row in per_user),
-            accepted=sum(row["accepted"] for row in per_user),
+            shown=sum(row["shown"] for row in per_user.values()),
+            accepted=sum(row["accepted"] for row in per_user.values()),
         ),
     }
