@@ -68,7 +68,7 @@ class TrainingRun(Job):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="training_runs"
     )
-    # A trial of a hyperparameter search (training_app/search.py); null for a plain run.
+    # A trial of a hyperparameter search (training_app/search/); null for a plain run.
     search = models.ForeignKey(
         "training_app.HyperparameterSearch",
         null=True,
@@ -218,7 +218,7 @@ class HyperparameterSearch(models.Model):
     class Status(models.TextChoices):
         RUNNING = "running", "Running"
         # The trials are done and the best was chosen; its model version is being registered.
-        # SUCCEEDED only once that version exists (search_register in training_app.search).
+        # SUCCEEDED only once that version exists (training_app/search/registration.py).
         REGISTERING = "registering", "Registering"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
