@@ -79,6 +79,11 @@ class AgreementSerializer(serializers.Serializer):
         many=True,
     )
     suggestions = _SUGGESTIONS
+    computed_at = serializers.DateTimeField(
+        help_text="When these figures were counted: they are kept until an annotation or a "
+        "record's label changes in the dataset."
+    )
+    compute_seconds = serializers.FloatField(help_text="How long counting them took.")
 
 
 class DatasetAgreementApi(APIView):

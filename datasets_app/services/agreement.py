@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, IntegerField, Max, Q, Sum, When
+from django.db.models import Case, Count, F, IntegerField, Q, Sum, When
 from django.utils import timezone
 
 from datasets_app import agreement
@@ -42,21 +42,31 @@ WHERE x.dataset_id = %s AND y.dataset_id = %s AND r.import_run_id = %s
 GROUP BY x.user_id, y.user_id, x.label, y.label, r.annotation_count
 """
 
-# The records' half of the change stamp: every record of the import, its label and kept
-# annotation count folded into one sum weighted by its id, so that any label changed (by
-# the queue, a bulk label, its undo, a review, an edit) changes it, swaps between records
-# included. PostgreSQL hashes with hashtext; SQLite with a function registered below (and
-# each term taken modulo a prime, as its SUM fails on an integer overflow).
-_RECORD_STAMP_SQL = {
-    "postgresql": """
-        SELECT COUNT(*), SUM((hashtext(label)::bigint + annotation_count) * (id %% 2147483647))
-        FROM {record} WHERE import_run_id = %s
-    """,
-    "sqlite": """
-        SELECT COUNT(*),
-               SUM((lepton_crc32(label) + annotation_count) * (id %% 1000003) %% 1000000007)
-        FROM {record} WHERE import_run_id = %s
-    """,
+# The change stamp, two scans without joins. The annotations: their count, how many still
+# have an author (deleting a user empties the field without touching updated_at), the newest
+# id and a sum of hashes of every updated_at (every write sets it, undo and redo included; a
+# sum, not the latest time, so that a write committed after a later one is still seen). The
+# records of the import: their count, and their labels and kept annotation counts folded into
+# one sum weighted by id, so that any label changed (by the queue, a bulk label, its undo, a
+# review, an edit) changes it, swaps between records included. PostgreSQL hashes with its own
+# functions; SQLite with one registered below (each record term taken modulo a prime, as
+# SQLite's SUM fails on an integer overflow).
+_STAMP_SQL = {
+    "postgresql": (
+        """SELECT COUNT(*), COUNT(user_id), MAX(id),
+                  SUM(hashint8((date_part('epoch', updated_at) * 1000000)::bigint))
+           FROM {annotation} WHERE dataset_id = %s""",
+        """SELECT COUNT(*),
+                  SUM((hashtext(label)::bigint + annotation_count) * (id %% 2147483647))
+           FROM {record} WHERE import_run_id = %s""",
+    ),
+    "sqlite": (
+        """SELECT COUNT(*), COUNT(user_id), MAX(id), SUM(lepton_crc32(updated_at))
+           FROM {annotation} WHERE dataset_id = %s""",
+        """SELECT COUNT(*),
+                  SUM((lepton_crc32(label) + annotation_count) * (id %% 1000003) %% 1000000007)
+           FROM {record} WHERE import_run_id = %s""",
+    ),
 }
 
 
@@ -71,33 +81,22 @@ def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
 
 
 def _change_stamp(dataset: Dataset) -> str:
-    """What the figures depend on, in a few numbers: the annotations' count, how many still
-    have an author (deleting a user empties the field without touching updated_at), the
-    newest id and the latest change (every write sets updated_at, undo and redo included), and
-    the records' count and weighted label sum. Two scans without joins: 0.3 s at 2M
-    annotations and 1M records, against seconds for the counting."""
-    annotations = Annotation.objects.filter(dataset=dataset).aggregate(
-        count=Count("id"), authored=Count("user_id"), last=Max("id"), changed=Max("updated_at")
-    )
+    """What the figures depend on, in a few numbers (see _STAMP_SQL): 0.3-0.45 s at 2M
+    annotations and 1M records under load, against seconds for the counting."""
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
-    sql = _RECORD_STAMP_SQL[vendor].format(record=connection.ops.quote_name(Record._meta.db_table))
+    tables = {
+        "annotation": connection.ops.quote_name(Annotation._meta.db_table),
+        "record": connection.ops.quote_name(Record._meta.db_table),
+    }
+    annotations_sql, records_sql = (sql.format(**tables) for sql in _STAMP_SQL[vendor])
     with connection.cursor() as cursor:
         if vendor == "sqlite":
             connection.connection.create_function("lepton_crc32", 1, _crc32, deterministic=True)
-        cursor.execute(sql, [dataset.active_import_id])
-        records, weighted = cursor.fetchone()
-    changed = annotations["changed"]
-    return json.dumps(
-        [
-            dataset.active_import_id,
-            annotations["count"],
-            annotations["authored"],
-            annotations["last"],
-            changed.isoformat() if changed else None,
-            records,
-            str(weighted),
-        ]
-    )
+        cursor.execute(annotations_sql, [dataset.pk])
+        annotations = cursor.fetchone()
+        cursor.execute(records_sql, [dataset.active_import_id])
+        records = cursor.fetchone()
+    return json.dumps([dataset.active_import_id, *map(str, annotations), *map(str, records)])
 
 
 def _crc32(text: str | None) -> int:

@@ -3,18 +3,22 @@ figures checked against values computed by hand for this small set."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import krippendorff
 import numpy as np
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 
-from datasets_app.models import Record
+from datasets_app.models import AgreementCounts, Record
 from datasets_app.services.agreement import dataset_agreement_get
 from datasets_app.services.labeling import (
     label_schema_set,
     labeling_settings_set,
     record_label_set,
 )
+from datasets_app.services.labeling_keyboard import record_label_undo
 from tests.datasets_app.factories import imported_dataset
 
 pytestmark = pytest.mark.usefixtures("redis_url")
@@ -99,6 +103,71 @@ def test_figures_of_three_annotators_match_the_hand_computed_values(analyst, ann
     )
 
 
+def _by_name(figures: dict) -> tuple[dict, dict]:
+    pairs = {(p["first"], p["second"]): p for p in figures["pairs"]}
+    return pairs, {a["username"]: a for a in figures["annotators"]}
+
+
+def test_kept_counts_serve_the_page_until_an_annotation_changes(analyst, annotated, make_user):
+    rows = dict(Record.objects.filter(dataset=annotated).values_list("source_row", "id"))
+    bob = get_user_model().objects.get(username="bob")
+    first = dataset_agreement_get(user=analyst, dataset=annotated)
+
+    again = dataset_agreement_get(user=analyst, dataset=annotated)
+
+    assert again["computed_at"] == first["computed_at"]  # read from the kept tables
+    assert again == first
+    assert AgreementCounts.objects.filter(dataset=annotated).count() == 1
+
+    # A new annotator's label: counted again.
+    dan = make_user("annotator", username="dan")
+    record_label_set(dataset=annotated, user=dan, record_id=rows[5], label="neg")
+    added = dataset_agreement_get(user=analyst, dataset=annotated)
+    assert added["computed_at"] > first["computed_at"]
+    assert added["annotations"] == 11
+    assert _by_name(added)[0][("ann", "dan")]["records"] == 1
+
+    # bob changes his label on record 1 (same count, same newest id): ann and bob now agree
+    # on 1 of 4.
+    record_label_set(dataset=annotated, user=bob, record_id=rows[1], label="neg")
+    changed = dataset_agreement_get(user=analyst, dataset=annotated)
+    assert changed["annotations"] == 11
+    assert _by_name(changed)[0][("ann", "bob")]["agreement"] == 0.25
+
+    # bob undoes it: his annotation of record 1 no longer counts.
+    record_label_undo(dataset=annotated, user=bob, record_id=rows[1])
+    undone = dataset_agreement_get(user=analyst, dataset=annotated)
+    assert undone["annotations"] == 10
+    assert _by_name(undone)[0][("ann", "bob")]["records"] == 3
+
+
+def test_kept_counts_follow_labels_changed_outside_the_queue_and_deleted_people(analyst, annotated):
+    rows = dict(Record.objects.filter(dataset=annotated).values_list("source_row", "id"))
+    before = _by_name(dataset_agreement_get(user=analyst, dataset=annotated))[1]
+    assert before["ann"]["agreement_with_resolved"] == pytest.approx(2 / 3)
+
+    # A reviewer or a bulk edit sets record 1's resolved label (no annotation changes).
+    Record.objects.filter(pk=rows[1]).update(label="neg")
+    edited = _by_name(dataset_agreement_get(user=analyst, dataset=annotated))[1]
+    assert edited["ann"]["agreement_with_resolved"] == pytest.approx(1 / 3)
+
+    # Two records swap their labels: the same labels, on other records.
+    Record.objects.filter(pk=rows[1]).update(label="pos")
+    dataset_agreement_get(user=analyst, dataset=annotated)
+    Record.objects.filter(pk=rows[1]).update(label="neg")
+    Record.objects.filter(pk=rows[3]).update(label="pos")
+    swapped = _by_name(dataset_agreement_get(user=analyst, dataset=annotated))[1]
+    assert swapped["ann"]["agreement_with_resolved"] == pytest.approx(0.0)
+
+    # A deleted person's annotations lose their author and leave the figures.
+    get_user_model().objects.filter(username="cy").delete()
+    figures = dataset_agreement_get(user=analyst, dataset=annotated)
+    pairs, annotators = _by_name(figures)
+    assert sorted(annotators) == ["ann", "bob"]
+    assert list(pairs) == [("ann", "bob")]
+    assert figures["annotations"] == 9
+
+
 def test_annotators_and_viewers_may_not_read_the_figures(make_user, annotated):
     for role in ("annotator", "viewer"):
         with pytest.raises(PermissionDenied):
@@ -115,6 +184,7 @@ def test_the_page_shows_kappa_per_pair_the_heat_map_and_speed(client_as, annotat
     assert 'data-testid="confusion"' in html
     assert "rgba(37, 99, 235, 0.57)" in html  # neg row: 4 of 7 pairs
     assert 'data-testid="annotators"' in html
+    assert 'data-testid="computed-at"' in html
     assert "agreement-empty" not in html
 
 
@@ -155,6 +225,8 @@ def test_the_api_returns_the_page_figures(api_client_as, analyst, annotated):
     assert body["confusion"]["matrix"] == [[4, 3], [3, 2]]
     assert [a["username"] for a in body["annotators"]] == ["ann", "bob", "cy"]
     assert body["suggestions"]["rate"] == 0.5
+    assert body["compute_seconds"] == pytest.approx(expected["compute_seconds"])
+    assert body["computed_at"].startswith(expected["computed_at"].strftime("%Y-%m-%dT%H:%M:%S"))
 
 
 def test_the_api_refuses_annotators_and_unknown_datasets(api_client_as, annotated):
@@ -174,8 +246,12 @@ def test_the_dataset_page_links_analysts_to_agreement_and_likely_mislabeled(clie
     assert 'data-testid="agreement-link"' not in viewer_page
 
 
+@pytest.mark.parametrize(
+    ("seed", "names"),
+    [(4, ("ann", "bob", "cy")), (9, ("ann", "bob", "cy", "dan", "eve"))],
+)
 def test_the_counted_figures_equal_the_maintained_implementations_on_random_annotations(
-    analyst, make_user
+    analyst, make_user, seed, names
 ):
     import random
 
@@ -185,9 +261,9 @@ def test_the_counted_figures_equal_the_maintained_implementations_on_random_anno
 
     rows = "\n".join(f"text {i}," for i in range(40))
     dataset = imported_dataset(analyst, f"text,label\n{rows}\n", MAPPING, report=False)
-    people = [make_user("annotator", username=name) for name in ("ann", "bob", "cy")]
+    people = [make_user("annotator", username=name) for name in names]
     records = list(Record.objects.filter(dataset=dataset).order_by("id"))
-    rng = random.Random(4)  # noqa: S311 test data
+    rng = random.Random(seed)  # noqa: S311 test data
     table = {person.username: [] for person in people}
     for record in records:
         truth = rng.choice("abc")
@@ -200,7 +276,7 @@ def test_the_counted_figures_equal_the_maintained_implementations_on_random_anno
     undone = Annotation.objects.filter(user=people[2]).first()
     undone.undone_at = undone.created_at
     undone.save()
-    table["cy"][[r.pk for r in records].index(undone.record_id)] = None
+    table[names[2]][[r.pk for r in records].index(undone.record_id)] = None
     for record in records:  # kept by the labeling service; these annotations bypassed it
         record.annotation_count = Annotation.objects.filter(
             record=record, undone_at__isnull=True
@@ -210,7 +286,7 @@ def test_the_counted_figures_equal_the_maintained_implementations_on_random_anno
     figures = dataset_agreement_get(user=analyst, dataset=dataset)
 
     codes = {None: np.nan, "a": 0, "b": 1, "c": 2}
-    reliability = np.array([[codes[v] for v in table[name]] for name in ("ann", "bob", "cy")])
+    reliability = np.array([[codes[v] for v in table[name]] for name in names])
     assert figures["alpha"] == pytest.approx(
         krippendorff.alpha(reliability_data=reliability, level_of_measurement="nominal")
     )
@@ -223,3 +299,19 @@ def test_the_counted_figures_equal_the_maintained_implementations_on_random_anno
         assert pair["records"] == len(both)
         assert pair["kappa"] == pytest.approx(cohen_kappa_score(*zip(*both, strict=True)))
     assert figures["annotations"] == sum(v is not None for vs in table.values() for v in vs)
+    # Every record with 2+ labels, every ordered pair of its labels in the confusion.
+    given = [
+        [label for label in column if label is not None]
+        for column in zip(*(table[name] for name in names), strict=True)
+    ]
+    assert figures["records_overlapping"] == sum(len(labels) >= 2 for labels in given)
+    assert len(figures["pairs"]) == len(names) * (len(names) - 1) // 2
+    ordered = Counter(
+        (first, second)
+        for labels in given
+        for i, first in enumerate(labels)
+        for j, second in enumerate(labels)
+        if i != j
+    )
+    order = figures["confusion"]["labels"]
+    assert figures["confusion"]["matrix"] == [[ordered[(r, c)] for c in order] for r in order]
