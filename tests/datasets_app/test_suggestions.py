@@ -6,6 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from datasets_app.models import RecordSuggestion
+from datasets_app.services import suggestions
 from datasets_app.services.suggestions import record_suggestions_store
 from tests.datasets_app.factories import DatasetFactory, RecordFactory
 
@@ -85,3 +86,101 @@ def test_a_suggestion_without_a_source_is_refused():
         )
 
     assert not RecordSuggestion.objects.exists()
+
+
+# --- the bulk write (one statement per chunk on PostgreSQL, the ORM elsewhere) -----------------
+@pytest.fixture(params=["postgresql", "generic"])
+def write_path(request, monkeypatch):
+    """Both ways of writing: PostgreSQL's INSERT … FROM unnest, and the ORM's bulk_create that
+    SQLite uses (run here on PostgreSQL)."""
+    if request.param == "generic":
+        monkeypatch.setattr(suggestions, "_native_upsert", lambda: False)
+    return request.param
+
+
+ODD_LABELS = ["a,b", "{x}", 'say "hi"', "back\\slash", "NULL", "  spaced  ", "ünï 标签", "a|b"]
+
+
+def stored(dataset) -> dict[int, tuple]:
+    return {
+        row[0]: row[1:]
+        for row in RecordSuggestion.objects.filter(dataset=dataset).values_list(
+            "record_id", "label", "probability", "margin", "entropy", "source"
+        )
+    }
+
+
+def test_the_bulk_write_keeps_every_value_as_given(write_path, monkeypatch):
+    monkeypatch.setattr(suggestions, "STORE_BATCH", 3)  # several chunks
+    monkeypatch.setattr(suggestions, "SQLITE_BATCH", 3)
+    dataset = DatasetFactory()
+    records = [RecordFactory(dataset=dataset) for _ in ODD_LABELS]
+    predictions = [
+        {
+            "record_id": record.id,
+            "label": label,
+            "probability": 0.1 * index if index % 3 else None,
+            "margin": 0.05 * index if index % 2 else None,
+            "entropy": 0.25 * index,
+        }
+        for index, (record, label) in enumerate(zip(records, ODD_LABELS, strict=True))
+    ]
+    outcome = record_suggestions_store(dataset=dataset, predictions=predictions, source="v1")
+    assert outcome == {"stored": len(ODD_LABELS), "skipped": 0}
+    assert stored(dataset) == {
+        item["record_id"]: (
+            item["label"],
+            pytest.approx(item["probability"]) if item["probability"] is not None else None,
+            pytest.approx(item["margin"]) if item["margin"] is not None else None,
+            pytest.approx(item["entropy"]),
+            "v1",
+        )
+        for item in predictions
+    }
+
+
+def test_the_bulk_write_clamps_skips_and_replaces(write_path, analyst):
+    dataset, other = DatasetFactory(), DatasetFactory()
+    kept, replaced, foreign = (
+        RecordFactory(dataset=dataset),
+        RecordFactory(dataset=dataset),
+        RecordFactory(dataset=other),
+    )
+    record_suggestions_store(
+        dataset=dataset,
+        predictions=[
+            {"record_id": kept.id, "label": "old", "probability": 0.4},
+            {"record_id": replaced.id, "label": "old", "probability": 0.4},
+        ],
+        source="model v1",
+    )
+    first_written = RecordSuggestion.objects.get(record=kept, source="model v1").updated_at
+    outcome = record_suggestions_store(
+        dataset=dataset,
+        predictions=[
+            {"record_id": kept.id, "label": "new", "probability": 1.7, "entropy": float("nan")},
+            {"record_id": replaced.id, "label": "", "probability": 0.9},  # no label: skipped
+            {"record_id": foreign.id, "label": "x", "probability": 0.9},  # another dataset's
+            {"record_id": 10**12, "label": "x"},  # gone
+            {"record_id": str(kept.id), "label": "newest", "probability": -0.2, "margin": 0.3},
+        ],
+        source="model v1",
+        user=analyst,
+    )
+    # The record predicted twice keeps the later prediction; both count as stored.
+    assert outcome == {"stored": 2, "skipped": 3}
+    row = RecordSuggestion.objects.get(record=kept, source="model v1")
+    assert (row.label, row.probability, row.margin, row.entropy) == ("newest", 0.0, 0.3, None)
+    assert row.created_by == analyst
+    assert row.updated_at > first_written
+    assert RecordSuggestion.objects.get(record=replaced).label == "old"  # left as it was
+    assert not RecordSuggestion.objects.filter(dataset=other).exists()
+    # A newer model's suggestions replace the older model's, in the same transaction.
+    outcome = record_suggestions_store(
+        dataset=dataset,
+        predictions=[{"record_id": replaced.id, "label": "v2", "probability": 0.8}],
+        source="model v2",
+        replaces_prefix="model ",
+    )
+    assert outcome == {"stored": 1, "skipped": 0}
+    assert stored(dataset) == {replaced.id: ("v2", 0.8, None, None, "model v2")}
