@@ -358,11 +358,15 @@ def training_run_start(
     params: dict | None = None,
     name: str = "",
     start_version=None,
+    enqueue: bool = True,
 ) -> TrainingRun:
     """Validate everything, then create a queued run; nothing is queued when anything is wrong.
 
     With ``start_version`` (a registered ModelVersion) the run fine-tunes from that version's
-    weights instead of the base model's; ``base_model`` names the catalogue entry it came from."""
+    weights instead of the base model's; ``base_model`` names the catalogue entry it came from.
+    ``enqueue=False``: the caller creates the run inside its own transaction and publishes it
+    (``run.enqueue()``) once that commits, as a search does with its trials; publishing here
+    would reach a worker before the row exists."""
     access_check(user, "training_run", "create")
     params = dict(params or {})
     errors: dict[str, list[str]] = {}
@@ -434,6 +438,8 @@ def training_run_start(
         if explanation:
             # Shown on the run page at once, and again in the engine's "started" event.
             TrainingEvent.objects.create(run=run, kind="defaults_chosen", message=explanation)
+    if not enqueue:
+        return run
     try:
         run.enqueue()
     except BrokerUnavailable:

@@ -3,6 +3,8 @@ budgets, finishing with the best trial registered, cancelling."""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
 
 import pytest
@@ -26,6 +28,7 @@ from training_app.search import (
 from training_app.services import run_dir, training_run_execute
 
 FIXED = {"max_length": 16, "seed": 42}
+DOWN_BROKER_URL = "redis://127.0.0.1:1/0"
 # Small and fast: 1-2 epochs, batch 8, full fine-tuning or LoRA on the tiny BERT.
 SMALL_SPACE = {
     "methods": ["full", "lora"],
@@ -176,6 +179,62 @@ def test_a_search_queues_its_parallel_trials_with_suggested_values(
             assert trial.params["lora_r"] in (2, 4)
             assert trial.params["lora_alpha"] == 2 * trial.params["lora_r"]
     assert search.message == "0 of 5 trials finished, 2 queued or running."
+
+
+def _published_run_ids(queue) -> list[int]:
+    """The run id of each task message waiting on the gpu queue."""
+    bodies = (json.loads(raw)["body"] for raw in queue.lrange("gpu", 0, -1))
+    return sorted(json.loads(base64.b64decode(body))[0][0] for body in bodies)
+
+
+def test_each_trial_is_published_once_after_its_row_commits(
+    analyst, snapshot, tiny_base_model, queue_redis, django_capture_on_commit_callbacks
+):
+    url, queue = queue_redis
+    with broker_for_this_process(url):
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            search = start(analyst, snapshot, tiny_base_model, max_trials=5, parallel_trials=2)
+        # Before the search's transaction commits a worker could not find the rows.
+        assert queue.llen("gpu") == 0
+        for callback in callbacks:  # the commit
+            callback()
+
+    trial_ids = sorted(search.trials.values_list("pk", flat=True))
+    assert len(trial_ids) == 2
+    assert _published_run_ids(queue) == trial_ids  # one message per trial
+
+
+def test_a_search_whose_trials_cannot_be_sent_leaves_nothing_behind(
+    analyst, snapshot, tiny_base_model, transactional_db
+):
+    from lepton_web.jobs import BrokerUnavailable
+
+    with broker_for_this_process(DOWN_BROKER_URL), pytest.raises(BrokerUnavailable):
+        start(analyst, snapshot, tiny_base_model, max_trials=3)
+
+    assert not HyperparameterSearch.objects.exists()
+    assert not TrainingRun.objects.exists()
+
+
+def test_trials_that_cannot_be_sent_later_stay_queued_for_the_sweeper(
+    analyst, snapshot, tiny_base_model, queue_redis, django_capture_on_commit_callbacks
+):
+    url, _ = queue_redis
+    with broker_for_this_process(url):
+        search = start(analyst, snapshot, tiny_base_model, max_trials=5)
+    search.trials.get().cancel()
+    with (
+        broker_for_this_process(DOWN_BROKER_URL),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        search = search_advance(search_id=search.pk)
+
+    search.refresh_from_db()
+    assert search.trials.filter(status="queued").count() == 1  # trial 2, left for the sweep
+    assert search.status == "running"
+    assert search.message == (
+        "The task queue cannot be reached; the queued trials are sent again once it is back."
+    )
 
 
 def test_no_trial_starts_once_the_time_budget_is_spent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from functools import partial
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -27,7 +28,7 @@ from training_app.search.budget import (
 from training_app.search.registration import artifact_upload, search_register
 from training_app.search.space import SEARCH_METRICS, SEARCHED_PARAMS, space_clean
 from training_app.search.study import search_best_trial, search_next_params, trial_score
-from training_app.search.trials import trial_start, trials_cancel_active
+from training_app.search.trials import trial_start, trials_cancel_active, trials_publish
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ def search_start(
     try:
         search_advance(search_id=search.pk, raise_errors=True)
     except (ValidationError, BrokerUnavailable):
+        # Trials already sent find no row and do nothing.
+        TrainingRun.objects.filter(search=search).delete()
         search.delete()
         raise
     search.refresh_from_db()
@@ -142,7 +145,9 @@ def search_advance(*, search_id: int, raise_errors: bool = False) -> Hyperparame
     """Queue trials while the budget lasts (up to ``parallel_trials`` at once); once it is spent
     and no trial is left running, finish: pick the best trial and register its model.
 
-    Safe to call any time and from any process: the search row is locked while deciding.
+    Safe to call any time and from any process: the search row is locked while deciding. New
+    trials are published once that transaction commits (a worker must find their rows); with
+    ``raise_errors`` a broker that cannot be reached then raises BrokerUnavailable.
     """
     finished = None
     with transaction.atomic():
@@ -169,6 +174,7 @@ def search_advance(*, search_id: int, raise_errors: bool = False) -> Hyperparame
             budget = budget_left(search, len(trials))
         if budget:
             room = search.parallel_trials - active
+            started: list[TrainingRun] = []
             if search.max_trials is not None:
                 room = min(room, search.max_trials - len(trials))
             for _ in range(max(0, room)):
@@ -178,15 +184,8 @@ def search_advance(*, search_id: int, raise_errors: bool = False) -> Hyperparame
                     else search_next_params(search, trials)
                 )
                 try:
-                    trials.append(trial_start(search, number=len(trials), values=values))
-                except BrokerUnavailable:
-                    if raise_errors:
-                        raise
-                    search.message = (
-                        "The task queue cannot be reached; the next trial starts when a "
-                        "running one finishes or the search is looked at again."
-                    )
-                    break
+                    started.append(trial_start(search, number=len(trials), values=values))
+                    trials.append(started[-1])
                 except ValidationError:
                     if raise_errors:
                         raise
@@ -197,6 +196,15 @@ def search_advance(*, search_id: int, raise_errors: bool = False) -> Hyperparame
                 active += 1
             else:
                 search.message = progress_message(search, trials)
+            if started:
+                transaction.on_commit(
+                    partial(
+                        trials_publish,
+                        search_id=search.pk,
+                        run_ids=[run.pk for run in started],
+                        raise_errors=raise_errors,
+                    )
+                )
         elif active:
             search.message = (
                 f"The budget is spent; waiting for the last {active} trial(s) to finish."
