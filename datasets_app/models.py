@@ -653,6 +653,8 @@ class AgreementCounts(models.Model):
     counts = models.JSONField(default=dict)
     computed_at = models.DateTimeField()
     seconds = models.FloatField(default=0.0)
+    # Set while a worker counts them again (a large dataset's page shows these meanwhile).
+    recount_started_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"agreement counts of dataset {self.dataset_id} at {self.computed_at}"

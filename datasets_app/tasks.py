@@ -18,3 +18,12 @@ def dataset_job_execute_task(job_id: int) -> None:
     # quality report of a million records) is never mistaken for a lost worker.
     with job_kept_alive(DatasetJob, job_id):
         dataset_job_execute(job_id=job_id)
+
+
+# Counting is read-only and saves the tables with the stamp it read, so a second delivery only
+# counts again.
+@shared_task(queue=queue_name("default"), acks_late=True, soft_time_limit=1800, time_limit=1900)
+def agreement_recount_task(dataset_id: int) -> None:
+    from datasets_app.services.agreement import dataset_agreement_recount
+
+    dataset_agreement_recount(dataset_id=dataset_id)

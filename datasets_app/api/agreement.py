@@ -84,6 +84,13 @@ class AgreementSerializer(serializers.Serializer):
         "record's label changes in the dataset."
     )
     compute_seconds = serializers.FloatField(help_text="How long counting them took.")
+    stale = serializers.BooleanField(
+        help_text="True: labels changed since; a large dataset's figures are counted again by a "
+        "worker meanwhile (ask again later)."
+    )
+    recount_started_at = serializers.DateTimeField(
+        allow_null=True, help_text="When that worker started (null when not stale)."
+    )
 
 
 class DatasetAgreementApi(APIView):

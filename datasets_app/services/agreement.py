@@ -19,7 +19,10 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
+from functools import partial
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Case, Count, F, IntegerField, Q, Sum, When
@@ -28,6 +31,15 @@ from django.utils import timezone
 from datasets_app import agreement
 from datasets_app.models import AgreementCounts, Annotation, Dataset, Record
 from lepton_web.access import access_check
+
+# Up to this many annotations (undone ones too) a changed dataset's page counts at once (about
+# 0.2 s per 100,000 on PostgreSQL); above, it shows the kept figures, out of date, while a
+# worker counts (4 s at 2M annotations; benchmarks/agreement.py). Setting:
+# AGREEMENT_SYNC_ANNOTATIONS.
+SYNC_ANNOTATIONS = 200_000
+# A recount claimed this long ago without result is taken as lost (the task's hard limit is
+# 1,900 s, but a lost worker should not hide new figures for half an hour).
+RECOUNT_LOST = timedelta(minutes=10)
 
 # One row per annotator pair, their two labels and the record's annotation count: a parallel
 # hash self-join with a tiny hash aggregate on top (a CTE version sorted 2M rows: 6x slower;
@@ -80,9 +92,10 @@ def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
         return {tuple(row[:5]): int(row[5]) for row in cursor.fetchall()}
 
 
-def _change_stamp(dataset: Dataset) -> str:
-    """What the figures depend on, in a few numbers (see _STAMP_SQL): 0.3-0.45 s at 2M
-    annotations and 1M records under load, against seconds for the counting."""
+def _change_stamp(dataset: Dataset) -> tuple[str, int]:
+    """What the figures depend on, in a few numbers (see _STAMP_SQL), and how many annotations
+    the dataset has: 0.3-0.45 s at 2M annotations and 1M records under load, against seconds
+    for the counting."""
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     tables = {
         "annotation": connection.ops.quote_name(Annotation._meta.db_table),
@@ -96,7 +109,8 @@ def _change_stamp(dataset: Dataset) -> str:
         annotations = cursor.fetchone()
         cursor.execute(records_sql, [dataset.active_import_id])
         records = cursor.fetchone()
-    return json.dumps([dataset.active_import_id, *map(str, annotations), *map(str, records)])
+    stamp = json.dumps([dataset.active_import_id, *map(str, annotations), *map(str, records)])
+    return stamp, annotations[0]
 
 
 def _crc32(text: str | None) -> int:
@@ -168,17 +182,44 @@ def _without_jit() -> Iterator[None]:
         yield
 
 
-def _counts_for(dataset: Dataset) -> AgreementCounts:
-    """The kept count tables if the dataset's stamp is unchanged, else counted and kept. The
-    stamp is read first: a label given while counting makes the kept tables newer than their
-    stamp, so the next page counts again (never older tables under a newer stamp)."""
+def _sync_limit() -> int:
+    return getattr(settings, "AGREEMENT_SYNC_ANNOTATIONS", SYNC_ANNOTATIONS)
+
+
+def _counts_for(dataset: Dataset) -> tuple[AgreementCounts, bool]:
+    """The kept count tables and whether they are out of date. Unchanged stamp: the kept
+    ones. Changed: counted now, unless the dataset has more than AGREEMENT_SYNC_ANNOTATIONS
+    annotations and tables were kept before: then those, out of date, while a worker counts
+    again (one at a time; a claim left by a lost worker is taken over after RECOUNT_LOST)."""
     with _without_jit():
-        stamp = _change_stamp(dataset)
+        stamp, size = _change_stamp(dataset)
         kept = AgreementCounts.objects.filter(dataset=dataset).first()
         if kept is not None and kept.stamp == stamp:
-            return kept
-        started = time.perf_counter()
-        counts = _count(dataset)
+            return kept, False
+        if kept is None or size <= _sync_limit():
+            return _recount(dataset, stamp), False
+        now = timezone.now()
+        claimed = (
+            AgreementCounts.objects.filter(pk=kept.pk)
+            .filter(
+                Q(recount_started_at__isnull=True) | Q(recount_started_at__lt=now - RECOUNT_LOST)
+            )
+            .update(recount_started_at=now)
+        )
+        if claimed:
+            from datasets_app.tasks import agreement_recount_task
+
+            kept.recount_started_at = now
+            transaction.on_commit(partial(agreement_recount_task.delay, dataset.pk))
+        return kept, True
+
+
+def _recount(dataset: Dataset, stamp: str) -> AgreementCounts:
+    """Count and keep the tables under ``stamp``. The stamp is read before: a label given
+    while counting makes the kept tables newer than their stamp, so the next page counts again
+    (never older tables under a newer stamp)."""
+    started = time.perf_counter()
+    counts = _count(dataset)
     kept, _ = AgreementCounts.objects.update_or_create(
         dataset=dataset,
         defaults={
@@ -186,21 +227,43 @@ def _counts_for(dataset: Dataset) -> AgreementCounts:
             "counts": counts,
             "computed_at": timezone.now(),
             "seconds": time.perf_counter() - started,
+            "recount_started_at": None,
         },
     )
     return kept
 
 
+def dataset_agreement_recount(*, dataset_id: int) -> AgreementCounts | None:
+    """The worker's half of the page of a large dataset: count the tables again (nothing if
+    the dataset is gone)."""
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    if dataset is None:
+        return None
+    with _without_jit():
+        stamp, _ = _change_stamp(dataset)
+        return _recount(dataset, stamp)
+
+
 def dataset_agreement_get(*, user, dataset: Dataset) -> dict:
     """Every figure of the page and the API: pairs' kappa, alpha, the confusion between
     annotators, and per annotator their labels, speed, agreement with the resolved label and
-    suggestion acceptance; and when those were counted and how long that took."""
+    suggestion acceptance; when those were counted and how long that took; and, for a large
+    dataset changed since, that they are out of date and how far the worker counting them
+    again has got (by the time the last count took)."""
     access_check(user, "dataset", "change")
-    kept = _counts_for(dataset)
+    kept, stale = _counts_for(dataset)
+    started = kept.recount_started_at if stale else None
+    progress = None
+    if started is not None:
+        elapsed = (timezone.now() - started).total_seconds()
+        progress = min(0.95, elapsed / kept.seconds) if kept.seconds > 0 else 0.0
     return {
         **_figures(dataset, kept.counts),
         "computed_at": kept.computed_at,
         "compute_seconds": kept.seconds,
+        "stale": stale,
+        "recount_started_at": started,
+        "recount_percent": None if progress is None else round(100 * progress),
     }
 
 

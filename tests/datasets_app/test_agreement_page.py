@@ -4,12 +4,14 @@ figures checked against values computed by hand for this small set."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import krippendorff
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.utils import timezone
 
 from datasets_app.models import AgreementCounts, Record
 from datasets_app.services.agreement import dataset_agreement_get
@@ -19,6 +21,7 @@ from datasets_app.services.labeling import (
     record_label_set,
 )
 from datasets_app.services.labeling_keyboard import record_label_undo
+from datasets_app.tasks import agreement_recount_task
 from tests.datasets_app.factories import imported_dataset
 
 pytestmark = pytest.mark.usefixtures("redis_url")
@@ -166,6 +169,65 @@ def test_kept_counts_follow_labels_changed_outside_the_queue_and_deleted_people(
     assert sorted(annotators) == ["ann", "bob"]
     assert list(pairs) == [("ann", "bob")]
     assert figures["annotations"] == 9
+
+
+def test_a_large_changed_dataset_shows_the_kept_figures_while_a_worker_counts_again(
+    analyst, annotated, make_user, settings, django_capture_on_commit_callbacks, client_as
+):
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5  # these 10 annotations count as a large dataset
+    rows = dict(Record.objects.filter(dataset=annotated).values_list("source_row", "id"))
+    first = dataset_agreement_get(user=analyst, dataset=annotated)  # none kept: counted now
+    assert first["stale"] is False
+    assert first["recount_started_at"] is None
+    dan = make_user("annotator", username="dan")
+    record_label_set(dataset=annotated, user=dan, record_id=rows[5], label="neg")
+
+    with django_capture_on_commit_callbacks() as enqueued:
+        shown = dataset_agreement_get(user=analyst, dataset=annotated)
+    with django_capture_on_commit_callbacks() as enqueued_again:
+        again = dataset_agreement_get(user=analyst, dataset=annotated)
+    page = client_as("analyst").get(f"/datasets/{annotated.pk}/agreement/").content.decode()
+
+    assert shown["stale"] is True
+    assert shown["annotations"] == 10  # the kept figures, from before dan's label
+    assert shown["computed_at"] == first["computed_at"]
+    assert shown["recount_started_at"] is not None
+    assert 0 <= shown["recount_percent"] <= 95
+    assert len(enqueued) == 1  # the recount task, once
+    assert again["stale"] is True
+    assert enqueued_again == []
+    assert 'data-testid="agreement-recount"' in page
+    assert 'hx-trigger="every 3s"' in page
+
+    agreement_recount_task(annotated.pk)  # what the worker runs
+    fresh = dataset_agreement_get(user=analyst, dataset=annotated)
+    page = client_as("analyst").get(f"/datasets/{annotated.pk}/agreement/").content.decode()
+
+    assert fresh["stale"] is False
+    assert fresh["annotations"] == 11
+    assert fresh["recount_started_at"] is None
+    assert 'data-testid="agreement-recount"' not in page
+    assert "hx-trigger" not in page.split('id="agreement"')[1].split(">")[0]
+
+
+def test_a_recount_lost_with_its_worker_is_queued_again(
+    analyst, annotated, make_user, settings, django_capture_on_commit_callbacks
+):
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
+    rows = dict(Record.objects.filter(dataset=annotated).values_list("source_row", "id"))
+    dataset_agreement_get(user=analyst, dataset=annotated)
+    dan = make_user("annotator", username="dan")
+    record_label_set(dataset=annotated, user=dan, record_id=rows[5], label="neg")
+    AgreementCounts.objects.filter(dataset=annotated).update(
+        recount_started_at=timezone.now() - timedelta(minutes=11)
+    )
+
+    with django_capture_on_commit_callbacks() as enqueued:
+        shown = dataset_agreement_get(user=analyst, dataset=annotated)
+
+    assert shown["stale"] is True
+    assert len(enqueued) == 1
+    assert timezone.now() - shown["recount_started_at"] < timedelta(minutes=1)
 
 
 def test_annotators_and_viewers_may_not_read_the_figures(make_user, annotated):
