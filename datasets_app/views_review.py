@@ -4,6 +4,7 @@ analysts. Each view checks the shape of the form and calls one service."""
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -35,25 +36,37 @@ def _annotator_candidates(assigned) -> list:
 def labeling_settings(request, dataset_id: int):
     """Overlap (annotations per record) and the queue's order."""
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
-    if request.method == "POST":
-        try:
-            labeling_settings_set(
-                dataset=dataset,
-                user=request.user,
-                overlap=request.POST.get("overlap", ""),
-                order=request.POST.get("order") or None,
-            )
-        except ValidationError as exc:
-            messages.error(request, _error(exc))
-        else:
-            messages.success(request, "Labeling settings saved.")
-        return redirect("datasets:labeling_settings", dataset_id=dataset.pk)
+    if request.method == "GET":
+        return _labeling_settings_page(request, dataset)
+    values = {"overlap": request.POST.get("overlap", ""), "order": request.POST.get("order", "")}
+    errors = {}
+    # One service call per field, so each sentence goes next to its own field; nothing is
+    # saved unless both are valid.
+    with transaction.atomic():
+        # An empty order leaves it as it is; an empty overlap is the service's mistake to name.
+        for name, value in (("overlap", values["overlap"]), ("order", values["order"] or None)):
+            try:
+                labeling_settings_set(dataset=dataset, user=request.user, **{name: value})
+            except ValidationError as exc:
+                errors[name] = _error(exc)
+        if errors:
+            transaction.set_rollback(True)
+    if errors:
+        dataset.refresh_from_db()
+        return _labeling_settings_page(request, dataset, values=values, errors=errors, status=400)
+    messages.success(request, "Labeling settings saved.")
+    return redirect("datasets:labeling_settings", dataset_id=dataset.pk)
+
+
+def _labeling_settings_page(request, dataset, *, values=None, errors=None, status: int = 200):
     assigned = dataset_annotators(dataset=dataset)
     return render(
         request,
         "datasets_app/labeling_settings.html",
         {
             "dataset": dataset,
+            "values": values or {"overlap": dataset.label_overlap, "order": dataset.labeling_order},
+            "errors": errors or {},
             "orders": LabelingOrder.choices,
             "max_overlap": MAX_OVERLAP,
             "assigned": assigned,
@@ -62,6 +75,7 @@ def labeling_settings(request, dataset_id: int):
                 dataset=dataset, status=ReviewItem.Status.OPEN
             ).count(),
         },
+        status=status,
     )
 
 

@@ -140,6 +140,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "lepton_web.access.roles_context",
+                "lepton_web.navigation.nav_context",
             ],
         },
     }

@@ -85,8 +85,19 @@ UNSET = {
     "early_stopping_metric": "the task's first metric",
 }
 SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+# The serving runtimes (Deployment.Runtime's codes, also stored on batch predictions).
+RUNTIMES = {"pytorch": "PyTorch", "onnx-int8": "ONNX int8", "onnx-fp32": "ONNX fp32"}
 # Words for each table above, looked up in this order by word().
-_TABLES = (TASKS, METHODS, PARAMETERS, CHOICES, SPLITS)
+_TABLES = (TASKS, METHODS, PARAMETERS, CHOICES, SPLITS, RUNTIMES)
+# An endpoint's history: what each stored action did, as the page says it.
+DEPLOYMENT_ACTIONS = {
+    "deploy": "Deployed",
+    "promote": "Promoted",
+    "rollback": "Rolled back",
+    "stop": "Stopped",
+    "start": "Started",
+    "alias": "Followed its alias",
+}
 
 
 def number(value: object) -> str:
@@ -124,6 +135,24 @@ def word(code: object) -> str:
     if code in METRICS or any(code.startswith(p) for p in METRIC_PREFIXES):
         return metric(code)
     return code.replace("_", " ")
+
+
+def duration_ms(milliseconds: int | float | None) -> str:
+    """A time a person took: ``2345`` -> ``2.3 s``, ``65000`` -> ``1 min 5 s``; ``None`` -> ``—``."""
+    if milliseconds is None:
+        return "—"
+    seconds = milliseconds / 1000
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{round(seconds)} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+def deployment_action(code: str) -> str:
+    """``rollback`` -> ``Rolled back``; an unknown action as ``word`` would say it."""
+    return DEPLOYMENT_ACTIONS.get(code, word(code).capitalize())
 
 
 def parameter_value(name: str, value: object) -> str:

@@ -27,6 +27,7 @@ from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 
+from lepton_web import vocabulary
 from lepton_web.access import access_check
 from lepton_web.jobs import job_create_and_enqueue, job_heartbeat
 from models_app.models import BatchPrediction, Deployment, ModelVersion
@@ -226,7 +227,7 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
     with tempfile.TemporaryDirectory() as work:
         chunks, expected = _open_input(batch, Path(work))
         runtime_name = _runtime_available(batch)
-        _report(batch, progress=1, message=f"Loading {version} ({runtime_name}).")
+        _report(batch, progress=1, message=f"Loading {version} ({vocabulary.word(runtime_name)}).")
         with batch_predictor(version, runtime_name) as predictor:
             task, names = predictor.task, predictor.label_names
             output = Path(work) / f"predictions-{batch.pk}.{batch.output_format}"
@@ -282,7 +283,7 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
         rows_total=done,
         suggestions_stored=stored,
     )
-    message = f"Predicted {done:,} rows with {runtime_name}."
+    message = f"Predicted {done:,} rows with {vocabulary.word(runtime_name)}."
     if stored is not None:
         message += f" Stored {stored:,} suggestions on the dataset's records."
     if not batch.succeed(message=message):

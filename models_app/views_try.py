@@ -127,7 +127,9 @@ class BatchPredictionForm(forms.Form):
         initial="snapshot",
         widget=forms.RadioSelect,
     )
-    snapshot = forms.ModelChoiceField(queryset=Snapshot.objects.none(), required=False)
+    snapshot = forms.ModelChoiceField(
+        queryset=Snapshot.objects.none(), required=False, empty_label="Choose a snapshot"
+    )
     split = forms.ChoiceField(
         choices=[("", "Every split"), *[(s, s.capitalize()) for s in batch.SPLITS]],
         required=False,
@@ -175,7 +177,10 @@ def _batch_card(request, version, form: BatchPredictionForm, status: int = 200):
 @access_required("model_version", "view")
 def version_batch_predictions(request, version_id: int):
     version = model_version_get_for_user(user=request.user, version_id=version_id)
-    return _batch_card(request, version, BatchPredictionForm())
+    # The snapshot the version was trained on is the usual choice: preselect it.
+    return _batch_card(
+        request, version, BatchPredictionForm(initial={"snapshot": version.snapshot_id})
+    )
 
 
 @require_POST

@@ -26,6 +26,18 @@ def number(value: object) -> str:
 
 
 @register.filter
+def duration_ms(value: int | float | None) -> str:
+    """``{{ annotation.time_spent_ms|duration_ms }}`` -> ``2.3 s``."""
+    return vocabulary.duration_ms(value)
+
+
+@register.filter
+def deployment_action(code: str) -> str:
+    """``{{ event.action|deployment_action }}`` -> ``Rolled back``."""
+    return vocabulary.deployment_action(str(code))
+
+
+@register.filter
 def parameter_value(value: object, name: str) -> str:
     """``{{ value|parameter_value:name }}``: ``None`` learning rate -> the method's default."""
     return vocabulary.parameter_value(name, value)

@@ -78,6 +78,6 @@ def test_deploy_promote_and_roll_back_through_the_pages(
     assert stopped.status == 503
     page.get_by_text("History").click()
     history = page.get_by_test_id("endpoint-history")
-    expect(history).to_contain_text("rollback v2 → v1")
-    expect(history).to_contain_text("promote v1 → v2")
+    expect(history).to_contain_text("Rolled back v2 → v1 on PyTorch")
+    expect(history).to_contain_text("Promoted v1 → v2 on PyTorch")
     runtime.model_cache.clear()

@@ -70,3 +70,52 @@ def test_template_filters_use_the_vocabulary():
     assert (
         shown == "Multi-label classification · validation loss · 2 · 1 class · the model&#x27;s own"
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "word"),
+    [("pytorch", "PyTorch"), ("onnx-int8", "ONNX int8"), ("onnx-fp32", "ONNX fp32")],
+)
+def test_serving_runtimes_read_as_their_names(code, word):
+    assert vocabulary.word(code) == word
+
+
+@pytest.mark.parametrize(
+    ("action", "shown"),
+    [
+        ("deploy", "Deployed"),
+        ("promote", "Promoted"),
+        ("rollback", "Rolled back"),
+        ("stop", "Stopped"),
+        ("start", "Started"),
+        ("alias", "Followed its alias"),
+        ("some_future_action", "Some future action"),
+    ],
+)
+def test_endpoint_history_actions_read_as_sentences(action, shown):
+    assert vocabulary.deployment_action(action) == shown
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "shown"),
+    [
+        (None, "—"),
+        (0, "0.0 s"),
+        (2345, "2.3 s"),
+        (12_600, "13 s"),
+        (60_000, "1 min"),
+        (65_400, "1 min 5 s"),
+    ],
+)
+def test_time_spent_reads_in_seconds_and_minutes(milliseconds, shown):
+    assert vocabulary.duration_ms(milliseconds) == shown
+
+
+def test_history_and_duration_filters_use_the_vocabulary():
+    template = Template(
+        "{% load vocabulary %}{{ action|deployment_action }} on {{ runtime|word }}, {{ ms|duration_ms }}"
+    )
+
+    shown = template.render(Context({"action": "rollback", "runtime": "onnx-int8", "ms": 1500}))
+
+    assert shown == "Rolled back on ONNX int8, 1.5 s"

@@ -95,9 +95,9 @@ def test_a_batch_runs_on_the_fastest_runtime_that_passed_parity_and_says_so(
         batch.refresh_from_db()
         assert batch.status == "succeeded", batch.error_message
     assert fast.runtime == "onnx-int8"
-    assert "with onnx-int8" in fast.message
+    assert "with ONNX int8" in fast.message
     page = client_as("analyst").get(reverse("models:version_batch_predictions", args=[version.pk]))
-    assert 'data-testid="batch-runtime">onnx-int8<' in page.content.decode()
+    assert 'data-testid="batch-runtime">ONNX int8<' in page.content.decode()
     assert plain.summary["accuracy"] == fast.summary["accuracy"] == 1.0
 
 

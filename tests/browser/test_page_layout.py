@@ -1,0 +1,82 @@
+"""Page layout in real headless Chromium (UX pass): a long file name wraps inside its card
+instead of widening the page, and a refused labeling setting shows next to its field with the
+typed value kept, under the sidebar entry of its section."""
+
+import pytest
+from django.urls import reverse
+from playwright.sync_api import expect
+
+from datasets_app.models import Dataset
+from models_app.models import BatchPrediction
+from tests.browser.test_deployments import log_in
+from tests.datasets_app.factories import imported_dataset
+from tests.models_app.batch_helpers import toy_version
+
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("redis_url")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_file_name_wraps_inside_the_batch_card(
+    page, live_server, make_user, tmp_path_factory
+):
+    make_user("analyst", username="ana")
+    version = toy_version(tmp_path_factory)
+    name = "customer_feedback_export_" + "x" * 180 + ".csv"
+    BatchPrediction.objects.create(
+        model_version=version,
+        source="upload",
+        input_filename=name,
+        status="failed",
+        error_message="Row 3 has no text column `body`. Choose the text column.",
+    )
+    log_in(page, live_server, "ana")
+
+    page.goto(live_server.url + reverse("models:version_detail", args=[version.pk]))
+
+    batch = page.get_by_test_id("batch-prediction")
+    expect(batch).to_contain_text(name)
+    widths = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    card = page.get_by_test_id("batch-predictions").bounding_box()
+    title = batch.locator(".job-title").bounding_box()
+    assert title["x"] + title["width"] <= card["x"] + card["width"]
+    expect(page.locator("nav a.active")).to_have_text("Models")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_overlap_shows_next_to_its_field(page, live_server, make_user):
+    analyst = make_user("analyst", username="ana")
+    dataset = imported_dataset(
+        analyst,
+        "text,label\nhello,\nthere,\n",
+        {"text_columns": ["text"], "label_column": "label"},
+        report=False,
+    )
+    log_in(page, live_server, "ana")
+    page.goto(live_server.url + reverse("datasets:labeling_settings", args=[dataset.pk]))
+    expect(page.locator("nav a.active")).to_have_text("Labeling")
+
+    page.get_by_label("Annotations per record").fill("99")
+    page.get_by_label("Order of the queue").select_option("entropy")
+    page.get_by_test_id("save-settings").click()
+
+    error = page.get_by_test_id("overlap-error")
+    expect(error).to_have_text(
+        "The overlap must be from 1 to 10 annotators per record; 99 was given."
+    )
+    field = page.get_by_label("Annotations per record")
+    expect(field).to_have_value("99")
+    expect(page.get_by_label("Order of the queue")).to_have_value("entropy")
+    field_box, error_box = field.bounding_box(), error.bounding_box()
+    assert 0 <= error_box["y"] - (field_box["y"] + field_box["height"]) < 40  # right below it
+    assert abs(error_box["x"] - field_box["x"]) < 5
+    assert page.locator(".flash-error").count() == 0
+    dataset.refresh_from_db()
+    assert (dataset.label_overlap, dataset.labeling_order) == (1, "file")
+
+    field.fill("2")
+    page.get_by_test_id("save-settings").click()
+    expect(page.get_by_role("status").first).to_contain_text("Labeling settings saved.")
+    assert Dataset.objects.get(pk=dataset.pk).label_overlap == 2

@@ -1,0 +1,116 @@
+"""Labeling settings and the review queue (UX pass): a refused setting is named next to its
+field with the value kept and nothing saved; empty review lists say how records get there;
+times read in seconds and as how long ago."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from datasets_app.models import Dataset, Record
+from datasets_app.services.labeling import record_label_set
+from tests.datasets_app.test_labeling_overlap import make_dataset
+
+pytestmark = pytest.mark.usefixtures("redis_url")
+
+
+def test_a_refused_overlap_is_named_next_to_its_field_and_nothing_is_saved(client, analyst):
+    dataset = make_dataset(analyst, 2)
+    client.force_login(analyst)
+    url = reverse("datasets:labeling_settings", args=[dataset.pk])
+
+    page = client.post(url, {"overlap": "99", "order": "entropy"})
+
+    assert page.status_code == 400
+    html = page.content.decode()
+    overlap_field = html[html.index('<label for="overlap">') : html.index('<label for="order">')]
+    assert 'value="99"' in overlap_field
+    assert 'aria-invalid="true"' in overlap_field
+    assert (
+        '<div class="field-error" id="overlap-error" data-testid="overlap-error">The overlap must'
+        " be from 1 to 10 annotators per record; 99 was given.</div>"
+    ) in overlap_field
+    assert 'data-testid="order-error"' not in html
+    assert re.search(r'<option value="entropy" selected>', html)  # the choice is kept
+    dataset.refresh_from_db()
+    assert (dataset.label_overlap, dataset.labeling_order) == (1, "file")
+
+
+def test_a_refused_order_is_named_next_to_its_field_and_the_overlap_is_not_saved(client, analyst):
+    dataset = make_dataset(analyst, 2)
+    client.force_login(analyst)
+    url = reverse("datasets:labeling_settings", args=[dataset.pk])
+
+    page = client.post(url, {"overlap": "3", "order": "random"})
+
+    assert page.status_code == 400
+    html = page.content.decode()
+    order_field = html[
+        html.index('<label for="order">') : html.index('data-testid="save-settings"')
+    ]
+    assert 'data-testid="order-error">&quot;random&quot; is not a queue order' in order_field
+    assert 'data-testid="overlap-error"' not in html
+    dataset.refresh_from_db()
+    assert (dataset.label_overlap, dataset.labeling_order) == (1, "file")
+
+
+def test_an_empty_overlap_is_refused_in_a_sentence(client, analyst):
+    dataset = make_dataset(analyst, 2, overlap=2)
+    client.force_login(analyst)
+
+    page = client.post(reverse("datasets:labeling_settings", args=[dataset.pk]), {"overlap": ""})
+
+    assert page.status_code == 400
+    assert "The overlap must be a whole number from 1 to 10" in page.content.decode()
+    assert Dataset.objects.get(pk=dataset.pk).label_overlap == 2
+
+
+def test_an_empty_review_queue_says_how_records_get_there(client, analyst):
+    dataset = make_dataset(analyst, 2)
+    client.force_login(analyst)
+    url = reverse("datasets:review_queue", args=[dataset.pk])
+
+    html = client.get(url).content.decode()
+
+    empty = html[html.index('data-testid="review-empty"') :]
+    assert "Nothing to review" in empty
+    assert f'href="{reverse("datasets:labeling_settings", args=[dataset.pk])}"' in empty
+    assert f'href="{reverse("models:dataset_mislabeled", args=[dataset.pk])}"' in empty
+    assert "No open review items" not in html  # the stored status is not shown
+    resolved = client.get(url, {"status": "resolved"}).content.decode()
+    assert "No decisions yet" in resolved
+    dismissed = client.get(url, {"status": "dismissed"}).content.decode()
+    assert "Nothing dismissed" in dismissed
+
+
+def test_an_overlap_of_two_drops_the_settings_hint_from_the_empty_queue(client, analyst):
+    dataset = make_dataset(analyst, 2, overlap=2)
+    client.force_login(analyst)
+
+    html = client.get(reverse("datasets:review_queue", args=[dataset.pk])).content.decode()
+
+    empty = html[html.index('data-testid="review-empty"') :]
+    assert "one annotation per record" not in empty
+
+
+def test_review_items_show_time_spent_in_seconds(client, analyst, make_user):
+    dataset = make_dataset(analyst, 1, overlap=2)
+    record = Record.objects.get(import_run_id=dataset.active_import_id)
+    for name, value in (("alice-t", "a"), ("bob-t", "b")):
+        record_label_set(
+            dataset=dataset,
+            user=make_user("annotator", username=name),
+            record_id=record.pk,
+            label=value,
+            time_spent_ms=2345,
+        )
+    client.force_login(analyst)
+
+    html = client.get(reverse("datasets:review_queue", args=[dataset.pk])).content.decode()
+
+    table = html[html.index('data-testid="annotations"') : html.index("</table>")]
+    assert table.count("<td>2.3 s</td>") == 2
+    assert " ms<" not in table
+    assert re.findall(r'<td title="[^"]+">(now|[^<]*ago)</td>', table)

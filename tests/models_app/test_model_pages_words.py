@@ -1,0 +1,94 @@
+"""The model pages in words (UX pass): endpoint history and runtimes as names, times as people
+read them, empty states that say what to do next, the version's snapshot preselected."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+from django.utils import formats, timezone
+
+from models_app import runtime
+from models_app.deploy import deployment_deploy, deployment_stop, model_alias_set
+from tests.models_app.batch_helpers import toy_snapshot, toy_version
+from tests.models_app.serving_helpers import make_version
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_cache():
+    runtime.model_cache.clear()
+    yield
+    runtime.model_cache.clear()
+
+
+def test_endpoint_history_says_what_happened_on_which_runtime(client_as, analyst, tmp_path_factory):
+    version = make_version(tmp_path_factory)
+    deployment = deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    deployment_stop(user=analyst, deployment=deployment)
+
+    html = client_as("analyst").get(reverse("models:deployment_list")).content.decode()
+
+    history = html[html.index('data-testid="endpoint-history"') :]
+    assert "Stopped v1 on PyTorch" in history
+    assert "Deployed v1 on PyTorch" in history
+    assert "(pytorch)" not in history
+    assert ">deploy " not in history
+
+
+def test_alias_times_read_as_how_long_ago_with_the_date_on_hover(
+    client_as, analyst, tmp_path_factory
+):
+    version = toy_version(tmp_path_factory)
+    alias = model_alias_set(
+        user=analyst, registered_model=version.registered_model, name="production", version=version
+    )
+    url = reverse("models:model_aliases", args=[version.registered_model_id])
+
+    html = client_as("analyst").get(url).content.decode()
+
+    full = formats.date_format(timezone.localtime(alias.updated_at), "DATETIME_FORMAT")
+    cells = re.findall(rf'<td title="{re.escape(full)}">([^<]+)</td>', html)
+    assert len(cells) == 2  # the alias row and its history row
+    assert all(cell == "now" or cell.endswith("ago") for cell in cells), cells
+    title = html[html.index('<h1 class="page-title">') : html.index("</h1>")]
+    assert f'href="{reverse("models:model_list")}"' in title
+    assert title.endswith(f"{version.registered_model.name} / Aliases")
+
+
+def test_batch_card_preselects_the_version_snapshot_and_says_how_to_start(
+    client_as, analyst, tmp_path_factory
+):
+    version = toy_version(tmp_path_factory)
+    version.snapshot = toy_snapshot(rows=8, user=analyst)
+    version.save()
+    other = toy_snapshot(rows=4, user=analyst)
+
+    url = reverse("models:version_batch_predictions", args=[version.pk])
+    html = client_as("analyst").get(url).content.decode()
+
+    assert f'<option value="{version.snapshot_id}" selected>' in html
+    assert f'<option value="{other.pk}">' in html
+    assert '<option value="">Choose a snapshot</option>' in html
+    empty = re.search(r'data-testid="batch-empty">(.*?)</p>', html, re.S).group(1)
+    assert "press <em>Start batch prediction</em>" in empty
+    assert (
+        "Start batch prediction"
+        not in (
+            client_as("viewer").get(url).content.decode().split('data-testid="batch-empty">')[1]
+        )
+    )
+
+
+def test_version_page_names_the_default_runtime_and_says_how_to_export(client_as, tmp_path_factory):
+    version = toy_version(tmp_path_factory)
+
+    html = client_as("analyst").get(reverse("models:version_detail", args=[version.pk]))
+
+    page = html.content.decode()
+    assert '<strong data-testid="default-runtime">PyTorch</strong>' in page
+    assert "Export ONNX int8 for the fastest CPU serving" in page
+    viewer = client_as("viewer").get(reverse("models:version_detail", args=[version.pk]))
+    assert "Export ONNX int8 for the fastest" not in viewer.content.decode()
