@@ -770,16 +770,18 @@ def _label_set_one_pg(
     dataset: Dataset, user, record_id: int, label: str, *, expected_label, annotation: dict
 ) -> Record:
     """``record_label_set`` at overlap 1 on PostgreSQL: the same checks and writes in one
-    statement after the record's lock, all in one transaction (BEGIN, two statements in one
-    round trip, COMMIT), where the ORM makes eight.
+    statement after the record's lock, in one round trip and one transaction (the query
+    string's own, committed when it ends, or the caller's), where the ORM makes ten.
 
     The first statement locks the record; the second starts after the lock was granted, so it
     reads the record and this person's annotation as the last holder of the lock left them.
     It writes nothing for a retried client key, or a record whose label is not
     ``expected_label``; else it lets go of the record's holds, saves the annotation (one row a
     person and record: an upsert), and, when the label changes, the record (keeping the first
-    label in ``original_label``), a LabelChange and the dataset's counts (on the current
-    import only, else nothing is kept). It returns the record as it was before, with what it
+    label in ``original_label``), a LabelChange and the dataset's counts: the counts first,
+    on the current import only, and nothing else is written when another import became
+    active meanwhile. The dataset row is locked last, as by the ORM path, and held only to
+    the end of the statement's commit. It returns the record as it was before, with what it
     did; the record returned is brought to what it wrote."""
     now = timezone.now()
     records = Record._meta.db_table
@@ -802,8 +804,18 @@ def _label_set_one_pg(
         "(EXISTS (SELECT 1 FROM prev WHERE prev.undone_at IS NULL AND prev.label = %(label)s) "
         "AND r.label = %(label)s) AS same FROM r), "
         "go AS (SELECT * FROM s WHERE dup_id IS NULL AND NOT conflict), "
-        f"gone AS (DELETE FROM {claims} c USING go WHERE c.record_id = go.id), "
-        "w AS (SELECT * FROM go WHERE NOT same), "
+        f"counted AS (UPDATE {datasets} d SET label_counts = COALESCE((SELECT "
+        "jsonb_object_agg(k, v) FROM jsonb_each(d.label_counts || jsonb_build_object("
+        "go.old::text, COALESCE((d.label_counts->>go.old)::int, 0) - 1, %(label)s::text, "
+        "COALESCE((d.label_counts->>%(label)s)::int, 0) + 1)) AS e(k, v) "
+        "WHERE (v #>> '{}')::int > 0), '{}'::jsonb) FROM go WHERE d.id = %(dataset)s "
+        "AND d.active_import_id = %(run)s AND NOT go.same AND go.old <> %(label)s AND NOT go.is_excluded "
+        "RETURNING d.id), "
+        # Nothing is written for a label on a record of an import no longer active.
+        "ok AS (SELECT * FROM go WHERE same OR go.old = %(label)s OR is_excluded "
+        "OR EXISTS (SELECT 1 FROM counted)), "
+        f"gone AS (DELETE FROM {claims} c USING ok WHERE c.record_id = ok.id), "
+        "w AS (SELECT * FROM ok WHERE NOT same), "
         f"ann AS (INSERT INTO {annotations} (dataset_id, record_id, user_id, label, "
         "time_spent_ms, suggestion_label, suggestion_probability, suggestion_accepted, "
         "client_key, undone_at, created_at, updated_at) SELECT %(dataset)s, w.id, %(user)s, "
@@ -822,14 +834,7 @@ def _label_set_one_pg(
         "AND (w.old <> %(label)s OR w.fresh) RETURNING u.id), "
         f"ch AS (INSERT INTO {changes} (dataset_id, record_id, old_label, new_label, user_id, "
         "created_at) SELECT %(dataset)s, w.id, w.old, %(label)s, %(user)s, %(now)s FROM w "
-        "WHERE w.old <> %(label)s RETURNING id), "
-        f"counted AS (UPDATE {datasets} d SET label_counts = COALESCE((SELECT "
-        "jsonb_object_agg(k, v) FROM jsonb_each(d.label_counts || jsonb_build_object("
-        "w.old::text, COALESCE((d.label_counts->>w.old)::int, 0) - 1, %(label)s::text, "
-        "COALESCE((d.label_counts->>%(label)s)::int, 0) + 1)) AS e(k, v) "
-        "WHERE (v #>> '{}')::int > 0), '{}'::jsonb) FROM w WHERE d.id = %(dataset)s "
-        "AND d.active_import_id = %(run)s AND w.old <> %(label)s AND NOT w.is_excluded "
-        "RETURNING d.id) "
+        "WHERE w.old <> %(label)s RETURNING id) "
         "SELECT r.*, s.dup_id, s.conflict, s.fresh, s.same, "
         "(SELECT id FROM ann) AS annotation_id, (SELECT created_at FROM ann) AS "
         "annotation_created_at, EXISTS (SELECT 1 FROM counted) AS counted FROM r, s"
@@ -845,39 +850,38 @@ def _label_set_one_pg(
         "now": now,
         **annotation,
     }
-    with transaction.atomic():
-        rows = list(Record.objects.raw(sql, params))
-        if not rows:
-            raise ValidationError(_GONE)
-        record = rows[0]
-        if record.dup_id is not None:  # a retried submission: applied already
-            record.annotation = Annotation.objects.get(pk=record.dup_id)
-            return record
-        if record.conflict:
-            raise _conflict(record)
-        if record.same:  # this person's label again: nothing to change
-            record.annotation = Annotation.objects.get(record_id=record.pk, user=user)
-            return record
-        old = record.label
-        if old != label:
-            if not record.is_excluded and not record.counted:
-                raise ValidationError(_GONE)  # another import became active: undone
-            if record.original_label is None and old:
-                record.original_label = old
-            record.label = label
-        if record.fresh:
-            record.annotation_count += 1
-        record.annotation = Annotation(
-            id=record.annotation_id,
-            dataset_id=dataset.pk,
-            record_id=record.pk,
-            user_id=user.pk,
-            label=label,
-            undone_at=None,
-            created_at=record.annotation_created_at,
-            updated_at=now,
-            **annotation,
-        )
+    rows = list(Record.objects.raw(sql, params))
+    if not rows:
+        raise ValidationError(_GONE)
+    record = rows[0]
+    if record.dup_id is not None:  # a retried submission: applied already
+        record.annotation = Annotation.objects.get(pk=record.dup_id)
+        return record
+    if record.conflict:
+        raise _conflict(record)
+    if record.same:  # this person's label again: nothing to change
+        record.annotation = Annotation.objects.get(record_id=record.pk, user=user)
+        return record
+    old = record.label
+    if old != label:
+        if not record.is_excluded and not record.counted:
+            raise ValidationError(_GONE)  # another import became active: nothing was written
+        if record.original_label is None and old:
+            record.original_label = old
+        record.label = label
+    if record.fresh:
+        record.annotation_count += 1
+    record.annotation = Annotation(
+        id=record.annotation_id,
+        dataset_id=dataset.pk,
+        record_id=record.pk,
+        user_id=user.pk,
+        label=label,
+        undone_at=None,
+        created_at=record.annotation_created_at,
+        updated_at=now,
+        **annotation,
+    )
     return record
 
 
