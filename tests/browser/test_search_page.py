@@ -1,5 +1,6 @@
 """The search page in real headless Chromium: the Search button and the form's plain errors,
-then a running search whose trials table, chart and best trial follow the rows live."""
+then a running search whose trials table, chart and best trial follow the rows live, and which
+reads Registering until its best version exists, then Succeeded with a link to it."""
 
 import pytest
 from playwright.sync_api import expect
@@ -100,3 +101,40 @@ def test_search_form_errors_then_a_live_search_page(
         "() => Chart.getChart('search-chart').data.datasets[0].data.length === 3", timeout=10_000
     )
     expect(page.get_by_test_id("importance").locator("tr[data-param]").first).to_be_visible()
+
+    # The budget is spent: the search says Registering (still polling) until the best trial's
+    # version exists, and Succeeded with a link to it only then.
+    from models_app.models import ModelVersion, RegisteredModel
+
+    best = TrainingRun.objects.get(search=search, trial_number=2)
+    TrainingRun.objects.filter(search=search, trial_number=3).update(
+        status="succeeded", best_metrics={"macro_f1": 0.5}
+    )
+    HyperparameterSearch.objects.filter(pk=search.pk).update(
+        status="registering",
+        best_trial=best,
+        message="Best: trial 3, validation macro_f1 0.8300. Registering its model.",
+    )
+    expect(page.get_by_test_id("search-status")).to_have_text("Registering", timeout=10_000)
+    expect(page.get_by_test_id("search-message")).to_have_text(
+        "Best: trial 3, validation macro_f1 0.8300. Registering its model."
+    )
+    assert page.get_by_test_id("search-live").get_attribute("hx-trigger") == "every 3s"
+    version = ModelVersion.objects.create(
+        registered_model=RegisteredModel.objects.create(name="Reviews-classifier"),
+        version=1,
+        training_run=best,
+        snapshot=snapshot,
+        base_model=base_model,
+        task="single_label",
+        method="full",
+        artifact_uri=f"artifacts/runs/{best.pk}",
+        status=ModelVersion.Status.READY,
+    )
+    HyperparameterSearch.objects.filter(pk=search.pk).update(
+        status="succeeded",
+        message=f"Best: trial 3, validation macro_f1 0.8300; registered {version}.",
+    )
+    expect(page.get_by_test_id("search-status")).to_have_text("Succeeded", timeout=10_000)
+    expect(page.get_by_test_id("search-model-version")).to_have_text(f"Open {version}")
+    assert page.get_by_test_id("search-live").get_attribute("hx-trigger") is None  # done
