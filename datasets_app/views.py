@@ -484,16 +484,18 @@ def _labeling_page(
     }
     record = item.record
     if record is not None:
-        from datasets_app.services.labeling_keyboard import record_suggestions_shown
+        from datasets_app.services.labeling_multi import suggestions_shown
 
-        suggestion = record_suggestions_shown(dataset=dataset, record_ids=[record.pk])
+        suggestion = suggestions_shown(dataset=dataset, record_ids=[record.pk])
         context["suggestion"] = suggestion.get(record.pk)
-        # The queue (one label per record, not opened from the records list) runs in the page:
-        # records fetched ahead, labels sent in the background, undo (labeling.js).
-        if item.labels and not dataset.label_multiple and not next_url:
+        # The queue (not opened from the records list) runs in the page: records fetched
+        # ahead, labels sent in the background, undo (labeling.js); where a record may have
+        # several labels, keys tick them and Enter saves the set.
+        if item.labels and not next_url:
             context["queue_config"] = {
                 "dataset": dataset.pk,
                 "user": request.user.pk,
+                "multiple": dataset.label_multiple,
                 "record": _record_json(record, context["suggestion"]),
                 "error": error,
                 "urls": {
@@ -568,10 +570,8 @@ def labeling_next_json(request, dataset_id: int):
     """The next record for the labeling page to show, fetched ahead, held for this user
     together with the records in ``keep`` (shown, fetched ahead or labeled and not yet sent)."""
     from datasets_app.services.labeling import labeling_next
-    from datasets_app.services.labeling_keyboard import (
-        labeling_holds_extend,
-        record_suggestions_shown,
-    )
+    from datasets_app.services.labeling_keyboard import labeling_holds_extend
+    from datasets_app.services.labeling_multi import suggestions_shown
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     keep_raw = request.GET.get("keep", "")
@@ -590,7 +590,7 @@ def labeling_next_json(request, dataset_id: int):
     labeling_holds_extend(dataset=dataset, user=request.user, record_ids=keep)
     record = item.record
     suggestion = (
-        record_suggestions_shown(dataset=dataset, record_ids=[record.pk]).get(record.pk)
+        suggestions_shown(dataset=dataset, record_ids=[record.pk]).get(record.pk)
         if record
         else None
     )
@@ -611,11 +611,8 @@ def labeling_submit_json(request, dataset_id: int):
     the record as it is now."""
     from datasets_app.services.jobs import DatasetBusy
     from datasets_app.services.labeling import LabelConflict
-    from datasets_app.services.labeling_keyboard import (
-        labeling_record_now,
-        labeling_submit,
-        record_suggestions_shown,
-    )
+    from datasets_app.services.labeling_keyboard import labeling_record_now
+    from datasets_app.services.labeling_multi import labeling_submit_labels, suggestions_shown
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     try:
@@ -642,7 +639,7 @@ def labeling_submit_json(request, dataset_id: int):
     except ValidationError as exc:
         return _json_error(exc)
     try:
-        labeling_submit(
+        labeling_submit_labels(
             dataset=dataset,
             user=request.user,
             record_id=record_id,
@@ -659,7 +656,7 @@ def labeling_submit_json(request, dataset_id: int):
         record = labeling_record_now(dataset=dataset, record_id=record_id)
         shown = None
         if record is not None:
-            suggestion = record_suggestions_shown(dataset=dataset, record_ids=[record.pk])
+            suggestion = suggestions_shown(dataset=dataset, record_ids=[record.pk])
             shown = _record_json(record, suggestion.get(record.pk))
         status = 409 if isinstance(exc, LabelConflict) else 400
         return _json_error(exc, status=status, record=shown)
@@ -671,10 +668,8 @@ def labeling_submit_json(request, dataset_id: int):
 def labeling_undo_json(request, dataset_id: int):
     """Undo this user's label on one record (JSON: record_id); answers with the record as it is
     now, held for them, or 400 with the reason it can no longer be undone."""
-    from datasets_app.services.labeling_keyboard import (
-        record_label_undo,
-        record_suggestions_shown,
-    )
+    from datasets_app.services.labeling_keyboard import record_label_undo
+    from datasets_app.services.labeling_multi import suggestions_shown
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     try:
@@ -684,7 +679,7 @@ def labeling_undo_json(request, dataset_id: int):
         )
     except ValidationError as exc:
         return _json_error(exc)
-    suggestion = record_suggestions_shown(dataset=dataset, record_ids=[record.pk])
+    suggestion = suggestions_shown(dataset=dataset, record_ids=[record.pk])
     return JsonResponse(
         {
             "record": _record_json(record, suggestion.get(record.pk)),
@@ -732,13 +727,13 @@ def labeling_save(request, dataset_id: int, record_id: int):
     record again as it is now, with the reason next to the labels."""
     from datasets_app.services.jobs import DatasetBusy
     from datasets_app.services.labeling import LABEL_SEPARATOR, LabelConflict, labeling_next
-    from datasets_app.services.labeling_keyboard import labeling_submit
+    from datasets_app.services.labeling_multi import labeling_submit_labels
 
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     next_url = _safe_next(request, request.POST.get("next"))
     try:
         probability = request.POST.get("suggestion_probability") or None
-        labeling_submit(
+        labeling_submit_labels(
             dataset=dataset,
             user=request.user,
             record_id=record_id,

@@ -24,7 +24,7 @@ from datasets_app.services.labeling import (
     records_label_bulk,
     records_label_bulk_undo,
 )
-from datasets_app.services.labeling_keyboard import labeling_submit
+from datasets_app.services.labeling_multi import labeling_submit_labels
 from datasets_app.services.labeling_undo import (
     UNDO_MINUTES,
     NothingToUndo,
@@ -213,7 +213,7 @@ class RecordLabelApi(APIView):
         data.is_valid(raise_exception=True)
         given = data.validated_data
         try:
-            record = labeling_submit(
+            record = labeling_submit_labels(
                 dataset=dataset,
                 user=request.user,
                 record_id=record_id,

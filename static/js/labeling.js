@@ -10,7 +10,10 @@
 // sent again after a lost answer is applied once. If the server cannot be reached a banner says
 // so and the outbox is retried with growing waits; nothing is dropped without a message. A model
 // suggestion is highlighted and Enter accepts it. U or Backspace undoes the last label given
-// here; the speed line counts records per minute since the page was opened.
+// here; the speed line counts records per minute since the page was opened. Where a record may
+// have several labels (config.multiple), number keys tick and untick labels and Enter saves the
+// ticked set, or, before any is ticked or unticked, accepts the model's suggested set; the set
+// goes through the same outbox as one label ("a|b").
 (function () {
   "use strict";
   const form = document.querySelector("[data-testid=label-form]");
@@ -131,6 +134,11 @@
     const banner = document.querySelector("[data-testid=connection-banner]");
     const speedNode = document.querySelector("[data-testid=speed]");
     const buttons = Array.from(form.querySelectorAll("button[name=label]"));
+    const multiple = Boolean(config.multiple);
+    const boxes = Array.from(form.querySelectorAll("input[type=checkbox][name=label]"));
+    const saveButton = form.querySelector("[data-save]");
+    let ticked = new Set(); // several labels: the labels ticked for the record shown
+    let touched = false; // several labels: whether a label was ticked or unticked since shown
     const pageCsrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
     function csrf() {
       // The cookie's current token: logging in again (another tab) replaces the page's one.
@@ -236,6 +244,18 @@
         button.classList.toggle("suggested", Boolean(showing && current.suggestion &&
           button.value === current.suggestion.label));
       });
+      if (multiple) {
+        const suggested = new Set(showing && current.suggestion
+          ? splitLabels(current.suggestion.label) : []);
+        boxes.forEach((box) => {
+          box.disabled = !showing;
+          box.checked = showing && ticked.has(box.value);
+          const toggle = box.closest(".label-toggle") || box;
+          toggle.classList.toggle("suggested", suggested.has(box.value));
+          toggle.classList.toggle("ticked", box.checked);
+        });
+        if (saveButton) saveButton.disabled = !showing;
+      }
       errorNode.textContent = error || "";
       errorNode.hidden = !error;
       if (!showing) {
@@ -276,14 +296,21 @@
       const suggestion = current.suggestion;
       suggestionNode.hidden = !suggestion;
       if (suggestion) {
-        suggestionNode.querySelector("[data-suggestion-label]").textContent = suggestion.label;
+        suggestionNode.querySelector("[data-suggestion-label]").textContent = multiple
+          ? splitLabels(suggestion.label).join(", ") : suggestion.label;
         suggestionNode.querySelector("[data-suggestion-probability]").textContent =
           suggestion.probability === null ? "" : `${Math.round(suggestion.probability * 100)}%`;
       }
     }
 
+    function splitLabels(label) {
+      return (label || "").split("|").map((part) => part.trim()).filter(Boolean);
+    }
+
     function show(record, error) {
       current = record;
+      ticked = new Set(record ? splitLabels(record.label) : []);
+      touched = false;
       shownError = error || "";
       shownAt = performance.now();
       render();
@@ -507,10 +534,40 @@
       say(`Undone: “${result.body.record.text.slice(0, 60)}” has its earlier label back.`);
     }
 
+    function toggle(label) {
+      // Several labels: a number key (or a click) ticks or unticks one; Enter saves them.
+      if (!current) return;
+      if (ticked.has(label)) ticked.delete(label);
+      else ticked.add(label);
+      touched = true;
+      say("");
+      render();
+    }
+
+    function saveTicked() {
+      // Several labels: Enter (or Save) gives the ticked set, in the list's order; before any
+      // label was ticked or unticked, the model's suggested set when one is shown.
+      if (!current) return;
+      if (!touched && current.suggestion) {
+        give(current.suggestion.label);
+        return;
+      }
+      const labels = boxes.map((box) => box.value).filter((label) => ticked.has(label));
+      if (!labels.length) {
+        say("Tick at least one label with its number key, then press Enter to save.", "error");
+        return;
+      }
+      give(labels.join("|"));
+    }
+
     form.addEventListener("submit", (event) => {
       event.preventDefault(); // a click on a label button: the same as its key
-      if (event.submitter && event.submitter.value) give(event.submitter.value);
+      if (multiple) saveTicked();
+      else if (event.submitter && event.submitter.value) give(event.submitter.value);
     });
+    boxes.forEach((box) => box.addEventListener("change", () => {
+      if (box.checked !== ticked.has(box.value)) toggle(box.value);
+    }));
     const undoButton = document.querySelector("[data-undo]");
     if (undoButton) undoButton.addEventListener("click", undo);
 
@@ -523,10 +580,12 @@
       const keyed = current && form.querySelector(`[data-key="${CSS.escape(key)}"]`);
       if (keyed) {
         event.preventDefault();
-        give(keyed.value);
+        if (multiple) toggle(keyed.value);
+        else give(keyed.value);
       } else if (key === "enter" && (target === document.body || form.contains(target))) {
         event.preventDefault();
-        if (current && current.suggestion) give(current.suggestion.label);
+        if (multiple) saveTicked();
+        else if (current && current.suggestion) give(current.suggestion.label);
         else if (current) say("This record has no model suggestion to accept: press a label's key.");
       } else if (key === "u" || key === "backspace") {
         event.preventDefault();

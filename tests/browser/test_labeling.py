@@ -102,6 +102,8 @@ def test_several_labels_are_ticked_with_keys_and_saved_with_enter(page, live_ser
     press(page, "2")
     press(page, "Enter")
     expect(text).to_have_text("second")
+    # The queue sends the set in the background (tests/browser/test_labeling_multi.py).
+    expect(page.get_by_test_id("labeling-progress")).to_have_attribute("data-waiting", "0")
     assert Record.objects.get(text="first").label == "urgent|billing"
 
 
