@@ -45,6 +45,13 @@ class SearchOutputSerializer(serializers.ModelSerializer):
             "created_at",
             "finished_at",
         ]
+        extra_kwargs = {
+            "status": {
+                "help_text": "running: trials are queued or training; registering: the trials "
+                "are done and the best trial's model version is being registered; succeeded: "
+                "that version exists (model_version); failed; cancelled."
+            }
+        }
 
     def get_model_version(self, search: HyperparameterSearch) -> int | None:
         from training_app.selectors import run_model_version
