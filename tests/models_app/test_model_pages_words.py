@@ -92,3 +92,12 @@ def test_version_page_names_the_default_runtime_and_says_how_to_export(client_as
     assert "Export ONNX int8 for the fastest CPU serving" in page
     viewer = client_as("viewer").get(reverse("models:version_detail", args=[version.pk]))
     assert "Export ONNX int8 for the fastest" not in viewer.content.decode()
+
+
+def test_the_empty_deployments_page_tells_each_role_what_it_can_do(client_as):
+    analyst = client_as("analyst").get(reverse("models:deployment_list")).content.decode()
+    viewer = client_as("viewer").get(reverse("models:deployment_list")).content.decode()
+
+    assert "press Deploy" in analyst
+    assert "press Deploy" not in viewer
+    assert "An analyst deploys one from its version page" in viewer

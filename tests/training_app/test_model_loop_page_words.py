@@ -52,3 +52,22 @@ def test_pre_labels_name_their_runtime_and_the_button_counts_records(
     assert "Pre-label 1 unlabeled record<" in page
     title = page[page.index('<h1 class="page-title">') : page.index("</h1>")]
     assert title.endswith("/ Model in the loop")
+
+
+def test_a_failed_loop_reads_as_failed_in_the_labeling_page_panel(client_as, dataset_and_version):
+    from django.utils import timezone
+
+    dataset, version = dataset_and_version
+    RetrainLoop.objects.create(
+        dataset=dataset,
+        from_version=version,
+        step="failed",
+        error_message="The run failed: out of memory.",
+        finished_at=timezone.now(),
+    )
+
+    row = client_as("analyst").get(reverse("training:retrain_loops_live")).content.decode()
+
+    assert 'class="job job-failed"' in row  # a red bar, not the brand colour of a running job
+    assert '<span class="error-text">The run failed: out of memory.</span>' in row
+    assert '<span class="muted">100%</span>' in row
