@@ -655,6 +655,10 @@ class AgreementCounts(models.Model):
     seconds = models.FloatField(default=0.0)
     # Set while a worker counts them again (a large dataset's page shows these meanwhile).
     recount_started_at = models.DateTimeField(null=True, blank=True)
+    # When the stamp was read, and the latest annotation change it saw: see
+    # services.agreement._settled.
+    stamp_read_at = models.DateTimeField(null=True, blank=True)
+    latest_change = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"agreement counts of dataset {self.dataset_id} at {self.computed_at}"

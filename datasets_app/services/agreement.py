@@ -6,8 +6,10 @@ counts the pair table (annotator pair x their two labels x annotations on the re
 GROUP BY and the per-annotator sums (with each one's times in 0.1 s steps, for the median)
 with another, so a million annotations cost two queries and tables of a few hundred rows, not
 a million Python tuples. Those count tables are kept (``AgreementCounts``) with a change stamp
-of the dataset's annotations and records, which costs one scan of each without joins; a page
-whose stamp is unchanged reads the kept tables instead of counting again. The figures about
+of the dataset's annotations and records (their latest change from an index, and one scan of
+the records without joins); a page whose stamp is unchanged reads the kept tables instead of
+counting again, and a large dataset's page shows the kept ones, marked out of date, while a
+worker counts again (agreement_recount_task). The figures about
 named people's work are for those who manage the dataset (analysts and admins), so reading
 them takes the right to change the dataset.
 """
@@ -19,13 +21,24 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, IntegerField, Q, Sum, When
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    When,
+)
 from django.utils import timezone
 
 from datasets_app import agreement
@@ -54,32 +67,28 @@ WHERE x.dataset_id = %s AND y.dataset_id = %s AND r.import_run_id = %s
 GROUP BY x.user_id, y.user_id, x.label, y.label, r.annotation_count
 """
 
-# The change stamp, two scans without joins. The annotations: their count, how many still
-# have an author (deleting a user empties the field without touching updated_at), the newest
-# id and a sum of hashes of every updated_at (every write sets it, undo and redo included; a
-# sum, not the latest time, so that a write committed after a later one is still seen). The
-# records of the import: their count, and their labels and kept annotation counts folded into
-# one sum weighted by id, so that any label changed (by the queue, a bulk label, its undo, a
-# review, an edit) changes it, swaps between records included. PostgreSQL hashes with its own
-# functions; SQLite with one registered below (each record term taken modulo a prime, as
-# SQLite's SUM fails on an integer overflow).
-_STAMP_SQL = {
-    "postgresql": (
-        """SELECT COUNT(*), COUNT(user_id), MAX(id),
-                  SUM(hashint8((date_part('epoch', updated_at) * 1000000)::bigint))
-           FROM {annotation} WHERE dataset_id = %s""",
-        """SELECT COUNT(*),
-                  SUM((hashtext(label)::bigint + annotation_count) * (id %% 2147483647))
-           FROM {record} WHERE import_run_id = %s""",
-    ),
-    "sqlite": (
-        """SELECT COUNT(*), COUNT(user_id), MAX(id), SUM(lepton_crc32(updated_at))
-           FROM {annotation} WHERE dataset_id = %s""",
-        """SELECT COUNT(*),
-                  SUM((lepton_crc32(label) + annotation_count) * (id %% 1000003) %% 1000000007)
-           FROM {record} WHERE import_run_id = %s""",
-    ),
+# The records' half of the change stamp: their count, and their labels and kept annotation
+# counts folded into one sum weighted by id, so that any label changed (by the queue, a bulk
+# label, its undo, a review, an edit) changes it, swaps between records included. One scan
+# without joins (0.15-0.25 s at 1M records; an index-only scan of (import_run, label, id) where
+# the records' texts make the table large). PostgreSQL hashes with hashtext; SQLite with a
+# function registered below (each term taken modulo a prime: its SUM fails on an overflow).
+_RECORD_STAMP_SQL = {
+    "postgresql": """
+        SELECT COUNT(*), SUM((hashtext(label)::bigint + annotation_count) * (id %% 2147483647))
+        FROM {record} WHERE import_run_id = %s""",
+    "sqlite": """
+        SELECT COUNT(*),
+               SUM((lepton_crc32(label) + annotation_count) * (id %% 1000003) %% 1000000007)
+        FROM {record} WHERE import_run_id = %s""",
 }
+# The annotations' half is their latest change: every write sets updated_at (a new label, a
+# changed one, undo and redo), found per author from the (dataset, user, -updated_at) index in
+# a few milliseconds instead of scanning them all (0.6 s at 2M under load). Deleting annotations
+# deletes their records (the records' count changes); deleting a person empties the author,
+# which _counts_for checks. A write saved before the latest one but committed after the stamp
+# was read would not move it: see _settled.
+SETTLE = timedelta(seconds=60)
 
 
 def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
@@ -92,25 +101,45 @@ def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
         return {tuple(row[:5]): int(row[5]) for row in cursor.fetchall()}
 
 
-def _change_stamp(dataset: Dataset) -> tuple[str, int]:
-    """What the figures depend on, in a few numbers (see _STAMP_SQL), and how many annotations
-    the dataset has: 0.3-0.45 s at 2M annotations and 1M records under load, against seconds
-    for the counting."""
+def _change_stamp(dataset: Dataset) -> tuple[str, datetime | None]:
+    """What the figures depend on, as a string, and the latest annotation change it includes."""
+    latest_by_author = Subquery(
+        Annotation.objects.filter(dataset=dataset, user=OuterRef("pk"))
+        .order_by("-updated_at")
+        .values("updated_at")[:1]
+    )
+    changes = [
+        get_user_model().objects.annotate(latest=latest_by_author).aggregate(x=Max("latest"))["x"],
+        Annotation.objects.filter(dataset=dataset, user__isnull=True).aggregate(
+            x=Max("updated_at")
+        )["x"],
+    ]
+    latest = max((change for change in changes if change is not None), default=None)
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
-    tables = {
-        "annotation": connection.ops.quote_name(Annotation._meta.db_table),
-        "record": connection.ops.quote_name(Record._meta.db_table),
-    }
-    annotations_sql, records_sql = (sql.format(**tables) for sql in _STAMP_SQL[vendor])
+    sql = _RECORD_STAMP_SQL[vendor].format(record=connection.ops.quote_name(Record._meta.db_table))
     with connection.cursor() as cursor:
         if vendor == "sqlite":
             connection.connection.create_function("lepton_crc32", 1, _crc32, deterministic=True)
-        cursor.execute(annotations_sql, [dataset.pk])
-        annotations = cursor.fetchone()
-        cursor.execute(records_sql, [dataset.active_import_id])
+        cursor.execute(sql, [dataset.active_import_id])
         records = cursor.fetchone()
-    stamp = json.dumps([dataset.active_import_id, *map(str, annotations), *map(str, records)])
-    return stamp, annotations[0]
+    stamp = json.dumps(
+        [dataset.active_import_id, latest.isoformat() if latest else None, *map(str, records)]
+    )
+    return stamp, latest
+
+
+def _settled(kept: AgreementCounts) -> bool:
+    """Whether every annotation change up to the kept stamp had committed when it was read.
+    A write takes updated_at when saved and is seen when committed, a few milliseconds later;
+    one that is not seen yet while a later one is could leave the latest change where it was.
+    So kept tables whose stamp was read within SETTLE of their latest change hold only until
+    SETTLE after that reading; then they are counted again, once, with a stamp read later."""
+    if kept.latest_change is None or kept.stamp_read_at is None:
+        return kept.stamp_read_at is not None
+    return (
+        kept.latest_change < kept.stamp_read_at - SETTLE
+        or timezone.now() < kept.stamp_read_at + SETTLE
+    )
 
 
 def _crc32(text: str | None) -> int:
@@ -192,12 +221,13 @@ def _counts_for(dataset: Dataset) -> tuple[AgreementCounts, bool]:
     annotations and tables were kept before: then those, out of date, while a worker counts
     again (one at a time; a claim left by a lost worker is taken over after RECOUNT_LOST)."""
     with _without_jit():
-        stamp, size = _change_stamp(dataset)
+        read_at = timezone.now()
+        stamp, latest = _change_stamp(dataset)
         kept = AgreementCounts.objects.filter(dataset=dataset).first()
-        if kept is not None and kept.stamp == stamp:
+        if kept is not None and kept.stamp == stamp and _settled(kept) and _authors_kept(kept):
             return kept, False
-        if kept is None or size <= _sync_limit():
-            return _recount(dataset, stamp), False
+        if kept is None or _annotations(kept.counts) <= _sync_limit():
+            return _recount(dataset, stamp, read_at, latest), False
         now = timezone.now()
         claimed = (
             AgreementCounts.objects.filter(pk=kept.pk)
@@ -214,7 +244,20 @@ def _counts_for(dataset: Dataset) -> tuple[AgreementCounts, bool]:
         return kept, True
 
 
-def _recount(dataset: Dataset, stamp: str) -> AgreementCounts:
+def _annotations(counts: dict) -> int:
+    return sum(row[2] for row in counts["per_user_tenths"])
+
+
+def _authors_kept(kept: AgreementCounts) -> bool:
+    """Whether everybody counted still exists (deleting a person empties their annotations'
+    author without changing updated_at)."""
+    authors = {row[0] for row in kept.counts["per_user_tenths"]}
+    return get_user_model().objects.filter(pk__in=authors).count() == len(authors)
+
+
+def _recount(
+    dataset: Dataset, stamp: str, read_at: datetime, latest: datetime | None
+) -> AgreementCounts:
     """Count and keep the tables under ``stamp``. The stamp is read before: a label given
     while counting makes the kept tables newer than their stamp, so the next page counts again
     (never older tables under a newer stamp)."""
@@ -228,6 +271,8 @@ def _recount(dataset: Dataset, stamp: str) -> AgreementCounts:
             "computed_at": timezone.now(),
             "seconds": time.perf_counter() - started,
             "recount_started_at": None,
+            "stamp_read_at": read_at,
+            "latest_change": latest,
         },
     )
     return kept
@@ -240,8 +285,9 @@ def dataset_agreement_recount(*, dataset_id: int) -> AgreementCounts | None:
     if dataset is None:
         return None
     with _without_jit():
-        stamp, _ = _change_stamp(dataset)
-        return _recount(dataset, stamp)
+        read_at = timezone.now()
+        stamp, latest = _change_stamp(dataset)
+        return _recount(dataset, stamp, read_at, latest)
 
 
 def dataset_agreement_get(*, user, dataset: Dataset) -> dict:

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db.models import F
 from django.utils import timezone
 
-from datasets_app.models import AgreementCounts, Record
+from datasets_app.models import AgreementCounts, Annotation, Record
 from datasets_app.services.agreement import dataset_agreement_get
 from datasets_app.services.labeling import (
     label_schema_set,
@@ -169,6 +170,38 @@ def test_kept_counts_follow_labels_changed_outside_the_queue_and_deleted_people(
     assert sorted(annotators) == ["ann", "bob"]
     assert list(pairs) == [("ann", "bob")]
     assert figures["annotations"] == 9
+
+
+def test_a_label_committed_after_the_stamp_was_read_is_counted_once_it_settles(
+    analyst, annotated, make_user
+):
+    # Everything labeled five minutes ago; counted now (the stamp's latest change is settled).
+    Annotation.objects.filter(dataset=annotated).update(
+        updated_at=F("updated_at") - timedelta(minutes=5)
+    )
+    assert dataset_agreement_get(user=analyst, dataset=annotated)["annotations"] == 10
+    kept = AgreementCounts.objects.get(dataset=annotated)
+    # dan's label was saved a moment before that latest change but committed only after the
+    # stamp was read: the latest change does not move.
+    record = Record.objects.get(dataset=annotated, source_row=6)
+    dan = make_user("annotator", username="dan")
+    late = Annotation.objects.create(dataset=annotated, record=record, user=dan, label="neg")
+    Annotation.objects.filter(pk=late.pk).update(
+        updated_at=kept.latest_change - timedelta(milliseconds=1)
+    )
+
+    # The stamp was read long after its latest change: nothing can be on its way, kept.
+    assert dataset_agreement_get(user=analyst, dataset=annotated)["annotations"] == 10
+
+    # Read a second after it: a write may have been on its way; once SETTLE has passed since
+    # the reading, counted again, dan's label included.
+    AgreementCounts.objects.filter(dataset=annotated).update(
+        stamp_read_at=kept.latest_change + timedelta(seconds=1)
+    )
+    assert dataset_agreement_get(user=analyst, dataset=annotated)["annotations"] == 11
+    assert AgreementCounts.objects.get(dataset=annotated).stamp_read_at > timezone.now() - (
+        timedelta(minutes=1)
+    )
 
 
 def test_a_large_changed_dataset_shows_the_kept_figures_while_a_worker_counts_again(
