@@ -2,6 +2,8 @@
 instead of widening the page, and a refused labeling setting shows next to its field with the
 typed value kept, under the sidebar entry of its section."""
 
+import itertools
+
 import pytest
 from django.urls import reverse
 from playwright.sync_api import expect
@@ -80,3 +82,46 @@ def test_a_refused_overlap_shows_next_to_its_field(page, live_server, make_user)
     page.get_by_test_id("save-settings").click()
     expect(page.get_by_role("status").first).to_contain_text("Labeling settings saved.")
     assert Dataset.objects.get(pk=dataset.pk).label_overlap == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cards_keep_their_spacing_in_wrapped_blocks_and_the_review_queue(
+    page, live_server, make_user
+):
+    from datasets_app.models import Record
+    from datasets_app.services.labeling import (
+        label_schema_set,
+        labeling_settings_set,
+        record_label_set,
+    )
+
+    analyst = make_user("analyst", username="ana")
+    dataset = imported_dataset(
+        analyst,
+        "text,label\nrefund please,\nmy card is lost,\n",
+        {"text_columns": ["text"], "label_column": "label"},
+        report=False,
+    )
+    label_schema_set(dataset=dataset, user=analyst, labels=["billing", "cards"])
+    labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
+    records = list(Record.objects.filter(dataset=dataset))
+    for name, label in (("alice", "billing"), ("bob", "cards")):
+        person = make_user("annotator", username=name)
+        for record in records:
+            record_label_set(dataset=dataset, user=person, record_id=record.pk, label=label)
+    log_in(page, live_server, "ana")
+
+    def gaps(selector: str) -> list[float]:
+        boxes = [item.bounding_box() for item in page.locator(selector).all()]
+        return [b["y"] - (a["y"] + a["height"]) for a, b in itertools.pairwise(boxes)]
+
+    page.goto(live_server.url + reverse("datasets:review_queue", args=[dataset.pk]))
+    expect(page.get_by_test_id("review-item")).to_have_count(2)
+    assert all(gap >= 10 for gap in gaps("[data-testid=review-item]")), gaps(
+        "[data-testid=review-item]"
+    )
+    page.goto(live_server.url + reverse("datasets:dataset_agreement", args=[dataset.pk]))
+    expect(page.get_by_test_id("pairs")).to_be_visible()
+    assert all(gap >= 16 for gap in gaps("main.content section.card")), gaps(
+        "main.content section.card"
+    )
