@@ -78,6 +78,13 @@ class LabelingItem:
     previous_id: int | None  # the record this user labeled last, to go back to
 
 
+def _fast_sql() -> bool:
+    """Whether the queue's hot path (the next record in file order; a label at overlap 1) runs
+    as hand-written PostgreSQL, one round trip each, rather than through the ORM (SQLite, and
+    the other cases everywhere). Tests switch it off to hold both paths to the same results."""
+    return connection.vendor == "postgresql"
+
+
 def _claim_seconds() -> int:
     return settings.LABELING_CLAIM_SECONDS
 
@@ -206,12 +213,13 @@ def dataset_labeling_read(dataset: Dataset, user=None, *, previous: bool = False
     )
     params.append(dataset.pk)
     if connection.vendor == "postgresql":
-        select = f"SELECT set_config('lock_timeout', %s, true); {select} FOR SHARE OF d"
-        params = [LOCK_WAIT, *params]
+        settings_sql = "set_config('lock_timeout', %s, true)"
         if not connection.in_atomic_block:
             # The share lock makes this a writing transaction; what it wrote (a lock, gone at
             # its end) needs no wait for the disk at commit: 5-8 ms saved per call.
-            select = f"SELECT set_config('synchronous_commit', 'off', true); {select}"
+            settings_sql += ", set_config('synchronous_commit', 'off', true)"
+        select = f"SELECT {settings_sql}; {select} FOR SHARE OF d"
+        params = [LOCK_WAIT, *params]
     try:
         rows = list(Dataset.objects.raw(select, params))
     except OperationalError as exc:
@@ -319,11 +327,7 @@ def labeling_next(
     previous = dataset.previous_id
     keep = [int(pk) for pk in keep]
     soft = not connection.in_atomic_block  # the transaction below is ours alone
-    if (
-        record_id is None
-        and connection.vendor == "postgresql"
-        and dataset.labeling_order not in ORDER_FIELDS
-    ):
+    if record_id is None and _fast_sql() and dataset.labeling_order not in ORDER_FIELDS:
         found, settled = _next_in_file_order_pg(dataset, user, after, keep, soft=soft)
         if settled:
             return LabelingItem(found, _remaining(dataset), labels, previous)
@@ -916,7 +920,7 @@ def record_label_set(
         time_spent_ms = max(0, min(int(time_spent_ms), 2_147_483_647))
     dataset = dataset_labeling_read(dataset, user)
     label = _validated_label(dataset, label)
-    if connection.vendor == "postgresql" and _overlap(dataset) == 1:
+    if _fast_sql() and _overlap(dataset) == 1:
         return _label_set_one_pg(
             dataset,
             user,

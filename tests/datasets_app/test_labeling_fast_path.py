@@ -1,0 +1,155 @@
+"""The labeling queue's hot path as hand-written PostgreSQL (the next record in file order, a
+label at overlap 1) against the ORM path it replaces: the same actions leave the same state.
+On SQLite both runs take the ORM path."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from datasets_app.models import Annotation, Dataset, LabelChange, LabelClaim, Record
+from datasets_app.services import labeling
+from datasets_app.services.labeling import (
+    LabelConflict,
+    label_schema_set,
+    labeling_next,
+    record_label_set,
+)
+from tests.datasets_app.factories import imported_dataset
+
+pytestmark = pytest.mark.usefixtures("redis_url")
+
+CSV = "text,label\nfirst,pos\nsecond,\nthird,neg\nfourth,\nfifth,\nsixth,\nseventh,\n"
+MAPPING = {"text_columns": ["text"], "label_column": "label"}
+
+
+def text(record_id: int) -> str:
+    return Record.objects.get(pk=record_id).text
+
+
+def session(dataset: Dataset, a, b) -> list:
+    """Two annotators' actions, with what each returned; the results name records by text."""
+    seen: list = []
+    first_a = labeling_next(dataset=dataset, user=a).record
+    first_b = labeling_next(dataset=dataset, user=b).record
+    seen += [first_a.text, first_b.text]
+    saved = record_label_set(
+        dataset=dataset,
+        user=a,
+        record_id=first_a.pk,
+        label="pos",
+        expected_label="",
+        client_key="key-a-000001",
+        suggestion_label="pos",
+        suggestion_probability=0.9,
+        suggestion_accepted=True,
+        time_spent_ms=1200,
+    )
+    seen.append((saved.label, saved.original_label, saved.annotation_count))
+    seen.append((saved.annotation.label, saved.annotation.client_key))
+    again = record_label_set(  # the page sent it again: applied once
+        dataset=dataset,
+        user=a,
+        record_id=first_a.pk,
+        label="pos",
+        expected_label="",
+        client_key="key-a-000001",
+    )
+    seen.append((again.label, again.annotation.pk == saved.annotation.pk))
+    second_a = labeling_next(dataset=dataset, user=a, after=first_a.pk).record
+    seen.append(second_a.text)
+    record_label_set(dataset=dataset, user=b, record_id=first_b.pk, label="neg", expected_label="")
+    changed = record_label_set(
+        dataset=dataset, user=a, record_id=first_a.pk, label="neg", expected_label="pos"
+    )
+    seen.append((changed.label, changed.annotation_count, changed.annotation.suggestion_label))
+    same = record_label_set(
+        dataset=dataset, user=a, record_id=first_a.pk, label="neg", expected_label="neg"
+    )
+    seen.append((same.label, same.annotation.label))
+    with pytest.raises(LabelConflict) as conflict:
+        record_label_set(
+            dataset=dataset, user=b, record_id=first_a.pk, label="pos", expected_label=""
+        )
+    seen.append(conflict.value.messages[0].replace(a.get_username(), "A"))
+    filed = Record.objects.get(import_run_id=dataset.active_import_id, text="first")
+    relabeled = record_label_set(
+        dataset=dataset, user=b, record_id=filed.pk, label="neg", expected_label="pos"
+    )
+    seen.append((relabeled.label, relabeled.original_label, relabeled.annotation_count))
+    # Held by a (second_a) and not handed to b; a's earlier hold let go.
+    seen.append(labeling_next(dataset=dataset, user=b, after=first_b.pk).record.text)
+    seen.append(labeling_next(dataset=dataset, user=a, keep=[second_a.pk]).record.text)
+    return seen
+
+
+def state(dataset: Dataset, a, b) -> dict:
+    who = {a.pk: "a", b.pk: "b"}
+    dataset.refresh_from_db()
+    records = Record.objects.filter(import_run_id=dataset.active_import_id).order_by("source_row")
+    return {
+        "records": [
+            (r.text, r.label, r.original_label, r.annotation_count, r.is_excluded) for r in records
+        ],
+        "annotations": sorted(
+            (
+                text(n.record_id),
+                who[n.user_id],
+                n.label,
+                n.suggestion_label,
+                n.suggestion_probability,
+                n.suggestion_accepted,
+                n.client_key,
+                n.time_spent_ms,
+                n.undone_at is None,
+            )
+            for n in Annotation.objects.filter(dataset=dataset)
+        ),
+        "changes": [
+            (text(c.record_id), c.old_label, c.new_label, who[c.user_id])
+            for c in LabelChange.objects.filter(dataset=dataset).order_by("id")
+        ],
+        "claims": sorted(
+            (text(c.record_id), who[c.user_id]) for c in LabelClaim.objects.filter(dataset=dataset)
+        ),
+        "counts": dataset.label_counts,
+    }
+
+
+def test_sql_and_orm_paths_leave_the_same_state(analyst, make_user, monkeypatch):
+    results = {}
+    for path in ("sql", "orm"):
+        if path == "orm":
+            monkeypatch.setattr(labeling, "_fast_sql", lambda: False)
+        dataset = imported_dataset(analyst, CSV, MAPPING, report=False, name=path)
+        a, b = make_user("annotator"), make_user("annotator")
+        seen = session(dataset, a, b)
+        results[path] = (seen, state(dataset, a, b))
+    assert results["sql"] == results["orm"]
+    seen, final = results["sql"]
+    assert seen[:2] == ["second", "fourth"]
+    assert final["counts"] == {"": 3, "neg": 4}
+    assert ("first", "neg", "pos", 1, False) in final["records"]
+    assert final["claims"] == [("fifth", "a"), ("seventh", "a"), ("sixth", "b")]
+
+
+def test_an_action_is_four_round_trips_on_postgresql(on_postgres, analyst, make_user):
+    dataset = imported_dataset(analyst, CSV, MAPPING, report=False)
+    # With a label list (without one, the labels offered are read from the label log too).
+    label_schema_set(dataset=dataset, user=analyst, labels=["pos", "neg"])
+    annotator = make_user("annotator")
+    item = labeling_next(dataset=dataset, user=annotator)
+    with CaptureQueriesContext(connection) as queries:
+        record_label_set(
+            dataset=dataset,
+            user=annotator,
+            record_id=item.record.pk,
+            label="pos",
+            expected_label="",
+        )
+        following = labeling_next(dataset=dataset, user=annotator, after=item.record.pk)
+    # Each: the dataset read, then one query string.
+    assert len(queries.captured_queries) == 4
+    assert following.record.text == "fourth"
+    assert following.previous_id == item.record.pk
