@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -73,13 +74,16 @@ GROUP BY x.user_id, y.user_id, x.label, y.label, r.annotation_count
 # without joins (0.15-0.25 s at 1M records; an index-only scan of (import_run, label, id) where
 # the records' texts make the table large). PostgreSQL hashes with hashtext; SQLite with a
 # function registered below (each term taken modulo a prime: its SUM fails on an overflow).
+# The same scan counts the records annotated, a figure of the page.
 _RECORD_STAMP_SQL = {
     "postgresql": """
-        SELECT COUNT(*), SUM((hashtext(label)::bigint + annotation_count) * (id %% 2147483647))
+        SELECT COUNT(*), SUM((hashtext(label)::bigint + annotation_count) * (id %% 2147483647)),
+               COUNT(*) FILTER (WHERE annotation_count >= 1)
         FROM {record} WHERE import_run_id = %s""",
     "sqlite": """
         SELECT COUNT(*),
-               SUM((lepton_crc32(label) + annotation_count) * (id %% 1000003) %% 1000000007)
+               SUM((lepton_crc32(label) + annotation_count) * (id %% 1000003) %% 1000000007),
+               SUM(CASE WHEN annotation_count >= 1 THEN 1 ELSE 0 END)
         FROM {record} WHERE import_run_id = %s""",
 }
 # The annotations' half is their latest change: every write sets updated_at (a new label, a
@@ -101,8 +105,16 @@ def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
         return {tuple(row[:5]): int(row[5]) for row in cursor.fetchall()}
 
 
-def _change_stamp(dataset: Dataset) -> tuple[str, datetime | None]:
-    """What the figures depend on, as a string, and the latest annotation change it includes."""
+@dataclass(frozen=True)
+class _Stamp:
+    text: str  # what the figures depend on
+    latest: datetime | None  # the latest annotation change it includes
+    read_at: datetime
+    records_annotated: int
+
+
+def _change_stamp(dataset: Dataset) -> _Stamp:
+    read_at = timezone.now()
     latest_by_author = Subquery(
         Annotation.objects.filter(dataset=dataset, user=OuterRef("pk"))
         .order_by("-updated_at")
@@ -121,11 +133,11 @@ def _change_stamp(dataset: Dataset) -> tuple[str, datetime | None]:
         if vendor == "sqlite":
             connection.connection.create_function("lepton_crc32", 1, _crc32, deterministic=True)
         cursor.execute(sql, [dataset.active_import_id])
-        records = cursor.fetchone()
-    stamp = json.dumps(
-        [dataset.active_import_id, latest.isoformat() if latest else None, *map(str, records)]
+        records, weighted, annotated = cursor.fetchone()
+    text = json.dumps(
+        [dataset.active_import_id, latest.isoformat() if latest else None, records, str(weighted)]
     )
-    return stamp, latest
+    return _Stamp(text, latest, read_at, int(annotated or 0))
 
 
 def _settled(kept: AgreementCounts) -> bool:
@@ -146,7 +158,7 @@ def _crc32(text: str | None) -> int:
     return zlib.crc32((text or "").encode())
 
 
-def _count(dataset: Dataset) -> dict:
+def _count(dataset: Dataset, stamp: _Stamp) -> dict:
     """The count tables the figures are made from (JSON-ready: kept in AgreementCounts)."""
     live = Annotation.objects.filter(
         dataset=dataset,
@@ -194,9 +206,7 @@ def _count(dataset: Dataset) -> dict:
             for row in per_user_tenths
         ],
         "pairs": [[*key, count] for key, count in _pair_table(dataset).items()],
-        "records_annotated": Record.objects.filter(
-            import_run_id=dataset.active_import_id, annotation_count__gte=1
-        ).count(),
+        "records_annotated": stamp.records_annotated,
     }
 
 
@@ -221,13 +231,12 @@ def _counts_for(dataset: Dataset) -> tuple[AgreementCounts, bool]:
     annotations and tables were kept before: then those, out of date, while a worker counts
     again (one at a time; a claim left by a lost worker is taken over after RECOUNT_LOST)."""
     with _without_jit():
-        read_at = timezone.now()
-        stamp, latest = _change_stamp(dataset)
+        stamp = _change_stamp(dataset)
         kept = AgreementCounts.objects.filter(dataset=dataset).first()
-        if kept is not None and kept.stamp == stamp and _settled(kept) and _authors_kept(kept):
+        if kept is not None and kept.stamp == stamp.text and _settled(kept) and _authors_kept(kept):
             return kept, False
         if kept is None or _annotations(kept.counts) <= _sync_limit():
-            return _recount(dataset, stamp, read_at, latest), False
+            return _recount(dataset, stamp), False
         now = timezone.now()
         claimed = (
             AgreementCounts.objects.filter(pk=kept.pk)
@@ -255,24 +264,22 @@ def _authors_kept(kept: AgreementCounts) -> bool:
     return get_user_model().objects.filter(pk__in=authors).count() == len(authors)
 
 
-def _recount(
-    dataset: Dataset, stamp: str, read_at: datetime, latest: datetime | None
-) -> AgreementCounts:
+def _recount(dataset: Dataset, stamp: _Stamp) -> AgreementCounts:
     """Count and keep the tables under ``stamp``. The stamp is read before: a label given
     while counting makes the kept tables newer than their stamp, so the next page counts again
     (never older tables under a newer stamp)."""
     started = time.perf_counter()
-    counts = _count(dataset)
+    counts = _count(dataset, stamp)
     kept, _ = AgreementCounts.objects.update_or_create(
         dataset=dataset,
         defaults={
-            "stamp": stamp,
+            "stamp": stamp.text,
             "counts": counts,
             "computed_at": timezone.now(),
             "seconds": time.perf_counter() - started,
             "recount_started_at": None,
-            "stamp_read_at": read_at,
-            "latest_change": latest,
+            "stamp_read_at": stamp.read_at,
+            "latest_change": stamp.latest,
         },
     )
     return kept
@@ -285,9 +292,7 @@ def dataset_agreement_recount(*, dataset_id: int) -> AgreementCounts | None:
     if dataset is None:
         return None
     with _without_jit():
-        read_at = timezone.now()
-        stamp, latest = _change_stamp(dataset)
-        return _recount(dataset, stamp, read_at, latest)
+        return _recount(dataset, _change_stamp(dataset))
 
 
 def dataset_agreement_get(*, user, dataset: Dataset) -> dict:
