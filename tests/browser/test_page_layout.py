@@ -125,3 +125,36 @@ def test_cards_keep_their_spacing_in_wrapped_blocks_and_the_review_queue(
     assert all(gap >= 16 for gap in gaps("main.content section.card")), gaps(
         "main.content section.card"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_with_traffic_draws_its_latency_chart(
+    page, live_server, make_user, tmp_path_factory
+):
+    from models_app import runtime
+    from models_app.deploy import deployment_deploy
+    from models_app.serving import deployment_get_live, deployment_predict
+    from tests.models_app.serving_helpers import make_version
+
+    runtime.model_cache.clear()
+    analyst = make_user("analyst", username="ana")
+    version = make_version(tmp_path_factory)
+    deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    for _ in range(3):
+        deployment_predict(deployment=deployment_get_live("reviews"), texts=["good"])
+    log_in(page, live_server, "ana")
+
+    page.goto(live_server.url + reverse("models:deployment_list"))
+
+    chart = page.get_by_test_id("latency-chart")
+    expect(chart).to_be_visible()
+    page.wait_for_function(
+        "() => window.Chart && window.Chart.getChart(document.querySelector('.latency-chart'))"
+    )
+    drawn = page.evaluate(
+        "() => window.Chart.getChart(document.querySelector('.latency-chart')).data.datasets"
+        ".find((d) => d.label === 'requests').data.reduce((a, b) => a + b, 0)"
+    )
+    assert drawn == 3
+    assert "<script" not in page.locator("main").inner_text()
+    runtime.model_cache.clear()

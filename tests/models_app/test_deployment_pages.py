@@ -109,7 +109,9 @@ def test_deployments_page_shows_counts_after_requests(client_as, version, analys
     assert page.status_code == 200
     html = page.content.decode()
     assert 'data-testid="endpoint-requests">2<' in html
-    assert 'id="latency-reviews"' in html
+    # The chart's data is a JSON script the chart reads, not text shown on the page.
+    assert '<script id="latency-reviews" type="application/json">' in html
+    assert "&lt;script" not in html
     assert 'data-testid="promote-form"' not in html  # viewers cannot change endpoints
 
 
