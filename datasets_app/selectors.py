@@ -152,6 +152,16 @@ def review_items_for_page(*, dataset: Dataset, user, status: str = "open", limit
     return items
 
 
+def review_item_counts(*, dataset: Dataset) -> dict[str, int]:
+    """How many review items of the dataset are open, resolved and dismissed."""
+    from datasets_app.models import ReviewItem
+
+    counts = dict.fromkeys(ReviewItem.Status.values, 0)
+    rows = ReviewItem.objects.filter(dataset=dataset).values("status").annotate(n=Count("id"))
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts
+
+
 def snapshot_get_for_user(*, user, snapshot_id: int) -> Snapshot:
     access_check(user, "dataset", "view")
     snapshot = Snapshot.objects.select_related("dataset").filter(pk=snapshot_id).first()

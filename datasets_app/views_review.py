@@ -10,7 +10,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.models import MAX_OVERLAP, LabelingOrder, ReviewItem
-from datasets_app.selectors import dataset_annotators, dataset_get_for_user, review_items_for_page
+from datasets_app.selectors import (
+    dataset_annotators,
+    dataset_get_for_user,
+    review_item_counts,
+    review_items_for_page,
+)
 from datasets_app.services.labeling import (
     dataset_assign,
     dataset_unassign,
@@ -119,6 +124,7 @@ def review_queue(request, dataset_id: int):
     if status not in ReviewItem.Status.values:
         status = ReviewItem.Status.OPEN
     items = review_items_for_page(dataset=dataset, user=request.user, status=status)
+    counts = review_item_counts(dataset=dataset)
     return render(
         request,
         "datasets_app/review_queue.html",
@@ -127,7 +133,8 @@ def review_queue(request, dataset_id: int):
             "items": items,
             "labels": label_choices(dataset),
             "status": status,
-            "statuses": ReviewItem.Status.choices,
+            "status_total": counts[status],
+            "statuses": [(value, text, counts[value]) for value, text in ReviewItem.Status.choices],
         },
     )
 

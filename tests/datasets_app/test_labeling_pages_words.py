@@ -114,3 +114,39 @@ def test_review_items_show_time_spent_in_seconds(client, analyst, make_user):
     assert table.count("<td>2.3 s</td>") == 2
     assert " ms<" not in table
     assert re.findall(r'<td title="[^"]+">(now|[^<]*ago)</td>', table)
+
+
+def test_the_review_tabs_count_their_items_and_say_when_only_some_are_shown(
+    client, analyst, make_user
+):
+    from datasets_app.models import ReviewItem
+
+    dataset = make_dataset(analyst, 3, overlap=2)
+    records = list(Record.objects.filter(import_run_id=dataset.active_import_id))
+    alice, bob = make_user("annotator"), make_user("annotator")
+    for record in records:
+        for person, value in ((alice, "a"), (bob, "b")):
+            record_label_set(dataset=dataset, user=person, record_id=record.pk, label=value)
+    ReviewItem.objects.filter(record_id=records[0].pk).update(status="dismissed")
+    client.force_login(analyst)
+    url = reverse("datasets:review_queue", args=[dataset.pk])
+
+    html = client.get(url).content.decode()
+
+    tabs = html[html.index('data-testid="review-statuses"') :]
+    tabs = tabs[: tabs.index("</p>")]
+    assert "<strong>Open (2)</strong>" in tabs
+    assert ">Resolved (0)</a>" in tabs
+    assert ">Dismissed (1)</a>" in tabs
+    assert 'data-testid="review-more"' not in html
+    with pytest.MonkeyPatch.context() as patch:
+        from datasets_app import views_review
+        from datasets_app.selectors import review_items_for_page
+
+        patch.setattr(
+            views_review,
+            "review_items_for_page",
+            lambda **kwargs: review_items_for_page(**kwargs, limit=1),
+        )
+        limited = client.get(url).content.decode()
+    assert "The first 1 of 2 are shown; each one decided brings up the next." in limited
