@@ -101,3 +101,16 @@ def test_the_empty_deployments_page_tells_each_role_what_it_can_do(client_as):
     assert "press Deploy" in analyst
     assert "press Deploy" not in viewer
     assert "An analyst deploys one from its version page" in viewer
+
+
+def test_the_playground_without_a_live_endpoint_says_to_start_one(
+    client_as, analyst, tmp_path_factory
+):
+    version = make_version(tmp_path_factory)
+    deployment = deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    deployment_stop(user=analyst, deployment=deployment)
+
+    html = client_as("analyst").get(reverse("models:endpoint_playground")).content.decode()
+
+    assert 'data-testid="playground-form"' not in html
+    assert "start a stopped one above" in html
