@@ -46,10 +46,10 @@ from datasets_app import agreement
 from datasets_app.models import AgreementCounts, Annotation, Dataset, Record
 from lepton_web.access import access_check
 
-# Up to this many annotations (undone ones too) a changed dataset's page counts at once (about
-# 0.2 s per 100,000 on PostgreSQL); above, it shows the kept figures, out of date, while a
-# worker counts (4 s at 2M annotations; benchmarks/agreement.py). Setting:
-# AGREEMENT_SYNC_ANNOTATIONS.
+# Up to this many annotations (at the last count) a changed dataset's page counts at once;
+# above, it shows the kept figures, out of date, while a worker counts. Counting took 1.2 s at
+# 400,000 annotations and 5 s at 2M on PostgreSQL under load 8 (benchmarks/agreement.py).
+# Setting: AGREEMENT_SYNC_ANNOTATIONS.
 SYNC_ANNOTATIONS = 200_000
 # A recount claimed this long ago without result is taken as lost (the task's hard limit is
 # 1,900 s, but a lost worker should not hide new figures for half an hour).
