@@ -177,10 +177,12 @@ def _batch_card(request, version, form: BatchPredictionForm, status: int = 200):
 @access_required("model_version", "view")
 def version_batch_predictions(request, version_id: int):
     version = model_version_get_for_user(user=request.user, version_id=version_id)
+    return _batch_card(request, version, _new_batch_form(version))
+
+
+def _new_batch_form(version) -> BatchPredictionForm:
     # The snapshot the version was trained on is the usual choice: preselect it.
-    return _batch_card(
-        request, version, BatchPredictionForm(initial={"snapshot": version.snapshot_id})
-    )
+    return BatchPredictionForm(initial={"snapshot": version.snapshot_id})
 
 
 @require_POST
@@ -212,7 +214,7 @@ def version_batch_prediction_start(request, version_id: int):
         except BrokerUnavailable as error:
             form.add_error(None, str(error))
         else:
-            form = BatchPredictionForm()
+            form = _new_batch_form(version)
     # The card is an htmx fragment: swapped in with the new job, or bound with the errors beside
     # the fields (200, so htmx swaps it; the markup says what is wrong).
     return _batch_card(request, version, form)

@@ -114,3 +114,24 @@ def test_the_playground_without_a_live_endpoint_says_to_start_one(
 
     assert 'data-testid="playground-form"' not in html
     assert "start a stopped one above" in html
+
+
+def test_after_a_start_the_batch_form_preselects_the_version_snapshot_again(
+    client_as, analyst, tmp_path_factory, redis_url
+):
+    from models_app.models import BatchPrediction
+    from tests.conftest import broker_for_this_process
+
+    version = toy_version(tmp_path_factory)
+    version.snapshot = toy_snapshot(rows=8, user=analyst)
+    version.save()
+    other = toy_snapshot(rows=4, user=analyst)
+
+    with broker_for_this_process(redis_url):
+        response = client_as("analyst").post(
+            reverse("models:version_batch_prediction_start", args=[version.pk]),
+            {"source": "snapshot", "snapshot": other.pk, "output_format": "csv"},
+        )
+
+    assert BatchPrediction.objects.get().snapshot == other
+    assert f'<option value="{version.snapshot_id}" selected>' in response.content.decode()
