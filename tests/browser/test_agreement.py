@@ -1,5 +1,6 @@
 """The agreement page in real headless Chromium: an analyst opens it from the dataset page and
-reads kappa per pair, the heat map and each annotator's figures."""
+reads kappa per pair, the heat map and each annotator's figures; a large dataset's page shows
+the kept figures while a worker counts again, then updates itself."""
 
 import pytest
 from playwright.sync_api import expect
@@ -10,6 +11,7 @@ from datasets_app.services.labeling import (
     labeling_settings_set,
     record_label_set,
 )
+from datasets_app.tasks import agreement_recount_task
 from tests.datasets_app.factories import imported_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("redis_url")]
@@ -59,3 +61,42 @@ def test_analyst_reads_agreement_of_two_annotators(page, live_server, make_user)
     annotators = page.get_by_test_id("annotators")
     expect(annotators).to_contain_text("alice")
     expect(annotators.locator("tr", has_text="bob")).to_contain_text("1,200")  # per hour
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_datasets_page_shows_the_kept_figures_then_updates_itself(
+    page, live_server, make_user, settings
+):
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 1  # 2 annotations already count as a large dataset
+    analyst = make_user("analyst", username="ana")
+    dataset = imported_dataset(
+        analyst,
+        "text,label\nrefund please,\nmy card is lost,\n",
+        {"text_columns": ["text"], "label_column": "label"},
+        report=False,
+    )
+    label_schema_set(dataset=dataset, user=analyst, labels=["billing", "cards"])
+    labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
+    alice, bob = (make_user("annotator", username=name) for name in ("alice", "bob"))
+    first, second = Record.objects.filter(dataset=dataset).order_by("source_row")
+    for person in (alice, bob):
+        record_label_set(dataset=dataset, user=person, record_id=first.pk, label="billing")
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ana")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/agreement/")  # counted at once
+    expect(page.get_by_test_id("annotation-count")).to_have_text("2")
+    for person in (alice, bob):
+        record_label_set(dataset=dataset, user=person, record_id=second.pk, label="cards")
+
+    # The tasks queued by the page go nowhere here: the page shows the kept figures, stale.
+    page.reload()
+    expect(page.get_by_test_id("agreement-recount")).to_be_visible()
+    expect(page.get_by_test_id("annotation-count")).to_have_text("2")
+
+    agreement_recount_task(dataset.pk)  # what the worker runs
+
+    # The page polls itself and shows the fresh figures.
+    expect(page.get_by_test_id("annotation-count")).to_have_text("4", timeout=15_000)
+    expect(page.get_by_test_id("agreement-recount")).to_have_count(0)
