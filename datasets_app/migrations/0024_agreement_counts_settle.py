@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets_app', '0023_agreement_counts_recount'),
+        ("datasets_app", "0023_agreement_counts_recount"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='agreementcounts',
-            name='latest_change',
+            model_name="agreementcounts",
+            name="latest_change",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='agreementcounts',
-            name='stamp_read_at',
+            model_name="agreementcounts",
+            name="stamp_read_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]
