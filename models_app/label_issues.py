@@ -56,19 +56,110 @@ class LabelIssue:
     score: float  # label quality in [0, 1] (self-confidence); lower: more likely wrong
 
 
-def text_features(embeddings: np.ndarray, texts: Sequence[str]):
-    """Embeddings and TF-IDF word (1-2 gram) weights side by side, as one sparse matrix. Texts
-    with no word seen twice (tiny or unusual data) get the embeddings alone."""
-    import scipy.sparse as sparse
+# Texts embedded at a time when the features are built while embedding (text_features_streamed):
+# only this many embeddings exist outside the feature matrix at once.
+EMBED_CHUNK = 8_192
+
+
+def word_features(texts: Sequence[str]):
+    """TF-IDF weights (float32 CSR) of the texts' words and word pairs seen at least twice;
+    None when no word is seen twice (tiny or unusual data)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    dense = sparse.csr_matrix(np.asarray(embeddings, dtype=np.float64))
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, dtype=np.float32)
     try:
-        words = vectorizer.fit_transform(list(texts))
+        return vectorizer.fit_transform(list(texts)).tocsr()
     except ValueError:  # empty vocabulary
-        return dense
-    return sparse.hstack([dense, words]).tocsr()
+        return None
+
+
+class FeatureMatrix:
+    """Embeddings and word weights side by side in one float32 CSR matrix, its arrays allocated
+    once at their final size and filled in place: an embedding block is copied straight into its
+    rows (no float64 copy, no CSR or COO intermediate of the dense block, no stacking copy), so a
+    scan holds the finished matrix plus one block of embeddings at a time. About 8 bytes per
+    embedding value and per word weight (value and column index)."""
+
+    def __init__(self, rows: int, dimensions: int, words=None):
+        self.rows, self.dimensions, self.words = rows, dimensions, words
+        word_counts = (
+            np.diff(words.indptr).astype(np.int64)
+            if words is not None
+            else np.zeros(rows, np.int64)
+        )
+        indptr = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(word_counts + dimensions, out=indptr[1:])
+        width = dimensions + (words.shape[1] if words is not None else 0)
+        index_type = np.int32 if max(int(indptr[-1]), width) < 2**31 else np.int64
+        self.indptr = indptr.astype(index_type)
+        self.data = np.empty(int(indptr[-1]), dtype=np.float32)
+        self.indices = np.empty(int(indptr[-1]), dtype=index_type)
+        self.width = width
+        if words is not None and words.nnz:
+            # Each row's word weights follow its embedding, their columns shifted past it.
+            starts = indptr[:-1] + dimensions
+            positions = np.repeat(starts - words.indptr[:-1], word_counts) + np.arange(
+                words.nnz, dtype=np.int64
+            )
+            self.data[positions] = words.data
+            self.indices[positions] = words.indices + dimensions
+            del positions
+        self._filled = 0
+
+    def put(self, start: int, block: np.ndarray) -> None:
+        """Rows ``start`` … ``start + len(block)`` get their embeddings."""
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim != 2 or block.shape[1] != self.dimensions:
+            raise ValueError(f"embeddings must be (rows, {self.dimensions})")
+        stop = start + len(block)
+        if not 0 <= start <= stop <= self.rows:
+            raise ValueError("embedding rows outside the matrix")
+        offsets = self.indptr[start:stop].astype(np.int64)
+        positions = (offsets[:, None] + np.arange(self.dimensions, dtype=np.int64)).ravel()
+        self.data[positions] = block.ravel()
+        self.indices[positions] = np.tile(
+            np.arange(self.dimensions, dtype=self.indices.dtype), len(block)
+        )
+        self._filled += len(block)
+
+    def matrix(self):
+        """The finished matrix (its arrays, not a copy); every row must have been put."""
+        import scipy.sparse as sparse
+
+        if self._filled != self.rows:
+            raise ValueError(f"{self.rows - self._filled} rows have no embeddings yet")
+        self.words = None
+        result = sparse.csr_matrix(
+            (self.data, self.indices, self.indptr), shape=(self.rows, self.width), copy=False
+        )
+        result.has_sorted_indices = True
+        return result
+
+
+def text_features(embeddings: np.ndarray, texts: Sequence[str]):
+    """Embeddings and TF-IDF word (1-2 gram) weights side by side, as one float32 sparse matrix.
+    Texts with no word seen twice (tiny or unusual data) get the embeddings alone."""
+    embeddings = np.asarray(embeddings)
+    builder = FeatureMatrix(len(embeddings), embeddings.shape[1], word_features(texts))
+    for start in range(0, len(embeddings), EMBED_CHUNK):
+        builder.put(start, embeddings[start : start + EMBED_CHUNK])
+    return builder.matrix()
+
+
+def text_features_streamed(
+    texts: Sequence[str],
+    *,
+    dimensions: int,
+    embed: Callable[[Sequence[str], int], np.ndarray],
+    chunk: int = EMBED_CHUNK,
+):
+    """``text_features`` without holding every embedding: the word weights first, then
+    ``embed(texts_of_the_chunk, offset)`` for ``chunk`` texts at a time, each block copied into
+    the matrix and let go."""
+    builder = FeatureMatrix(len(texts), dimensions, word_features(texts))
+    for start in range(0, len(texts), chunk):
+        builder.put(start, embed(texts[start : start + chunk], start))
+    return builder.matrix()
 
 
 def scannable_classes(counts: Mapping[str, int]) -> tuple[list[str], list[str]]:
@@ -118,11 +209,17 @@ def out_of_fold_probabilities(
     folds = max(2, min(folds, smallest))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probabilities = np.zeros((len(labels), class_count), dtype=np.float64)
-    for number, (train, held_out) in enumerate(splitter.split(features, labels), start=1):
+    weights = np.empty(len(labels), dtype=np.float64)
+    for number, (_train, held_out) in enumerate(splitter.split(labels, labels), start=1):
         model = LogisticRegression(C=regularization, max_iter=2000)
+        # The held-out rows get weight 0 instead of the training rows being copied out (a copy
+        # of 1 - 1/folds of the features per fold): scikit-learn scales the loss and the
+        # penalty by the weights' sum, so the fit is that of the training rows alone.
+        weights.fill(1.0)
+        weights[held_out] = 0.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter on near-separable folds
-            model.fit(features[train], labels[train])
+            model.fit(features, labels, sample_weight=weights)
         probabilities[np.ix_(held_out, model.classes_)] = model.predict_proba(features[held_out])
         if on_fold is not None:
             on_fold(number, folds)

@@ -33,8 +33,12 @@ MAX_FOLDS = 10
 PROGRESS_EMBEDDED = 80  # embedding is most of the work; folds and writing share the rest
 PROGRESS_FITTED = 95
 # At most this many labeled records are scanned (a random sample of larger datasets): the
-# scan holds every scanned text's embedding and word weights at once (about 5 KB each).
-MAX_SCAN_RECORDS = 100_000
+# scan holds every scanned text's embedding and word weights at once. The features are one
+# float32 matrix filled as the texts are embedded and the folds fit on it without copies
+# (label_issues.FeatureMatrix): 4.5 KB a record at the peak, where holding every embedding, a
+# float64 copy and the per-fold copies took 16.5 KB (benchmarks/mislabeled_memory.py, 50,000
+# records), so 300,000 records now peak below what 100,000 did.
+MAX_SCAN_RECORDS = 300_000
 READ_CHUNK = 5_000
 
 
@@ -180,6 +184,7 @@ def _execute(scan: MislabeledScan, should_stop: Callable[[], bool]) -> None:
 
     step = time.perf_counter()
     last_report = [0.0]
+    texts = [text for _, text, _ in rows]
 
     def embedded(done: int) -> bool:
         if should_stop():
@@ -192,14 +197,21 @@ def _execute(scan: MislabeledScan, should_stop: Callable[[], bool]) -> None:
             return _report(scan, progress, f"Encoded {done:,} of {len(rows):,} records.")
         return True
 
+    def embed(chunk: list[str], offset: int):
+        return encoder.embed(chunk, progress=lambda done: embedded(offset + done))
+
+    # The embeddings go into the feature matrix a chunk at a time (label_issues.FeatureMatrix):
+    # no array of every embedding, no float64 or intermediate copy of them.
     try:
-        embeddings = encoder.embed([text for _, text, _ in rows], progress=embedded)
+        features = label_issues.text_features_streamed(
+            texts, dimensions=encoder.dimensions, embed=embed
+        )
     except EmbeddingStopped:
         raise _Stopped from None
+    del texts
     timings["embedding_seconds"] = time.perf_counter() - step
 
     step = time.perf_counter()
-    features = label_issues.text_features(embeddings, [text for _, text, _ in rows])
 
     def fitted(done: int, total: int) -> None:
         if should_stop():

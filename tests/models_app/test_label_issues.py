@@ -108,3 +108,72 @@ def test_an_unknown_filter_is_refused():
 def test_precision_and_recall_of_flags():
     assert label_issues.precision_recall([1, 2, 3, 4], [2, 4, 6]) == (0.5, pytest.approx(2 / 3))
     assert label_issues.precision_recall([], [1]) == (0.0, 0.0)
+
+
+# --- memory: one float32 matrix filled in place, folds without copies --------------------------
+TEXTS = ["how many dogs", "how many cats", "who is she", "who is he", "how many", "who"]
+
+
+def stacked_the_plain_way(embeddings: np.ndarray, texts) -> np.ndarray:
+    """What the features are: the embeddings, then TF-IDF word weights (scipy and scikit-learn
+    stacking them the straightforward way, in float64)."""
+    import scipy.sparse as sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    words = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(texts)
+    return sparse.hstack([sparse.csr_matrix(embeddings), words]).toarray()
+
+
+def test_the_feature_matrix_is_the_plain_stack_in_float32():
+    rng = np.random.default_rng(4)
+    embeddings = rng.normal(size=(len(TEXTS), 5)).astype(np.float32)
+
+    features = label_issues.text_features(embeddings, TEXTS)
+
+    assert features.dtype == np.float32
+    assert features.has_sorted_indices
+    assert np.allclose(features.toarray(), stacked_the_plain_way(embeddings, TEXTS), atol=1e-6)
+
+
+def test_streamed_features_embed_a_chunk_at_a_time_and_equal_the_whole(monkeypatch):
+    rng = np.random.default_rng(5)
+    embeddings = rng.normal(size=(len(TEXTS), 4)).astype(np.float32)
+    calls = []
+
+    def embed(chunk, offset):
+        calls.append((list(chunk), offset))
+        return embeddings[offset : offset + len(chunk)]
+
+    features = label_issues.text_features_streamed(TEXTS, dimensions=4, embed=embed, chunk=4)
+
+    assert calls == [(TEXTS[:4], 0), (TEXTS[4:], 4)]
+    assert np.array_equal(
+        features.toarray(), label_issues.text_features(embeddings, TEXTS).toarray()
+    )
+
+
+def test_the_feature_matrix_refuses_wrong_blocks_and_missing_rows():
+    builder = label_issues.FeatureMatrix(3, 2, label_issues.word_features(["a b", "a b", "c"]))
+    with pytest.raises(ValueError, match=r"embeddings must be \(rows, 2\)"):
+        builder.put(0, np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="outside the matrix"):
+        builder.put(2, np.zeros((2, 2)))
+    builder.put(0, np.ones((2, 2)))
+    with pytest.raises(ValueError, match="1 rows have no embeddings yet"):
+        builder.matrix()
+
+
+def test_folds_weighted_to_zero_fit_what_the_training_rows_alone_fit():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    features, _truth, given, _ = planted_toy_set(rows=120, seed=2)
+    probabilities = label_issues.out_of_fold_probabilities(
+        features, given, class_count=3, folds=4, seed=1
+    )
+    expected = np.zeros_like(probabilities)
+    for train, held_out in StratifiedKFold(4, shuffle=True, random_state=1).split(features, given):
+        model = LogisticRegression(C=label_issues.DEFAULT_REGULARIZATION, max_iter=2000)
+        model.fit(features[train], given[train])
+        expected[held_out] = model.predict_proba(features[held_out])
+    assert np.allclose(probabilities, expected, atol=1e-3)
