@@ -21,6 +21,7 @@ from django.db.models.functions import Length
 
 from datasets_app.models import Snapshot, SnapshotRecord
 from models_app.models import BaseModel
+from training_app.engine.config import WSD_MAX_EXTENSION
 from training_app.estimates import (
     DEFAULT_CHARS_PER_TOKEN,
     MAX_RUN_RATIOS,
@@ -123,6 +124,14 @@ def training_time_estimate(
         eval_every_steps=config.eval_every_steps,
         run_ratios=calibration.run_ratios,
     )
+    stopping = " Stopping early makes a run shorter."
+    if config.scheduler == "wsd":
+        # Warmup-stable-decay trains on while validation still improves, up to its cap.
+        timed["high_seconds"] = round(timed["high_seconds"] * WSD_MAX_EXTENSION, 1)
+        stopping = (
+            " The run decays sooner when validation stops improving, or goes on up to "
+            f"{round((WSD_MAX_EXTENSION - 1) * 100)}% longer while it still improves."
+        )
     runs = timed["runs_compared"]
     basis = f"Measured on a worker ({calibration.device_name or calibration.device})"
     basis += (
@@ -136,7 +145,7 @@ def training_time_estimate(
         "calibrated": True,
         "calibration_id": calibration.pk,
         "device": calibration.device,
-        "basis": basis + " Stopping early makes a run shorter.",
+        "basis": basis + stopping,
     }
 
 

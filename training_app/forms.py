@@ -31,8 +31,12 @@ CHOSEN_FROM_DATA = frozenset(
         "class_weight_power",
         "head_learning_rate_multiplier",
         "layer_decay",
+        "scheduler",
+        "eval_every_steps",
     }
 )
+# Schedules in words where the shared vocabulary has none.
+SCHEDULER_WORDS = {"wsd": "warmup-stable-decay"}
 
 
 @functools.cache
@@ -180,7 +184,7 @@ class RunForm(forms.Form):
         required=False,
         label="Evaluation interval",
         help_text="steps",
-        widget=forms.NumberInput(attrs={"placeholder": "once per epoch"}),
+        widget=forms.NumberInput(attrs={"placeholder": "auto (about 6 a run)"}),
     )
     seed = forms.IntegerField(required=False, label="Seed")
     device = forms.ChoiceField(required=False, label="Device")
@@ -219,8 +223,14 @@ class RunForm(forms.Form):
             ("precision", "precisions"),
         ):
             self.fields[name].choices = [
-                (value, vocabulary.parameter_value(name, value)) for value in options[key]
+                (value, SCHEDULER_WORDS.get(value) or vocabulary.parameter_value(name, value))
+                for value in options[key]
             ]
+        # Blank: warmup-stable-decay that follows validation (engine.config.choose_defaults).
+        self.fields["scheduler"].choices = [
+            ("", "auto (warmup-stable-decay, decays when validation stops improving)"),
+            *self.fields["scheduler"].choices,
+        ]
         first = {task: names[0] for task, names in options["metrics_by_task"].items()}
         auto = ", ".join(
             f"{vocabulary.metric(name)} for {vocabulary.TASK_SLUGS.get(task, task)}"

@@ -251,10 +251,10 @@ def test_new_run_form_preselects_the_only_snapshot_and_estimates_it(
     expect(page.get_by_test_id("estimate")).to_contain_text("60 training records.")
     # The settings left empty are chosen for this snapshot, and the panel says how.
     defaults = page.get_by_test_id("estimate-defaults")
-    expect(defaults).to_contain_text("Chosen for 60 examples in 3 classes: 10 epochs")
+    expect(defaults).to_contain_text("Chosen for 60 examples in 3 classes: 3 epochs")
     expect(page.get_by_label("Epochs", exact=True)).to_have_attribute(
         "placeholder", "auto (from the data)"
     )
     page.get_by_label("Epochs", exact=True).fill("3")
     expect(defaults).to_contain_text("; yours: epochs 3.")
-    expect(defaults).not_to_contain_text("10 epochs")
+    expect(defaults).not_to_contain_text("3 epochs (about")

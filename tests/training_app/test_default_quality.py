@@ -60,7 +60,7 @@ def test_a_default_run_on_400_trec_rows_keeps_its_accuracy():
         test_labels=[row["label"] for row in held_out],
     )
     config, chosen = defaults_for_data(data, task="single_label", params={"seed": 13})
-    assert chosen.explanation.startswith("Chosen for 400 examples in 6 classes: 10 epochs")
+    assert chosen.explanation.startswith("Chosen for 400 examples in 6 classes: 3 epochs")
 
     with tempfile.TemporaryDirectory() as folder:
         result = train(

@@ -32,14 +32,24 @@ def chosen(n: int, classes: int, ratio: float = 1.0, method: str = "full", **use
 def test_a_small_set_trains_longer_with_a_small_batch_and_explains_why():
     defaults = chosen(400, 6)
 
-    assert defaults.values["epochs"] == 10
+    assert defaults.values["epochs"] == 3  # (8,000 + 200 x 6) / 400 = 23, capped at 3
     assert defaults.values["batch_size"] == 16
     assert defaults.values["warmup_ratio"] == 0.1
     assert defaults.values["learning_rate"] == 1e-4
     assert defaults.values["head_learning_rate_multiplier"] == 10
     assert defaults.values["layer_decay"] == 0.9
     assert defaults.user_set == []
-    assert defaults.explanation.startswith("Chosen for 400 examples in 6 classes: 10 epochs")
+    assert defaults.explanation.startswith(
+        "Chosen for 400 examples in 6 classes: 3 epochs (about 1,200 examples seen; capped at 3)"
+    )
+    # 25 steps an epoch, 75 planned: evaluated every 75 / 4 steps, rounded up.
+    assert defaults.values["scheduler"] == "wsd"
+    assert defaults.values["eval_every_steps"] == 19
+    assert (
+        "warmup-stable-decay (the last 20% of the planned 75 steps decay, sooner when "
+        "validation stops improving; up to 25% more steps while it still improves), "
+        "validation every 19 steps" in defaults.explanation
+    )
     assert "lr 1e-4 for the encoder" in defaults.explanation
     assert "10x for the new head" in defaults.explanation
 
@@ -47,26 +57,30 @@ def test_a_small_set_trains_longer_with_a_small_batch_and_explains_why():
 def test_a_large_set_gets_fewer_epochs_a_larger_batch_and_shorter_warmup():
     defaults = chosen(54_000, 2)
 
-    assert defaults.values["epochs"] == 2
+    assert defaults.values["epochs"] == 1
     assert defaults.values["batch_size"] == 32
     assert defaults.values["warmup_ratio"] == 0.06
-    assert "54,000 examples in 2 classes: 2 epochs" in defaults.explanation
+    assert defaults.values["eval_every_steps"] == 422  # 1,688 steps / 4
+    assert "54,000 examples in 2 classes: 1 epoch (about 54,000 examples seen; at least 1)" in (
+        defaults.explanation
+    )
 
 
 def test_many_classes_get_a_larger_budget_than_few_on_the_same_rows():
     few, many = chosen(8_005, 2), chosen(8_005, 77)
 
     assert many.values["epochs"] > few.values["epochs"]
-    assert many.values["epochs"] == 4  # (15,000 + 250 x 77) / 8,005 examples, rounded
+    assert few.values["epochs"] == 1  # (8,000 + 200 x 2) / 8,005 examples, rounded
+    assert many.values["epochs"] == 3  # (8,000 + 200 x 77) / 8,005 examples, rounded
 
 
-def test_imbalanced_classes_get_square_root_class_weights():
+def test_imbalanced_classes_get_inverse_frequency_class_weights():
     balanced, imbalanced = chosen(2_000, 3, ratio=2.0), chosen(2_000, 3, ratio=6.0)
 
     assert balanced.values["class_weighting"] is False
     assert imbalanced.values["class_weighting"] is True
-    assert imbalanced.values["class_weight_power"] == 0.5
-    assert "square-root class weights (the largest class has 6x the smallest)" in (
+    assert imbalanced.values["class_weight_power"] == 1.0
+    assert "inverse-frequency class weights (the largest class has 6x the smallest)" in (
         imbalanced.explanation
     )
     weights = _class_weights("single_label", np.array([0] * 9 + [1]), 2, power=0.5)
@@ -81,7 +95,9 @@ def test_user_settings_win_and_the_explanation_says_which_were_theirs():
     assert defaults.values["batch_size"] == 16  # None means "choose for me"
     assert defaults.values["seed"] == 7  # settings the defaults do not choose pass through
     assert defaults.user_set == ["epochs", "learning_rate"]
-    assert "10 epochs" not in defaults.explanation
+    assert "epochs (about" not in defaults.explanation
+    # The planned steps and the evaluation interval follow the user's epochs: 3 x 25 steps.
+    assert "the planned 75 steps" in defaults.explanation
     assert defaults.explanation.endswith("; yours: epochs 3, learning rate 5e-5.")
 
 
@@ -114,7 +130,7 @@ def test_profile_from_labels_and_long_texts():
     regression = choose_defaults(
         task="regression", method="full", profile=DataProfile.from_labels("regression", [0.5] * 3)
     )
-    assert regression.explanation.startswith("Chosen for 3 examples (regression): 10 epochs")
+    assert regression.explanation.startswith("Chosen for 3 examples (regression): 3 epochs")
     assert regression.values["class_weighting"] is False
 
 
@@ -238,3 +254,92 @@ def test_the_engine_has_no_django_and_its_config_no_torch():
         check=True,
     )
     assert done.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- warmup-stable-decay
+
+
+def test_wsd_decays_as_soon_as_validation_stops_improving(base_model, tmp_path):  # noqa: F811
+    # 15 steps an epoch, 90 planned; at lr 1e-7 the score never moves after the first evaluation.
+    result, recorder = run(
+        base_model,
+        tmp_path,
+        scheduler="wsd",
+        learning_rate=1e-7,
+        epochs=6,
+        eval_every_steps=10,
+        early_stopping_patience=2,
+    )
+
+    # No better score at 20 and 30: the decay (20% of 90 = 18 steps) starts at 30.
+    assert [evaluation["step"] for evaluation in recorder.evaluations] == [10, 20, 30, 40, 48]
+    assert (result.steps_done, result.total_steps, result.best_step) == (48, 48, 10)
+    assert result.stopped_early is True
+    assert result.status == "succeeded"
+    assert (
+        "decay_started",
+        "Validation macro_f1 has not improved for 2 evaluations (best at step 10): the learning "
+        "rate decays to zero from step 30 to step 48 (planned: 90).",
+    ) in recorder.events
+    assert "early_stopped" not in recorder.kinds()
+    rates = {log["step"]: log["learning_rate"] for log in recorder.logs}
+    assert rates[28] == pytest.approx(1e-7)  # stable after the 9 warmup steps
+    assert rates[40] == pytest.approx(1e-7 * 8 / 18)
+    assert rates[48] == 0
+
+
+def test_wsd_goes_on_while_validation_improves_up_to_the_cap(base_model, tmp_path, monkeypatch):  # noqa: F811
+    from training_app.engine import loop
+
+    monkeypatch.setattr(loop, "_is_better", lambda metric, value, best: True)
+    # 30 steps planned (6 decay), cap 1.25 x 30 = 37, an evaluation every 5 steps.
+    result, recorder = run(base_model, tmp_path, scheduler="wsd", epochs=2, eval_every_steps=5)
+
+    assert (result.steps_done, result.total_steps, result.best_step) == (37, 37, 37)
+    assert result.stopped_early is False
+    assert recorder.kinds().count("extended") == 1
+    assert (
+        "extended",
+        "Validation macro_f1 still improves at step 20: training on past the planned 30 steps "
+        "while it does, up to 37.",
+    ) in recorder.events
+    assert (
+        "decay_started",
+        "The learning rate decays to zero from step 31 to step 37 (planned: 30).",
+    ) in recorder.events
+    assert recorder.logs[-1]["step"] == 37
+    assert recorder.logs[-1]["total_steps"] == 37
+    assert recorder.logs[-1]["learning_rate"] == 0
+
+
+def test_wsd_resumes_after_cancel_with_its_moved_end(base_model, tmp_path, monkeypatch):  # noqa: F811
+    from tests.training_app.test_trainer import Recorder, artifact_weights, assert_same_weights
+    from training_app.engine import loop
+
+    monkeypatch.setattr(loop, "_is_better", lambda metric, value, best: True)
+    settings = {"scheduler": "wsd", "epochs": 2, "eval_every_steps": 5}
+    straight, _ = run(base_model, tmp_path, name="straight", **settings)
+    first, _ = run(
+        base_model, tmp_path, name="cut", callbacks=Recorder(stop_after_steps=33), **settings
+    )
+    recorder = Recorder()
+    resumed, _ = run(base_model, tmp_path, name="cut", callbacks=recorder, **settings)
+
+    assert first.status == "cancelled"
+    assert recorder.events[0] == ("resumed", "Resumed from the checkpoint at step 33 of 37.")
+    assert resumed.steps_done == straight.steps_done == 37
+    assert_same_weights(artifact_weights(straight), artifact_weights(resumed))
+
+
+def test_wsd_without_validation_decays_where_planned(base_model, tmp_path):  # noqa: F811
+    data = make_data("single_label")
+    data.validation_texts, data.validation_labels = [], []
+
+    result, recorder = run(base_model, tmp_path, data=data, scheduler="wsd", epochs=2)
+
+    assert result.steps_done == 30
+    assert (
+        "decay_started",
+        "The learning rate decays to zero from step 24 to step 30.",
+    ) in recorder.events
+    assert recorder.logs[-1]["learning_rate"] == 0

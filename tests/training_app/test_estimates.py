@@ -229,10 +229,28 @@ def test_api_and_form_give_the_calibrated_range_and_its_basis(
     assert body["calibrated"] is True
     assert body["runs_compared"] == 3
     assert body["basis"] == (
-        "Measured on a worker (CPU, 2 threads), corrected by the 3 runs since. Stopping early "
-        "makes a run shorter."
+        "Measured on a worker (CPU, 2 threads), corrected by the 3 runs since. The run decays "
+        "sooner when validation stops improving, or goes on up to 25% longer while it still "
+        "improves."
     )
     assert body["low_seconds"] < body["seconds"] < body["high_seconds"]
+    # A fixed schedule cannot run on: its range ends 25% lower.
+    linear = (
+        api_client_as("analyst")
+        .post(
+            "/api/v1/runs/estimate/",
+            {
+                "snapshot": snapshot.pk,
+                "base_model": tiny_base_model.pk,
+                "params": {**PARAMS, "scheduler": "linear"},
+            },
+            format="json",
+        )
+        .json()
+    )
+    assert linear["basis"].endswith("Stopping early makes a run shorter.")
+    assert linear["seconds"] == body["seconds"]
+    assert body["high_seconds"] == pytest.approx(linear["high_seconds"] * 1.25, abs=0.1)
 
     form = (
         client_as("analyst")
@@ -244,7 +262,8 @@ def test_api_and_form_give_the_calibrated_range_and_its_basis(
         .content.decode()
     )
     assert "corrected by the 3 runs since" in form
-    assert f"{body['low_seconds']:.0f}–{body['high_seconds']:.0f} s, about" in form
+    # The form's test data choose the linear schedule.
+    assert f"{linear['low_seconds']:.0f}–{linear['high_seconds']:.0f} s, about" in form
 
 
 def test_an_estimate_with_train_on_all_data_counts_the_refit(snapshot, tiny_base_model):

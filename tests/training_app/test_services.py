@@ -144,14 +144,16 @@ def test_valid_run_is_queued_with_resolved_defaults_and_an_estimate(analyst, bun
     assert run.label_names == ["negative", "positive"]
     # Data-driven defaults for a tiny set: a small batch, the most epochs, LoRA's rate.
     assert run.params["batch_size"] == 16
-    assert run.params["epochs"] == 10
+    assert run.params["epochs"] == 3
+    assert run.params["scheduler"] == "wsd"
     assert run.params["learning_rate"] == 1e-3
     assert run.estimate["seconds"] > 0
     assert run.estimate["memory_bytes"] > 0
     assert "defaults" not in run.estimate
     chosen = run.events.get(kind="defaults_chosen").message
     assert chosen.startswith("Chosen for ")
-    assert "10 epochs" in chosen
+    assert "3 epochs" in chosen
+    assert "warmup-stable-decay" in chosen
 
 
 def test_user_settings_override_the_defaults_and_the_started_event_explains_both(
@@ -188,7 +190,7 @@ def test_a_queued_run_records_the_learning_rate_its_method_trains_with(analyst, 
 
     assert lora.resolved_params["learning_rate"] == 1e-3
     assert full.resolved_params["learning_rate"] == 1e-4  # small encoder, chosen from the data
-    assert full.resolved_params["epochs"] == 10
+    assert full.resolved_params["epochs"] == 3
 
 
 def test_the_engines_resolved_values_are_recorded_on_the_run_when_it_starts(

@@ -30,6 +30,7 @@ from training_app.engine import (
     TrainingConfig,
     TrainingData,
     TrainingError,
+    device,
     estimate,
     evaluate_artifact,
     load_artifact,
@@ -327,7 +328,7 @@ def test_validate_explains_every_bad_value():
         "Weight decay must be between 0 and 1; got -0.1.",
         "Dropout must be between 0 and 0.9; got 0.95.",
         "Optimizer must be one of adamw, sgd; got 'adam'.",
-        "Scheduler must be one of linear, cosine, constant; got 'step'.",
+        "Scheduler must be one of linear, cosine, constant, wsd; got 'step'.",
         "Gradient accumulation must be between 1 and 1024; got 0.",
         "Early stopping patience must be between 0 and 1000; got -1.",
         "Evaluation interval must be between 1 and 10000000; got 0.",
@@ -825,7 +826,14 @@ def _free_port() -> int:
 def test_two_cpu_processes_train_like_one(base_model, tmp_path):
     """accelerate data parallel over 2 CPU processes (gloo) ends with the weights of a
     single-process run: each process takes half of every step group and DDP averages."""
-    settings = {"epochs": 2, "dropout": 0.0, "batch_size": 16, "learning_rate": 3e-3}
+    # fp32: bf16 products (the "auto" choice on AMX CPUs) round differently per batch shape.
+    settings = {
+        "epochs": 2,
+        "dropout": 0.0,
+        "batch_size": 16,
+        "learning_rate": 3e-3,
+        "precision": "fp32",
+    }
     single, _ = run(base_model, tmp_path, name="single", **settings)
     script = tmp_path / "distributed.py"
     script.write_text(
@@ -1012,7 +1020,8 @@ def test_engine_reports_the_values_it_trains_with_at_start(base_model, tmp_path)
     resolved = recorder.resolved[0]
     assert resolved["learning_rate"] == 1e-3  # LoRA's default
     assert resolved["device"] == "cpu"
-    assert resolved["precision"] == "fp32"
+    # "auto" trains in bf16 on a CPU with AMX tiles, in fp32 on others.
+    assert resolved["precision"] == ("bf16" if device._cpu_has_amx() else "fp32")
     assert resolved["max_length"] == 32
     assert resolved["dropout"] == pytest.approx(0.1)  # the tiny BERT's own hidden dropout
     assert isinstance(resolved["eval_every_steps"], int)

@@ -21,6 +21,7 @@ from lepton_web.celery import queue_name
 from models_app.models import BaseModel
 from tests.conftest import broker_for_this_process
 from tests.training_app.conftest import make_snapshot
+from training_app.engine.device import _cpu_has_amx
 from training_app.models import Evaluation, TrainingEvent, TrainingMetric, TrainingRun
 
 DOWN_BROKER_URL = "redis://127.0.0.1:1/0"
@@ -645,8 +646,9 @@ def test_estimate_fragment_explains_the_settings_chosen_for_the_snapshot(
     assertContains(
         response,
         '<p class="small" data-testid="estimate-defaults">Chosen for 60 examples in 3 classes: '
-        "10 epochs (about 600 examples seen; capped at 10), lr 1e-4 for the encoder, 10x for "
-        "the new head, layer decay 0.9, warmup 10%; yours: batch size 8, max length 32.</p>",
+        "3 epochs (about 180 examples seen; capped at 3), validation every 6 steps, lr 1e-4 for "
+        "the encoder, 10x for the new head, layer decay 0.9, warmup 10%; yours: scheduler "
+        "linear, batch size 8, max length 32.</p>",
         html=True,
     )
 
@@ -1205,7 +1207,8 @@ def test_a_trained_run_registers_a_model_named_apart_from_its_snapshot(client_as
     assert str(version) == "Reviews-single-label v1"
     assert trained_run.resolved_params["device"] == "cpu"
     assert trained_run.resolved_params["learning_rate"] == 1e-4  # chosen from the data
-    assert trained_run.resolved_params["precision"] == "fp32"
+    # "auto" precision: bf16 training on a CPU with AMX tiles, fp32 on others.
+    assert trained_run.resolved_params["precision"] == ("bf16" if _cpu_has_amx() else "fp32")
     started = trained_run.events.get(kind="started").message
     assert " for 1 epoch (" in started
     assert "; yours: epochs 1, batch size 8, max length 32." in started

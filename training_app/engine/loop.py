@@ -27,6 +27,8 @@ from training_app.engine.checkpoints import (
 )
 from training_app.engine.config import (
     PREFIX_VIRTUAL_TOKENS,
+    WSD_DECAY_FRACTION,
+    WSD_MAX_EXTENSION,
     Callbacks,
     TrainingConfig,
     TrainingData,
@@ -247,6 +249,13 @@ class _Run(_CheckpointMixin):
             if self.device.type == "cpu":
                 torch.set_num_threads(_thread_count())
         self.autocast_dtype = _resolve_autocast(config, self.device)
+        # "auto" on a CPU trains in bf16 where it is faster (AMX) but scores in fp32, the
+        # precision the model is served in, so the run's test report is what an endpoint gives.
+        self.eval_autocast_dtype = (
+            None
+            if self.device.type == "cpu" and config.precision == "auto"
+            else self.autocast_dtype
+        )
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -403,6 +412,12 @@ class _Run(_CheckpointMixin):
         self.group_size = config.batch_size * config.gradient_accumulation
         self.steps_per_epoch = math.ceil(len(self.train_split) / self.group_size)
         self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
+        # Warmup-stable-decay: the end moves (see `_plan_decay`); these stay as planned.
+        self.planned_steps = self.total_steps
+        self.wsd = config.scheduler == "wsd"
+        self.decay_steps = max(1, math.ceil(WSD_DECAY_FRACTION * self.planned_steps))
+        self.cap_steps = max(self.planned_steps, int(WSD_MAX_EXTENSION * self.planned_steps))
+        self.decay_start: int | None = None
         self.micro_batch_size = config.batch_size
 
         model = self.base_model
@@ -572,6 +587,17 @@ class _Run(_CheckpointMixin):
         )
 
         warmup = math.ceil(self.config.warmup_ratio * self.total_steps)
+        if self.config.scheduler == "wsd":
+
+            def factor(step: int) -> float:
+                value = min(1.0, float(step) / float(max(1, warmup))) if warmup else 1.0
+                start = self.decay_start
+                if start is not None and step >= start:
+                    left = start + self.decay_steps - step
+                    value = min(value, max(0.0, left / self.decay_steps))
+                return value
+
+            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         if self.config.scheduler == "linear":
             return get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         if self.config.scheduler == "cosine":
@@ -716,7 +742,7 @@ class _Run(_CheckpointMixin):
             max(1, self.micro_batch_size * 2),
             self.pad_id,
             self.device,
-            self.autocast_dtype,
+            self.eval_autocast_dtype,
             self.pad_multiple,
         )
         if self.accelerator is None:
@@ -770,6 +796,9 @@ class _Run(_CheckpointMixin):
             "examples_seen": 0,
             "elapsed_before": 0.0,
             "finished": False,
+            "total_steps": self.total_steps,
+            "decay_start": None,
+            "decayed_on_plateau": False,
         }
         if resume_from is not None:
             loaded = self._load_checkpoint(resume_from)
@@ -777,6 +806,8 @@ class _Run(_CheckpointMixin):
                 if key in loaded:
                     state[key] = loaded[key]
             self.micro_batch_size = int(state["micro_batch_size"])
+            self.total_steps = int(state["total_steps"])
+            self.decay_start = state["decay_start"]
             self.callbacks.on_event(
                 kind="resumed",
                 message=f"Resumed from the checkpoint at step {state['global_step']} of {self.total_steps}.",
@@ -790,7 +821,15 @@ class _Run(_CheckpointMixin):
                     f"{self.group_size}) on {self.device.type}"
                     + (" in bf16 autocast" if self.autocast_dtype == torch.bfloat16 else "")
                     + (f" with {self.world_size} processes" if self.world_size > 1 else "")
-                    + f", learning rate {_rate(config.effective_learning_rate)}."
+                    + f", learning rate {_rate(config.effective_learning_rate)}"
+                    + (
+                        f"; warmup-stable-decay: the last {self.decay_steps:,} steps decay, "
+                        "sooner when validation stops improving; while it still improves, up "
+                        f"to {self.cap_steps:,} steps"
+                        if self.wsd and len(self.validation_split)
+                        else ""
+                    )
+                    + "."
                 ),
             )
 
@@ -878,8 +917,13 @@ class _Run(_CheckpointMixin):
             due = step % config.eval_every_steps == 0 if config.eval_every_steps else end_of_epoch
             if due or step == self.total_steps:
                 self._evaluate_and_track(state, step, epoch_position)
-                path = self._save_checkpoint(snapshot())
-                self.callbacks.on_checkpoint(step=step, path=str(path))
+                if self.wsd and step < self.total_steps:
+                    self._plan_decay(state, step)
+                if step < self.total_steps:
+                    # (None after the last step: the artifact is written next, and a crash
+                    # before it resumes from the previous checkpoint to the same weights.)
+                    path = self._save_checkpoint(snapshot())
+                    self.callbacks.on_checkpoint(step=step, path=str(path))
                 if state["stopped_early"]:
                     self.callbacks.on_event(
                         kind="early_stopped",
@@ -890,6 +934,13 @@ class _Run(_CheckpointMixin):
                             f"{state['best_step']}."
                         ),
                     )
+            if (
+                self.wsd
+                and state["decay_start"] is None
+                and step >= self.total_steps - self.decay_steps
+            ):
+                # No evaluation decided (none is due before): the decay starts as planned.
+                self._start_decay(state, step, reason=None)
 
         examples_seen = state["examples_seen"] + call_examples
         train_seconds = state["train_seconds"] + call_train_seconds
@@ -907,7 +958,7 @@ class _Run(_CheckpointMixin):
             examples_per_second=examples_seen / train_seconds if train_seconds > 0 else 0.0,
             total_steps=self.total_steps,
             steps_done=state["global_step"],
-            stopped_early=bool(state["stopped_early"]),
+            stopped_early=bool(state["stopped_early"] or state["decayed_on_plateau"]),
             label_names=list(self.label_names),
             history=list(state["history"]),
         )
@@ -940,8 +991,66 @@ class _Run(_CheckpointMixin):
                 patience
                 and state["evaluations_without_improvement"] >= patience
                 and step < self.total_steps
+                and not self.wsd  # warmup-stable-decay decays instead (`_plan_decay`)
             ):
                 state["stopped_early"] = True
+
+    def _plan_decay(self, state: dict, step: int) -> None:
+        """Warmup-stable-decay, after an evaluation in the stable phase: start the decay now if
+        validation has stopped improving; if the next evaluation would fall in the planned
+        decay, either move the end on by an evaluation interval (the score just improved and
+        the cap allows it) or fix the decay where it is planned."""
+        if state["decay_start"] is not None:
+            return
+        config = self.config
+        patience = config.early_stopping_patience
+        waited = state["evaluations_without_improvement"]
+        if patience and waited >= patience:
+            self._start_decay(
+                state,
+                step,
+                reason=(
+                    f"validation {config.early_stopping_metric} has not improved for {patience} "
+                    f"evaluations (best at step {state['best_step']})"
+                ),
+            )
+            return
+        interval = config.eval_every_steps or self.steps_per_epoch
+        if step + interval <= self.total_steps - self.decay_steps:
+            return
+        longer = min(self.cap_steps, step + interval + self.decay_steps)
+        if waited == 0 and len(self.validation_split) and longer > self.total_steps:
+            if self.total_steps == self.planned_steps:
+                self.callbacks.on_event(
+                    kind="extended",
+                    message=(
+                        f"Validation {config.early_stopping_metric} still improves at step {step}: "
+                        f"training on past the planned {self.planned_steps:,} steps while it "
+                        f"does, up to {self.cap_steps:,}."
+                    ),
+                )
+            self.total_steps = longer
+            state["total_steps"] = longer
+            return
+        self._start_decay(state, max(step, self.total_steps - self.decay_steps), reason=None)
+
+    def _start_decay(self, state: dict, start: int, *, reason: str | None) -> None:
+        state["decay_start"] = start
+        self.decay_start = start
+        end = start + self.decay_steps
+        if reason is not None and end < self.total_steps:
+            state["decayed_on_plateau"] = True
+        self.total_steps = end
+        state["total_steps"] = end
+        sentence = f"{reason}: the learning rate" if reason else "The learning rate"
+        self.callbacks.on_event(
+            kind="decay_started",
+            message=(
+                f"{sentence[:1].upper() + sentence[1:]} decays to zero from step "
+                f"{start:,} to step {end:,}"
+                + (f" (planned: {self.planned_steps:,})." if end != self.planned_steps else ".")
+            ),
+        )
 
     # --- final evaluation and artifact
 

@@ -132,6 +132,12 @@ def calibrate(
         if run.device.type == "cpu":
             torch.set_num_threads(_thread_count())
         run.autocast_dtype = _resolve_autocast(probe_config, run.device)
+        # As the run does: "auto" on a CPU scores in fp32 (loop._Run.execute).
+        eval_dtype = (
+            None
+            if run.device.type == "cpu" and probe_config.precision == "auto"
+            else run.autocast_dtype
+        )
         run.pad_multiple = 8 if run.device.type == "cuda" else 1
         run.label_names, train_y, _, _ = _prepare_labels(data, probe_config.task)
         started = time.monotonic()
@@ -177,7 +183,7 @@ def calibrate(
                     size,
                     run.pad_id,
                     run.device,
-                    run.autocast_dtype,
+                    eval_dtype,
                     run.pad_multiple,
                 )
                 evaluations.append(_synchronized(run.device) - began)
