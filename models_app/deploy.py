@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from lepton_web import vocabulary
 from lepton_web.access import access_check
 from models_app.models import (
     Deployment,
@@ -63,7 +64,8 @@ def _check_servable(version: ModelVersion, runtime: str) -> ModelExport | None:
     if runtime != Deployment.Runtime.PYTORCH and export is None:
         raise ValidationError(
             {
-                "runtime": f"{version} has no finished {runtime} export. Export it first, or pick PyTorch."
+                "runtime": f"{version} has no finished {vocabulary.word(runtime)} export. "
+                "Export it first, or pick PyTorch."
             }
         )
     return export

@@ -275,7 +275,8 @@ def deployment_action(request, slug: str, action: str):
         else:
             raise ValidationError("Unknown action.")
     except ValidationError as error:
-        messages.error(request, " ".join(error.messages))
+        # Shown in the endpoint's own card (base.html leaves "inline" messages to the page).
+        messages.error(request, " ".join(error.messages), extra_tags=f"inline endpoint-{slug}")
     else:
         messages.success(request, done)
     return redirect("models:deployment_list")

@@ -158,3 +158,30 @@ def test_an_endpoint_with_traffic_draws_its_latency_chart(
     assert drawn == 3
     assert "<script" not in page.locator("main").inner_text()
     runtime.model_cache.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_promote_stays_in_its_endpoint_card(
+    page, live_server, make_user, tmp_path_factory
+):
+    from models_app import runtime
+    from models_app.deploy import deployment_deploy
+    from tests.models_app.serving_helpers import make_version
+
+    runtime.model_cache.clear()
+    analyst = make_user("analyst", username="ana")
+    version = make_version(tmp_path_factory)
+    deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    log_in(page, live_server, "ana")
+    page.goto(live_server.url + reverse("models:deployment_list"))
+
+    card = page.get_by_test_id("endpoint")
+    card.get_by_label("Runtime").select_option("onnx-int8")
+    card.get_by_role("button", name="Promote").click()
+
+    error = page.locator("[data-testid=endpoint] [data-testid=endpoint-error]")
+    expect(error).to_contain_text("has no finished ONNX int8 export")
+    page.wait_for_timeout(6_000)  # past the list's 5 s refresh: the sentence stays
+    expect(error).to_be_visible()
+    expect(page.locator(".messages [role=status]")).to_have_count(0)
+    runtime.model_cache.clear()

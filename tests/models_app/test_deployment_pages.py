@@ -72,7 +72,7 @@ def test_deploying_onnx_without_an_export_says_so(client_as, version):
     )
 
     assert response.status_code == 400
-    assert "has no finished onnx-int8 export" in response.content.decode()
+    assert "has no finished ONNX int8 export" in response.content.decode()
 
 
 def test_promote_rollback_stop_start_delete_from_the_deployments_page(

@@ -256,7 +256,7 @@ def test_onnx_runtime_without_an_export_is_refused(analyst_api, version):
     )
 
     assert response.status_code == 400
-    assert "has no finished onnx-int8 export" in response.json()["errors"]["runtime"][0]
+    assert "has no finished ONNX int8 export" in response.json()["errors"]["runtime"][0]
     assert not Deployment.objects.exists()
 
 

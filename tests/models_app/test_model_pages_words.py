@@ -135,3 +135,28 @@ def test_after_a_start_the_batch_form_preselects_the_version_snapshot_again(
 
     assert BatchPrediction.objects.get().snapshot == other
     assert f'<option value="{version.snapshot_id}" selected>' in response.content.decode()
+
+
+def test_a_refused_endpoint_action_is_shown_in_that_endpoint_card(
+    client_as, analyst, tmp_path_factory
+):
+    version = make_version(tmp_path_factory)
+    deployment_deploy(user=analyst, version=version, slug="first", runtime="pytorch")
+    deployment_deploy(user=analyst, version=version, slug="second", runtime="pytorch")
+    client = client_as("analyst")
+
+    response = client.post(
+        reverse("models:deployment_action", args=["second", "promote"]),
+        {"version": version.pk, "runtime": "onnx-int8"},
+        follow=True,
+    )
+
+    html = response.content.decode()
+    second = html[html.index('data-slug="second"') :]
+    first = html[html.index('data-slug="first"') : html.index('data-slug="second"')]
+    sentence = f"{version} has no finished ONNX int8 export. Export it first, or pick PyTorch."
+    assert f'data-testid="endpoint-error">{sentence}</div>' in second
+    assert "endpoint-error" not in first
+    assert 'role="status"' not in html  # not repeated at the top of the page
+    # The next poll of the list has no message left, so polling pauses while it shows.
+    assert "#endpoints-live [data-testid=endpoint-error]" in html
