@@ -341,7 +341,10 @@ class BulkLabel(models.Model):
 class LabelChange(models.Model):
     """One label given in the labeling queue: by whom, when, and the label it replaced."""
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="label_changes")
+    # No index of its own: (dataset, ...) indexes below serve it.
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.CASCADE, related_name="label_changes", db_index=False
+    )
     # Removed with their records by records_delete(), like cleaning changes.
     record = models.ForeignKey(Record, on_delete=models.DO_NOTHING, related_name="+")
     old_label = models.CharField(max_length=500, blank=True)
@@ -358,7 +361,11 @@ class LabelChange(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["dataset", "user", "-created_at"], name="labelchange_user_recent")
+            models.Index(fields=["dataset", "user", "-created_at"], name="labelchange_user_recent"),
+            # The labels ever given or replaced in a dataset (the labels offered without a label
+            # list): one index step per distinct label, not a read of the whole log.
+            models.Index(fields=["dataset", "new_label"], name="labelchange_dataset_new"),
+            models.Index(fields=["dataset", "old_label"], name="labelchange_dataset_old"),
         ]
 
     def __str__(self) -> str:
