@@ -10,8 +10,10 @@ the two service calls the labeling page and API make: ``record_label_set`` then
             the dataset row locked for the whole of each call
   ours      the current queue (no dataset lock per label; overlap; annotations)
 alone (one annotator, ``--actions`` actions) and with ``--annotators`` concurrent annotators
-(threads with connections of their own, ``--actions`` in all), and for ours also at overlap 2
-and in uncertainty order (least confidence) after pre-labeling 100k records: through
+(threads with connections of their own, ``--actions`` in all); both also alone without a
+label list (the labels offered then come from the records and the label log, read on every
+call; a quarter of the actions); and ours also at overlap 2 and in uncertainty order (least
+confidence) after pre-labeling 100k records: through
 ``benchmarks/prelabel.py`` (int8 endpoint) where that exists, else stored suggestions. Prints
 p50/p95 in ms, the ratio of p95 to the 20 ms target, and EXPLAIN ANALYZE of the queue's
 queries. Uses --database-url (default postgres://postgres@127.0.0.1:5432/lepton_bench_labeling,
@@ -316,6 +318,30 @@ def prelabel(dataset, records: int, *, model: bool) -> dict:
     return figures
 
 
+def without_label_list(dataset, before, ours, user, actions: int) -> list[dict]:
+    """Alone, with the dataset's label list cleared: the labels offered are then those its
+    records have and those its label log holds (every label given or replaced so far), read
+    on every call; before and ours."""
+    from datasets_app.models import Dataset
+
+    schema = list(dataset.label_schema)
+    Dataset.objects.filter(pk=dataset.pk).update(label_schema=[])
+    dataset.label_schema = []
+    rows = []
+    try:
+        for name, service in (("before", before), ("ours", ours)):
+            rows.append(
+                summary(
+                    f"{name}, 1 annotator, no label list",
+                    measure(service, dataset, [user], actions),
+                )
+            )
+    finally:
+        Dataset.objects.filter(pk=dataset.pk).update(label_schema=schema)
+        dataset.label_schema = schema
+    return rows
+
+
 def explain(dataset, user) -> None:
     from datasets_app.models import LabelingOrder
     from datasets_app.services import labeling
@@ -406,6 +432,7 @@ def main() -> None:
         )
     )
     labeling_settings_set(dataset=dataset, user=analyst, overlap=1)
+    rows += without_label_list(dataset, before, ours, people[0], max(args.actions // 4, 50))
     print(f"pre-labeling {args.prelabel:,} records for the uncertainty order:")
     prelabeled = prelabel(dataset, args.prelabel, model=not args.no_model)
     labeling_settings_set(dataset=dataset, user=analyst, order=LabelingOrder.LEAST_CONFIDENCE)
