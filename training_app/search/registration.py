@@ -141,6 +141,13 @@ def search_register(*, search_id: int, claimed: bool = False) -> HyperparameterS
     a failed attempt releases it for beat to retry, up to REGISTRATION_MAX_ATTEMPTS.
     """
     if not claimed:
+        found = _registering_with_version(search_id)
+        if found is not None:
+            # Its holder died after registering the version (maybe on its last attempt): the
+            # step is done but for the mark, which needs no claim (the end is one conditional
+            # UPDATE).
+            _best_register(found)
+            return found
         now = timezone.now()
         _registration_gave_up(search_id, now=now)
         if not _registration_claim(search_id, now=now):
@@ -160,6 +167,24 @@ def search_register(*, search_id: int, claimed: bool = False) -> HyperparameterS
             pk=search.pk, status=HyperparameterSearch.Status.REGISTERING
         ).update(registration_claimed_at=None, message=message, updated_at=timezone.now())
         search.refresh_from_db()
+    return search
+
+
+def _registering_with_version(search_id: int) -> HyperparameterSearch | None:
+    """The search, when it is REGISTERING and its best trial's version already exists."""
+    from models_app.models import ModelVersion
+
+    search = (
+        HyperparameterSearch.objects.select_related("best_trial")
+        .filter(
+            pk=search_id,
+            status=HyperparameterSearch.Status.REGISTERING,
+            best_trial__isnull=False,
+        )
+        .first()
+    )
+    if search is None or not ModelVersion.objects.filter(training_run=search.best_trial).exists():
+        return None
     return search
 
 
