@@ -184,4 +184,5 @@ def test_a_refused_promote_stays_in_its_endpoint_card(
     page.wait_for_timeout(6_000)  # past the list's 5 s refresh: the sentence stays
     expect(error).to_be_visible()
     expect(page.locator(".messages [role=status]")).to_have_count(0)
+    expect(page.locator(".messages")).to_be_hidden()  # no empty band above the page
     runtime.model_cache.clear()
