@@ -723,6 +723,11 @@ def _resolve(dataset: Dataset, record: Record, given: str | None) -> str | None:
             "label", flat=True
         )
     )
+    return _resolved(dataset, record, labels, k)
+
+
+def _resolved(dataset: Dataset, record: Record, labels: list[str], k: int) -> str | None:
+    """``_resolve`` from the labels of the record's annotations (in any order)."""
     if len(labels) < k:
         return None
     winner = majority_label(labels)
@@ -911,6 +916,101 @@ def _label_set_one_pg(
     return record
 
 
+def _label_set_many_pg(
+    dataset: Dataset, user, record_id: int, label: str, *, expected_label, annotation: dict
+) -> Record:
+    """``record_label_set`` above overlap 1 on PostgreSQL: in one transaction, the record's
+    lock and one statement after it (the same checks as at overlap 1; this person's hold let
+    go, their annotation upserted, the record's annotation count moved, and the labels of
+    the record's other annotations returned), then the resolution in Python as ``_resolve``
+    does it (the majority once the overlap is reached; a tie to review) and, when the label
+    changes, ``_label_write``."""
+    k = _overlap(dataset)
+    now = timezone.now()
+    records = Record._meta.db_table
+    annotations = Annotation._meta.db_table
+    claims = LabelClaim._meta.db_table
+    columns = ", ".join(f"r.{field.column}" for field in Record._meta.concrete_fields)
+    sql = (
+        f"SELECT 1 FROM {records} WHERE id = %(record)s AND import_run_id = %(run)s FOR UPDATE; "  # noqa: S608
+        f"WITH r AS (SELECT {columns} FROM {records} r WHERE r.id = %(record)s "
+        "AND r.import_run_id = %(run)s), "
+        f"prev AS (SELECT a.label, a.undone_at FROM {annotations} a "
+        "WHERE a.record_id = %(record)s AND a.user_id = %(user)s), "
+        "s AS (SELECT r.id, r.label AS old, "
+        f"(SELECT d.id FROM {annotations} d WHERE %(key)s <> '' AND d.user_id = %(user)s "
+        "AND d.client_key = %(key)s LIMIT 1) AS dup_id, "
+        "(%(expected)s::text IS NOT NULL AND r.label <> %(expected)s::text) AS conflict, "
+        "NOT EXISTS (SELECT 1 FROM prev WHERE prev.undone_at IS NULL) AS fresh, "
+        "(EXISTS (SELECT 1 FROM prev WHERE prev.undone_at IS NULL AND prev.label = %(label)s) "
+        "AND r.label = %(label)s) AS same FROM r), "
+        "go AS (SELECT * FROM s WHERE dup_id IS NULL AND NOT conflict), "
+        f"gone AS (DELETE FROM {claims} c USING go WHERE c.record_id = go.id "
+        "AND c.user_id = %(user)s), "
+        "w AS (SELECT * FROM go WHERE NOT same), "
+        f"ann AS (INSERT INTO {annotations} (dataset_id, record_id, user_id, label, "
+        "time_spent_ms, suggestion_label, suggestion_probability, suggestion_accepted, "
+        "client_key, undone_at, created_at, updated_at) SELECT %(dataset)s, w.id, %(user)s, "
+        "%(label)s, %(time_spent_ms)s, %(suggestion_label)s, %(suggestion_probability)s, "
+        "%(suggestion_accepted)s, %(client_key)s, NULL, %(now)s, %(now)s FROM w "
+        "ON CONFLICT (record_id, user_id) DO UPDATE SET dataset_id = EXCLUDED.dataset_id, "
+        "label = EXCLUDED.label, time_spent_ms = EXCLUDED.time_spent_ms, "
+        "suggestion_label = EXCLUDED.suggestion_label, "
+        "suggestion_probability = EXCLUDED.suggestion_probability, "
+        "suggestion_accepted = EXCLUDED.suggestion_accepted, client_key = EXCLUDED.client_key, "
+        "undone_at = NULL, updated_at = EXCLUDED.updated_at RETURNING id, created_at), "
+        f"up AS (UPDATE {records} u SET annotation_count = u.annotation_count + 1 FROM w "
+        "WHERE u.id = w.id AND w.fresh RETURNING u.id) "
+        "SELECT r.*, s.dup_id, s.conflict, s.fresh, s.same, "
+        "(SELECT id FROM ann) AS annotation_id, (SELECT created_at FROM ann) AS "
+        "annotation_created_at, "
+        f"ARRAY(SELECT o.label FROM {annotations} o WHERE o.record_id = r.id "
+        "AND o.user_id IS DISTINCT FROM %(user)s AND o.undone_at IS NULL) AS others "
+        "FROM r, s"
+    )
+    params = {
+        "dataset": dataset.pk,
+        "user": user.pk,
+        "run": dataset.active_import_id,
+        "record": record_id,
+        "label": label,
+        "expected": expected_label,
+        "key": annotation["client_key"],
+        "now": now,
+        **annotation,
+    }
+    with transaction.atomic():
+        rows = list(Record.objects.raw(sql, params))
+        if not rows:
+            raise ValidationError(_GONE)
+        record = rows[0]
+        if record.dup_id is not None:  # a retried submission: applied already
+            record.annotation = Annotation.objects.get(pk=record.dup_id)
+            return record
+        if record.conflict:
+            raise _conflict(record)
+        if record.same:  # this person's label again: nothing to change
+            record.annotation = Annotation.objects.get(record_id=record.pk, user=user)
+            return record
+        if record.fresh:
+            record.annotation_count += 1
+        resolved = _resolved(dataset, record, [*record.others, label], k)
+        if resolved is not None and resolved != record.label:
+            _label_write(dataset, record, resolved, user)
+        record.annotation = Annotation(
+            id=record.annotation_id,
+            dataset_id=dataset.pk,
+            record_id=record.pk,
+            user_id=user.pk,
+            label=label,
+            undone_at=None,
+            created_at=record.annotation_created_at,
+            updated_at=now,
+            **annotation,
+        )
+    return record
+
+
 def record_label_set(
     *,
     dataset: Dataset,
@@ -942,8 +1042,9 @@ def record_label_set(
         time_spent_ms = max(0, min(int(time_spent_ms), 2_147_483_647))
     dataset = dataset_labeling_read(dataset, user)
     label = _validated_label(dataset, label)
-    if _fast_sql() and _overlap(dataset) == 1:
-        return _label_set_one_pg(
+    if _fast_sql():
+        fast = _label_set_one_pg if _overlap(dataset) == 1 else _label_set_many_pg
+        return fast(
             dataset,
             user,
             record_id,

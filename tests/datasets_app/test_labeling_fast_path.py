@@ -8,12 +8,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from datasets_app.models import Annotation, Dataset, LabelChange, LabelClaim, Record
+from datasets_app.models import Annotation, Dataset, LabelChange, LabelClaim, Record, ReviewItem
 from datasets_app.services import labeling
 from datasets_app.services.labeling import (
     LabelConflict,
     label_schema_set,
     labeling_next,
+    labeling_settings_set,
     record_label_set,
 )
 from tests.datasets_app.factories import imported_dataset
@@ -84,8 +85,8 @@ def session(dataset: Dataset, a, b) -> list:
     return seen
 
 
-def state(dataset: Dataset, a, b) -> dict:
-    who = {a.pk: "a", b.pk: "b"}
+def state(dataset: Dataset, a, b, c=None) -> dict:
+    who = {a.pk: "a", b.pk: "b", getattr(c, "pk", None): "c"}
     dataset.refresh_from_db()
     records = Record.objects.filter(import_run_id=dataset.active_import_id).order_by("source_row")
     return {
@@ -114,6 +115,10 @@ def state(dataset: Dataset, a, b) -> dict:
             (text(c.record_id), who[c.user_id]) for c in LabelClaim.objects.filter(dataset=dataset)
         ),
         "counts": dataset.label_counts,
+        "review": sorted(
+            (text(i.record_id), i.reason, i.status, i.detail, i.suggested_label)
+            for i in ReviewItem.objects.filter(dataset=dataset)
+        ),
     }
 
 
@@ -132,6 +137,65 @@ def test_sql_and_orm_paths_leave_the_same_state(analyst, make_user, monkeypatch)
     assert final["counts"] == {"": 3, "neg": 4}
     assert ("first", "neg", "pos", 1, False) in final["records"]
     assert final["claims"] == [("fifth", "a"), ("seventh", "a"), ("sixth", "b")]
+
+
+def session_at_overlap_two(dataset: Dataset, a, b, c) -> list:
+    seen: list = []
+    first = labeling_next(dataset=dataset, user=a).record
+    seen.append(labeling_next(dataset=dataset, user=b).record.text)  # two people per record
+    for person, name in ((a, "a"), (b, "b")):
+        saved = record_label_set(
+            dataset=dataset,
+            user=person,
+            record_id=first.pk,
+            label="pos",
+            expected_label="",
+            client_key=f"key-{name}-first",
+        )
+        seen.append((saved.label, saved.annotation_count, saved.annotation.label))
+    again = record_label_set(  # a's label sent again: applied once
+        dataset=dataset, user=a, record_id=first.pk, label="pos", client_key="key-a-first"
+    )
+    seen.append((again.label, again.annotation_count))
+    split = labeling_next(dataset=dataset, user=a, after=first.pk).record
+    seen.append((split.text, labeling_next(dataset=dataset, user=b, after=first.pk).record.text))
+    for person, label in ((a, "pos"), (b, "neg")):  # a tie: to review, no label
+        saved = record_label_set(
+            dataset=dataset, user=person, record_id=split.pk, label=label, expected_label=""
+        )
+        seen.append((saved.label, saved.annotation_count))
+    changed = record_label_set(  # a changes their mind: a majority
+        dataset=dataset, user=a, record_id=split.pk, label="neg", expected_label=""
+    )
+    seen.append((changed.label, changed.original_label, changed.annotation_count))
+    third = record_label_set(  # a third opinion on a resolved record: the majority holds
+        dataset=dataset, user=c, record_id=first.pk, label="neg", expected_label="pos"
+    )
+    seen.append((third.label, third.annotation_count))
+    with pytest.raises(LabelConflict):
+        record_label_set(
+            dataset=dataset, user=c, record_id=split.pk, label="pos", expected_label=""
+        )
+    seen.append(labeling_next(dataset=dataset, user=c).record.text)
+    return seen
+
+
+def test_sql_and_orm_paths_agree_at_overlap_two(analyst, make_user, monkeypatch):
+    results = {}
+    for path in ("sql", "orm"):
+        if path == "orm":
+            monkeypatch.setattr(labeling, "_fast_sql", lambda: False)
+        dataset = imported_dataset(analyst, CSV, MAPPING, report=False, name=path)
+        labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
+        a, b, c = (make_user("annotator") for _ in range(3))
+        seen = session_at_overlap_two(dataset, a, b, c)
+        results[path] = (seen, state(dataset, a, b, c))
+    assert results["sql"] == results["orm"]
+    seen, final = results["sql"]
+    assert ("second", "pos", None, 3, False) in final["records"]
+    assert ("fourth", "neg", None, 2, False) in final["records"]
+    assert [(text, reason) for text, reason, *_ in final["review"]] == [("fourth", "disagreement")]
+    assert final["counts"] == {"": 3, "pos": 2, "neg": 2}
 
 
 def test_an_action_is_four_round_trips_on_postgresql(on_postgres, analyst, make_user):
