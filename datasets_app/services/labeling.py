@@ -79,9 +79,10 @@ class LabelingItem:
 
 
 def _fast_sql() -> bool:
-    """Whether the queue's hot path (the next record in file order; a label at overlap 1) runs
-    as hand-written PostgreSQL, one round trip each, rather than through the ORM (SQLite, and
-    the other cases everywhere). Tests switch it off to hold both paths to the same results."""
+    """Whether the queue's hot path (the next record in file order; saving a label) runs as
+    hand-written PostgreSQL, a query string each after the dataset read, rather than through
+    the ORM (SQLite; and on PostgreSQL a record asked for by id, the uncertainty orders, the
+    end of the queue). Tests switch it off to hold both paths to the same results."""
     return connection.vendor == "postgresql"
 
 
