@@ -172,6 +172,24 @@ def test_kept_counts_follow_labels_changed_outside_the_queue_and_deleted_people(
     assert figures["annotations"] == 9
 
 
+def test_a_deleted_persons_annotations_leave_alpha_and_the_overlap_as_if_never_given(
+    analyst, annotated
+):
+    """Record 2 had ann, bob and cy; with cy deleted it has two authored annotations, and
+    alpha and the overlapping records are those of ann and bob alone (the record's kept
+    annotation count still says 3: it counts cy's annotation, now without an author)."""
+    get_user_model().objects.filter(username="cy").delete()
+
+    figures = dataset_agreement_get(user=analyst, dataset=annotated)
+
+    assert figures["records_overlapping"] == 4
+    codes = {"": np.nan, "neg": 0, "pos": 1}
+    reliability = np.array([[codes[labels[i]] for labels in LABELS.values()] for i in range(2)])
+    assert figures["alpha"] == pytest.approx(
+        krippendorff.alpha(reliability_data=reliability, level_of_measurement="nominal")
+    )
+
+
 def test_a_label_committed_after_the_stamp_was_read_is_counted_once_it_settles(
     analyst, annotated, make_user
 ):
