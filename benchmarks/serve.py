@@ -100,7 +100,9 @@ def fine_tuned_folder(arguments, texts, labels, cache: Path) -> Path:
     return artifact
 
 
-def export_both(folder: Path) -> dict:
+def export_both(folder: Path, validation: list[str]) -> dict:
+    """Both exports of `folder`; int8 chooses its fp32 nodes on `validation` (the split the
+    model validated on, as an export job does with the version's validation split)."""
     from models_app.runtime import export as export_module
     from models_app.runtime.export import export_onnx
 
@@ -112,7 +114,7 @@ def export_both(folder: Path) -> dict:
         target = folder / "onnx" / name
         if not target.is_file() or target.stat().st_mtime < code_changed:
             started = time.perf_counter()
-            details[kind] = export_onnx(folder, target, kind=kind)
+            details[kind] = export_onnx(folder, target, kind=kind, calibration_texts=validation)
             details[kind]["seconds"] = round(time.perf_counter() - started, 1)
     return details
 
@@ -419,7 +421,8 @@ def main() -> None:
     cache = Path(settings.VAR_DIR) / "bench" / "serve"
     cache.mkdir(parents=True, exist_ok=True)
     folder = fine_tuned_folder(arguments, texts, labels, cache)
-    exported = export_both(folder)
+    start = HELD_OUT + arguments.train_examples
+    exported = export_both(folder, texts[start : start + 300])
     if exported:
         print(f"exports: {json.dumps(exported)}")
 

@@ -81,14 +81,15 @@ def model_export_execute(*, export_id: int) -> ModelExport | None:
             tempfile.TemporaryDirectory() as temp,
         ):
             out = Path(temp) / Path(relative).name
+            texts, split = _parity_texts(version)
             details = export_onnx(
                 folder,
                 out,
                 kind=export.kind,
                 progress=lambda percent, message: export.report(progress=percent, message=message),
+                calibration_texts=texts,
             )
             export.report(progress=80, message="Checking parity with the PyTorch model.")
-            texts, split = _parity_texts(version)
             threads = settings.SERVE_THREADS or None
             reference = runtime.load_predictor(
                 folder, runtime="pytorch", task=version.task or None, threads=threads, device="cpu"

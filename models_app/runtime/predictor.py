@@ -12,6 +12,7 @@ from models_app.runtime.artifact import ArtifactError, ModelInfo, read_model_inf
 from models_app.runtime.batching import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_TOKEN_BUDGET,
+    ONNX_CPU_TOKEN_BUDGET,
     length_batches,
     pad,
 )
@@ -118,12 +119,14 @@ def load_predictor(
     device: str = "auto",
     onnx_file: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    token_budget: int | None = None,
 ) -> Predictor:
     """Load a version folder (Hugging Face folder with its tokenizer) for `runtime`.
 
     ONNX runtimes read `onnx/model-int8.onnx` / `onnx/model-fp32.onnx` in the folder unless
-    `onnx_file` names another file. Raises ArtifactError with a plain reason when it cannot.
+    `onnx_file` names another file. `token_budget` (padded tokens per batch) defaults to a
+    small one for ONNX Runtime on a CPU (see batching.ONNX_CPU_TOKEN_BUDGET), else a large one.
+    Raises ArtifactError with a plain reason when it cannot.
     """
     if runtime not in RUNTIMES:
         raise ArtifactError(f"Runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}.")
@@ -135,6 +138,9 @@ def load_predictor(
         engine: Engine = TorchEngine(info, threads=threads, device=device)
     else:
         engine = OnnxEngine(onnx_file or onnx_path(folder, runtime), threads=threads, device=device)
+    if token_budget is None:
+        onnx_on_cpu = runtime != "pytorch" and engine.device == "cpu"
+        token_budget = ONNX_CPU_TOKEN_BUDGET if onnx_on_cpu else DEFAULT_TOKEN_BUDGET
     return Predictor(
         info, tokenizer, engine, runtime=runtime, batch_size=batch_size, token_budget=token_budget
     )
