@@ -33,8 +33,12 @@ class PredictFastPath:
         match = self._match(environ)
         if match is None:
             return self.application(environ, start_response)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length <= 0 or length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:  # not a number: Django answers it (a 400), not a traceback here
+            return self.application(environ, start_response)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if length <= 0 or (limit is not None and length > limit):
             return self.application(environ, start_response)
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # the normal way can still read it

@@ -144,6 +144,28 @@ def test_anything_unusual_goes_to_django_with_its_body(setup, body, query, path)
     assert fallback.calls == [(path, raw)]
 
 
+@pytest.mark.parametrize("length", ["abc", "1e3", " "])
+def test_a_content_length_that_is_not_a_number_goes_to_django(setup, length):
+    _, key = setup
+    fallback = Fallback()
+    raw = json.dumps({"texts": ["good"]}).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/v1/deployments/reviews/predict/",
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": length,
+        "HTTP_AUTHORIZATION": f"Token {key}",
+        "wsgi.input": io.BytesIO(raw),
+    }
+    answer = []
+
+    content = b"".join(PredictFastPath(fallback)(environ, lambda status, _: answer.append(status)))
+
+    assert (answer, content) == (["418 I'm a teapot"], b"django")
+    assert len(fallback.calls) == 1
+
+
 @pytest.fixture
 def short_memory(monkeypatch):
     """Serving memoises endpoints and callers for this long (changes made elsewhere)."""
