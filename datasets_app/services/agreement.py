@@ -17,6 +17,7 @@ them takes the right to change the dataset.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from collections.abc import Iterator
@@ -45,6 +46,8 @@ from django.utils import timezone
 from datasets_app import agreement
 from datasets_app.models import AgreementCounts, Annotation, Dataset, Record
 from lepton_web.access import access_check
+
+logger = logging.getLogger(__name__)
 
 # Up to this many annotations (at the last count) a changed dataset's page counts at once;
 # above, it shows the kept figures, out of date, while a worker counts. Counting took 1.2 s at
@@ -254,11 +257,32 @@ def _counts_for(dataset: Dataset) -> tuple[AgreementCounts, bool]:
             .update(recount_started_at=now)
         )
         if claimed:
-            from datasets_app.tasks import agreement_recount_task
-
             kept.recount_started_at = now
-            transaction.on_commit(partial(agreement_recount_task.delay, dataset.pk))
+            transaction.on_commit(partial(_recount_publish, kept, dataset.pk, now))
         return kept, True
+
+
+def _recount_publish(kept: AgreementCounts, dataset_id: int, claimed_at: datetime) -> None:
+    """Queue the recount claimed at ``claimed_at``. With the broker down: one quick attempt
+    (not kombu's retries of several seconds, which would hang the page), then the claim is
+    given back, so the page shows the kept figures out of date, without a recount said to be
+    under way, and its next refresh tries again (not a 500, nor a claim that blocks recounts
+    for RECOUNT_LOST)."""
+    from kombu.exceptions import OperationalError as BrokerOperationalError
+
+    from datasets_app.tasks import agreement_recount_task
+    from lepton_web.celery import app
+
+    try:
+        with app.connection_for_write() as broker:
+            broker.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+            agreement_recount_task.apply_async(args=[dataset_id], retry=False, connection=broker)
+    except (BrokerOperationalError, OSError) as error:
+        logger.warning("Could not queue the agreement recount of dataset %s: %s", dataset_id, error)
+        AgreementCounts.objects.filter(pk=kept.pk, recount_started_at=claimed_at).update(
+            recount_started_at=None
+        )
+        kept.recount_started_at = None
 
 
 def _annotations(counts: dict) -> int:

@@ -23,6 +23,7 @@ from datasets_app.services.labeling import (
 )
 from datasets_app.services.labeling_keyboard import record_label_undo
 from datasets_app.tasks import agreement_recount_task
+from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import imported_dataset
 
 pytestmark = pytest.mark.usefixtures("redis_url")
@@ -279,6 +280,31 @@ def test_a_recount_lost_with_its_worker_is_queued_again(
     assert shown["stale"] is True
     assert len(enqueued) == 1
     assert timezone.now() - shown["recount_started_at"] < timedelta(minutes=1)
+
+
+def test_a_recount_that_cannot_be_queued_gives_its_claim_back(
+    analyst, annotated, make_user, settings, django_capture_on_commit_callbacks
+):
+    """Broker down: the page still shows the kept figures (no 500), and the claim is given
+    back so that the next refresh tries again instead of waiting RECOUNT_LOST."""
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
+    rows = dict(Record.objects.filter(dataset=annotated).values_list("source_row", "id"))
+    dataset_agreement_get(user=analyst, dataset=annotated)
+    dan = make_user("annotator", username="dan")
+    record_label_set(dataset=annotated, user=dan, record_id=rows[5], label="neg")
+
+    with (
+        broker_for_this_process("redis://127.0.0.1:1/0"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        shown = dataset_agreement_get(user=analyst, dataset=annotated)
+
+    assert shown["stale"] is True
+    assert shown["annotations"] == 10
+    assert AgreementCounts.objects.get(dataset=annotated).recount_started_at is None
+    with django_capture_on_commit_callbacks() as enqueued:
+        dataset_agreement_get(user=analyst, dataset=annotated)
+    assert len(enqueued) == 1  # claimed and queued again at once
 
 
 def test_annotators_and_viewers_may_not_read_the_figures(make_user, annotated):
