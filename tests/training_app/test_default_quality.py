@@ -22,6 +22,9 @@ MEASURED_ACCURACY = 0.912
 MEASURED_MACRO_F1 = 0.894
 # Room for other thread counts (float rounding) and library versions.
 MARGIN = 0.04
+# The defaults of commit 17cb226 (3 epochs of warmup-stable-decay, 93 steps instead of 250,
+# bf16 training steps on an AMX CPU) reach 0.890 and 0.868 here, 140 s under load: above the
+# floors, which stay those of the longer defaults.
 
 
 def stratified(rows: list[dict], count: int, rng: random.Random) -> list[dict]:
