@@ -186,8 +186,14 @@ def model_export_download_response(export: ModelExport) -> FileResponse:
         raise Http404("This export has not finished, so there is nothing to download.")
     version = export.model_version
     name = safe_filename(f"{version.registered_model.name}-v{version.version}-{export.kind}")
+    try:
+        archive = model_export_zip(export)
+    except FileNotFoundError as error:  # removed from storage since: a 404 that says so
+        raise Http404(
+            "A file of this export is missing from storage; export the version again."
+        ) from error
     return FileResponse(
-        model_export_zip(export),
+        archive,
         as_attachment=True,
         filename=f"{name}.zip",
         content_type="application/zip",

@@ -142,6 +142,24 @@ def test_the_page_download_gives_the_same_zip_and_refuses_unfinished_or_unknown_
     assert unknown.status_code == 404
 
 
+def test_an_export_whose_file_is_gone_from_storage_is_a_404_not_a_500(
+    version, client_as, api_client_as
+):
+    gone = ModelExport.objects.create(
+        model_version=version,
+        kind="onnx-fp32",
+        status="succeeded",
+        file_path=f"{version.artifact_uri}/onnx/gone.onnx",
+    )
+
+    page = client_as("viewer").get(f"/models/exports/{gone.pk}/download/")
+    api = api_client_as("analyst").get(f"/api/v1/exports/{gone.pk}/download/")
+
+    assert page.status_code == 404
+    assert api.status_code == 404
+    assert "missing from storage" in api.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("role", "body", "code", "text"),
     [
