@@ -2,11 +2,12 @@
 against the function as it was at BASELINE (loaded from git) in the same run.
 
     source your env; .venv/bin/python benchmarks/suggestions_store.py [--records 100000]
-        [--rounds 2] [--database-url URL] [--json FILE]
+        [--dataset-records N] [--rounds 2] [--database-url URL] [--json FILE]
 
 Uses the database of --database-url (default: DATABASE_URL; created and migrated if missing)
-and a dataset of --records unlabeled records named "suggestions benchmark" (loaded once with the
-import's COPY writer, kept for later runs). Each round times, for the baseline and for ours in
+and a dataset of --dataset-records unlabeled records (default: --records) named "suggestions
+benchmark N" (loaded once with the import's COPY writer, kept for later runs); the suggestions go
+to a random --records of them. Each round times, for the baseline and for ours in
 alternation (both see the same load), the three ways a pre-label job stores suggestions:
   fresh     a new source on records without suggestions
   again     the same source stored again (every row replaced: ON CONFLICT … DO UPDATE)
@@ -111,6 +112,7 @@ def run_round(store, dataset, ids: list[int], tag: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--dataset-records", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
     parser.add_argument("--json", default="")
@@ -122,8 +124,9 @@ def main() -> None:
 
     labeling_bench.ensure_database(arguments.database_url)
     labeling_bench.setup_django(arguments.database_url)
-    labeling_bench.NAME = NAME
-    dataset = labeling_bench.load_records(arguments.records)
+    size = max(arguments.dataset_records, arguments.records)
+    labeling_bench.NAME = NAME if size == arguments.records else f"{NAME} {size}"
+    dataset = labeling_bench.load_records(size)
 
     from datasets_app.models import Record
     from datasets_app.services import suggestions
@@ -133,6 +136,8 @@ def main() -> None:
         .order_by("id")
         .values_list("id", flat=True)
     )
+    if len(ids) > arguments.records:
+        ids = sorted(random.Random(7).sample(ids, arguments.records))
     baseline = baseline_module()
     contenders = {
         "baseline": baseline.record_suggestions_store,
@@ -154,11 +159,17 @@ def main() -> None:
             )
     same = contents["baseline"] == contents["ours"]
     print(
-        f"\n{len(ids):,} suggestions, best of {arguments.rounds} rounds "
+        f"\n{len(ids):,} suggestions on a dataset of {size:,} records, best of "
+        f"{arguments.rounds} rounds "
         f"(load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end); baseline = {BASELINE}"
     )
-    figures = {"records": len(ids), "baseline_commit": BASELINE, "phases": {}}
+    figures = {
+        "records": len(ids),
+        "dataset_records": size,
+        "baseline_commit": BASELINE,
+        "phases": {},
+    }
     for phase in ("fresh", "again", "replace"):
         before, ours = best["baseline"][phase], best["ours"][phase]
         print(

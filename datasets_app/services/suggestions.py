@@ -89,8 +89,8 @@ def _upsert_postgres(dataset_id: int, wanted: dict[int, tuple], source: str, use
     """One INSERT … SELECT FROM unnest(arrays) … ON CONFLICT DO UPDATE for the chunk: the rows
     travel as five array literals (five parameters, not ten per row; a list parameter would be
     sent as ARRAY[…] with an expression per element, which took 0.4 s to plan at 20,000), the
-    records are checked against the dataset by the same statement's join, and the constraint
-    replaces the source's older suggestion. Returns how many rows it wrote (the records found
+    records are checked against the dataset by the same statement (by primary key), and the
+    constraint replaces the source's older suggestion. Returns how many rows it wrote (the records found
     in the dataset)."""
     if not wanted:
         return 0
@@ -104,7 +104,11 @@ def _upsert_postgres(dataset_id: int, wanted: dict[int, tuple], source: str, use
         "SELECT r.dataset_id, r.id, u.label, u.probability, u.margin, u.entropy, %s, %s, %s, %s "
         "FROM unnest(%s::bigint[], %s::text[], %s::float8[], %s::float8[], %s::float8[]) "
         "AS u(record_id, label, probability, margin, entropy) "
-        f"JOIN {records} r ON r.id = u.record_id AND r.dataset_id = %s "
+        # Each id looked up by the primary key: LIMIT keeps the planner from flattening the
+        # LATERAL into a join, which it ran as a hash of the dataset's every record (a
+        # sequential scan of a million rows for each chunk).
+        f"CROSS JOIN LATERAL (SELECT id, dataset_id FROM {records} "
+        "WHERE id = u.record_id AND dataset_id = %s LIMIT 1) r "
         "ON CONFLICT (record_id, source) DO UPDATE SET label = EXCLUDED.label, "
         "probability = EXCLUDED.probability, margin = EXCLUDED.margin, "
         "entropy = EXCLUDED.entropy, created_by_id = EXCLUDED.created_by_id, "
