@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from lepton_web import vocabulary
@@ -133,15 +133,22 @@ def deployment_deploy(
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().filter(slug=slug).first()
         if deployment is None:
-            deployment = Deployment(slug=slug, created_by=user, follow_alias=follow_alias)
-            return _move(
-                deployment,
-                user=user,
-                action="deploy",
-                version=version,
-                runtime=runtime,
-                export=export,
-            )
+            try:
+                # A savepoint: a request that created the same slug meanwhile (a double
+                # click) makes this insert fail, and the endpoint it made is promoted instead.
+                with transaction.atomic():
+                    return _move(
+                        Deployment(slug=slug, created_by=user, follow_alias=follow_alias),
+                        user=user,
+                        action="deploy",
+                        version=version,
+                        runtime=runtime,
+                        export=export,
+                    )
+            except IntegrityError:
+                deployment = Deployment.objects.select_for_update().filter(slug=slug).first()
+                if deployment is None:
+                    raise
         deployment.follow_alias = follow_alias
         return _move(
             deployment,

@@ -379,3 +379,38 @@ def test_session_login_predicts_too(client_as, version, analyst):
     )
 
     assert response.status_code == 200
+
+
+def test_a_deploy_racing_another_at_the_same_new_slug_promotes_what_the_other_made(
+    version, analyst, monkeypatch
+):
+    """Two requests deploy at a new slug at once (a double click): both find no endpoint;
+    the second one's insert meets the first one's row, and it promotes that endpoint instead
+    of failing with an IntegrityError (a 500)."""
+    from django.db import connection
+
+    from models_app import deploy
+
+    real_move = deploy._move
+
+    def other_request_commits_first(deployment, **kwargs):
+        if deployment.pk is None:
+
+            def deploy_elsewhere():
+                try:
+                    Deployment.objects.create(slug="reviews", version=version, runtime="pytorch")
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=deploy_elsewhere)
+            thread.start()
+            thread.join()
+        return real_move(deployment, **kwargs)
+
+    monkeypatch.setattr(deploy, "_move", other_request_commits_first)
+
+    deployment = deployment_deploy(user=analyst, version=version, slug="reviews")
+
+    assert Deployment.objects.filter(slug="reviews").count() == 1
+    assert Deployment.objects.get(slug="reviews").pk == deployment.pk
+    assert list(DeploymentEvent.objects.values_list("action", flat=True)) == ["promote"]
