@@ -33,6 +33,9 @@ class PredictFastPath:
         match = self._match(environ)
         if match is None:
             return self.application(environ, start_response)
+        secure = _security_allows(environ)
+        if secure is None:
+            return self.application(environ, start_response)
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:  # not a number: Django answers it (a 400), not a traceback here
@@ -62,6 +65,7 @@ class PredictFastPath:
                 ("Vary", "Accept, Authorization"),
                 ("X-Content-Type-Options", "nosniff"),
                 ("Referrer-Policy", "same-origin"),
+                *_hsts(secure),
                 *headers.items(),
             ],
         )
@@ -76,6 +80,37 @@ class PredictFastPath:
         if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
             return None
         return PREDICT_PATH.match(environ.get("PATH_INFO", ""))
+
+
+def _security_allows(environ) -> bool | None:
+    """Whether the request is secure (HTTPS), or None where Django's own checks answer it
+    instead: a host not in ALLOWED_HOSTS (CommonMiddleware's 400) or plain HTTP under
+    SECURE_SSL_REDIRECT (SecurityMiddleware's redirect). Django's request does the reading,
+    so the rules are exactly its own (forwarded host and proxy headers included)."""
+    from django.core.exceptions import DisallowedHost, ImproperlyConfigured
+    from django.core.handlers.wsgi import WSGIRequest
+
+    try:
+        request = WSGIRequest(environ)
+        request.get_host()
+        secure = request.is_secure()
+    except (DisallowedHost, ImproperlyConfigured, KeyError, ValueError):
+        return None
+    if settings.SECURE_SSL_REDIRECT and not secure:
+        return None
+    return secure
+
+
+def _hsts(secure: bool) -> list[tuple[str, str]]:
+    """SecurityMiddleware's Strict-Transport-Security header, on a secure answer."""
+    if not (secure and settings.SECURE_HSTS_SECONDS):
+        return []
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return [("Strict-Transport-Security", value)]
 
 
 def _json_object(body: bytes) -> dict | None:

@@ -24,6 +24,15 @@ def _fresh_model_cache():
     runtime.model_cache.clear()
 
 
+# What every WSGI server sets.
+WSGI_BASICS = {
+    "SERVER_NAME": "testserver",
+    "SERVER_PORT": "80",
+    "HTTP_HOST": "testserver",
+    "wsgi.url_scheme": "http",
+}
+
+
 class Fallback:
     """The wrapped Django application: records what reached it."""
 
@@ -36,9 +45,11 @@ class Fallback:
         return [b"django"]
 
 
-def call(app, *, key, body, path="/api/v1/deployments/reviews/predict/", query=""):
+def call(app, *, key, body, path="/api/v1/deployments/reviews/predict/", query="", **extra_environ):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     environ = {
+        **WSGI_BASICS,
+        **extra_environ,
         "REQUEST_METHOD": "POST",
         "PATH_INFO": path,
         "QUERY_STRING": query,
@@ -150,6 +161,7 @@ def test_a_content_length_that_is_not_a_number_goes_to_django(setup, length):
     fallback = Fallback()
     raw = json.dumps({"texts": ["good"]}).encode()
     environ = {
+        **WSGI_BASICS,
         "REQUEST_METHOD": "POST",
         "PATH_INFO": "/api/v1/deployments/reviews/predict/",
         "QUERY_STRING": "",
@@ -164,6 +176,39 @@ def test_a_content_length_that_is_not_a_number_goes_to_django(setup, length):
 
     assert (answer, content) == (["418 I'm a teapot"], b"django")
     assert len(fallback.calls) == 1
+
+
+def test_a_host_django_refuses_goes_to_django(setup):
+    """Not in ALLOWED_HOSTS: Django answers it (CommonMiddleware's 400), not the fast path."""
+    _, key = setup
+    fallback = Fallback()
+
+    code, _, content = call(
+        PredictFastPath(fallback), key=key, body={"texts": ["good"]}, HTTP_HOST="evil.example"
+    )
+
+    assert (code, content) == (418, b"django")
+    assert len(fallback.calls) == 1
+
+
+def test_plain_http_under_ssl_redirect_goes_to_django_and_https_gets_hsts(setup, settings):
+    """SECURE_SSL_REDIRECT: a plain-HTTP call is Django's (its redirect); over HTTPS the fast
+    answer carries SecurityMiddleware's Strict-Transport-Security header."""
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_HSTS_PRELOAD = False
+    _, key = setup
+    fallback = Fallback()
+    app = PredictFastPath(fallback)
+
+    plain = call(app, key=key, body={"texts": ["good"]})
+    secure = call(app, key=key, body={"texts": ["good"]}, **{"wsgi.url_scheme": "https"})
+
+    assert plain[0] == 418
+    assert len(fallback.calls) == 1
+    assert secure[0] == 200
+    assert secure[1]["Strict-Transport-Security"] == "max-age=3600; includeSubDomains"
 
 
 @pytest.fixture
