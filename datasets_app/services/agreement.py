@@ -76,7 +76,8 @@ LEFT JOIN (
   WHERE dataset_id = %s AND user_id IS NULL AND undone_at IS NULL GROUP BY record_id
 ) o ON o.record_id = x.record_id
 WHERE x.dataset_id = %s AND y.dataset_id = %s AND r.import_run_id = %s
-  AND r.annotation_count >= 2 AND x.undone_at IS NULL AND y.undone_at IS NULL
+  AND r.annotation_count >= 2 AND r.annotation_count - COALESCE(o.n, 0) >= 2
+  AND x.undone_at IS NULL AND y.undone_at IS NULL
 GROUP BY x.user_id, y.user_id, x.label, y.label, r.annotation_count - COALESCE(o.n, 0)
 """
 
