@@ -33,6 +33,7 @@ from datasets_app.selectors import (
     dataset_list_for_user,
     datasets_needing_labels,
     record_page,
+    review_item_counts,
 )
 from lepton_web.access import access_required
 from lepton_web.jobs import BrokerUnavailable
@@ -153,6 +154,7 @@ def _detail_context(request, dataset, **extra) -> dict:
     }
     report = dataset.quality_report or {}
     label_counts = dataset.label_counts or {}
+    review_counts = review_item_counts(dataset=dataset)
     context = {
         "dataset": dataset,
         "import_job": jobs["import"],
@@ -179,6 +181,9 @@ def _detail_context(request, dataset, **extra) -> dict:
         "report": report,
         "label_chart": _top_labels(label_counts),
         "limits": _limits_context(),
+        # The review queue is linked once there is something to review or overlap makes it likely.
+        "review_link": dataset.label_overlap > 1 or any(review_counts.values()),
+        "review_open": review_counts["open"],
         **extra,
     }
     # A Ready dataset offers "Import again with another mapping", opened when its latest

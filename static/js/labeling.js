@@ -224,8 +224,16 @@
       const minutes = (Date.now() - openedAt) / 60000;
       // A rate from one or two labels says little (one label a second after opening the page
       // is not 60 a minute): shown from the third on.
-      const rate = count >= 3 && minutes > 0 ? (count / minutes).toFixed(1) : "–";
-      speedNode.textContent = `${rate} records/min in this sitting (${count} labeled)`;
+      // Until then the line says so in words, not as a dash.
+      if (count >= 3 && minutes > 0) {
+        speedNode.textContent =
+          `${(count / minutes).toFixed(1)} records/min in this sitting (${count} labeled)`;
+      } else if (count === 0) {
+        speedNode.textContent = "no labels yet in this sitting";
+      } else {
+        speedNode.textContent =
+          `${count} labeled in this sitting; the speed shows from the third label`;
+      }
     }
     window.setInterval(speed, 5000);
 

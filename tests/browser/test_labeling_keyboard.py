@@ -70,13 +70,23 @@ def test_ten_records_by_keyboard_with_an_undo_and_an_accepted_suggestion(
     expect(help_overlay).to_be_hidden()
     expect(text).to_have_text("record 01")
 
+    # Before any label the speed line is a sentence, not a dash.
+    expect(page.get_by_test_id("speed")).to_have_text("no labels yet in this sitting")
+    # Undo sits next to Skip, in one group at the right of the pager.
+    actions = page.get_by_test_id("record-actions")
+    undo_box = actions.get_by_test_id("undo").bounding_box()
+    skip_box = actions.get_by_role("link", name="Skip").bounding_box()
+    assert 0 <= skip_box["x"] - (undo_box["x"] + undo_box["width"]) <= 16
+    assert abs(skip_box["y"] - undo_box["y"]) <= 2
     press(page, "Enter")  # no suggestion here: nothing is given
     expect(page.get_by_test_id("label-status")).to_have_text(
         "This record has no model suggestion to accept: press a label's key."
     )
     press(page, "1")  # spam
     expect(text).to_have_text("record 02")
-    expect(page.get_by_test_id("speed")).to_have_text("– records/min in this sitting (1 labeled)")
+    expect(page.get_by_test_id("speed")).to_have_text(
+        "1 labeled in this sitting; the speed shows from the third label"
+    )
     expect(suggestion).to_be_hidden()
     columns = page.get_by_test_id("record-metadata")
     expect(columns).to_contain_text("channel")
