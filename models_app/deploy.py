@@ -449,3 +449,15 @@ def prediction_token_create(*, user, name: str, slugs: list[str]) -> tuple[Predi
         )
         token.deployments.set(deployments)
     return token, key
+
+
+def prediction_token_revoke(*, user, token_id: int) -> None:
+    """Revoke (delete) a prediction token: its key is refused at once in this process and
+    within serving.STATE_TTL_SECONDS in the others (their memo of who a key is)."""
+    from django.http import Http404
+
+    access_check(user, "deployment", "deploy")
+    token = PredictionToken.objects.filter(pk=token_id).first()
+    if token is None:
+        raise Http404("There is no prediction token with this id (revoked already?).")
+    token.delete()

@@ -286,3 +286,16 @@ class PredictionTokenApi(APIView):
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+class PredictionTokenDetailApi(APIView):
+    """Revoke a prediction token: its key stops working (within a second in every process)."""
+
+    access_resource = "deployment"
+    access_actions = {"DELETE": "deploy"}
+    permission_classes = [RolePermission]
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, token_id: int):
+        deploy.prediction_token_revoke(user=request.user, token_id=token_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -32,6 +32,11 @@ urlpatterns += [
     path(
         "prediction-tokens/", deployments.PredictionTokenApi.as_view(), name="api_prediction_tokens"
     ),
+    path(
+        "prediction-tokens/<id:token_id>/",
+        deployments.PredictionTokenDetailApi.as_view(),
+        name="api_prediction_token",
+    ),
 ]
 for _action in ("promote", "rollback", "stop", "start"):
     urlpatterns.append(

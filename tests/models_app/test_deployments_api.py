@@ -122,6 +122,28 @@ def test_prediction_token_carries_no_analyst_rights(version, analyst):
     assert Deployment.objects.get().status == "live"
 
 
+def test_a_revoked_prediction_token_is_refused_at_once(version, analyst, api_client_as):
+    deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
+    token, key = prediction_token_create(user=analyst, name="shop", slugs=["reviews"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    body = {"texts": ["good"]}
+    assert (
+        client.post("/api/v1/deployments/reviews/predict/", body, format="json").status_code == 200
+    )
+
+    viewer = api_client_as("viewer").delete(f"/api/v1/prediction-tokens/{token.pk}/")
+    revoked = api_client_as("analyst").delete(f"/api/v1/prediction-tokens/{token.pk}/")
+    again = api_client_as("analyst").delete(f"/api/v1/prediction-tokens/{token.pk}/")
+    refused = client.post("/api/v1/deployments/reviews/predict/", body, format="json")
+
+    assert viewer.status_code == 403
+    assert revoked.status_code == 204
+    assert again.status_code == 404
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "This prediction token is not valid."
+
+
 def test_unknown_prediction_token_is_401(version, analyst):
     deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
     client = APIClient()
