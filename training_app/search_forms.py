@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -12,6 +14,14 @@ from training_app.search import DEFAULT_SPACE, SEARCH_METRICS
 
 def _number(**attrs) -> forms.NumberInput:
     return forms.NumberInput(attrs={"step": "any", **attrs})
+
+
+def plain_number(value: float) -> str:
+    """A number as a person types it: 1e-05 -> "0.00001", 0.0 -> "0", 0.2 -> "0.2"."""
+    text = format(Decimal(repr(float(value))), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 class WholeNumbersField(forms.CharField):
@@ -102,10 +112,16 @@ class SearchForm(forms.Form):
         for key, label in RANGE_FIELDS:
             low, high = DEFAULT_SPACE[key]
             self.fields[f"{key}_low"] = forms.FloatField(
-                required=False, label=f"{label}, from", initial=low, widget=_number()
+                required=False,
+                label=f"{label}, from",
+                initial=plain_number(low),
+                widget=_number(**{"aria-label": f"{label}, from"}),
             )
             self.fields[f"{key}_high"] = forms.FloatField(
-                required=False, label=f"{label}, to", initial=high, widget=_number()
+                required=False,
+                label=f"{label}, to",
+                initial=plain_number(high),
+                widget=_number(**{"aria-label": f"{label}, to"}),
             )
 
     def range_rows(self) -> list[dict]:

@@ -50,6 +50,22 @@ def test_search_form_errors_then_a_live_search_page(
     # The Search button, and a refused form in sentences (no budget, no method).
     page.goto(f"{live_server.url}/training/")
     page.get_by_test_id("search-button").first.click()
+    # Laid out as the run form: the form card left, a side card right, at the same place.
+    search_card = page.locator(".run-form-layout > section.card").bounding_box()
+    aside = page.get_by_test_id("search-how").bounding_box()
+    assert aside["x"] >= search_card["x"] + search_card["width"]
+    assert abs(aside["y"] - search_card["y"]) <= 1
+    # Each range on one line, its defaults written as typed.
+    low = page.get_by_label("Learning rate (full fine-tuning), from")
+    high = page.get_by_label("Learning rate (full fine-tuning), to")
+    expect(low).to_have_value("0.00001")
+    expect(page.get_by_label("Weight decay, from")).to_have_value("0")
+    assert abs(low.bounding_box()["y"] - high.bounding_box()["y"]) <= 1
+    search_url = page.url
+    page.goto(f"{live_server.url}/training/new/")
+    run_card = page.locator(".run-form-layout > section.card").bounding_box()
+    assert (run_card["x"], run_card["width"]) == (search_card["x"], search_card["width"])
+    page.goto(search_url)
     page.get_by_label("Snapshot").select_option(str(snapshot.pk))
     page.get_by_role("checkbox", name="Full fine-tuning").uncheck()
     page.get_by_role("checkbox", name="LoRA").uncheck()
