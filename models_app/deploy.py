@@ -270,6 +270,11 @@ def model_alias_set(
         raise ValidationError({"version": f"{version} belongs to another model."})
     if version.is_archived:
         raise ValidationError({"version": f"{version} is archived."})
+    if version.status != ModelVersion.Status.READY:
+        # Endpoints following the alias would move onto a version without files.
+        raise ValidationError(
+            {"version": f"{version} is not ready, so an alias cannot point at it yet."}
+        )
     with transaction.atomic():
         alias = (
             ModelAlias.objects.select_for_update()

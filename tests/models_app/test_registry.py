@@ -75,6 +75,25 @@ def test_endpoint_following_an_alias_redeploys_when_it_moves(versions, analyst):
     )
 
 
+@pytest.mark.parametrize("status", ["pending", "failed"])
+def test_an_alias_cannot_move_to_a_version_that_is_not_ready(versions, analyst, status):
+    """Endpoints following the alias would otherwise move onto a version without files."""
+    first, second, _ = versions
+    model = first.registered_model
+    model_alias_set(user=analyst, registered_model=model, name="production", version=first)
+    deployment_deploy(
+        user=analyst, version=first, slug="live", runtime="pytorch", follow_alias="production"
+    )
+    ModelVersion.objects.filter(pk=second.pk).update(status=status)
+    second.refresh_from_db()
+
+    with pytest.raises(ValidationError, match="not ready"):
+        model_alias_set(user=analyst, registered_model=model, name="production", version=second)
+
+    assert ModelAlias.objects.get(name="production").version_id == first.pk
+    assert Deployment.objects.get(slug="live").version_id == first.pk
+
+
 def test_a_deployed_or_aliased_version_cannot_be_archived(versions, analyst):
     first, second, third = versions
     deployment_deploy(user=analyst, version=first, slug="live", runtime="pytorch")
