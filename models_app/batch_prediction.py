@@ -196,9 +196,15 @@ def batch_prediction_execute(*, batch_id: int) -> None:
     from datasets_app.csv_io import ImportProblem
     from models_app.runtime import ArtifactError
 
-    batch = BatchPrediction.objects.select_related(
-        "model_version", "model_version__registered_model", "snapshot", "dataset"
-    ).get(pk=batch_id)
+    batch = (
+        BatchPrediction.objects.select_related(
+            "model_version", "model_version__registered_model", "snapshot", "dataset"
+        )
+        .filter(pk=batch_id)
+        .first()
+    )
+    if batch is None:
+        return  # deleted (with its version) while queued: nothing to do, not an error
     if not batch.claim():
         return  # another worker took it, or it was cancelled
     try:

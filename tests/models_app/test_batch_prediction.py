@@ -230,6 +230,16 @@ def test_a_cancelled_job_stops_between_chunks_and_writes_no_file(
     assert not default_storage.exists(f"predictions/{batch.pk}")
 
 
+def test_a_job_deleted_while_queued_is_nothing_to_do(analyst, version, broker):
+    """Its version was deleted (with its batches) before a worker took the task."""
+    batch = batch_prediction_start(user=analyst, version=version, snapshot=toy_snapshot(rows=2))
+    BatchPrediction.objects.filter(pk=batch.pk).delete()
+
+    batch_prediction_execute(batch_id=batch.id)  # no BatchPrediction.DoesNotExist
+
+    assert not BatchPrediction.objects.filter(pk=batch.pk).exists()
+
+
 def test_a_queued_job_cancelled_never_runs(analyst, version, broker):
     batch = batch_prediction_start(user=analyst, version=version, snapshot=toy_snapshot(rows=2))
 
