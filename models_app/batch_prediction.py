@@ -274,6 +274,8 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
                         )
         if not done and batch.source != BatchPrediction.Source.UNLABELED:
             raise ValidationError("There are no texts to predict in the input.")
+        # Cancelled after the last chunk's report: store nothing.
+        _report(batch, progress=96, message="Storing the predictions file.")
         name = f"predictions/{batch.pk}/{output.name}"
         if default_storage.exists(name):  # a rerun overwrites
             default_storage.delete(name)
@@ -283,12 +285,17 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
     if batch.store_suggestions and (batch.snapshot or batch.dataset) is not None:
         _report(batch, progress=97, message="Storing the predictions as suggestions.")
         stored = _store_suggestions(batch, suggestions)
-    BatchPrediction.objects.filter(pk=batch.pk).update(
+    finished = BatchPrediction.objects.filter(
+        pk=batch.pk, status=BatchPrediction.Status.RUNNING
+    ).update(
         output_file=stored_name,
         summary=summary.result(),
         rows_total=done,
         suggestions_stored=stored,
     )
+    if not finished:  # cancelled while the file was stored: no file left behind either
+        default_storage.delete(stored_name)
+        raise _Stopped
     message = f"Predicted {done:,} rows with {vocabulary.word(runtime_name)}."
     if stored is not None:
         message += f" Stored {stored:,} suggestions on the dataset's records."

@@ -240,6 +240,24 @@ def test_a_job_deleted_while_queued_is_nothing_to_do(analyst, version, broker):
     assert not BatchPrediction.objects.filter(pk=batch.pk).exists()
 
 
+def test_a_job_cancelled_after_its_last_chunk_stores_no_file(analyst, version, broker, monkeypatch):
+    """Cancel pressed while the last rows' output is being written: nothing is stored."""
+    batch = batch_prediction_start(user=analyst, version=version, snapshot=toy_snapshot(rows=4))
+    close = batch_module._OutputWriter.__exit__
+
+    def close_then_cancel(self, *exc_info):
+        close(self, *exc_info)
+        BatchPrediction.objects.get(pk=batch.pk).cancel()
+
+    monkeypatch.setattr(batch_module._OutputWriter, "__exit__", close_then_cancel)
+
+    batch_prediction_execute(batch_id=batch.id)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.output_file) == ("cancelled", "")
+    assert not default_storage.exists(f"predictions/{batch.pk}/predictions-{batch.pk}.csv")
+
+
 def test_a_queued_job_cancelled_never_runs(analyst, version, broker):
     batch = batch_prediction_start(user=analyst, version=version, snapshot=toy_snapshot(rows=2))
 
