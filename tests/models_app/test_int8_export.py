@@ -139,3 +139,15 @@ def test_onnx_on_a_cpu_batches_under_the_small_token_budget(folder, tmp_path):
     # The same logits whatever the batching.
     texts = [f"this is {'good ' * (i % 5)}number {i}" for i in range(40)]
     assert abs(onnx_predictor.logits(texts) - explicit.logits(texts)).max() < 1e-4
+
+
+def test_onnx_threads_spin_only_while_a_run_lasts(folder, tmp_path):
+    from models_app.runtime.engines import OnnxEngine
+
+    out = tmp_path / "model-fp32.onnx"
+    export_onnx(folder, out, kind="onnx-fp32")
+    options = OnnxEngine(out, threads=2, device="cpu").session.get_session_options()
+
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
