@@ -71,6 +71,7 @@ CHOICES = {
     "linear": "linear",
     "cosine": "cosine",
     "constant": "constant",
+    "wsd": "warmup-stable-decay",
     "auto": "automatic",
     "cpu": "CPU",
     "cuda": "GPU (CUDA)",

@@ -35,8 +35,6 @@ CHOSEN_FROM_DATA = frozenset(
         "eval_every_steps",
     }
 )
-# Schedules in words where the shared vocabulary has none.
-SCHEDULER_WORDS = {"wsd": "warmup-stable-decay"}
 
 
 @functools.cache
@@ -223,8 +221,7 @@ class RunForm(forms.Form):
             ("precision", "precisions"),
         ):
             self.fields[name].choices = [
-                (value, SCHEDULER_WORDS.get(value) or vocabulary.parameter_value(name, value))
-                for value in options[key]
+                (value, vocabulary.parameter_value(name, value)) for value in options[key]
             ]
         # Blank: warmup-stable-decay that follows validation (engine.config.choose_defaults).
         self.fields["scheduler"].choices = [

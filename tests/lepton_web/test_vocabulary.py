@@ -119,3 +119,8 @@ def test_history_and_duration_filters_use_the_vocabulary():
     shown = template.render(Context({"action": "rollback", "runtime": "onnx-int8", "ms": 1500}))
 
     assert shown == "Rolled back on ONNX int8, 1.5 s"
+
+
+def test_the_default_schedule_is_named_in_words_everywhere():
+    # The run form, the run page and Compare all read the scheduler through the vocabulary.
+    assert vocabulary.parameter_value("scheduler", "wsd") == "warmup-stable-decay"
