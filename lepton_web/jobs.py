@@ -103,16 +103,38 @@ class Job(models.Model):
 
     # --- guarded transitions ------------------------------------------------------------------
     # Each is one conditional UPDATE that returns whether it won; the in-memory row is refreshed.
-    def _transition(self, *, allowed: tuple[str, ...], **changes) -> bool:
+    #
+    # The attempt an instance claimed is remembered on it (not a field: refresh_from_db keeps
+    # it). The worker's own transitions through that instance (report, succeed, fail, and its
+    # heartbeat) are fenced by it: once the sweeper requeued a silent worker's job and another
+    # worker claimed it again, the old worker, if it was only paused, loses every write to the
+    # new attempt's row. Transitions by other callers (the sweeper, a user) stay unfenced.
+    claimed_attempt: int | None = None
+
+    def attempt_filter(self) -> dict:
+        """The UPDATE filter that fences a claiming worker's writes to its own attempt."""
+        return {} if self.claimed_attempt is None else {"attempts": self.claimed_attempt}
+
+    def _transition(self, *, allowed: tuple[str, ...], fenced: bool = False, **changes) -> bool:
         changes.setdefault("updated_at", timezone.now())
-        won = type(self).objects.filter(pk=self.pk, status__in=allowed).update(**changes)
+        rows = type(self).objects.filter(pk=self.pk, status__in=allowed)
+        if fenced:
+            rows = rows.filter(**self.attempt_filter())
+        won = rows.update(**changes)
         self.refresh_from_db()
         return bool(won)
+
+    def is_stale_attempt(self) -> bool:
+        """True when this instance claimed an attempt that was given up on: the sweeper
+        requeued it, or another worker claimed the job again since."""
+        return self.claimed_attempt is not None and (
+            self.attempts != self.claimed_attempt or self.status == JobStatus.QUEUED
+        )
 
     def claim(self) -> bool:
         """queued -> running. False when another worker took it or it was cancelled."""
         now = timezone.now()
-        return self._transition(
+        won = self._transition(
             allowed=(JobStatus.QUEUED,),
             status=JobStatus.RUNNING,
             started_at=now,
@@ -121,6 +143,12 @@ class Job(models.Model):
             attempts=F("attempts") + 1,
             message="Started.",
         )
+        if won:
+            # Read back after the UPDATE: the attempt this worker won (a concurrent claimer
+            # lost on the status guard, so nobody else moved ``attempts`` in between).
+            self.claimed_attempt = self.attempts
+            _claim_announce(self)
+        return won
 
     def report(self, *, progress: int | None = None, message: str | None = None) -> bool:
         """Write progress and heartbeat. False once the job is no longer running (stop work)."""
@@ -129,27 +157,62 @@ class Job(models.Model):
             changes["progress"] = max(0, min(100, int(progress)))
         if message is not None:
             changes["message"] = message[:500]
-        still_running = self._transition(allowed=(JobStatus.RUNNING,), **changes)
+        still_running = self._transition(allowed=(JobStatus.RUNNING,), fenced=True, **changes)
+        if not still_running and self.is_stale_attempt():
+            logger.warning(
+                "%s %s: attempt %s was given up on (the row is at attempt %s, %s); it stops",
+                self.label(),
+                self.pk,
+                self.claimed_attempt,
+                self.attempts,
+                self.status,
+            )
         return still_running
 
     def succeed(self, *, message: str = "Finished.") -> bool:
-        return self._transition(
+        won = self._transition(
             allowed=(JobStatus.RUNNING,),
+            fenced=True,
             status=JobStatus.SUCCEEDED,
             progress=100,
             message=message[:500],
             finished_at=timezone.now(),
         )
+        if not won and self.is_stale_attempt():
+            logger.warning(
+                "%s %s: attempt %s finished after it was given up on (the row is at attempt "
+                "%s); its success was not recorded",
+                self.label(),
+                self.pk,
+                self.claimed_attempt,
+                self.attempts,
+            )
+        return won
 
     def fail(self, *, error: str) -> bool:
-        """running or queued -> failed, with a sentence the user can act on."""
-        return self._transition(
-            allowed=ACTIVE_STATUSES,
+        """running or queued -> failed, with a sentence the user can act on.
+
+        Through an instance that claimed the job, only while that attempt is the latest."""
+        won = self._transition(
+            # A claiming worker fails only its own running attempt, never a requeued row.
+            allowed=ACTIVE_STATUSES if self.claimed_attempt is None else (JobStatus.RUNNING,),
+            fenced=True,
             status=JobStatus.FAILED,
             error_message=error,
             message="Failed.",
             finished_at=timezone.now(),
         )
+        if not won and self.is_stale_attempt():
+            logger.warning(
+                "%s %s: attempt %s failed after it was given up on (the row is at attempt %s); "
+                "its failure was not recorded: %s",
+                self.label(),
+                self.pk,
+                self.claimed_attempt,
+                self.attempts,
+                error[:200],
+            )
+        return won
 
     def cancel(self) -> bool:
         """queued or running -> cancelled; a running worker notices at its next report()."""
@@ -230,6 +293,18 @@ class Job(models.Model):
             # It stays queued; the next sweep publishes it again once the broker is back.
             return "queued"
         return "requeued"
+
+
+# job_kept_alive beats for a job id whose claim happens later, on another instance, in the
+# same thread: the claim announces its attempt here so that heartbeat is fenced as well.
+_claim_watchers = threading.local()
+
+
+def _claim_announce(job: Job) -> None:
+    for watched in getattr(_claim_watchers, "jobs", ()):
+        # The first claim only: one task claims its job once.
+        if type(watched) is type(job) and watched.pk == job.pk and watched.claimed_attempt is None:
+            watched.claimed_attempt = job.claimed_attempt
 
 
 def job_models() -> list[type[Job]]:
@@ -321,7 +396,7 @@ def jobs_sweeper_stop() -> None:
 
 @contextmanager
 def job_heartbeat(
-    job: Job, *, interval_seconds: float | None = None
+    job: Job, *, interval_seconds: float | None = None, wait_for_claim: bool = False
 ) -> Iterator[Callable[[], bool]]:
     """Keep ``heartbeat_at`` fresh from a background thread while a long step runs.
 
@@ -331,6 +406,12 @@ def job_heartbeat(
 
     Yields a function that says whether the job should stop (cancelled or no longer running).
     A killed process takes the thread with it, which is exactly what the sweeper detects.
+
+    Through an instance that claimed the job, only that attempt's row beats: a worker that was
+    only paused while the sweeper gave its job to another worker never keeps the new attempt's
+    heartbeat fresh (the new worker's own beat must be what says it is alive). With
+    ``wait_for_claim`` (job_kept_alive) nothing is written until the claim made in this thread
+    announces the attempt.
     """
     interval = interval_seconds or settings.JOB_HEARTBEAT_INTERVAL_SECONDS
     stop = threading.Event()
@@ -340,9 +421,13 @@ def job_heartbeat(
     def beat() -> None:
         try:
             while not stop.wait(interval):
+                if wait_for_claim and job.claimed_attempt is None:
+                    continue  # not claimed yet (or never): no row of ours to keep alive
                 try:
-                    alive = model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-                        heartbeat_at=timezone.now()
+                    alive = (
+                        model.objects.filter(pk=job.pk, status=JobStatus.RUNNING)
+                        .filter(**job.attempt_filter())
+                        .update(heartbeat_at=timezone.now())
                     )
                 except Exception as exc:  # a database blip (or SQLite's lock): beat again
                     logger.warning("Heartbeat of %s %s failed: %s", job.label(), job.pk, exc)
@@ -366,11 +451,20 @@ def job_heartbeat(
 def job_kept_alive(model: type[Job], job_id: int) -> Iterator[None]:
     """Beat for job ``job_id`` of ``model`` while this block runs, from its claim to its end.
 
-    For a Celery task around a service that claims the job: only a running row is touched,
-    so beating before the claim (or after the job ended) changes nothing.
+    For a Celery task around a service that claims the job in this thread: the beat starts at
+    that claim and touches only the attempt it won, so beating before the claim (or after the
+    job ended, or after the job was given to another worker) changes nothing.
     """
-    with job_heartbeat(model(pk=job_id)):
-        yield
+    watched = model(pk=job_id)
+    jobs = getattr(_claim_watchers, "jobs", None)
+    if jobs is None:
+        jobs = _claim_watchers.jobs = []
+    jobs.append(watched)
+    try:
+        with job_heartbeat(watched, wait_for_claim=True):
+            yield
+    finally:
+        jobs.remove(watched)
 
 
 @contextmanager
@@ -396,7 +490,9 @@ def job_progress_aside(job: Job | None) -> Iterator[Callable[[int, str], None]]:
         try:
             while (item := pending.get()) is not None:
                 progress, message = item
-                model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).filter(
+                    **job.attempt_filter()
+                ).update(
                     progress=max(0, min(100, int(progress))),
                     message=message[:500],
                     heartbeat_at=timezone.now(),

@@ -575,7 +575,8 @@ class RunCallbacks:
         seconds_left = metrics.pop("seconds_left", None)  # a state of the run, not a curve
         self.write_metrics(step=step, epoch=epoch, metrics=metrics, prefix="train_")
         progress = int(99 * step / total) if total else None
-        TrainingRun.objects.filter(pk=self.run.pk).update(
+        # Only this worker's attempt: a stale one (given up on by the sweeper) writes nothing.
+        TrainingRun.objects.filter(pk=self.run.pk, **self.run.attempt_filter()).update(
             steps_done=step,
             total_steps=total,
             examples_per_second=metrics.get("examples_per_second"),
@@ -728,7 +729,9 @@ def _training_run_execute_claimed(run: TrainingRun, *, engine) -> TrainingRun:
         )
         raise
 
-    TrainingRun.objects.filter(pk=run.pk).update(
+    # Fenced by the attempt like succeed() below: a stale attempt's results never land on the
+    # row of the attempt that replaced it.
+    TrainingRun.objects.filter(pk=run.pk, **run.attempt_filter()).update(
         best_step=result.best_step,
         best_metrics=result.best_metrics,
         test_metrics=result.test_metrics,

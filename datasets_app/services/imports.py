@@ -540,6 +540,10 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
                     message=f"{rows:,} rows read at {rate:,.0f} rows/s.",
                 ):
                     writer.close()
+                    if job.is_stale_attempt():
+                        # Handed to a newer attempt, which restarted this import_run's records:
+                        # leave them to it.
+                        return job
                     records_delete(Record.objects.filter(import_run=job))
                     return job  # cancelled: the cancel service already settled the dataset
         writer.close()
@@ -597,9 +601,16 @@ def _import_finish(
     rows = distribution[0]
     with transaction.atomic():
         dataset = Dataset.objects.select_for_update().get(pk=job.dataset_id)
-        # The job must still be ours: a cancel that raced the last chunk wins.
-        if not DatasetJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists():
-            records_delete(Record.objects.filter(import_run=job))
+        # The job must still be ours: a cancel that raced the last chunk wins, and so does a
+        # newer attempt (this worker was paused long enough for the sweeper to hand it on).
+        if not DatasetJob.objects.filter(
+            pk=job.pk, status=JobStatus.RUNNING, **job.attempt_filter()
+        ).exists():
+            job.refresh_from_db(fields=["status", "attempts"])
+            if not job.is_stale_attempt():
+                # Cancelled: drop the staged records. A newer attempt writes the same
+                # import_run's records now; those are its own to keep or drop.
+                records_delete(Record.objects.filter(import_run=job))
             return job
         previous = dataset.active_import_id
         dataset.active_import = job
