@@ -456,9 +456,17 @@ def prediction_token_create(*, user, name: str, slugs: list[str]) -> tuple[Predi
     return token, key
 
 
-def prediction_token_revoke(*, user, token_id: int) -> None:
+def prediction_token_list(*, user):
+    """The prediction tokens, with their endpoints and creator (deploy right: only those who may
+    create and revoke tokens see them)."""
+    access_check(user, "deployment", "deploy")
+    return PredictionToken.objects.select_related("created_by").prefetch_related("deployments")
+
+
+def prediction_token_revoke(*, user, token_id: int) -> str:
     """Revoke (delete) a prediction token: its key is refused at once in this process and
-    within serving.STATE_TTL_SECONDS in the others (their memo of who a key is)."""
+    within serving.STATE_TTL_SECONDS in the others (their memo of who a key is). Returns the
+    revoked token's name."""
     from django.http import Http404
 
     access_check(user, "deployment", "deploy")
@@ -466,3 +474,4 @@ def prediction_token_revoke(*, user, token_id: int) -> None:
     if token is None:
         raise Http404("There is no prediction token with this id (revoked already?).")
     token.delete()
+    return str(token)

@@ -18,6 +18,11 @@ urlpatterns = [
     path("deployments/", views.deployment_list, name="deployment_list"),
     path("deployments/tokens/", views.prediction_token_create, name="prediction_token_create"),
     path(
+        "deployments/tokens/<id:token_id>/revoke/",
+        views.prediction_token_revoke,
+        name="prediction_token_revoke",
+    ),
+    path(
         "deployments/<slug:slug>/<str:action>/",
         views.deployment_action,
         name="deployment_action",

@@ -234,10 +234,14 @@ def _slugs(request) -> list[str]:
 
 
 def _deployment_page(request, token_form, status: int = 200, new_key: str = ""):
+    from lepton_web.access import can
+
     rows = deployment_page_rows(user=request.user)
     context = {"rows": rows, "token_form": token_form, "new_key": new_key}
     if request.htmx and request.GET.get("fragment") == "endpoints":
         return render(request, "models_app/_deployments.html", context)
+    if can(request.user, "deployment", "deploy"):
+        context["tokens"] = list(deploy.prediction_token_list(user=request.user))
     return render(request, "models_app/deployment_list.html", context, status=status)
 
 
@@ -300,3 +304,25 @@ def prediction_token_create(request):
                 request, PredictionTokenForm(slugs=_slugs(request)), new_key=key
             )
     return _deployment_page(request, form, status=400)
+
+
+@require_POST
+@access_required("deployment", "deploy")
+def prediction_token_revoke(request, token_id: int):
+    from django.http import Http404
+
+    try:
+        name = deploy.prediction_token_revoke(user=request.user, token_id=token_id)
+    except Http404:
+        messages.info(
+            request,
+            "That token was already revoked; its key no longer works.",
+            extra_tags="inline tokens",
+        )
+    else:
+        messages.success(
+            request,
+            f"Token {name} revoked; applications using its key now get 401.",
+            extra_tags="inline tokens",
+        )
+    return redirect("models:deployment_list")

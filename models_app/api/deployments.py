@@ -17,7 +17,7 @@ from models_app.api.auth import (
     PredictionTokenAuthentication,
 )
 from models_app.explanations import METHODS, explain_options
-from models_app.models import Deployment, DeploymentEvent, PredictionToken
+from models_app.models import Deployment, DeploymentEvent
 from models_app.selectors import (
     deployment_get_for_user,
     deployment_list_for_user,
@@ -257,7 +257,7 @@ class PredictionTokenApi(APIView):
                     "endpoints": [d.slug for d in token.deployments.all()],
                     "last_used_at": token.last_used_at,
                 }
-                for token in PredictionToken.objects.prefetch_related("deployments")
+                for token in deploy.prediction_token_list(user=request.user)
             ]
         )
 
