@@ -40,6 +40,10 @@ def test_create_show_once_and_revoke_a_token(
     key = page.get_by_test_id("new-token-key").inner_text()
     assert key.startswith("lpt_")
     expect(page.get_by_test_id("new-token")).to_contain_text("Copy it now")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_test_id("copy-key").click()
+    expect(page.get_by_test_id("copy-key")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == key
     row = page.get_by_test_id("token-row")
     expect(row).to_have_count(1)
     expect(row.get_by_test_id("token-name")).to_have_text("shop")
