@@ -226,7 +226,12 @@ def version_download(request, version_id: int):
 @require_GET
 @access_required("deployment", "view")
 def deployment_list(request):
-    return _deployment_page(request, PredictionTokenForm(slugs=_slugs(request)))
+    # A key just created is shown on the one page view after the create's redirect, then gone.
+    new_key = request.session.pop(JUST_CREATED_SESSION_FIELD, "")
+    return _deployment_page(request, PredictionTokenForm(slugs=_slugs(request)), new_key=new_key)
+
+
+JUST_CREATED_SESSION_FIELD = "models.new_prediction_token_key"
 
 
 def _slugs(request) -> list[str]:
@@ -300,9 +305,9 @@ def prediction_token_create(request):
         except ValidationError as error:
             _form_errors(form, error)
         else:
-            return _deployment_page(
-                request, PredictionTokenForm(slugs=_slugs(request)), new_key=key
-            )
+            # Post/redirect/get: reloading the page must not create a second token.
+            request.session[JUST_CREATED_SESSION_FIELD] = key
+            return redirect("models:deployment_list")
     return _deployment_page(request, form, status=400)
 
 

@@ -139,9 +139,12 @@ def test_prediction_token_key_is_shown_once(client_as, version, analyst):
     deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
     client = client_as("analyst")
 
-    page = client.post(
+    response = client.post(
         "/models/deployments/tokens/", {"name": "shop", "endpoints": ["reviews"]}
-    ).content.decode()
+    )
+    # Post/redirect/get: a reload of the page shows the key, it does not create a second token.
+    assert response.status_code == 302
+    page = client.get(response["Location"]).content.decode()
 
     token = PredictionToken.objects.get()
     assert token.prefix in page
