@@ -285,8 +285,9 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
     if batch.store_suggestions and (batch.snapshot or batch.dataset) is not None:
         _report(batch, progress=97, message="Storing the predictions as suggestions.")
         stored = _store_suggestions(batch, suggestions)
+    # Only this worker's attempt: a stale one (handed on by the sweeper) writes nothing either.
     finished = BatchPrediction.objects.filter(
-        pk=batch.pk, status=BatchPrediction.Status.RUNNING
+        pk=batch.pk, status=BatchPrediction.Status.RUNNING, **batch.attempt_filter()
     ).update(
         output_file=stored_name,
         summary=summary.result(),
@@ -319,19 +320,22 @@ def _runtime_available(batch: BatchPrediction) -> str:
 
 @contextmanager
 def batch_predictor(version: ModelVersion, runtime_name: str) -> Iterator:
-    """The version loaded for ``runtime_name`` on this machine (the ONNX file where its export
-    stored it), with the machine's threads: a batch has the worker process to itself."""
+    """The version loaded for ``runtime_name`` on this machine (the file of its newest finished
+    export of that kind, as stored under the export's own name), with the machine's threads: a
+    batch has the worker process to itself."""
     from models_app import runtime
-    from models_app.runtime.predictor import ONNX_FILES
-    from models_app.serving import model_version_serving_dir
+    from models_app.deploy import export_for_runtime
+    from models_app.serving import export_relative_name, model_version_serving_dir
 
-    extra = [ONNX_FILES[runtime_name]] if runtime_name in ONNX_FILES else []
-    folder = model_version_serving_dir(version, extra)
+    export = export_for_runtime(version, runtime_name)
+    relative = export_relative_name(version, export) if export is not None else None
+    folder = model_version_serving_dir(version, [relative] if relative else [])
     yield runtime.load_predictor(
         folder,
         runtime=runtime_name,
         task=version.task or None,
         threads=runtime.engines.thread_count(),
+        onnx_file=folder / relative if relative else None,
     )
 
 
