@@ -92,6 +92,7 @@ def _move(
         message=message[:300],
         user=user if getattr(user, "is_authenticated", False) else None,
     )
+    previous = deployment.export if deployment.pk else None
     deployment.version = version
     deployment.runtime = runtime
     deployment.export = export
@@ -100,6 +101,12 @@ def _move(
     deployment.save()
     event.deployment = deployment
     event.save()
+    if previous is not None and previous.pk != getattr(export, "pk", None):
+        # The endpoint left `previous`: once committed, it is deleted with its file if a newer
+        # export of its kind replaced it and no other endpoint serves it.
+        from models_app.exports import model_export_prune_superseded
+
+        transaction.on_commit(lambda: model_export_prune_superseded(previous))
     return deployment
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.http import FileResponse, Http404
 
 from lepton_web.access import access_check
@@ -70,9 +72,10 @@ def model_export_execute(*, export_id: int) -> ModelExport | None:
     if export is None or not export.claim():
         return None
     version = export.model_version
-    relative = ONNX_FILES[export.kind]  # where the runtime looks for it
-    name = f"{version.artifact_uri}/{relative}"
+    relative = ONNX_FILES[export.kind]
     from lepton_web.jobs import job_heartbeat
+
+    stored = ""
 
     try:
         with (
@@ -103,25 +106,19 @@ def model_export_execute(*, export_id: int) -> ModelExport | None:
             )
             parity = parity_check(reference, candidate, texts)
             export.report(progress=95, message="Storing the export.")
-            if default_storage.exists(name):
-                default_storage.delete(name)
+            # A name of its own: never the file another export (maybe served) is stored under.
+            stored = export_storage_name(export)  # set first: a save that breaks is cleaned up
             with out.open("rb") as handle:
-                default_storage.save(name, File(handle))
+                stored = default_storage.save(stored, File(handle))
     except runtime.ArtifactError as error:
+        _remove_unpublished(stored)
         export.fail(error=str(error))
         return export
     except Exception:
+        _remove_unpublished(stored)
         logger.exception("Export %s crashed", export.pk)
         export.fail(error="The export stopped because of an internal error, which was logged.")
         raise
-    ModelExport.objects.filter(pk=export.pk).update(
-        file_path=name,
-        size_bytes=details["size_bytes"],
-        agreement=parity["agreement"],
-        max_abs_logit_delta=parity["max_abs_logit_delta"],
-        parity_examples=parity["examples"],
-        details={**details, "parity_split": split},
-    )
     if parity["agreement"] is None:
         message = "Exported; no validation or test split to check parity on, so it is not chosen by default."
     else:
@@ -129,8 +126,96 @@ def model_export_execute(*, export_id: int) -> ModelExport | None:
             f"Exported; {parity['agreement']:.1%} label agreement with PyTorch on "
             f"{parity['examples']:,} {split} texts, max |Δlogit| {parity['max_abs_logit_delta']:.4f}."
         )
-    export.succeed(message=message)
+    # Published: the row names the file and turns succeeded in one transaction, fenced by the
+    # attempt this worker claimed, so nothing reads a half-stored file or a stale attempt's.
+    try:
+        with transaction.atomic():
+            published = ModelExport.objects.filter(
+                pk=export.pk, status="running", **export.attempt_filter()
+            ).update(
+                file_path=stored,
+                size_bytes=details["size_bytes"],
+                agreement=parity["agreement"],
+                max_abs_logit_delta=parity["max_abs_logit_delta"],
+                parity_examples=parity["examples"],
+                details={**details, "parity_split": split},
+            )
+            won = bool(published) and export.succeed(message=message)
+    except BaseException:
+        _remove_unpublished(stored)
+        raise
+    if won:
+        model_export_prune_superseded(export)
+    else:  # the job was taken from this worker meanwhile: the file is nobody's
+        _remove_unpublished(stored)
+        export.refresh_from_db()
     return export
+
+
+def export_storage_name(export: ModelExport) -> str:
+    """Where `export` stores its graph: a folder of its own under the version's files
+    (``onnx/export-<id>-<random>/model-int8.onnx``), so a re-export never writes over the file an
+    endpoint serves, and a cache keyed on the name sees a new export as a new entry."""
+    from models_app.runtime.predictor import ONNX_FILES
+
+    filename = Path(ONNX_FILES[export.kind]).name
+    unique = secrets.token_hex(4)  # two attempts of one job never share a name either
+    return f"{export.model_version.artifact_uri}/onnx/export-{export.pk}-{unique}/{filename}"
+
+
+def _remove_unpublished(name: str) -> None:
+    """Remove what a failed or superseded attempt stored (whole or half), unless a row names it."""
+    if not name or ModelExport.objects.filter(file_path=name).exists():
+        return
+    try:
+        default_storage.delete(name)
+    except Exception:  # a leftover file is only wasted space
+        logger.warning("Could not remove the unpublished export file %s", name, exc_info=True)
+
+
+def model_export_prune_superseded(export: ModelExport) -> int:
+    """Delete the finished exports of `export`'s version and kind that are superseded (not
+    the newest) and that no endpoint points at; their files go with them (see
+    `model_export_file_release`). An export an endpoint still serves stays until a deploy or
+    promote moves the endpoint onto another one (which prunes again): a new export never
+    switches a live endpoint by itself. Returns how many were deleted."""
+    from django.db.models import ProtectedError
+
+    finished = ModelExport.objects.filter(
+        model_version_id=export.model_version_id, kind=export.kind, status="succeeded"
+    ).order_by("-created_at", "-pk")
+    newest = finished.values_list("pk", flat=True).first()
+    deleted = 0
+    for pk in list(
+        finished.exclude(pk=newest).filter(deployments__isnull=True).values_list("pk", flat=True)
+    ):
+        try:
+            with transaction.atomic():
+                row = ModelExport.objects.select_for_update().filter(pk=pk).first()
+                if row is None or row.deployments.exists():
+                    continue
+                row.delete()
+                deleted += 1
+        except ProtectedError:  # an endpoint was moved onto it meanwhile: it stays
+            continue
+    return deleted
+
+
+def model_export_file_release(*, sender, instance: ModelExport, **kwargs) -> None:
+    """post_delete of an export row: remove its file once the delete commits, unless another
+    export row names the same file (rows from before exports had folders of their own shared
+    one name per kind). A row an endpoint uses cannot be deleted (PROTECT)."""
+    name = instance.file_path
+    if not name:
+        return
+
+    def remove() -> None:
+        if ModelExport.objects.filter(file_path=name).exists():
+            return
+        if default_storage.exists(name):
+            default_storage.delete(name)
+
+    transaction.on_commit(remove)
 
 
 def model_export_zip(export: ModelExport):

@@ -206,12 +206,21 @@ def _deployment_read(slug: str) -> Deployment | tuple[type[Exception], str]:
     return deployment
 
 
+def export_relative_name(version: ModelVersion, export: ModelExport) -> str:
+    """The export's file relative to the version's folder. Every export has a storage name of
+    its own (models_app.exports.export_storage_name), so the name also keys the model cache and
+    the remote-storage copy: a re-export is a new entry, never a change under an old one."""
+    prefix = f"{version.artifact_uri}/"
+    name = export.file_path
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
 def _onnx_relative(deployment: Deployment) -> str | None:
+    """What the endpoint serves is the file of the export row it points at: a newer export of
+    the same kind changes nothing here until a deploy or promote moves the endpoint onto it."""
     if deployment.runtime == Deployment.Runtime.PYTORCH or deployment.export is None:
         return None
-    prefix = f"{deployment.version.artifact_uri}/"
-    name = deployment.export.file_path
-    return name[len(prefix) :] if name.startswith(prefix) else name
+    return export_relative_name(deployment.version, deployment.export)
 
 
 def served_model(deployment: Deployment) -> runtime.MicroBatcher:
