@@ -181,7 +181,14 @@ def run_default(*, user, snapshot, base_model) -> dict:
 
 
 def run_search(
-    *, user, snapshot, base_model, minutes: int, trials: int | None, space: dict | None
+    *,
+    user,
+    snapshot,
+    base_model,
+    minutes: int,
+    trials: int | None,
+    space: dict | None,
+    seed: int | None = None,
 ) -> dict:
     from training_app.models import HyperparameterSearch, TrainingRun
     from training_app.search import (
@@ -201,7 +208,7 @@ def run_search(
         max_minutes=minutes,
         max_trials=trials,
         parallel_trials=1,
-        seed=SEED,
+        seed=seed,  # None: the search draws its own sampler seed, as in the console
         space=space,
     )
     while True:
@@ -237,6 +244,7 @@ def run_search(
         "pruned": sum(1 for t in rows if t.trial_pruned),
         "failed": sum(1 for t in rows if t.status == "failed"),
         "best_settings": best.trial_params if best else {},
+        "seed": search.seed,
         "validation": best.best_metrics if best else {},
         "test": best.test_metrics if best else {},
     }
@@ -254,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         type=json.loads,
         default=None,
         help="JSON over the default space, e.g. '{\"epochs\": [1, 2]}' (for a quick proof)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the search's sampler seed (default: a new one, printed, to replay it)",
     )
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--json", type=Path, default=None)
@@ -300,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes=args.minutes,
         trials=args.trials,
         space=args.space,
+        seed=args.seed,
     )
 
     def line(name: str, figures: dict) -> str:
@@ -315,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         line("search", search),
         f" {search['trials']} trials ({search['pruned']} pruned, {search['failed']} failed)",
     )
-    print(f"{'':<12} best trial {search['best_settings']}")
+    print(f"{'':<12} best trial {search['best_settings']} (sampler seed {search['seed']})")
     print(f"{'':<12} {search['message']}")
     d_test, s_test = default.get("test") or {}, search.get("test") or {}
     if d_test and s_test:

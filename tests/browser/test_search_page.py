@@ -26,7 +26,7 @@ def _trial(search, number, score, *, status="succeeded", pruned=False):
         trial_pruned=pruned,
         trial_params={
             "method": "full",
-            "learning_rate": 1e-5 * (number + 1),
+            "learning_rate": 5e-5 * (number + 1),
             "epochs": 2 + number % 3,
             "batch_size": 8,
             "weight_decay": 0.01 * number,
@@ -58,7 +58,7 @@ def test_search_form_errors_then_a_live_search_page(
     # Each range on one line, its defaults written as typed.
     low = page.get_by_label("Learning rate (full fine-tuning), from")
     high = page.get_by_label("Learning rate (full fine-tuning), to")
-    expect(low).to_have_value("0.00001")
+    expect(low).to_have_value("0.00005")
     expect(page.get_by_label("Weight decay, from")).to_have_value("0")
     assert abs(low.bounding_box()["y"] - high.bounding_box()["y"]) <= 1
     search_url = page.url

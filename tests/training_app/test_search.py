@@ -602,3 +602,75 @@ def test_a_default_trial_outside_the_space_counts_but_stays_out_of_the_study(sea
     assert study.best_value == 0.6
     assert search_services.search_best_trial(search_row).pk == outside.pk
     assert inside.pk != outside.pk
+
+
+# --- sampling around the defaults -----------------------------------------------------------------
+def test_the_default_space_is_centred_on_the_data_chosen_defaults():
+    from training_app.engine.config import FULL_LEARNING_RATE_SMALL, MAX_EPOCHS
+
+    space, problems = space_clean({})
+    assert problems == []
+    assert space["methods"] == ["full"]  # LoRA only when the user adds it
+    low, high = space["learning_rate"]
+    assert low == pytest.approx(FULL_LEARNING_RATE_SMALL / 2)
+    assert high == pytest.approx(FULL_LEARNING_RATE_SMALL * 3)
+    # Longer than the defaults' longest budget is in the space (up to twice it).
+    assert space["epochs"][1] == 2 * MAX_EPOCHS
+
+
+def test_trial_2_is_the_defaults_trained_twice_as_long(search_row):
+    HyperparameterSearch.objects.filter(pk=search_row.pk).update(
+        space={**search_row.space, "epochs": [1, 6]}
+    )
+    search_row.refresh_from_db()
+    first = _trial(search_row, 0, [0.5, 0.6])
+
+    values = search_services.search_next_params(search_row, [first])
+
+    assert values == {**first.trial_params, "epochs": 4}
+    # From trial 3 on, the sampler proposes (inside the space).
+    second = _trial(search_row, 1, [0.5, 0.7])
+    third = search_services.search_next_params(search_row, [first, second])
+    assert 1 <= third["epochs"] <= 6
+    assert third["method"] in ("full", "lora")
+
+
+def test_no_longer_trial_when_the_doubled_epochs_leave_the_space_or_trial_1_was_not_the_default(
+    search_row,
+):
+    # SMALL_SPACE allows 1-2 epochs; trial 1 trained 2: doubling adds nothing, so TPE proposes.
+    first = _trial(search_row, 0, [0.5, 0.6])
+    assert search_services.search_next_params(search_row, [first]) != {
+        **first.trial_params,
+        "epochs": 4,
+    }
+    TrainingRun.objects.filter(pk=first.pk).update(
+        trial_params={
+            "method": "lora",
+            "lora_learning_rate": 2e-3,
+            "lora_r": 2,
+            "epochs": 1,
+            "batch_size": 8,
+            "weight_decay": 0.0,
+            "warmup_ratio": 0.0,
+        }
+    )
+    first.refresh_from_db()
+    assert search_services.search_next_params(search_row, [first]).get("epochs") is not None
+    from training_app.search.study import longer_default_values
+
+    assert longer_default_values(search_row, [first]) is None
+
+
+def test_each_search_draws_and_records_its_own_sampler_seed(
+    analyst, snapshot, tiny_base_model, redis_url
+):
+    with broker_for_this_process(redis_url):
+        first = start(analyst, snapshot, tiny_base_model, max_trials=2)
+        second = start(analyst, snapshot, tiny_base_model, max_trials=2)
+        replay = start(analyst, snapshot, tiny_base_model, max_trials=2, seed=first.seed)
+
+    assert 0 <= first.seed < 2**31
+    assert 0 <= second.seed < 2**31
+    assert first.seed != second.seed
+    assert replay.seed == first.seed

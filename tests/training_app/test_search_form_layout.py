@@ -22,7 +22,7 @@ def test_plain_number_writes_numbers_as_typed(value, text):
 def test_the_search_form_shows_its_defaults_as_typed(client_as, snapshot, tiny_base_model):
     html = client_as("analyst").get(reverse("training:search_create")).content.decode()
 
-    assert 'name="learning_rate_low" value="0.00001"' in html
+    assert 'name="learning_rate_low" value="0.00005"' in html
     assert 'name="weight_decay_low" value="0"' in html
     assert 'name="warmup_ratio_high" value="0.2"' in html
     assert 'name="epochs_low" value="2"' in html

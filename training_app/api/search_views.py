@@ -122,7 +122,12 @@ class SearchInputSerializer(serializers.Serializer):
     params = serializers.DictField(
         required=False, default=dict, help_text="Fixed hyperparameters every trial uses."
     )
-    seed = serializers.IntegerField(required=False, default=0)
+    seed = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The sampler's seed; a new one per search when left out (it is recorded).",
+    )
     name = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
 
 

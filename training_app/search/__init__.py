@@ -18,7 +18,11 @@ through the ordinary cancel and marked ``trial_pruned`` (pages say "Pruned").
 
 Trial 1 (when full fine-tuning is in the space) is the console's default settings, chosen from
 the data as for a plain run, so a search starts from what a user would get without one; it joins
-optuna's study when its values lie inside the space. Trials run with ``register=false``; when
+optuna's study when its values lie inside the space. Trial 2 is the same trained twice as long
+(``longer_default_values``; the defaults' short budget may underfit), when that fits the space;
+from trial 3 TPE proposes (two startup trials, so a short search is not spent on random draws),
+in a default space centred on the defaults (full fine-tuning, lr 5e-5..3e-4, 2..6 epochs). Each
+search draws its own sampler seed unless given one, recorded on the row to replay it. Trials run with ``register=false``; when
 the budget is spent and the last trial is done, the search becomes REGISTERING (under its lock)
 and the best trial's model is registered as the version, outside the lock, by the worker that
 finished it. Only then is the search SUCCEEDED, so "succeeded" always comes with its version. A

@@ -4,6 +4,7 @@ finish), the worker's hook after each trial, and cancel. Every write happens her
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 from functools import partial
 
@@ -62,7 +63,7 @@ def search_start(
     max_minutes=None,
     parallel_trials=1,
     params: dict | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     name: str = "",
 ) -> HyperparameterSearch:
     """Check everything, create the search and queue its first trials (``parallel_trials``).
@@ -108,6 +109,9 @@ def search_start(
             f"{', '.join(fixed_searched)} cannot be fixed in a search: the search chooses "
             "them (narrow the space instead)."
         )
+    if seed is None:
+        # A new sampler seed per search, recorded on the search so it can be replayed.
+        seed = secrets.randbelow(2**31)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31:
         errors["seed"] = ["The seed must be a whole number from 0 to 2,147,483,647."]
     if errors:

@@ -12,6 +12,10 @@ from training_app.search.space import (
     trial_fits_space,
 )
 
+# TPE models the finished trials from the third trial on: trial 1 is the defaults and trial 2
+# the defaults trained twice as long (``longer_default_values``), so a short search does not
+# spend its budget on random draws before the sampler learns anything.
+SAMPLER_STARTUP_TRIALS = 2
 PRUNER_STARTUP_TRIALS = 2  # finished trials needed before any trial is pruned
 PRUNER_WARMUP_EVALUATIONS = 1  # the first evaluation of a trial is never pruned
 
@@ -80,7 +84,9 @@ def search_study(search: HyperparameterSearch, trials: list[TrainingRun] | None 
         direction=metric_direction(search.metric),
         # A new seed per trial: the rebuilt sampler would otherwise repeat its first draw.
         sampler=optuna.samplers.TPESampler(
-            seed=search.seed + len(trials), constant_liar=True, n_startup_trials=5
+            seed=search.seed + len(trials),
+            constant_liar=True,
+            n_startup_trials=SAMPLER_STARTUP_TRIALS,
         ),
         pruner=median_pruner(),
     )
@@ -90,7 +96,26 @@ def search_study(search: HyperparameterSearch, trials: list[TrainingRun] | None 
     return study
 
 
+def longer_default_values(search: HyperparameterSearch, trials: list[TrainingRun]) -> dict | None:
+    """Trial 2: trial 1's default settings with twice the epochs (clipped to the space), since
+    the defaults' short budget may underfit; None when trial 1 was not the defaults (full
+    fine-tuning), the doubled epochs add nothing, or the values fall outside the space."""
+    if len(trials) != 1 or trials[0].trial_number != 0:
+        return None
+    first = dict(trials[0].trial_params or {})
+    if first.get("method") != "full" or not isinstance(first.get("epochs"), int):
+        return None
+    epochs = min(search.space["epochs"][1], 2 * first["epochs"])
+    values = {**first, "epochs": epochs}
+    if epochs <= first["epochs"] or not trial_fits_space(search.space, values):
+        return None
+    return values
+
+
 def search_next_params(search: HyperparameterSearch, trials: list[TrainingRun]) -> dict:
+    longer = longer_default_values(search, trials)
+    if longer is not None:
+        return longer
     study = search_study(search, trials)
     return suggest(study.ask(), search.space)
 
