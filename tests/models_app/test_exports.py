@@ -49,7 +49,9 @@ def test_export_records_parity_on_the_validation_split(version, kind):
     assert export.agreement == 1.0
     assert 0 <= export.max_abs_logit_delta < (1e-4 if kind == "onnx-fp32" else 0.1)
     assert default_storage.exists(export.file_path)
-    assert export.file_path.endswith(f"onnx/model-{kind[5:]}.onnx")
+    # A folder of its own per export (a re-export never writes over a served file).
+    assert export.file_path.startswith(f"{version.artifact_uri}/onnx/export-{export.pk}-")
+    assert export.file_path.endswith(f"/model-{kind[5:]}.onnx")
     assert export.details["optimized"] is True
     assert "label agreement with PyTorch" in export.message
 
