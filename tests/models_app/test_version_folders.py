@@ -74,3 +74,29 @@ def test_other_jobs_get_a_temporary_copy_removed_afterwards(remote_version):
         assert not (folder / "onnx").exists()
 
     assert not folder.exists()
+
+
+def test_with_remote_storage_each_export_is_its_own_cached_copy(remote_version):
+    """S3: the serve cache is keyed on the export's own file name, so an endpoint still on the
+    old export keeps reading the old graph after a re-export is stored."""
+    from models_app.exports import export_storage_name
+    from models_app.models import ModelExport
+    from models_app.serving import export_relative_name
+
+    names = {}
+    for graph in (b"old graph", b"new graph"):
+        export = ModelExport.objects.create(
+            model_version=remote_version, kind="onnx-int8", status="succeeded"
+        )
+        name = default_storage.save(export_storage_name(export), ContentFile(graph))
+        ModelExport.objects.filter(pk=export.pk).update(file_path=name)
+        export.file_path = name
+        names[graph] = export_relative_name(remote_version, export)
+
+    old = model_version_serving_dir(remote_version, [names[b"old graph"]])
+    new = model_version_serving_dir(remote_version, [names[b"new graph"]])
+
+    assert names[b"old graph"] != names[b"new graph"]
+    assert old != new
+    assert (old / names[b"old graph"]).read_bytes() == b"old graph"
+    assert (new / names[b"new graph"]).read_bytes() == b"new graph"
