@@ -390,17 +390,21 @@ def model_version_delete(*, user, version: ModelVersion) -> dict[str, int]:
                 "predictions, evaluations); cancel them or let them finish, then delete it."
             )
         names = [f"{locked.artifact_uri}/{item['path']}" for item in locked.artifact_files]
-        names += [export.file_path for export in exports if export.file_path]
+        # Export files also go with their rows (models_app.exports.model_export_file_release,
+        # when this commits, maybe before the loop below): counted here, while still there.
+        export_names = {export.file_path for export in exports if export.file_path}
+        export_files = sum(1 for name in export_names if default_storage.exists(name))
+        names += sorted(export_names)
         for batch in batches:
             names += [name for name in (batch.output_file, batch.input_file.name) if name]
         folders = [locked.artifact_uri, *(f"predictions/{batch.pk}" for batch in batches)]
         locked.delete()  # exports and batch predictions go with it (CASCADE)
     # Files after the commit: a failed delete leaves the rows and their files as they were.
-    removed = 0
+    removed = export_files
     for name in names:
         if default_storage.exists(name):
             default_storage.delete(name)
-            removed += 1
+            removed += name not in export_names
     _remove_empty_folders(folders)
     return {"batch_predictions": len(batches), "exports": len(exports), "files": removed}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import tempfile
@@ -214,6 +215,7 @@ def model_export_file_release(*, sender, instance: ModelExport, **kwargs) -> Non
             return
         if default_storage.exists(name):
             default_storage.delete(name)
+        _remove_empty_parent(name)
 
     transaction.on_commit(remove)
 
@@ -283,3 +285,15 @@ def model_export_download_response(export: ModelExport) -> FileResponse:
         filename=f"{name}.zip",
         content_type="application/zip",
     )
+
+
+def _remove_empty_parent(name: str) -> None:
+    """On disk storage, the export's own folder once its file is gone (remote storage has no
+    folders)."""
+    try:
+        folder = Path(default_storage.path(name)).parent
+    except NotImplementedError:
+        return
+    if folder.name.startswith("export-"):
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            folder.rmdir()

@@ -3,12 +3,18 @@ failed one) never changes the file a live endpoint serves; the endpoint moves on
 only through a deploy or promote; superseded exports that nothing serves go with their files."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
 
 from models_app import runtime
-from models_app.deploy import deployment_deploy, deployment_promote
+from models_app.deploy import (
+    deployment_deploy,
+    deployment_promote,
+    model_version_archive,
+    model_version_delete,
+)
 from models_app.exports import model_export_execute
 from models_app.models import Deployment, ModelExport
 from models_app.serving import deployment_get_live, deployment_predict
@@ -117,8 +123,6 @@ def test_a_failed_re_export_leaves_the_served_file_untouched(version, analyst, m
 
 
 def _all_files(prefix: str) -> set[str]:
-    from pathlib import Path
-
     root = Path(default_storage.path(prefix))
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
@@ -155,8 +159,25 @@ def test_deleting_an_export_row_removes_its_file_unless_another_row_names_it(
         export.delete()
         legacy[0].delete()
     assert not default_storage.exists(export.file_path)
+    assert not Path(default_storage.path(export.file_path)).parent.exists()  # its own folder
     assert default_storage.exists(shared)
 
     with django_capture_on_commit_callbacks(execute=True):
         legacy[1].delete()
     assert not default_storage.exists(shared)
+
+
+def test_deleting_a_version_counts_and_removes_its_export_files_once(
+    version, analyst, make_user, django_capture_on_commit_callbacks
+):
+    int8 = _export(version, "onnx-int8")
+    fp32 = _export(version, "onnx-fp32")
+    model_version_archive(user=analyst, version=version)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = model_version_delete(user=make_user("admin"), version=version)
+
+    assert result["exports"] == 2
+    assert result["files"] == len(version.artifact_files) + 2
+    assert not default_storage.exists(int8.file_path)
+    assert not default_storage.exists(fp32.file_path)
