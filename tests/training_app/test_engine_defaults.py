@@ -74,6 +74,17 @@ def test_many_classes_get_a_larger_budget_than_few_on_the_same_rows():
     assert many.values["epochs"] == 3  # (8,000 + 200 x 77) / 8,005 examples, rounded
 
 
+def test_many_classes_on_few_rows_may_train_longer_than_the_usual_cap():
+    few, many = chosen(1_200, 6), chosen(1_200, 77)
+
+    assert few.values["epochs"] == 3  # (8,000 + 200 x 6) / 1,200 = 7.7, capped at 3
+    assert many.values["epochs"] == 6  # (8,000 + 200 x 77) / 1,200 = 19.5, capped at 6
+    assert "6 epochs (about 7,200 examples seen; capped at 6 for 20 classes or more)" in (
+        many.explanation
+    )
+    assert chosen(300, 19).values["epochs"] == 3  # 19 classes: the usual cap
+
+
 def test_imbalanced_classes_get_inverse_frequency_class_weights():
     balanced, imbalanced = chosen(2_000, 3, ratio=2.0), chosen(2_000, 3, ratio=6.0)
 
