@@ -144,6 +144,9 @@ def test_the_search_page_shows_trials_best_and_pruned(client_as, finished_search
     assert 'data-testid="search-model-version"' not in page  # rows only: no version was made
     assert 'hx-trigger="every 3s"' not in page  # finished: no polling
     assert 'data-testid="cancel-search"' not in page
+    # The space's numbers read as elsewhere in the console (5e-5, not 5e-05).
+    assert "lr 1e-4–1e-3 (full)" in page
+    assert "weight decay 0–0.1" in page
 
 
 def test_importance_is_an_empty_state_below_two_finished_trials(client_as, finished_search):
@@ -165,6 +168,12 @@ def test_a_running_search_polls_its_live_part(client_as, finished_search):
     )
     assert 'hx-trigger="every 3s"' in page
     assert 'data-testid="cancel-search"' in page
+    live = (
+        client_as("analyst")
+        .get(reverse("training:search_live", args=[finished_search.pk]))
+        .content.decode()
+    )
+    assert 'data-testid="cancel-search"' in live
 
 
 def test_a_registering_search_says_so_and_keeps_polling(client_as, finished_search):
@@ -181,6 +190,14 @@ def test_a_registering_search_says_so_and_keeps_polling(client_as, finished_sear
     assert "Registering its model." in page
     assert 'hx-trigger="every 3s"' in page  # until the version exists
     assert 'data-testid="cancel-search"' not in page  # the trials are done
+    # The button lives in the polled part, so a page opened while the search ran loses it too.
+    live = (
+        client_as("analyst")
+        .get(reverse("training:search_live", args=[finished_search.pk]))
+        .content.decode()
+    )
+    assert 'data-testid="search-status">Registering</span>' in live
+    assert 'data-testid="cancel-search"' not in live
 
 
 def test_annotators_cannot_see_searches(client_as, finished_search):
