@@ -235,11 +235,12 @@ def _dataset_settle(dataset_id: int, *, message: str) -> None:
 
 def dataset_import_cancel(*, job: DatasetJob, user) -> DatasetJob:
     access_check(user, "dataset", "change")
-    if not job.cancel():
-        raise ValidationError("This import has already finished.")
-    _dataset_settle(
-        job.dataset_id, message="The import was cancelled; no records from it were kept."
-    )
+    with transaction.atomic():  # the job's end and the dataset's status are seen together
+        if not job.cancel():
+            raise ValidationError("This import has already finished.")
+        _dataset_settle(
+            job.dataset_id, message="The import was cancelled; no records from it were kept."
+        )
     return job
 
 
@@ -559,10 +560,11 @@ def dataset_import_execute(*, job_id: int) -> DatasetJob | None:
         except Exception:
             logger.exception("Writing records of import %s failed too", job.pk)
         records_delete(Record.objects.filter(import_run=job))
-        job.fail(
-            error="The import stopped because of an internal error, which was logged. Retry it."
-        )
-        _dataset_settle(dataset.pk, message="The import stopped because of an internal error.")
+        with transaction.atomic():  # seen together, as in _import_fail
+            job.fail(
+                error="The import stopped because of an internal error, which was logged. Retry it."
+            )
+            _dataset_settle(dataset.pk, message="The import stopped because of an internal error.")
         raise
 
     if problems:
@@ -585,8 +587,11 @@ def _import_fail(job: DatasetJob, problems: list[ImportProblem], *, rows_read: i
     summary = f"Nothing was imported: {count} found. First: {shown[0].message}"
     if "retry" not in summary and "upload" not in summary:
         summary += " Fix the file or change the mapping, then retry."
-    job.fail(error=summary)
-    _dataset_settle(job.dataset_id, message=summary)
+    # One transaction: the page reloads once it sees the job finished, so it must see the
+    # dataset settled by then too (apart, a reload in between showed "Importing" for good).
+    with transaction.atomic():
+        job.fail(error=summary)
+        _dataset_settle(job.dataset_id, message=summary)
     return job
 
 

@@ -425,3 +425,46 @@ def test_demo_dataset_page_shows_its_licence_and_attribution(analyst_client, ana
     assertContains(
         response, f'<p class="attribution" data-testid="attribution">{escape(DEMO_ATTRIBUTION)}</p>'
     )
+
+
+# --- the page reloads when the job ends: it must see the dataset settled then -----------------
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_import_and_its_dataset_status_are_seen_together(analyst, monkeypatch):
+    """The dataset page reloads as soon as its import job has ended. Another connection (that
+    page) must never see the job failed while the dataset still says Importing."""
+    import threading
+
+    from django.db import connections
+
+    seen: list[tuple[str, str]] = []
+    settle = imports._dataset_settle
+
+    def look_from_another_connection(job_id: int, dataset_id: int) -> None:
+        try:
+            seen.append(
+                (
+                    DatasetJob.objects.get(pk=job_id).status,
+                    Dataset.objects.get(pk=dataset_id).status,
+                )
+            )
+        finally:
+            connections.close_all()
+
+    def settle_watched(dataset_id: int, *, message: str) -> None:
+        job_id = DatasetJob.objects.filter(dataset_id=dataset_id).latest("id").pk
+        reader = threading.Thread(target=look_from_another_connection, args=(job_id, dataset_id))
+        reader.start()
+        reader.join()
+        settle(dataset_id, message=message)
+
+    monkeypatch.setattr(imports, "_dataset_settle", settle_watched)
+    dataset = upload(analyst, "text,label\nfine,a\nnot, fine,a\n")
+    job = dataset_import_start(dataset=dataset, user=analyst, mapping=TEXT_LABEL)
+
+    dataset_import_execute(job_id=job.pk)
+
+    # Between the job's end and the dataset's settling, the other connection saw neither.
+    assert seen == [(JobStatus.RUNNING, Dataset.Status.IMPORTING)]
+    job.refresh_from_db()
+    dataset.refresh_from_db()
+    assert (job.status, dataset.status) == (JobStatus.FAILED, Dataset.Status.FAILED)
