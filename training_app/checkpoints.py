@@ -45,7 +45,9 @@ def _stored_checkpoints(run_id: int) -> list[str]:
     return sorted(name for name in folders if name.startswith("ckpt-"))
 
 
-def _delete_folder(prefix: str) -> None:
+def storage_folder_delete(prefix: str) -> None:
+    """Delete every file under ``prefix`` in the default storage (and, on a local disk, the
+    emptied folders)."""
     try:
         folders, files = default_storage.listdir(prefix)
     except FileNotFoundError:
@@ -53,7 +55,7 @@ def _delete_folder(prefix: str) -> None:
     for name in files:
         default_storage.delete(f"{prefix}/{name}")
     for name in folders:
-        _delete_folder(f"{prefix}/{name}")
+        storage_folder_delete(f"{prefix}/{name}")
     # A storage on the local disk keeps empty folders: remove them too (object stores have
     # no folders, and no path()).
     with contextlib.suppress(NotImplementedError):
@@ -74,7 +76,7 @@ def checkpoint_upload(*, run_id: int, folder: Path) -> None:
     kept = {child.name for child in folder.parent.iterdir() if child.name.startswith("ckpt-")}
     for name in _stored_checkpoints(run_id):
         if name not in kept:
-            _delete_folder(f"{_run_prefix(run_id)}/{name}")
+            storage_folder_delete(f"{_run_prefix(run_id)}/{name}")
 
 
 def checkpoints_fetch(*, run_id: int, checkpoint_dir: Path) -> list[str]:
@@ -104,4 +106,4 @@ def checkpoints_fetch(*, run_id: int, checkpoint_dir: Path) -> list[str]:
 
 
 def checkpoints_delete(*, run_id: int) -> None:
-    _delete_folder(_run_prefix(run_id))
+    storage_folder_delete(_run_prefix(run_id))

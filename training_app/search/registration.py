@@ -20,7 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from training_app import services as training_services
-from training_app.checkpoints import checkpoint_sync_enabled
+from training_app.checkpoints import checkpoint_sync_enabled, storage_folder_delete
 from training_app.models import HyperparameterSearch, TrainingEvent
 from training_app.search.study import trial_score
 
@@ -61,17 +61,6 @@ def artifact_download(run_id: int, target: Path, prefix: str | None = None) -> b
     for name in folders:
         artifact_download(run_id, target / name, f"{prefix}/{name}")
     return bool(files or folders)
-
-
-def storage_remove(prefix: str) -> None:
-    try:
-        folders, files = default_storage.listdir(prefix)
-    except FileNotFoundError:
-        return
-    for name in files:
-        default_storage.delete(f"{prefix}/{name}")
-    for name in folders:
-        storage_remove(f"{prefix}/{name}")
 
 
 def _registration_claim(search_id: int, *, now: datetime) -> bool:
@@ -242,4 +231,4 @@ def _best_register(search: HyperparameterSearch) -> None:
     )
     shutil.rmtree(training_services.run_dir(best.pk), ignore_errors=True)
     if checkpoint_sync_enabled():
-        storage_remove(artifact_prefix(best.pk))
+        storage_folder_delete(artifact_prefix(best.pk))
