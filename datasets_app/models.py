@@ -128,6 +128,8 @@ class DatasetJob(Job):
         SEARCH_INDEX = "search_index", "Search index"
         SPLIT = "split", "Split"
         CLEAN = "clean", "Cleaning fix"
+        # The first count of a large dataset's agreement figures (services.agreement).
+        AGREEMENT = "agreement", "Agreement count"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -149,6 +151,15 @@ class DatasetJob(Job):
 
     class Meta(Job.Meta):
         ordering = ["-created_at"]
+        constraints = [
+            *Job.Meta.constraints,
+            # Two pages opened at once start one agreement count, not two.
+            models.UniqueConstraint(
+                fields=["dataset"],
+                condition=Q(kind="agreement", status__in=["queued", "running"]),
+                name="datasetjob_one_active_agreement_count",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} of {self.dataset.name}"
@@ -160,6 +171,7 @@ class DatasetJob(Job):
             self.Kind.SEARCH_INDEX: "search index",
             self.Kind.SPLIT: "split",
             self.Kind.CLEAN: "cleaning fix",
+            self.Kind.AGREEMENT: "agreement count",
         }.get(self.kind, "quality report")
 
     def abandoned_note(self) -> str:
@@ -168,6 +180,8 @@ class DatasetJob(Job):
             return "Nothing was imported; start the import again to retry."
         if self.kind in (self.Kind.SPLIT, self.Kind.CLEAN):
             return "Nothing was changed; start it again to retry."
+        if self.kind == self.Kind.AGREEMENT:
+            return "Open the agreement page and press Count again to retry."
         return super().abandoned_note()
 
     def recover(self) -> str:

@@ -54,4 +54,9 @@ urlpatterns = [
         views_agreement.dataset_agreement,
         name="dataset_agreement",
     ),
+    path(
+        "<id:dataset_id>/agreement/count/",
+        views_agreement.dataset_agreement_count,
+        name="dataset_agreement_count",
+    ),
 ]

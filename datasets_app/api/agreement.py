@@ -93,6 +93,23 @@ class AgreementSerializer(serializers.Serializer):
     )
 
 
+class AgreementCountingSerializer(serializers.Serializer):
+    counting = serializers.BooleanField(
+        help_text="True: a large dataset's figures are being counted for the first time by a "
+        "background job; ask again when its progress reaches 100."
+    )
+    overlap = serializers.IntegerField(help_text="Annotations wanted per record (overlap k).")
+    job_id = serializers.IntegerField(allow_null=True, source="count_job.pk", default=None)
+    status = serializers.CharField(allow_null=True, source="count_job.status", default=None)
+    progress = serializers.IntegerField(allow_null=True, source="count_job.progress", default=None)
+    error = serializers.CharField(
+        allow_null=True,
+        source="count_error",
+        help_text="Why the count failed or could not be started, in a sentence (the agreement "
+        "page's Count again button starts it again).",
+    )
+
+
 class DatasetAgreementApi(APIView):
     """Inter-annotator agreement of a dataset (analysts and admins)."""
 
@@ -100,9 +117,10 @@ class DatasetAgreementApi(APIView):
     access_resource = "dataset"
     access_actions = {"GET": "change", "HEAD": "change"}
 
-    @extend_schema(responses={200: AgreementSerializer})
+    @extend_schema(responses={200: AgreementSerializer, 202: AgreementCountingSerializer})
     def get(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id, action="change")
-        return Response(
-            AgreementSerializer(dataset_agreement_get(user=request.user, dataset=dataset)).data
-        )
+        figures = dataset_agreement_get(user=request.user, dataset=dataset)
+        if figures["counting"]:
+            return Response(AgreementCountingSerializer(figures).data, status=202)
+        return Response(AgreementSerializer(figures).data)

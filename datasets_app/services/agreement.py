@@ -9,9 +9,11 @@ a million Python tuples. Those count tables are kept (``AgreementCounts``) with 
 of the dataset's annotations and records (their latest change from an index, and one scan of
 the records without joins); a page whose stamp is unchanged reads the kept tables instead of
 counting again, and a large dataset's page shows the kept ones, marked out of date, while a
-worker counts again (agreement_recount_task). The figures about
-named people's work are for those who manage the dataset (analysts and admins), so reading
-them takes the right to change the dataset.
+worker counts again (agreement_recount_task). A large dataset without kept tables is counted
+the first time by a background job (DatasetJob kind "agreement") in COUNT_PARTS ranges of
+records, with a progress bar, so its page answers at once. The figures about named people's
+work are for those who manage the dataset (analysts and admins), so reading them takes the
+right to change the dataset.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,13 +31,14 @@ from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import (
     Case,
     Count,
     F,
     IntegerField,
     Max,
+    Min,
     OuterRef,
     Q,
     Subquery,
@@ -44,8 +48,10 @@ from django.db.models import (
 from django.utils import timezone
 
 from datasets_app import agreement
-from datasets_app.models import AgreementCounts, Annotation, Dataset, Record
+from datasets_app.models import AgreementCounts, Annotation, Dataset, DatasetJob, Record
+from datasets_app.services.jobs import JobLost, dataset_job_run, job_succeed_in_transaction
 from lepton_web.access import access_check
+from lepton_web.jobs import ACTIVE_STATUSES, BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +79,11 @@ JOIN {annotation} y ON y.record_id = x.record_id AND x.user_id < y.user_id
 JOIN {record} r ON r.id = x.record_id
 LEFT JOIN (
   SELECT record_id, COUNT(*) AS n FROM {annotation}
-  WHERE dataset_id = %s AND user_id IS NULL AND undone_at IS NULL GROUP BY record_id
+  WHERE dataset_id = %s AND user_id IS NULL AND undone_at IS NULL{part_o} GROUP BY record_id
 ) o ON o.record_id = x.record_id
 WHERE x.dataset_id = %s AND y.dataset_id = %s AND r.import_run_id = %s
   AND r.annotation_count >= 2 AND r.annotation_count - COALESCE(o.n, 0) >= 2
-  AND x.undone_at IS NULL AND y.undone_at IS NULL
+  AND x.undone_at IS NULL AND y.undone_at IS NULL{part}
 GROUP BY x.user_id, y.user_id, x.label, y.label, r.annotation_count - COALESCE(o.n, 0)
 """
 
@@ -106,13 +112,26 @@ _RECORD_STAMP_SQL = {
 SETTLE = timedelta(seconds=60)
 
 
-def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
+# A part of the records (the background count's steps): record ids in [first, end).
+_PART_SQL = """
+  AND x.record_id >= %s AND x.record_id < %s AND y.record_id >= %s AND y.record_id < %s
+  AND r.id >= %s AND r.id < %s"""
+_PART_O_SQL = " AND record_id >= %s AND record_id < %s"
+
+
+def _pair_table(
+    dataset: Dataset, part: tuple[int, int] | None = None
+) -> dict[tuple[int, int, str, str, int], int]:
     sql = _PAIRS_SQL.format(
         annotation=connection.ops.quote_name(Annotation._meta.db_table),
         record=connection.ops.quote_name(Record._meta.db_table),
+        part=_PART_SQL if part else "",
+        part_o=_PART_O_SQL if part else "",
     )
+    params = [dataset.pk, *(part or ()), dataset.pk, dataset.pk, dataset.active_import_id]
+    params += [*part, *part, *part] if part else []
     with connection.cursor() as cursor:
-        cursor.execute(sql, [dataset.pk, dataset.pk, dataset.pk, dataset.active_import_id])
+        cursor.execute(sql, params)
         return {tuple(row[:5]): int(row[5]) for row in cursor.fetchall()}
 
 
@@ -168,14 +187,60 @@ def _crc32(text: str | None) -> int:
     return zlib.crc32((text or "").encode())
 
 
-def _count(dataset: Dataset) -> dict:
-    """The count tables the figures are made from (JSON-ready: kept in AgreementCounts)."""
+def _count(
+    dataset: Dataset, *, parts: int = 1, report: Callable[[int, int], None] | None = None
+) -> dict:
+    """The count tables the figures are made from (JSON-ready: kept in AgreementCounts).
+    With ``parts`` > 1, counted over that many ranges of record ids, one after the other, each
+    in a transaction of its own, calling ``report(done, parts)`` after each (the background
+    count's progress); the tables of the parts add up to those of the whole."""
+    if parts <= 1:
+        counts = _count_part(dataset, None)
+        if report:
+            report(1, 1)
+        return counts
+    bounds = Record.objects.filter(import_run_id=dataset.active_import_id).aggregate(
+        first=Min("id"), last=Max("id")
+    )
+    if bounds["first"] is None:
+        return _count_part(dataset, None)
+    first, end = bounds["first"], bounds["last"] + 1
+    step = max(1, -(-(end - first) // parts))
+    per_user: dict[tuple, list[int]] = {}
+    pairs: Counter = Counter()
+    annotated = 0
+    starts = range(first, end, step)
+    for done, start in enumerate(starts, start=1):
+        with _without_jit():
+            counts = _count_part(dataset, (start, min(start + step, end)))
+        for row in counts["per_user_tenths"]:
+            sums = per_user.setdefault((row[0], row[1]), [0] * 6)
+            for index, value in enumerate(row[2:]):
+                sums[index] += value
+        for *key, count in counts["pairs"]:
+            pairs[tuple(key)] += count
+        annotated += counts["records_annotated"]
+        if report:
+            report(done, len(starts))
+    return {
+        "per_user_tenths": [[*key, *sums] for key, sums in per_user.items()],
+        "pairs": [[*key, count] for key, count in pairs.items()],
+        "records_annotated": annotated,
+    }
+
+
+def _count_part(dataset: Dataset, part: tuple[int, int] | None) -> dict:
+    """The count tables of the records with ids in ``part`` ([first, end); None: all)."""
     live = Annotation.objects.filter(
         dataset=dataset,
         undone_at__isnull=True,
         user__isnull=False,
         record__import_run_id=dataset.active_import_id,
     )
+    records = Record.objects.filter(import_run_id=dataset.active_import_id, annotation_count__gte=1)
+    if part:
+        live = live.filter(record_id__gte=part[0], record_id__lt=part[1])
+        records = records.filter(id__gte=part[0], id__lt=part[1])
     # A record's resolved label says something about an annotator only where others labeled
     # it too (with one annotation it is that annotation).
     judged = Q(record__annotation_count__gte=2) & ~Q(record__label="")
@@ -215,10 +280,8 @@ def _count(dataset: Dataset) -> dict:
             ]
             for row in per_user_tenths
         ],
-        "pairs": [[*key, count] for key, count in _pair_table(dataset).items()],
-        "records_annotated": Record.objects.filter(
-            import_run_id=dataset.active_import_id, annotation_count__gte=1
-        ).count(),
+        "pairs": [[*key, count] for key, count in _pair_table(dataset, part).items()],
+        "records_annotated": records.count(),
     }
 
 
@@ -237,17 +300,28 @@ def _sync_limit() -> int:
     return getattr(settings, "AGREEMENT_SYNC_ANNOTATIONS", SYNC_ANNOTATIONS)
 
 
-def _counts_for(dataset: Dataset) -> tuple[AgreementCounts, bool]:
+def _more_annotations_than(dataset: Dataset, limit: int) -> bool:
+    """Whether the dataset has more than ``limit`` annotations: reads at most limit + 1
+    entries of an index (milliseconds), not all of them."""
+    return Annotation.objects.filter(dataset=dataset).order_by()[: limit + 1].count() > limit
+
+
+def _counts_for(dataset: Dataset) -> tuple[AgreementCounts | None, bool]:
     """The kept count tables and whether they are out of date. Unchanged stamp: the kept
     ones. Changed: counted now, unless the dataset has more than AGREEMENT_SYNC_ANNOTATIONS
-    annotations and tables were kept before: then those, out of date, while a worker counts
-    again (one at a time; a claim left by a lost worker is taken over after RECOUNT_LOST)."""
+    annotations: then, with tables kept before, those, out of date, while a worker counts
+    again (one at a time; a claim left by a lost worker is taken over after RECOUNT_LOST);
+    with none kept yet, None (a background job counts them: dataset_agreement_count_start)."""
     with _without_jit():
         stamp = _change_stamp(dataset)
         kept = AgreementCounts.objects.filter(dataset=dataset).first()
         if kept is not None and kept.stamp == stamp.text and _settled(kept) and _authors_kept(kept):
             return kept, False
-        if kept is None or _annotations(kept.counts) <= _sync_limit():
+        if kept is None:
+            if _more_annotations_than(dataset, _sync_limit()):
+                return None, True
+            return _recount(dataset, stamp), False
+        if _annotations(kept.counts) <= _sync_limit():
             return _recount(dataset, stamp), False
         now = timezone.now()
         claimed = (
@@ -303,19 +377,85 @@ def _recount(dataset: Dataset, stamp: _Stamp) -> AgreementCounts:
     (never older tables under a newer stamp)."""
     started = time.perf_counter()
     counts = _count(dataset)
+    return _keep(dataset, stamp, counts, time.perf_counter() - started)
+
+
+def _keep(dataset: Dataset, stamp: _Stamp, counts: dict, seconds: float) -> AgreementCounts:
     kept, _ = AgreementCounts.objects.update_or_create(
         dataset=dataset,
         defaults={
             "stamp": stamp.text,
             "counts": counts,
             "computed_at": timezone.now(),
-            "seconds": time.perf_counter() - started,
+            "seconds": seconds,
             "recount_started_at": None,
             "stamp_read_at": stamp.read_at,
             "latest_change": stamp.latest,
         },
     )
     return kept
+
+
+# The background first count goes through the records in this many ranges of ids, one query
+# pair each, and moves its progress bar after each (benchmarks/agreement.py measures the cost
+# against counting in one go).
+COUNT_PARTS = 20
+
+
+def _count_jobs(dataset: Dataset):
+    return DatasetJob.objects.filter(dataset=dataset, kind=DatasetJob.Kind.AGREEMENT).order_by(
+        "-created_at", "-id"
+    )
+
+
+def dataset_agreement_count_start(*, user, dataset: Dataset, again: bool = False) -> DatasetJob:
+    """The background job that counts a large dataset's agreement figures for the first time:
+    the one queued or running, else a new one. A count that failed is not started again by
+    itself (the page shows its error) unless ``again`` (the page's Count again button).
+    Raises BrokerUnavailable when the task queue cannot be reached (nothing is queued)."""
+    access_check(user, "dataset", "change")
+    latest = _count_jobs(dataset).first()
+    if latest is not None and (
+        latest.is_active or (latest.status == DatasetJob.Status.FAILED and not again)
+    ):
+        return latest
+    try:
+        with transaction.atomic():
+            job = DatasetJob.objects.create(
+                dataset=dataset,
+                kind=DatasetJob.Kind.AGREEMENT,
+                created_by=user if user.is_authenticated else None,
+                message="Waiting for a worker to count…",
+            )
+    except IntegrityError:  # another page started it a moment ago
+        return _count_jobs(dataset).filter(status__in=ACTIVE_STATUSES).first() or latest
+    job.enqueue_or_delete()
+    return job
+
+
+def dataset_agreement_count_execute(*, job_id: int) -> DatasetJob | None:
+    """The worker's half of the first count: the stamp, then the tables in COUNT_PARTS steps
+    with the job's progress after each, kept together with the job's success."""
+
+    def work(job: DatasetJob) -> None:
+        dataset = job.dataset
+        started = time.perf_counter()
+        with _without_jit():
+            stamp = _change_stamp(dataset)
+
+        def report(done: int, parts: int) -> None:
+            percent = min(99, round(100 * done / parts))
+            if not job.report(progress=percent, message=f"Counting agreement… {percent}%"):
+                raise JobLost()
+
+        counts = _count(dataset, parts=COUNT_PARTS, report=report)
+        with transaction.atomic():
+            _keep(dataset, stamp, counts, time.perf_counter() - started)
+            job_succeed_in_transaction(job, message="Counted.")
+
+    return dataset_job_run(
+        job_id=job_id, kind=DatasetJob.Kind.AGREEMENT, work=work, what="Counting agreement"
+    )
 
 
 def dataset_agreement_recount(*, dataset_id: int) -> AgreementCounts | None:
@@ -333,9 +473,26 @@ def dataset_agreement_get(*, user, dataset: Dataset) -> dict:
     annotators, and per annotator their labels, speed, agreement with the resolved label and
     suggestion acceptance; when those were counted and how long that took; and, for a large
     dataset changed since, that they are out of date and how far the worker counting them
-    again has got (by the time the last count took)."""
+    again has got (by the time the last count took).
+
+    A large dataset counted for the first time has no figures yet: then only ``counting``
+    (True), ``overlap``, ``count_job`` (the background job counting them, with its progress;
+    None when the task queue could not be reached) and ``count_error`` (a sentence, or None)."""
     access_check(user, "dataset", "change")
     kept, stale = _counts_for(dataset)
+    if kept is None:
+        try:
+            job = dataset_agreement_count_start(user=user, dataset=dataset)
+        except BrokerUnavailable as error:
+            job, count_error = None, f"The agreement figures could not be counted: {error}"
+        else:
+            count_error = job.error_message if job.status == DatasetJob.Status.FAILED else None
+        return {
+            "counting": True,
+            "overlap": dataset.label_overlap,
+            "count_job": job,
+            "count_error": count_error,
+        }
     started = kept.recount_started_at if stale else None
     progress = None
     if started is not None:
@@ -343,6 +500,9 @@ def dataset_agreement_get(*, user, dataset: Dataset) -> dict:
         progress = min(0.95, elapsed / kept.seconds) if kept.seconds > 0 else 0.0
     return {
         **_figures(dataset, kept.counts),
+        "counting": False,
+        "count_job": None,
+        "count_error": None,
         "computed_at": kept.computed_at,
         "compute_seconds": kept.seconds,
         "stale": stale,

@@ -494,6 +494,10 @@ def dataset_job_execute(*, job_id: int) -> None:
         from datasets_app.services.cleaning import dataset_clean_execute
 
         dataset_clean_execute(job_id=job_id)
+    elif job.kind == DatasetJob.Kind.AGREEMENT:
+        from datasets_app.services.agreement import dataset_agreement_count_execute
+
+        dataset_agreement_count_execute(job_id=job_id)
     else:
         from datasets_app.services.cleaning import dataset_report_execute
 

@@ -11,18 +11,20 @@ import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from datasets_app.models import AgreementCounts, Annotation, Record
-from datasets_app.services.agreement import dataset_agreement_get
+from datasets_app.models import AgreementCounts, Annotation, DatasetJob, Record
+from datasets_app.services import agreement as agreement_service
+from datasets_app.services.agreement import dataset_agreement_count_start, dataset_agreement_get
 from datasets_app.services.labeling import (
     label_schema_set,
     labeling_settings_set,
     record_label_set,
 )
 from datasets_app.services.labeling_keyboard import record_label_undo
-from datasets_app.tasks import agreement_recount_task
+from datasets_app.tasks import agreement_recount_task, dataset_job_execute_task
 from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import imported_dataset
 
@@ -226,9 +228,9 @@ def test_a_label_committed_after_the_stamp_was_read_is_counted_once_it_settles(
 def test_a_large_changed_dataset_shows_the_kept_figures_while_a_worker_counts_again(
     analyst, annotated, make_user, settings, django_capture_on_commit_callbacks, client_as
 ):
-    settings.AGREEMENT_SYNC_ANNOTATIONS = 5  # these 10 annotations count as a large dataset
     rows = dict(Record.objects.filter(dataset=annotated).values_list("source_row", "id"))
-    first = dataset_agreement_get(user=analyst, dataset=annotated)  # none kept: counted now
+    first = dataset_agreement_get(user=analyst, dataset=annotated)  # small yet: counted now
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5  # these 10 annotations count as a large dataset
     assert first["stale"] is False
     assert first["recount_started_at"] is None
     dan = make_user("annotator", username="dan")
@@ -265,9 +267,9 @@ def test_a_large_changed_dataset_shows_the_kept_figures_while_a_worker_counts_ag
 def test_a_recount_lost_with_its_worker_is_queued_again(
     analyst, annotated, make_user, settings, django_capture_on_commit_callbacks
 ):
-    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
     rows = dict(Record.objects.filter(dataset=annotated).values_list("source_row", "id"))
     dataset_agreement_get(user=analyst, dataset=annotated)
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
     dan = make_user("annotator", username="dan")
     record_label_set(dataset=annotated, user=dan, record_id=rows[5], label="neg")
     AgreementCounts.objects.filter(dataset=annotated).update(
@@ -287,9 +289,9 @@ def test_a_recount_that_cannot_be_queued_gives_its_claim_back(
 ):
     """Broker down: the page still shows the kept figures (no 500), and the claim is given
     back so that the next refresh tries again instead of waiting RECOUNT_LOST."""
-    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
     rows = dict(Record.objects.filter(dataset=annotated).values_list("source_row", "id"))
     dataset_agreement_get(user=analyst, dataset=annotated)
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
     dan = make_user("annotator", username="dan")
     record_label_set(dataset=annotated, user=dan, record_id=rows[5], label="neg")
 
@@ -454,3 +456,140 @@ def test_the_counted_figures_equal_the_maintained_implementations_on_random_anno
     )
     order = figures["confusion"]["labels"]
     assert figures["confusion"]["matrix"] == [[ordered[(r, c)] for c in order] for r in order]
+
+
+# The first count of a large dataset runs as a background job: the page answers at once with
+# its progress, and the figures appear once the job (run here, as a worker would, through the
+# Redis test broker) has counted them in parts.
+def _count_jobs(dataset):
+    return DatasetJob.objects.filter(dataset=dataset, kind=DatasetJob.Kind.AGREEMENT)
+
+
+def test_counting_in_parts_gives_the_tables_of_counting_at_once(annotated):
+    whole = agreement_service._count(annotated)
+    steps: list[tuple[int, int]] = []
+
+    parts = agreement_service._count(annotated, parts=3, report=lambda *step: steps.append(step))
+
+    assert steps == [(1, 3), (2, 3), (3, 3)]  # 6 records, 2 per part
+    assert parts["records_annotated"] == whole["records_annotated"] == 5
+    assert sorted(parts["pairs"]) == sorted(whole["pairs"])
+    assert sorted(parts["per_user_tenths"], key=str) == sorted(whole["per_user_tenths"], key=str)
+
+
+def test_a_large_datasets_first_page_answers_at_once_and_a_job_counts_it(
+    analyst, annotated, settings, client_as
+):
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5  # these 10 annotations count as a large dataset
+    client = client_as("analyst")
+
+    page = client.get(f"/datasets/{annotated.pk}/agreement/").content.decode()
+    again = client.get(f"/datasets/{annotated.pk}/agreement/").content.decode()
+
+    job = _count_jobs(annotated).get()  # one job for both pages
+    assert job.status == "queued"
+    assert not AgreementCounts.objects.filter(dataset=annotated).exists()
+    assert 'data-testid="agreement-counting"' in page
+    assert "Counting agreement…" in page
+    assert 'data-testid="job-progress"' in page
+    assert f'/jobs/datasets_app.datasetjob/{job.pk}/progress/?reload=1"' in page
+    assert 'hx-trigger="every 2s"' in page
+    assert 'data-testid="pairs"' not in page
+    assert 'data-testid="agreement-counting"' in again
+
+    dataset_job_execute_task(job.pk)  # what the worker runs
+
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+    assert job.progress == 100
+    progress = client.get(f"/jobs/datasets_app.datasetjob/{job.pk}/progress/?reload=1")
+    assert progress["HX-Refresh"] == "true"  # the page reloads with the figures
+    figures = dataset_agreement_get(user=analyst, dataset=annotated)
+    assert figures["counting"] is False
+    assert figures["stale"] is False
+    assert figures["annotations"] == 10
+    assert figures["records_overlapping"] == 4
+    assert figures["confusion"]["matrix"] == [[4, 3], [3, 2]]
+    page = client.get(f"/datasets/{annotated.pk}/agreement/").content.decode()
+    assert 'data-testid="pairs"' in page
+    assert "ann · bob" in page
+    assert 'data-testid="agreement-counting"' not in page
+    assert _count_jobs(annotated).count() == 1  # the kept tables serve the page now
+
+
+def test_the_api_answers_202_with_the_progress_while_counting(annotated, settings, api_client_as):
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
+    client = api_client_as("analyst")
+
+    counting = client.get(f"/api/v1/datasets/{annotated.pk}/agreement/")
+    job = _count_jobs(annotated).get()
+    dataset_job_execute_task(job.pk)
+    counted = client.get(f"/api/v1/datasets/{annotated.pk}/agreement/")
+
+    assert counting.status_code == 202
+    assert counting.json() == {
+        "counting": True,
+        "overlap": 2,
+        "job_id": job.pk,
+        "status": "queued",
+        "progress": 0,
+        "error": None,
+    }
+    assert counted.status_code == 200
+    assert counted.json()["annotations"] == 10
+
+
+def test_a_failed_count_says_why_and_count_again_starts_a_new_one(annotated, settings, client_as):
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
+    client = client_as("analyst")
+    client.get(f"/datasets/{annotated.pk}/agreement/")
+    job = _count_jobs(annotated).get()
+    job.fail(error="The worker running this agreement count stopped responding 2 times.")
+
+    page = client.get(f"/datasets/{annotated.pk}/agreement/").content.decode()
+
+    assert _count_jobs(annotated).count() == 1  # not started again by itself
+    assert 'data-testid="agreement-count-error"' in page
+    assert "stopped responding 2 times" in page
+    assert 'data-testid="agreement-count-again"' in page
+
+    response = client.post(f"/datasets/{annotated.pk}/agreement/count/")
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/datasets/{annotated.pk}/agreement/"
+    fresh = _count_jobs(annotated).order_by("-id").first()
+    assert fresh.pk != job.pk
+    assert fresh.status == "queued"
+    page = client.get(response["Location"]).content.decode()
+    assert 'data-testid="job-progress"' in page
+    assert 'data-testid="agreement-count-error"' not in page
+
+
+def test_with_the_task_queue_down_the_page_says_so_and_keeps_no_job(annotated, settings, client_as):
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
+
+    with broker_for_this_process("redis://127.0.0.1:1/0"):
+        response = client_as("analyst").get(f"/datasets/{annotated.pk}/agreement/")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "The agreement figures could not be counted: The task queue" in page
+    assert 'data-testid="agreement-count-again"' in page
+    assert not _count_jobs(annotated).exists()
+
+
+def test_one_count_at_a_time_per_dataset(analyst, annotated, settings):
+    settings.AGREEMENT_SYNC_ANNOTATIONS = 5
+    first = dataset_agreement_count_start(user=analyst, dataset=annotated)
+
+    assert dataset_agreement_count_start(user=analyst, dataset=annotated, again=True) == first
+    with pytest.raises(IntegrityError), transaction.atomic():
+        DatasetJob.objects.create(dataset=annotated, kind=DatasetJob.Kind.AGREEMENT)
+
+
+def test_a_small_dataset_is_still_counted_in_the_request(analyst, annotated):
+    figures = dataset_agreement_get(user=analyst, dataset=annotated)
+
+    assert figures["counting"] is False
+    assert figures["annotations"] == 10
+    assert not _count_jobs(annotated).exists()

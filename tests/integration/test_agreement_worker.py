@@ -1,6 +1,7 @@
-"""The agreement page of a large dataset end to end on Redis: after a label changes, the API
-returns the kept figures marked stale while a real Celery worker on the default queue counts
-them again, then the fresh ones."""
+"""The agreement page of a large dataset end to end on Redis: the first time the API answers
+202 with the progress of the background count a real Celery worker on the default queue runs,
+then the figures; after a label changes, it returns the kept figures marked stale while the
+worker counts them again, then the fresh ones."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tests.datasets_app.test_agreement_page import CSV, LABELS, MAPPING
 pytestmark = pytest.mark.integration
 
 
-def test_a_worker_counts_a_large_datasets_agreement_again_after_a_label(
+def test_a_worker_counts_a_large_datasets_agreement_first_and_again_after_a_label(
     redis_worker, make_user, settings
 ):
     settings.AGREEMENT_SYNC_ANNOTATIONS = 5  # these 10 annotations count as a large dataset
@@ -44,7 +45,13 @@ def test_a_worker_counts_a_large_datasets_agreement_again_after_a_label(
         client.force_authenticate(analyst)
         url = f"/api/v1/datasets/{dataset.pk}/agreement/"
 
-        first = client.get(url).json()  # nothing kept yet: counted at once
+        counting = client.get(url)  # nothing kept yet: a background job counts them
+        deadline = time.monotonic() + 60
+        first = counting
+        while first.status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.3)
+            first = client.get(url)
+        first = first.json()
         record_label_set(dataset=dataset, user=people["cy"], record_id=rows[5], label="neg")
         stale = client.get(url).json()
         deadline = time.monotonic() + 60
@@ -53,6 +60,9 @@ def test_a_worker_counts_a_large_datasets_agreement_again_after_a_label(
             time.sleep(0.3)
             fresh = client.get(url).json()
 
+    assert counting.status_code == 202
+    assert counting.json()["counting"] is True
+    assert "stale" in first, worker.log()
     assert first["stale"] is False
     assert first["annotations"] == 10
     assert stale["stale"] is True
