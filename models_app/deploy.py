@@ -79,9 +79,14 @@ def _move(
     version: ModelVersion,
     runtime: str,
     export: ModelExport | None,
-    status: str = Deployment.Status.LIVE,
     message: str = "",
 ) -> Deployment:
+    """Point `deployment` at `version`/`runtime`. A new, live or failed endpoint is live
+    afterwards (a failed one gets its chance with the new version); a stopped one stays stopped
+    until someone starts it, whichever way it moved (deploy, promote, rollback, alias), so moving
+    a version never puts an endpoint someone stopped back on line."""
+    stopped = bool(deployment.pk) and deployment.status == Deployment.Status.STOPPED
+    status = Deployment.Status.STOPPED if stopped else Deployment.Status.LIVE
     event = DeploymentEvent(
         deployment=deployment,
         action=action,
@@ -179,6 +184,19 @@ def deployment_promote(
         return _move(
             locked, user=user, action="promote", version=version, runtime=runtime, export=export
         )
+
+
+def deployment_change_sentence(deployment: Deployment, *, action: str = "promote") -> str:
+    """What a deploy, promote or rollback did, in the sentence the pages and the API show: a
+    stopped endpoint says that its new version serves only once it is started."""
+    version, runtime = deployment.version, deployment.get_runtime_display()
+    if deployment.status == Deployment.Status.STOPPED:
+        return f"Endpoint {deployment.slug} is stopped; {version} will serve when you start it."
+    if action == "deploy":
+        return f"{version} is live at {deployment.slug} ({runtime})."
+    if action == "rollback":
+        return f"{deployment.slug} rolled back to {version} ({runtime})."
+    return f"{deployment.slug} now serves {version} ({runtime})."
 
 
 def deployment_previous(deployment: Deployment) -> DeploymentEvent | None:
@@ -315,7 +333,6 @@ def model_alias_set(
                 version=version,
                 runtime=runtime,
                 export=export_for_runtime(version, runtime),
-                status=deployment.status,
                 message=f"Alias {name} moved to v{version.version}.",
             )
     return alias
@@ -406,6 +423,9 @@ def model_version_delete(*, user, version: ModelVersion) -> dict[str, int]:
             default_storage.delete(name)
             removed += name not in export_names
     _remove_empty_folders(folders)
+    from models_app.serving import serve_cache_forget
+
+    serve_cache_forget(version_id=version.pk)  # this machine's local copies of it
     return {"batch_predictions": len(batches), "exports": len(exports), "files": removed}
 
 

@@ -117,8 +117,7 @@ def version_deploy(request, version_id: int):
             _form_errors(form, error)
         else:
             messages.success(
-                request,
-                f"{version} is live at {deployment.slug} ({deployment.get_runtime_display()}).",
+                request, deploy.deployment_change_sentence(deployment, action="deploy")
             )
             return redirect("models:deployment_list")
     return _version_page(request, version, form, AliasForm(), status=400)
@@ -268,10 +267,10 @@ def deployment_action(request, slug: str, action: str):
                 version=version,
                 runtime=form.cleaned_data["runtime"] or None,
             )
-            done = f"{deployment.slug} now serves {version}."
+            done = deploy.deployment_change_sentence(deployment)
         elif action == "rollback":
             deployment = deploy.deployment_rollback(user=request.user, deployment=deployment)
-            done = f"{deployment.slug} rolled back to {deployment.version}."
+            done = deploy.deployment_change_sentence(deployment, action="rollback")
         elif action == "stop":
             deploy.deployment_stop(user=request.user, deployment=deployment)
             done = f"{deployment.slug} stopped; it answers 503 until started."

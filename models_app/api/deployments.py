@@ -99,6 +99,15 @@ class PredictApi(APIView):
 class DeploymentOutputSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="version.registered_model.name")
     version_number = serializers.IntegerField(source="version.version")
+    notice = serializers.SerializerMethodField(
+        help_text="A sentence on what the endpoint does now when that is not plain from "
+        "status (a stopped endpoint's version serves only once it is started); else empty."
+    )
+
+    def get_notice(self, deployment: Deployment) -> str:
+        if deployment.status == Deployment.Status.STOPPED:
+            return deploy.deployment_change_sentence(deployment)
+        return ""
 
     class Meta:
         model = Deployment
@@ -112,6 +121,7 @@ class DeploymentOutputSerializer(serializers.ModelSerializer):
             "status",
             "status_message",
             "follow_alias",
+            "notice",
             "created_at",
             "updated_at",
         ]
