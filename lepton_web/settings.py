@@ -380,3 +380,7 @@ SERVE_BATCH_WINDOW_MS = env_int("SERVE_BATCH_WINDOW_MS", default=2)
 SERVE_PARITY_MIN_AGREEMENT = 0.99
 # Local copies of versions served from remote storage (S3).
 SERVE_CACHE_DIR = Path(os.environ.get("SERVE_CACHE_DIR") or VAR_DIR / "serve-cache")
+# Their bound (least recently used copies go first; copies a process holds stay) and how often a
+# serving process sweeps them (copies of deleted versions and exports go at the next sweep).
+SERVE_CACHE_MAX_MB = env_int("SERVE_CACHE_MAX_MB", default=20_480)
+SERVE_CACHE_SWEEP_SECONDS = env_int("SERVE_CACHE_SWEEP_SECONDS", default=300)

@@ -325,18 +325,19 @@ def batch_predictor(version: ModelVersion, runtime_name: str) -> Iterator:
     batch has the worker process to itself."""
     from models_app import runtime
     from models_app.deploy import export_for_runtime
-    from models_app.serving import export_relative_name, model_version_serving_dir
+    from models_app.serving import export_relative_name, model_version_serving_copy
 
     export = export_for_runtime(version, runtime_name)
     relative = export_relative_name(version, export) if export is not None else None
-    folder = model_version_serving_dir(version, [relative] if relative else [])
-    yield runtime.load_predictor(
-        folder,
-        runtime=runtime_name,
-        task=version.task or None,
-        threads=runtime.engines.thread_count(),
-        onnx_file=folder / relative if relative else None,
-    )
+    # The local copy is held for the whole job: a sweep never removes it under the job.
+    with model_version_serving_copy(version, [relative] if relative else []) as folder:
+        yield runtime.load_predictor(
+            folder,
+            runtime=runtime_name,
+            task=version.task or None,
+            threads=runtime.engines.thread_count(),
+            onnx_file=folder / relative if relative else None,
+        )
 
 
 def _report(batch: BatchPrediction, *, progress: int, message: str) -> None:

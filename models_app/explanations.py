@@ -40,17 +40,26 @@ def _threads() -> int:
     )
 
 
-def _version_folder(version: ModelVersion):
-    from models_app.serving import model_version_serving_dir
+def _version_copy(version: ModelVersion):
+    """The version's folder, held while a model loads from it (see serving)."""
+    from models_app.serving import model_version_serving_copy
 
-    return model_version_serving_dir(version)
+    return model_version_serving_copy(version)
 
 
 def _explainer(version: ModelVersion, info) -> _Explainer:
     from models_app.runtime.engines import TorchEngine
+    from models_app.serving import serve_cache
 
     def load() -> _Explainer:
-        return _Explainer(TorchEngine(info, threads=_threads(), device="cpu"), threading.Lock())
+        # The folder the endpoint's model was loaded from, held while the weights load.
+        lease = serve_cache().lease_existing(info.folder)
+        try:
+            engine = TorchEngine(info, threads=_threads(), device="cpu")
+        finally:
+            if lease is not None:
+                lease.release()
+        return _Explainer(engine, threading.Lock())
 
     return explain_cache.get_or_load(("explain", version.pk, version.artifact_uri), load)
 
@@ -123,13 +132,14 @@ def deployment_explain(*, deployment: Deployment, texts: list[str], method: str)
 
 def _playground_predictor(version: ModelVersion):
     def load():
-        return runtime.load_predictor(
-            _version_folder(version),
-            runtime="pytorch",
-            task=version.task or None,
-            threads=_threads(),
-            device="cpu",
-        )
+        with _version_copy(version) as folder:
+            return runtime.load_predictor(
+                folder,
+                runtime="pytorch",
+                task=version.task or None,
+                threads=_threads(),
+                device="cpu",
+            )
 
     return explain_cache.get_or_load(("playground", version.pk, version.artifact_uri), load)
 

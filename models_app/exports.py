@@ -211,11 +211,15 @@ def model_export_file_release(*, sender, instance: ModelExport, **kwargs) -> Non
         return
 
     def remove() -> None:
+        from models_app.serving import serve_cache_forget
+
         if ModelExport.objects.filter(file_path=name).exists():
             return
         if default_storage.exists(name):
             default_storage.delete(name)
         _remove_empty_parent(name)
+        # This machine's local copies of it go too (other machines' at their next sweep).
+        serve_cache_forget(export_file=name)
 
     transaction.on_commit(remove)
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -91,30 +89,152 @@ class Prediction:
 
 
 # --- artifacts on local disk -----------------------------------------------------------------
-def model_version_serving_dir(version: ModelVersion, extra_files: list[str] = ()) -> Path:
-    """The version's folder on local disk: in place on disk storage; from remote storage (S3)
-    a copy under SERVE_CACHE_DIR, downloaded once per process machine (temp folder, rename)."""
+def serve_cache() -> runtime.FileCache:
+    """This machine's copies of versions kept in remote storage (models_app/runtime/filecache)."""
+    root = Path(settings.SERVE_CACHE_DIR)
+    max_bytes = int(settings.SERVE_CACHE_MAX_MB) * 1024 * 1024
+    cache = _SERVE_CACHES.get(root)
+    if cache is None:
+        cache = _SERVE_CACHES[root] = runtime.FileCache(root, max_bytes=max_bytes)
+    cache.max_bytes = max_bytes
+    return cache
+
+
+_SERVE_CACHES: dict[Path, runtime.FileCache] = {}
+
+
+def model_version_serving_copy(
+    version: ModelVersion, extra_files: list[str] = ()
+) -> runtime.FileLease:
+    """The version's folder on local disk, held until the lease is released: in place on disk
+    storage (nothing to hold); from remote storage (S3) a copy under SERVE_CACHE_DIR,
+    downloaded once per machine and shared by its processes, which a sweep removes only once
+    no process holds it (and the version or export it copies is gone, or the cache is over
+    SERVE_CACHE_MAX_MB)."""
     try:
-        return Path(default_storage.path(version.artifact_uri))
+        return runtime.FileLease(path=Path(default_storage.path(version.artifact_uri)), name="")
     except NotImplementedError:
         pass
+    global _cache_in_use
+    _cache_in_use = True
+    serve_cache_sweep_when_due()
+    extra_files = list(extra_files)
     digest = hashlib.sha256(f"{version.artifact_uri}|{'|'.join(extra_files)}".encode()).hexdigest()
-    target = Path(settings.SERVE_CACHE_DIR) / f"v{version.pk}-{digest[:12]}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=target.parent))
-    names = [item["path"] for item in version.artifact_files] + list(extra_files)
-    try:
-        model_version_files_copy(version, temp, names)
-    except BaseException:  # a file missing or unreadable: no half copy left for each retry
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    try:
-        temp.rename(target)
-    except OSError:  # another process got there first
-        shutil.rmtree(temp, ignore_errors=True)
-    return target
+    names = [item["path"] for item in version.artifact_files] + extra_files
+    return serve_cache().lease(
+        f"v{version.pk}-{digest[:12]}",
+        lambda folder: model_version_files_copy(version, folder, names),
+        manifest={
+            "version_id": version.pk,
+            "artifact_uri": version.artifact_uri,
+            "extra_files": extra_files,
+        },
+    )
+
+
+def model_version_serving_dir(version: ModelVersion, extra_files: list[str] = ()) -> Path:
+    """The path of `model_version_serving_copy`, not held: for a caller that only looks (a
+    loader holds the copy while it reads, see `model_version_serving_copy`)."""
+    with model_version_serving_copy(version, extra_files) as folder:
+        return folder
+
+
+def _copy_names(manifest: dict) -> set[str]:
+    uri = manifest.get("artifact_uri") or ""
+    return {f"{uri}/{name}" for name in manifest.get("extra_files") or []}
+
+
+def serve_cache_keep(manifest: dict) -> bool:
+    """Whether a local copy still copies something that exists: its version (same files) and
+    every export file it holds are still in the registry."""
+    version_id, uri = manifest.get("version_id"), manifest.get("artifact_uri")
+    if not ModelVersion.objects.filter(pk=version_id, artifact_uri=uri).exists():
+        return False
+    names = _copy_names(manifest)
+    found = set(ModelExport.objects.filter(file_path__in=names).values_list("file_path", flat=True))
+    return found == names
+
+
+def serve_cache_forget(*, version_id: int | None = None, export_file: str = "") -> list[str]:
+    """Forget what this process holds of a deleted version or export file (its loaded models,
+    its local copies), now; copies another process still holds go at a later sweep."""
+    if not export_file and version_id is None:
+        return []
+
+    def matches(manifest: dict | None) -> bool:
+        if manifest is None:
+            return False
+        if version_id is not None and manifest.get("version_id") == version_id:
+            return True
+        return bool(export_file) and export_file in _copy_names(manifest)
+
+    def loaded(key) -> bool:
+        version_pk, _runtime, uri, onnx_relative = key
+        return (version_id is not None and version_pk == version_id) or bool(
+            export_file and onnx_relative and f"{uri}/{onnx_relative}" == export_file
+        )
+
+    runtime.model_cache.discard(loaded)
+    return serve_cache().drop(matches)
+
+
+def _loaded_from(key: tuple, manifest: dict) -> bool:
+    """Whether the model cache entry `key` (see `served_model`) was loaded from that copy."""
+    version_pk, _runtime, uri, onnx_relative = key
+    return (version_pk, uri, [onnx_relative] if onnx_relative else []) == (
+        manifest.get("version_id"),
+        manifest.get("artifact_uri"),
+        list(manifest.get("extra_files") or []),
+    )
+
+
+def serve_cache_sweep() -> dict:
+    """Remove this machine's copies that copy something deleted, then the least recently used
+    ones over SERVE_CACHE_MAX_MB; copies a process holds stay. Models this process loaded
+    from a copy of something deleted are dropped first, so they do not hold it."""
+
+    def keep(manifest: dict) -> bool:
+        if serve_cache_keep(manifest):
+            return True
+        runtime.model_cache.discard(lambda key: _loaded_from(key, manifest))
+        return False
+
+    return serve_cache().sweep(keep)
+
+
+_sweep_lock = threading.Lock()
+_next_sweep = 0.0
+_cache_in_use = False  # this process has used a copy (its storage is remote)
+
+
+def serve_cache_sweep_when_due() -> None:
+    """Start a sweep in the background when SERVE_CACHE_SWEEP_SECONDS have passed since the
+    last one, in a process that uses copies (called on the request path and before each load:
+    one flag and one clock read when not due). SERVE_CACHE_SWEEP_SECONDS=0 turns it off."""
+    global _next_sweep
+    if (
+        not _cache_in_use
+        or time.monotonic() < _next_sweep
+        or not _sweep_lock.acquire(blocking=False)
+    ):
+        return
+    if settings.SERVE_CACHE_SWEEP_SECONDS <= 0:
+        _next_sweep = float("inf")
+        _sweep_lock.release()
+        return
+    _next_sweep = time.monotonic() + settings.SERVE_CACHE_SWEEP_SECONDS
+
+    def run() -> None:
+        try:
+            if Path(settings.SERVE_CACHE_DIR).is_dir():
+                serve_cache_sweep()
+        except Exception:
+            logger.warning("The serve-cache sweep failed", exc_info=True)
+        finally:
+            connection.close()
+            _sweep_lock.release()
+
+    threading.Thread(target=run, name="serve-cache-sweep", daemon=True).start()
 
 
 # --- the request path ---------------------------------------------------------------------------
@@ -230,21 +350,40 @@ def served_model(deployment: Deployment) -> runtime.MicroBatcher:
     key = (version.pk, deployment.runtime, version.artifact_uri, onnx_relative)
 
     def load() -> runtime.MicroBatcher:
-        folder = model_version_serving_dir(version, [onnx_relative] if onnx_relative else [])
-        predictor = runtime.load_predictor(
-            folder,
-            runtime=deployment.runtime,
-            task=version.task or None,
-            threads=settings.SERVE_THREADS
-            or runtime.engines.thread_count(processes=settings.SERVE_PROCESSES),
-            onnx_file=folder / onnx_relative if onnx_relative else None,
-        )
-        return runtime.MicroBatcher(
-            predictor, window_seconds=settings.SERVE_BATCH_WINDOW_MS / 1000.0
+        lease = model_version_serving_copy(version, [onnx_relative] if onnx_relative else [])
+        try:
+            folder = lease.path
+            predictor = runtime.load_predictor(
+                folder,
+                runtime=deployment.runtime,
+                task=version.task or None,
+                threads=settings.SERVE_THREADS
+                or runtime.engines.thread_count(processes=settings.SERVE_PROCESSES),
+                onnx_file=folder / onnx_relative if onnx_relative else None,
+            )
+        except BaseException:
+            lease.release()
+            raise
+        # The copy is held for as long as the model stays loaded (released when dropped).
+        return _ServedModel(
+            predictor, lease=lease, window_seconds=settings.SERVE_BATCH_WINDOW_MS / 1000.0
         )
 
     runtime.model_cache.max_models = settings.SERVE_MAX_MODELS
+    serve_cache_sweep_when_due()
     return runtime.model_cache.get_or_load(key, load)
+
+
+class _ServedModel(runtime.MicroBatcher):
+    """An endpoint's loaded model, holding its local copy until the model cache drops it."""
+
+    def __init__(self, predictor, *, lease: runtime.FileLease, **kwargs) -> None:
+        super().__init__(predictor, **kwargs)
+        self.lease = lease
+
+    def close(self) -> None:
+        super().close()
+        self.lease.release()
 
 
 def deployment_predict(*, deployment: Deployment, texts: list[str]) -> Prediction:

@@ -17,18 +17,23 @@ every class scored); regression ``{"value"}``.
 Parts: ``artifact`` (what a folder holds: task, labels, max length), ``tokenize`` (the fast
 ``tokenizers`` library, no padding), ``batching`` (length-sorted batches under a token budget,
 padding), ``engines`` (TorchEngine, OnnxEngine, thread counts), ``predictor`` (the whole path),
-``cache`` (one loaded model per process and key), ``microbatch`` (concurrent requests into
+``cache`` (one loaded model per process and key), ``filecache`` (local copies of remote
+files shared by a machine's processes, bounded and swept), ``microbatch`` (concurrent requests into
 batches), ``export`` (ONNX fp32/int8 and the parity check).
 """
 
 from models_app.runtime.artifact import ArtifactError, ModelInfo, read_model_info
 from models_app.runtime.cache import ModelCache, TtlCache, model_cache
+from models_app.runtime.filecache import FileCache
+from models_app.runtime.filecache import Lease as FileLease
 from models_app.runtime.microbatch import MicroBatcher
 from models_app.runtime.predictor import RUNTIMES, Predictor, load_predictor
 
 __all__ = [
     "RUNTIMES",
     "ArtifactError",
+    "FileCache",
+    "FileLease",
     "MicroBatcher",
     "ModelCache",
     "ModelInfo",
