@@ -321,17 +321,22 @@ def labeling_next(
     the page still shows this person (preloaded), not let go.
     """
     access_check(user, "labeling", "label")
-    dataset = dataset_labeling_read(dataset, user, previous=True)
+    keep = [int(pk) for pk in keep]
+    soft = not connection.in_atomic_block  # the transaction below is ours alone
+    fresh = None
+    if record_id is None and _fast_sql():
+        status, fresh, previous, record = _next_pg(dataset, user, after, keep, soft=soft)
+        if status == "ok":
+            return LabelingItem(record, _remaining(fresh), label_choices(fresh), previous)
+        if status == "walk":
+            fresh.previous_id = previous
+        else:
+            fresh = None  # the general read below says why (not assigned; gone)
+    dataset = fresh or dataset_labeling_read(dataset, user, previous=True)
     if not dataset.active_import_id:
         raise ValidationError("This dataset has no imported records yet; import it first.")
     labels = label_choices(dataset)
     previous = dataset.previous_id
-    keep = [int(pk) for pk in keep]
-    soft = not connection.in_atomic_block  # the transaction below is ours alone
-    if record_id is None and _fast_sql() and dataset.labeling_order not in ORDER_FIELDS:
-        found, settled = _next_in_file_order_pg(dataset, user, after, keep, soft=soft)
-        if settled:
-            return LabelingItem(found, _remaining(dataset), labels, previous)
     with transaction.atomic():
         # One claim per person and dataset (besides those kept): letting go of the last first.
         mine = LabelClaim.objects.filter(dataset=dataset, user=user).exclude(record_id__in=keep)
@@ -437,81 +442,95 @@ def _first_unlocked(candidates) -> Record | None:
 FAST_ATTEMPTS = 4
 
 
-def _next_in_file_order_pg(
-    dataset: Dataset, user, after: int | None, keep: list[int], *, soft: bool
-) -> tuple[Record | None, bool]:
-    """The file-order hand-out on PostgreSQL in one round trip: let go of
-    ``user``'s holds (but ``keep``), lock the first free record of the window of unlabeled
-    records past ``after`` (rows others are locking skipped), and hold it, as
-    ``_release_and_read_holds``, ``_first_unlocked`` and ``_hold`` do in six.
+def _model_from_db(model, values: list):
+    """An instance of ``model`` from its concrete fields' column values (as the ORM converts
+    them), or None when the row is absent (a NULL composite: every value NULL)."""
+    if values[0] is None:
+        return None
+    fields = model._meta.concrete_fields
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        for converter in field.get_db_converters(connection):
+            value = converter(value, field, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [field.attname for field in fields], converted)
 
-    One query string, three statements, one transaction (the string's own, or the caller's):
-    the hold's count of claims is a statement that starts after the lock was granted, so it
-    sees every earlier holder's claim (as ``_hold`` does); the locked id passes to it in a
-    transaction-local setting. Returns ``(record, True)``, or ``(None, False)`` when the
-    general walk must decide (nothing free in the window: at the end of the queue, or every
-    row of it being locked by others; or refused too often)."""
-    k = _overlap(dataset)
+
+def _pg_function(name: str, params: list[tuple], scalars: list[str], rows: dict[str, type]) -> list:
+    """Call the PostgreSQL function ``name`` (migration 0026) in one round trip with
+    ``params`` (value, SQL type) in order. Its composite
+    outputs (``rows``: output name -> model) come back as model instances, each column of the
+    model read out of the composite by name; ``scalars`` as they are. A share lock on the
+    dataset that timed out (a split, fix or import being saved) raises DatasetBusy."""
+    quote = connection.ops.quote_name
+    columns = list(scalars)
+    for out, model in rows.items():
+        columns += [f"(x.{out}).{quote(field.column)}" for field in model._meta.concrete_fields]
+    placeholders = ", ".join(f"%s::{kind}" for _, kind in params)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(columns)} FROM {name}({placeholders}) x",  # noqa: S608
+                [value for value, _ in params],
+            )
+            fetched = cursor.fetchall()
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "pgcode", None) == "55P03":  # lock_not_available
+            raise DatasetBusy() from None
+        raise
+    answers = []
+    for row in fetched:
+        answer = list(row[: len(scalars)])
+        at = len(scalars)
+        for model in rows.values():
+            width = len(model._meta.concrete_fields)
+            answer.append(_model_from_db(model, list(row[at : at + width])))
+            at += width
+        answers.append(answer)
+    return answers
+
+
+def _next_pg(
+    dataset: Dataset, user, after: int | None, keep: list[int], *, soft: bool
+) -> tuple[str, Dataset | None, int | None, Record | None]:
+    """The next record on PostgreSQL in one round trip, the dataset read included:
+    ``lepton_labeling_next`` (migration 0026). It waits out a split, fix or import being saved
+    as ``dataset_labeling_read`` does, lets go of ``user``'s holds (but ``keep``), reads a
+    window of the next records that need ``user``'s annotation past ``after`` (in file order
+    from the ``record_run_unlabeled`` index; in an uncertainty order from the order's
+    suggestion index, past ``after``'s score as ``_after_uncertain``), locks the first of them
+    that nobody else is locking and holds it: a statement after the lock counts the claims,
+    so it sees every earlier holder's (as ``_hold`` does), and reads the record's current
+    annotation count.
+
+    Returns ``(status, dataset, previous_id, record)``: "ok" with the record held; "walk"
+    when the general walk must decide (no import; an uncertainty order from the top, or past
+    a record without a suggestion; nothing free in the window: at the end of the queue, or
+    every row of it being locked by others; or refused too often); "refused" or "gone" (the
+    general read says why)."""
+    from datasets_app.selectors import _assignment_limited
+
     now = timezone.now()
-    records = Record._meta.db_table
-    claims = LabelClaim._meta.db_table
-    annotations = Annotation._meta.db_table
-    columns = ", ".join(f"r.{field.column}" for field in Record._meta.concrete_fields)
-    mine = outer = ""
-    if k > 1:
-        outer = "AND r.annotation_count < %(k)s "
-        mine = (
-            "AND w.annotation_count < %(k)s AND NOT EXISTS (SELECT 1 FROM "  # noqa: S608
-            f"{annotations} a WHERE a.record_id = w.id AND a.user_id = %(user)s "
-            "AND a.undone_at IS NULL)"
-        )
-    lazy = "SELECT set_config('synchronous_commit', 'off', true); " if soft else ""
-    sql = (
-        f"{lazy}DELETE FROM {claims} WHERE dataset_id = %(dataset)s AND user_id = %(user)s "  # noqa: S608
-        "AND NOT (record_id = ANY(%(keep)s::bigint[])); "
-        f"WITH picked AS (SELECT r.id FROM {records} r WHERE r.import_run_id = %(run)s "
-        f"AND r.label = '' AND NOT r.is_excluded {outer}AND r.id = ANY(ARRAY"
-        f"(SELECT w.id FROM {records} w WHERE w.import_run_id = %(run)s AND w.label = '' "
-        "AND NOT w.is_excluded AND w.id > %(after)s AND NOT (w.id = ANY(%(skip)s::bigint[])) "
-        f"{mine} AND (SELECT count(*) FROM {claims} c WHERE c.record_id = w.id "
-        "AND c.user_id <> %(user)s AND c.expires_at > %(now)s) < %(k)s "
-        f"ORDER BY w.import_run_id, w.id LIMIT {QUEUE_WINDOW})) "
-        "ORDER BY r.id LIMIT 1 FOR UPDATE OF r SKIP LOCKED) "
-        "SELECT set_config('lepton.queue_pick', COALESCE((SELECT id FROM picked)::text, ''), "
-        "true); "
-        "WITH p AS (SELECT NULLIF(current_setting('lepton.queue_pick'), '')::bigint AS id), "
-        f"r AS (SELECT {columns} FROM {records} r JOIN p ON r.id = p.id), "
-        "c AS (SELECT count(*) AS others FROM "
-        f"{claims} c JOIN p ON c.record_id = p.id WHERE c.user_id <> %(user)s "
-        "AND c.expires_at > %(now)s), "
-        "ok AS (SELECT r.id FROM r, c WHERE c.others < %(k)s "
-        "AND (%(k)s = 1 OR c.others + r.annotation_count < %(k)s)), "
-        f"gone AS (DELETE FROM {claims} c USING ok WHERE c.record_id = ok.id "
-        "AND c.user_id <> %(user)s AND c.expires_at <= %(now)s), "
-        f"held AS (INSERT INTO {claims} (record_id, dataset_id, user_id, expires_at) "
-        "SELECT ok.id, %(dataset)s, %(user)s, %(expires)s FROM ok "
-        "ON CONFLICT (record_id, user_id) DO UPDATE SET expires_at = EXCLUDED.expires_at "
-        "RETURNING record_id) "
-        "SELECT r.*, EXISTS (SELECT 1 FROM held) AS held FROM r"
+    (answer,) = _pg_function(
+        "lepton_labeling_next",
+        [
+            (dataset.pk, "bigint"),
+            (user.pk, "integer"),
+            (after or 0, "bigint"),
+            (keep, "bigint[]"),
+            (_assignment_limited(user), "boolean"),
+            (now, "timestamptz"),
+            (now + timedelta(seconds=_claim_seconds()), "timestamptz"),
+            (soft, "boolean"),
+            (LOCK_WAIT, "text"),
+            (QUEUE_WINDOW, "integer"),
+            (FAST_ATTEMPTS, "integer"),
+        ],
+        ["x.o_status", "x.o_previous"],
+        {"o_ds": Dataset, "o_rec": Record},
     )
-    params = {
-        "dataset": dataset.pk,
-        "user": user.pk,
-        "run": dataset.active_import_id,
-        "keep": keep,
-        "k": k,
-        "now": now,
-        "expires": now + timedelta(seconds=_claim_seconds()),
-    }
-    skip = list(keep)
-    for _ in range(FAST_ATTEMPTS):
-        rows = list(Record.objects.raw(sql, {**params, "after": after or 0, "skip": skip}))
-        if not rows:
-            break  # nothing free in the window past ``after``
-        if rows[0].held:
-            return rows[0], True
-        skip.append(rows[0].pk)
-    return None, False
+    status, previous, fresh, record = answer
+    return status, fresh, previous, record
 
 
 def _next_unclaimed(
@@ -798,112 +817,27 @@ def _conflict(record: Record) -> LabelConflict:
 _GONE = "That record is not in this dataset any more (it was imported again or deleted)."
 
 
-def _label_set_one_pg(
-    dataset: Dataset, user, record_id: int, label: str, *, expected_label, annotation: dict
-) -> Record:
-    """``record_label_set`` at overlap 1 on PostgreSQL: the same checks and writes in one
-    statement after the record's lock, in one round trip and one transaction (the query
-    string's own, committed when it ends, or the caller's), where the ORM makes ten.
-
-    The first statement locks the record; the second starts after the lock was granted, so it
-    reads the record and this person's annotation as the last holder of the lock left them.
-    It writes nothing for a retried client key, or a record whose label is not
-    ``expected_label``; else it lets go of the record's holds, saves the annotation (one row a
-    person and record: an upsert), and, when the label changes, the record (keeping the first
-    label in ``original_label``), a LabelChange and the dataset's counts: the counts first,
-    on the current import only, and nothing else is written when another import became
-    active meanwhile. The dataset row is locked last, as by the ORM path, and held only to
-    the end of the statement's commit. It returns the record as it was before, with what it
-    did; the record returned is brought to what it wrote."""
-    now = timezone.now()
-    records = Record._meta.db_table
-    annotations = Annotation._meta.db_table
-    claims = LabelClaim._meta.db_table
-    changes = LabelChange._meta.db_table
-    datasets = Dataset._meta.db_table
-    columns = ", ".join(f"r.{field.column}" for field in Record._meta.concrete_fields)
-    sql = (
-        f"SELECT 1 FROM {records} WHERE id = %(record)s AND import_run_id = %(run)s FOR UPDATE; "  # noqa: S608
-        f"WITH r AS (SELECT {columns} FROM {records} r WHERE r.id = %(record)s "
-        "AND r.import_run_id = %(run)s), "
-        f"prev AS (SELECT a.label, a.undone_at FROM {annotations} a "
-        "WHERE a.record_id = %(record)s AND a.user_id = %(user)s), "
-        "s AS (SELECT r.id, r.label AS old, r.original_label, r.annotation_count, r.is_excluded, "
-        f"(SELECT d.id FROM {annotations} d WHERE %(key)s <> '' AND d.user_id = %(user)s "
-        "AND d.client_key = %(key)s LIMIT 1) AS dup_id, "
-        "(%(expected)s::text IS NOT NULL AND r.label <> %(expected)s::text) AS conflict, "
-        "NOT EXISTS (SELECT 1 FROM prev WHERE prev.undone_at IS NULL) AS fresh, "
-        "(EXISTS (SELECT 1 FROM prev WHERE prev.undone_at IS NULL AND prev.label = %(label)s) "
-        "AND r.label = %(label)s) AS same FROM r), "
-        "go AS (SELECT * FROM s WHERE dup_id IS NULL AND NOT conflict), "
-        f"counted AS (UPDATE {datasets} d SET label_counts = COALESCE((SELECT "
-        "jsonb_object_agg(k, v) FROM jsonb_each(d.label_counts || jsonb_build_object("
-        "go.old::text, COALESCE((d.label_counts->>go.old)::int, 0) - 1, %(label)s::text, "
-        "COALESCE((d.label_counts->>%(label)s)::int, 0) + 1)) AS e(k, v) "
-        "WHERE (v #>> '{}')::int > 0), '{}'::jsonb) FROM go WHERE d.id = %(dataset)s "
-        "AND d.active_import_id = %(run)s AND NOT go.same AND go.old <> %(label)s AND NOT go.is_excluded "
-        "RETURNING d.id), "
-        # Nothing is written for a label on a record of an import no longer active.
-        "ok AS (SELECT * FROM go WHERE same OR go.old = %(label)s OR is_excluded "
-        "OR EXISTS (SELECT 1 FROM counted)), "
-        f"gone AS (DELETE FROM {claims} c USING ok WHERE c.record_id = ok.id), "
-        "w AS (SELECT * FROM ok WHERE NOT same), "
-        f"ann AS (INSERT INTO {annotations} (dataset_id, record_id, user_id, label, "
-        "time_spent_ms, suggestion_label, suggestion_probability, suggestion_accepted, "
-        "client_key, undone_at, created_at, updated_at) SELECT %(dataset)s, w.id, %(user)s, "
-        "%(label)s, %(time_spent_ms)s, %(suggestion_label)s, %(suggestion_probability)s, "
-        "%(suggestion_accepted)s, %(client_key)s, NULL, %(now)s, %(now)s FROM w "
-        "ON CONFLICT (record_id, user_id) DO UPDATE SET dataset_id = EXCLUDED.dataset_id, "
-        "label = EXCLUDED.label, time_spent_ms = EXCLUDED.time_spent_ms, "
-        "suggestion_label = EXCLUDED.suggestion_label, "
-        "suggestion_probability = EXCLUDED.suggestion_probability, "
-        "suggestion_accepted = EXCLUDED.suggestion_accepted, client_key = EXCLUDED.client_key, "
-        "undone_at = NULL, updated_at = EXCLUDED.updated_at RETURNING id, created_at), "
-        f"up AS (UPDATE {records} u SET label = %(label)s, original_label = CASE WHEN "
-        "w.old <> %(label)s AND w.original_label IS NULL AND w.old <> '' THEN w.old "
-        "ELSE w.original_label END, annotation_count = w.annotation_count + "
-        "CASE WHEN w.fresh THEN 1 ELSE 0 END FROM w WHERE u.id = w.id "
-        "AND (w.old <> %(label)s OR w.fresh) RETURNING u.id), "
-        f"ch AS (INSERT INTO {changes} (dataset_id, record_id, old_label, new_label, user_id, "
-        "created_at) SELECT %(dataset)s, w.id, w.old, %(label)s, %(user)s, %(now)s FROM w "
-        "WHERE w.old <> %(label)s RETURNING id) "
-        "SELECT r.*, s.dup_id, s.conflict, s.fresh, s.same, "
-        "(SELECT id FROM ann) AS annotation_id, (SELECT created_at FROM ann) AS "
-        "annotation_created_at, EXISTS (SELECT 1 FROM counted) AS counted FROM r, s"
-    )
-    params = {
-        "dataset": dataset.pk,
-        "user": user.pk,
-        "run": dataset.active_import_id,
-        "record": record_id,
-        "label": label,
-        "expected": expected_label,
-        "key": annotation["client_key"],
-        "now": now,
-        **annotation,
-    }
-    rows = list(Record.objects.raw(sql, params))
-    if not rows:
-        raise ValidationError(_GONE)
-    record = rows[0]
-    if record.dup_id is not None:  # a retried submission: applied already
+def _answered_already(record: Record, user) -> bool:
+    """What the label statements found before writing (overlap 1 and above alike): a retried
+    submission (applied already: True, its annotation on the record), a label that changed
+    since the annotator saw it (``LabelConflict``), or this person's label again (nothing to
+    change: True); False when the label was written."""
+    if record.dup_id is not None:
         record.annotation = Annotation.objects.get(pk=record.dup_id)
-        return record
+        return True
     if record.conflict:
         raise _conflict(record)
-    if record.same:  # this person's label again: nothing to change
+    if record.same:
         record.annotation = Annotation.objects.get(record_id=record.pk, user=user)
-        return record
-    old = record.label
-    if old != label:
-        if not record.is_excluded and not record.counted:
-            raise ValidationError(_GONE)  # another import became active: nothing was written
-        if record.original_label is None and old:
-            record.original_label = old
-        record.label = label
-    if record.fresh:
-        record.annotation_count += 1
-    record.annotation = Annotation(
+        return True
+    return False
+
+
+def _annotation_given(
+    dataset: Dataset, record: Record, user, label: str, now, annotation: dict
+) -> Annotation:
+    """The annotation the label statements upserted, as written (without reading it back)."""
+    return Annotation(
         id=record.annotation_id,
         dataset_id=dataset.pk,
         record_id=record.pk,
@@ -914,7 +848,92 @@ def _label_set_one_pg(
         updated_at=now,
         **annotation,
     )
-    return record
+
+
+def _label_set_one_pg(
+    dataset: Dataset,
+    user,
+    record_id: int,
+    label: str,
+    *,
+    expected_label,
+    annotation: dict,
+    checked: bool,
+) -> tuple[str, Dataset | None, Record | None]:
+    """``record_label_set`` at overlap 1 on PostgreSQL in one round trip, the dataset read
+    included: ``lepton_label_set`` (migration 0026), where the ORM makes ten.
+
+    The dataset read waits out a split, fix or import being saved (as
+    ``dataset_labeling_read``) and the label must be plainly one of the dataset's label list
+    (unless ``checked``: the caller checked it). Then the record's lock; a statement after it
+    reads the record and this person's annotation as the last holder of the lock left them.
+    It writes nothing for a retried client key, or a record whose label is not
+    ``expected_label``; else it lets go of the record's holds, saves the annotation (one row a
+    person and record: an upsert), and, when the label changes, the record (keeping the first
+    label in ``original_label``), a LabelChange and the dataset's counts: the counts first,
+    on the current import only, and nothing else is written when another import became
+    active meanwhile. The dataset row is locked last, as by the ORM path, and held only to
+    the end of the call's commit (or the caller's).
+
+    Returns ``(status, dataset, record)``: "ok" with the record brought to what was written
+    (``record.annotation`` the annotation); "many" (overlap above 1) with the dataset, nothing
+    written; "check" (the general path must check the label, or say why it cannot label) or
+    "gone" (no dataset), nothing written."""
+    from datasets_app.selectors import _assignment_limited
+
+    now = timezone.now()
+    rows = _pg_function(
+        "lepton_label_set",
+        [
+            (dataset.pk, "bigint"),
+            (user.pk, "integer"),
+            (_assignment_limited(user), "boolean"),
+            (record_id, "bigint"),
+            (label, "text"),
+            (expected_label, "text"),
+            (annotation["client_key"], "text"),
+            (annotation["time_spent_ms"], "integer"),
+            (annotation["suggestion_label"], "text"),
+            (annotation["suggestion_probability"], "double precision"),
+            (annotation["suggestion_accepted"], "boolean"),
+            (now, "timestamptz"),
+            (LOCK_WAIT, "text"),
+            (checked, "boolean"),
+        ],
+        [
+            "x.o_status",
+            "x.o_dup_id",
+            "x.o_conflict",
+            "x.o_fresh",
+            "x.o_same",
+            "x.o_annotation_id",
+            "x.o_annotation_created_at",
+            "x.o_counted",
+        ],
+        {"o_ds": Dataset, "o_rec": Record},
+    )
+    if not rows:
+        raise ValidationError(_GONE)
+    status, dup_id, conflict, fresh, same, annotation_id, created_at, counted, found, record = rows[
+        0
+    ]
+    if status != "ok":
+        return status, found, None
+    record.dup_id, record.conflict, record.fresh, record.same = dup_id, conflict, fresh, same
+    record.annotation_id, record.annotation_created_at = annotation_id, created_at
+    if _answered_already(record, user):
+        return status, found, record
+    old = record.label
+    if old != label:
+        if not record.is_excluded and not counted:
+            raise ValidationError(_GONE)  # another import became active: nothing was written
+        if record.original_label is None and old:
+            record.original_label = old
+        record.label = label
+    if record.fresh:
+        record.annotation_count += 1
+    record.annotation = _annotation_given(dataset, record, user, label, now, annotation)
+    return status, found, record
 
 
 def _label_set_many_pg(
@@ -985,30 +1004,14 @@ def _label_set_many_pg(
         if not rows:
             raise ValidationError(_GONE)
         record = rows[0]
-        if record.dup_id is not None:  # a retried submission: applied already
-            record.annotation = Annotation.objects.get(pk=record.dup_id)
-            return record
-        if record.conflict:
-            raise _conflict(record)
-        if record.same:  # this person's label again: nothing to change
-            record.annotation = Annotation.objects.get(record_id=record.pk, user=user)
+        if _answered_already(record, user):
             return record
         if record.fresh:
             record.annotation_count += 1
         resolved = _resolved(dataset, record, [*record.others, label], k)
         if resolved is not None and resolved != record.label:
             _label_write(dataset, record, resolved, user)
-        record.annotation = Annotation(
-            id=record.annotation_id,
-            dataset_id=dataset.pk,
-            record_id=record.pk,
-            user_id=user.pk,
-            label=label,
-            undone_at=None,
-            created_at=record.annotation_created_at,
-            updated_at=now,
-            **annotation,
-        )
+        record.annotation = _annotation_given(dataset, record, user, label, now, annotation)
     return record
 
 
@@ -1041,23 +1044,51 @@ def record_label_set(
     client_key = (client_key or "").strip()[:64]
     if time_spent_ms is not None:
         time_spent_ms = max(0, min(int(time_spent_ms), 2_147_483_647))
-    dataset = dataset_labeling_read(dataset, user)
-    label = _validated_label(dataset, label)
-    if _fast_sql():
-        fast = _label_set_one_pg if _overlap(dataset) == 1 else _label_set_many_pg
-        return fast(
+    given = {
+        "time_spent_ms": time_spent_ms,
+        "suggestion_label": (suggestion_label or "")[:MAX_LABEL_CHARS],
+        "suggestion_probability": suggestion_probability,
+        "suggestion_accepted": suggestion_accepted if suggestion_label else None,
+        "client_key": client_key,
+    }
+    if _fast_sql() and LABEL_SEPARATOR not in label:
+        # One round trip for a label plainly in the label list (one label: stored as given).
+        status, fresh, record = _label_set_one_pg(
             dataset,
             user,
             record_id,
             label,
             expected_label=expected_label,
-            annotation={
-                "time_spent_ms": time_spent_ms,
-                "suggestion_label": (suggestion_label or "")[:MAX_LABEL_CHARS],
-                "suggestion_probability": suggestion_probability,
-                "suggestion_accepted": suggestion_accepted if suggestion_label else None,
-                "client_key": client_key,
-            },
+            annotation=given,
+            checked=False,
+        )
+        if status == "ok":
+            return record
+        if status == "many":
+            return _label_set_many_pg(
+                fresh, user, record_id, label, expected_label=expected_label, annotation=given
+            )
+        # "check" or "gone": the general read and the label check below say why, or pass.
+    dataset = dataset_labeling_read(dataset, user)
+    label = _validated_label(dataset, label)
+    if _fast_sql():
+        if _overlap(dataset) == 1:
+            status, fresh, record = _label_set_one_pg(
+                dataset,
+                user,
+                record_id,
+                label,
+                expected_label=expected_label,
+                annotation=given,
+                checked=True,
+            )
+            if status == "ok":
+                return record
+            if status != "many":  # no import any more, or no dataset: nothing was written
+                raise ValidationError(_GONE)
+            dataset = fresh  # its overlap rose meanwhile
+        return _label_set_many_pg(
+            dataset, user, record_id, label, expected_label=expected_label, annotation=given
         )
     with transaction.atomic():
         record = (
