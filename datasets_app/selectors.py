@@ -165,7 +165,8 @@ def review_item_counts(*, dataset: Dataset) -> dict[str, int]:
 def snapshot_get_for_user(*, user, snapshot_id: int) -> Snapshot:
     access_check(user, "dataset", "view")
     snapshot = Snapshot.objects.select_related("dataset").filter(pk=snapshot_id).first()
-    if snapshot is None:
+    # A snapshot of a dataset the annotator is not assigned to is as hidden as the dataset.
+    if snapshot is None or not dataset_visible_to(dataset=snapshot.dataset, user=user):
         raise Http404("This snapshot does not exist.")
     return snapshot
 

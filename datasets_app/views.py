@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import JsonResponse
+from django.http import JsonResponse, RawPostDataException
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -543,7 +543,13 @@ def _json_error(exc: ValidationError, status: int = 400, **extra) -> JsonRespons
 
 def _json_body(request) -> dict:
     try:
-        body = json.loads(request.body or b"{}")
+        raw = request.body
+    except RawPostDataException as exc:  # a form post, already read as form fields
+        raise ValidationError(
+            "The request must be JSON (Content-Type: application/json), not a form."
+        ) from exc
+    try:
+        body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError("The request was not valid JSON.") from exc
     if not isinstance(body, dict):

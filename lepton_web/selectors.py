@@ -114,6 +114,15 @@ def job_get_for_user(*, user, label: str, job_id: int) -> Job:
         raise Http404("No such kind of job.")
     access_check(user, model.access_resource, "view")
     job = model.objects.filter(pk=job_id).first()
-    if job is None:
+    if job is None or not _job_dataset_visible(job, user):
         raise Http404("This job does not exist.")
     return job
+
+
+def _job_dataset_visible(job: Job, user) -> bool:
+    """A job of a dataset (an import, a fix, a likely-mislabeled scan) is shown only to those
+    who see the dataset: an annotator not assigned to it gets the same 404 as for the dataset."""
+    from datasets_app.selectors import dataset_visible_to
+
+    dataset = getattr(job, "dataset", None) if hasattr(job, "dataset_id") else None
+    return dataset is None or dataset_visible_to(dataset=dataset, user=user)

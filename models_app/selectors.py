@@ -29,10 +29,18 @@ def model_version_get_for_user(*, user, version_id: int) -> ModelVersion:
 def model_version_download_response(version: ModelVersion) -> FileResponse:
     from models_app.services import model_version_zip
 
+    if version.status != ModelVersion.Status.READY or not version.artifact_files:
+        raise Http404("This version has no files to download: it is not ready.")
     name = f"{version.registered_model.name}-v{version.version}"
     safe = safe_filename(name)
+    try:
+        archive = model_version_zip(version)
+    except FileNotFoundError as error:  # removed from storage since: a 404 that says so
+        raise Http404(
+            "A file of this version is missing from storage, so it cannot be downloaded."
+        ) from error
     return FileResponse(
-        model_version_zip(version),
+        archive,
         as_attachment=True,
         filename=f"{safe}.zip",
         content_type="application/zip",
