@@ -479,7 +479,8 @@ def export_stream(
     buffer = io.StringIO()
     # RFC 4180 line ends: with "\r\n" as terminator, a lone "\r" inside a text gets quoted.
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(columns.csv_header())
+    # Metadata column names come from the file's header: escaped like every cell.
+    writer.writerow([spreadsheet_safe(name) for name in columns.csv_header()])
     keys = columns.metadata_keys
     for count, row in enumerate(rows, start=1):
         cells = [row[0], *(spreadsheet_safe(value) for value in row[1:width])]

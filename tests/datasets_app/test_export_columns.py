@@ -44,6 +44,23 @@ def test_csv_export_has_the_id_column_and_one_escaped_column_per_metadata_key(an
     ]
 
 
+def test_csv_export_escapes_metadata_column_names_a_spreadsheet_would_run(analyst):
+    text = 'text,intent,=HYPERLINK("http://evil.example"),@cmd\nHello,greet,a,b\n'
+    mapping = {"text_columns": ["text"], "label_column": "intent"}
+    dataset = imported_dataset(analyst, text, mapping, report=False)
+
+    exported = "".join(export_stream(dataset=dataset, fmt="csv"))
+
+    assert csv_rows(exported)[0] == [
+        "source_row",
+        "text",
+        "label",
+        "split",
+        '\'=HYPERLINK("http://evil.example")',
+        "'@cmd",
+    ]
+
+
 def test_jsonl_export_has_the_id_and_a_metadata_object_kept_exactly(analyst):
     dataset = imported_dataset(analyst, WIDE_CSV, WIDE_MAPPING, report=False)
 
