@@ -97,7 +97,7 @@ def dataset_list_for_user(*, user) -> QuerySet[Dataset]:
     return (
         Dataset.objects.filter(datasets_visible_q(user))
         .select_related("created_by")
-        .order_by("-created_at")
+        .order_by("-created_at", "-id")
     )
 
 
@@ -269,6 +269,23 @@ def _word_search(dataset: Dataset, search: str) -> Q | None:
     for unwanted in fts.exclude_only:
         condition |= ~Q(id__in=ids(unwanted))
     return condition
+
+
+RECORD_SPLIT_FILTERS = ("train", "validation", "test", "", "__any__")
+
+
+def record_filter_errors(*, split: str | None, flag: str | None) -> dict[str, list[str]]:
+    """Errors by parameter for a split or flag filter that names nothing (an unknown flag
+    would otherwise list every record, an unknown split none), for the API."""
+    errors: dict[str, list[str]] = {}
+    if split is not None and split not in RECORD_SPLIT_FILTERS:
+        errors["split"] = [
+            f"Unknown split {split[:40]!r}. Choose train, validation or test (empty: records "
+            "without a split)."
+        ]
+    if flag and flag not in FLAG_FILTERS:
+        errors["flag"] = [f"Unknown flag {flag[:40]!r}. Choose one of: {', '.join(FLAG_FILTERS)}."]
+    return errors
 
 
 def records_filtered(

@@ -10,10 +10,12 @@ and can store the predictions on the dataset's records as suggestions for the la
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
+import secrets
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 
@@ -264,9 +267,11 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
                         # A file's row count is the reader's estimate until it is read.
                         total = max(expected, done)
                         about = "about " if batch.source == BatchPrediction.Source.UPLOAD else ""
-                        BatchPrediction.objects.filter(pk=batch.pk).update(
-                            rows_done=done, rows_total=total
-                        )
+                        BatchPrediction.objects.filter(
+                            pk=batch.pk,
+                            status=BatchPrediction.Status.RUNNING,
+                            **batch.attempt_filter(),
+                        ).update(rows_done=done, rows_total=total)
                         _report(
                             batch,
                             progress=1 + int(94 * done / total),
@@ -276,32 +281,78 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
             raise ValidationError("There are no texts to predict in the input.")
         # Cancelled after the last chunk's report: store nothing.
         _report(batch, progress=96, message="Storing the predictions file.")
-        name = f"predictions/{batch.pk}/{output.name}"
-        if default_storage.exists(name):  # a rerun overwrites
-            default_storage.delete(name)
+        # A name of this attempt's own: a stale attempt (handed on by the sweeper while it
+        # seemed lost) never writes over, or deletes, the file the current attempt published.
         with output.open("rb") as handle:
-            stored_name = default_storage.save(name, File(handle, name=output.name))
-    stored = None
-    if batch.store_suggestions and (batch.snapshot or batch.dataset) is not None:
-        _report(batch, progress=97, message="Storing the predictions as suggestions.")
-        stored = _store_suggestions(batch, suggestions)
-    # Only this worker's attempt: a stale one (handed on by the sweeper) writes nothing either.
-    finished = BatchPrediction.objects.filter(
-        pk=batch.pk, status=BatchPrediction.Status.RUNNING, **batch.attempt_filter()
-    ).update(
-        output_file=stored_name,
-        summary=summary.result(),
-        rows_total=done,
-        suggestions_stored=stored,
-    )
-    if not finished:  # cancelled while the file was stored: no file left behind either
-        default_storage.delete(stored_name)
-        raise _Stopped
+            stored_name = default_storage.save(
+                batch_output_name(batch, output.name), File(handle, name=output.name)
+            )
     message = f"Predicted {done:,} rows with {vocabulary.word(runtime_name)}."
-    if stored is not None:
-        message += f" Stored {stored:,} suggestions on the dataset's records."
-    if not batch.succeed(message=message):
-        raise _Stopped
+    # Published in one transaction with the check of the attempt: the suggestions, the row's
+    # file and summary, and succeeded. A cancelled or superseded attempt rolls it all back and
+    # removes its file.
+    with_suggestions = batch.store_suggestions and (batch.snapshot or batch.dataset) is not None
+    try:
+        if with_suggestions:  # before the transaction: a report holds the row until commit
+            _report(batch, progress=97, message="Storing the predictions as suggestions.")
+        with transaction.atomic():
+            stored = None
+            if with_suggestions:
+                stored = _store_suggestions(batch, suggestions)
+                message += f" Stored {stored:,} suggestions on the dataset's records."
+            finished = BatchPrediction.objects.filter(
+                pk=batch.pk, status=BatchPrediction.Status.RUNNING, **batch.attempt_filter()
+            ).update(
+                output_file=stored_name,
+                summary=summary.result(),
+                rows_total=done,
+                suggestions_stored=stored,
+            )
+            if not finished or not batch.succeed(message=message):
+                raise _Stopped
+    except BaseException:
+        _remove_quietly(stored_name)
+        raise
+    _remove_other_attempts(batch, stored_name)
+
+
+def batch_output_name(batch: BatchPrediction, filename: str) -> str:
+    """Where an attempt stores its output: ``predictions/<id>/attempt-<n>-<random>/<file>``
+    (the download keeps the plain file name)."""
+    attempt = batch.claimed_attempt or batch.attempts
+    return f"predictions/{batch.pk}/attempt-{attempt}-{secrets.token_hex(4)}/{filename}"
+
+
+def _remove_quietly(name: str) -> None:
+    try:
+        default_storage.delete(name)
+        _remove_empty_folder(name.rsplit("/", 1)[0])
+    except Exception:  # a leftover file is only wasted space; a later success removes it
+        logger.warning("Could not remove the unpublished predictions file %s", name, exc_info=True)
+
+
+def _remove_other_attempts(batch: BatchPrediction, published: str) -> None:
+    """Once an attempt published its file: what earlier attempts (that died) left stored."""
+    folder = f"predictions/{batch.pk}"
+    keep = published.split("/")[2]
+    try:
+        attempts, _files = default_storage.listdir(folder)
+        for name in attempts:
+            if name.startswith("attempt-") and name != keep:
+                for leftover in default_storage.listdir(f"{folder}/{name}")[1]:
+                    default_storage.delete(f"{folder}/{name}/{leftover}")
+                _remove_empty_folder(f"{folder}/{name}")
+    except (OSError, NotImplementedError):
+        logger.warning("Could not remove earlier attempts' files of %s", batch, exc_info=True)
+
+
+def _remove_empty_folder(name: str) -> None:
+    try:
+        path = Path(default_storage.path(name))
+    except NotImplementedError:
+        return  # remote storage has no folders
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def _runtime_available(batch: BatchPrediction) -> str:
@@ -681,7 +732,9 @@ def _store_suggestions(batch: BatchPrediction, suggestions: list[dict]) -> int:
 
 def batch_prediction_list_for_version(*, user, version: ModelVersion) -> QuerySet:
     access_check(user, "model_version", "view")
-    return version.batch_predictions.select_related("snapshot", "snapshot__dataset")
+    return version.batch_predictions.select_related("snapshot", "snapshot__dataset").order_by(
+        "-created_at", "-id"
+    )
 
 
 def batch_prediction_get_for_user(*, user, batch_id: int) -> BatchPrediction:

@@ -14,7 +14,7 @@ def base_model_list_for_user(*, user) -> QuerySet[BaseModel]:
 def model_version_list_for_user(*, user) -> QuerySet[ModelVersion]:
     access_check(user, "model_version", "view")
     return ModelVersion.objects.select_related("registered_model", "base_model").order_by(
-        "registered_model__name", "-version"
+        "registered_model__name", "-version", "-id"
     )
 
 

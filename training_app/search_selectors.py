@@ -26,7 +26,7 @@ def search_list_for_user(*, user):
     access_check(user, "training_run", "view")
     return HyperparameterSearch.objects.select_related(
         "snapshot__dataset", "base_model", "best_trial"
-    ).order_by("-created_at")
+    ).order_by("-created_at", "-id")
 
 
 def search_get_for_user(*, user, search_id: int) -> HyperparameterSearch:

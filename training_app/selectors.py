@@ -17,7 +17,7 @@ def run_list_for_user(
 ) -> QuerySet[TrainingRun]:
     access_check(user, "training_run", "view")
     runs = TrainingRun.objects.select_related("snapshot__dataset", "base_model").order_by(
-        "-created_at"
+        "-created_at", "-id"
     )
     if status:
         runs = runs.filter(status=status)

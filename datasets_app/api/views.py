@@ -24,13 +24,16 @@ from datasets_app.api.serializers import (
 from datasets_app.models import DatasetJob
 from datasets_app.selectors import (
     FLAG_FILTERS,
+    RECORD_SPLIT_FILTERS,
     dataset_get_for_user,
     dataset_list_for_user,
     export_stream,
+    record_filter_errors,
     record_page,
     snapshot_get_for_user,
 )
 from lepton_web.access import RolePermission
+from lepton_web.api import paging
 from lepton_web.filenames import safe_filename
 from lepton_web.jobs import BrokerUnavailable
 
@@ -53,10 +56,13 @@ class DatasetListApi(DatasetApiBase):
             required=False, help_text="Optional: start the import at once with this column mapping."
         )
 
-    @extend_schema(responses={200: DatasetSerializer(many=True)})
+    @extend_schema(
+        parameters=[*paging.PARAMETERS, *paging.HEADERS],
+        responses={200: DatasetSerializer(many=True)},
+    )
     def get(self, request):
         datasets = dataset_list_for_user(user=request.user)
-        return Response(DatasetSerializer(datasets, many=True).data)
+        return paging.paged_response(request, datasets, DatasetSerializer)
 
     @extend_schema(
         request={"multipart/form-data": InputSerializer}, responses={201: DatasetSerializer}
@@ -180,7 +186,12 @@ class RecordListApi(DatasetApiBase):
                 "after", OpenApiTypes.INT, description="Continue after this record id."
             ),
             OpenApiParameter("label", OpenApiTypes.STR),
-            OpenApiParameter("split", OpenApiTypes.STR),
+            OpenApiParameter(
+                "split",
+                OpenApiTypes.STR,
+                enum=list(RECORD_SPLIT_FILTERS),
+                description="An empty value lists the records without a split.",
+            ),
             OpenApiParameter("flag", OpenApiTypes.STR, enum=list(FLAG_FILTERS)),
             OpenApiParameter("search", OpenApiTypes.STR),
             OpenApiParameter("page_size", OpenApiTypes.INT),
@@ -190,15 +201,20 @@ class RecordListApi(DatasetApiBase):
     def get(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
         params = request.query_params
+        errors = record_filter_errors(split=params.get("split"), flag=params.get("flag"))
         try:
             after = int(params["after"]) if params.get("after") else None
+        except ValueError:
+            errors["after"] = ["'after' must be a whole number (a record id)."]
+            after = None
+        try:
             page_size = min(500, max(1, int(params.get("page_size", 50))))
         except ValueError:
-            raise ApiValidationError(
-                {"after": ["'after' and 'page_size' must be whole numbers."]}
-            ) from None
+            errors["page_size"] = ["'page_size' must be a whole number from 1 to 500."]
         if after is not None and not 0 <= after < 2**63:
-            raise ApiValidationError({"after": ["'after' is out of range."]})
+            errors["after"] = ["'after' is out of range."]
+        if errors:
+            raise ApiValidationError(errors)
         page = record_page(
             dataset=dataset,
             after=after,
@@ -297,10 +313,15 @@ class SnapshotListApi(DatasetApiBase):
     class InputSerializer(serializers.Serializer):
         note = serializers.CharField(required=False, allow_blank=True, max_length=300)
 
-    @extend_schema(responses={200: SnapshotSerializer(many=True)})
+    @extend_schema(
+        parameters=[*paging.PARAMETERS, *paging.HEADERS],
+        responses={200: SnapshotSerializer(many=True)},
+    )
     def get(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
-        return Response(SnapshotSerializer(dataset.snapshots.all(), many=True).data)
+        return paging.paged_response(
+            request, dataset.snapshots.order_by("-number", "-id"), SnapshotSerializer
+        )
 
     @extend_schema(request=InputSerializer, responses={201: SnapshotSerializer})
     def post(self, request, dataset_id: int):

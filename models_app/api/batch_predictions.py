@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from datasets_app.selectors import snapshot_get_for_user
 from lepton_web.access import RolePermission
+from lepton_web.api import paging
 from models_app.batch_prediction import (
     SPLITS,
     batch_prediction_cancel,
@@ -92,11 +93,14 @@ class VersionBatchPredictionListApi(APIView):
                 )
             return attrs
 
-    @extend_schema(responses={200: BatchPredictionSerializer(many=True)})
+    @extend_schema(
+        parameters=[*paging.PARAMETERS, *paging.HEADERS],
+        responses={200: BatchPredictionSerializer(many=True)},
+    )
     def get(self, request, version_id: int):
         version = model_version_get_for_user(user=request.user, version_id=version_id)
         batches = batch_prediction_list_for_version(user=request.user, version=version)
-        return Response(BatchPredictionSerializer(batches, many=True).data)
+        return paging.paged_response(request, batches, BatchPredictionSerializer)
 
     @extend_schema(request=InputSerializer, responses={202: BatchPredictionSerializer})
     def post(self, request, version_id: int):

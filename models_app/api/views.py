@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from lepton_web.access import RolePermission
+from lepton_web.api import paging
 from models_app.models import BaseModel, ModelVersion
 from models_app.selectors import (
     base_model_list_for_user,
@@ -115,10 +116,13 @@ class ModelVersionListApi(APIView):
     access_resource = "model_version"
     permission_classes = [RolePermission]
 
-    @extend_schema(responses={200: ModelVersionSerializer(many=True)})
+    @extend_schema(
+        parameters=[*paging.PARAMETERS, *paging.HEADERS],
+        responses={200: ModelVersionSerializer(many=True)},
+    )
     def get(self, request):
         versions = model_version_list_for_user(user=request.user)
-        return Response(ModelVersionSerializer(versions[:200], many=True).data)
+        return paging.paged_response(request, versions, ModelVersionSerializer)
 
 
 class ModelVersionDetailApi(APIView):

@@ -315,8 +315,8 @@ def test_records_show_what_cleaning_changed(api, messy):
 @pytest.mark.parametrize(
     ("after", "message"),
     [
-        ("abc", "'after' and 'page_size' must be whole numbers."),
-        ("1.5", "'after' and 'page_size' must be whole numbers."),
+        ("abc", "'after' must be a whole number (a record id)."),
+        ("1.5", "'after' must be a whole number (a record id)."),
         ("-1", "'after' is out of range."),
         ("1" * 25, "'after' is out of range."),
         (str(2**63), "'after' is out of range."),
@@ -329,11 +329,25 @@ def test_bad_after_values_get_400_json_not_500(api, messy, after, message):
     assert response.json() == {"detail": message, "errors": {"after": [message]}}
 
 
-def test_a_page_size_that_is_not_a_number_gets_400(api, messy):
+def test_a_page_size_that_is_not_a_number_gets_400_naming_it(api, messy):
     response = api.get(f"{API}/datasets/{messy.pk}/records/", {"page_size": "lots"})
 
     assert response.status_code == 400
-    assert response.json()["detail"] == "'after' and 'page_size' must be whole numbers."
+    message = "'page_size' must be a whole number from 1 to 500."
+    assert response.json() == {"detail": message, "errors": {"page_size": [message]}}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"flag": "mojibak"}, "flag"), ({"split": "dev"}, "split"), ({"split": "Train"}, "split")],
+)
+def test_an_unknown_flag_or_split_gets_400_naming_it(api, messy, params, field):
+    """An unknown flag used to list every record and an unknown split none, both as a 200."""
+    response = api.get(f"{API}/datasets/{messy.pk}/records/", params)
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == [field]
+    assert response.json()["detail"].startswith("Unknown ")
 
 
 def test_a_dataset_id_too_long_for_the_database_is_404_json(api, messy):

@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 
 from datasets_app.models import Snapshot
 from lepton_web.access import RolePermission
+from lepton_web.api import paging
 from models_app.models import BaseModel
 from training_app import search as search_services
 from training_app import search_selectors
@@ -135,10 +136,13 @@ class SearchListApi(APIView):
     access_resource = "training_run"
     permission_classes = [RolePermission]
 
-    @extend_schema(responses={200: SearchOutputSerializer(many=True)})
+    @extend_schema(
+        parameters=[*paging.PARAMETERS, *paging.HEADERS],
+        responses={200: SearchOutputSerializer(many=True)},
+    )
     def get(self, request):
-        searches = search_selectors.search_list_for_user(user=request.user)[:200]
-        return Response(SearchOutputSerializer(searches, many=True).data)
+        searches = search_selectors.search_list_for_user(user=request.user)
+        return paging.paged_response(request, searches, SearchOutputSerializer)
 
     @extend_schema(request=SearchInputSerializer, responses={201: SearchDetailSerializer})
     def post(self, request):

@@ -1,10 +1,13 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets_app.models import Snapshot
 from lepton_web.access import RolePermission
+from lepton_web.api import paging
+from lepton_web.jobs import JobStatus
 from models_app.models import BaseModel, ModelVersion
 from training_app import services
 from training_app.models import Evaluation, TrainingEvent, TrainingRun
@@ -109,16 +112,36 @@ class RunListApi(APIView):
     access_resource = "training_run"
     permission_classes = [RolePermission]
 
-    @extend_schema(responses={200: RunOutputSerializer(many=True)})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("dataset", OpenApiTypes.INT, description="Runs of this dataset."),
+            OpenApiParameter("status", OpenApiTypes.STR, enum=list(JobStatus.values)),
+            *paging.PARAMETERS,
+            *paging.HEADERS,
+        ],
+        responses={200: RunOutputSerializer(many=True)},
+    )
     def get(self, request):
-        try:
-            dataset_id = int(request.query_params.get("dataset") or 0) or None
-        except ValueError:
-            dataset_id = None
-        runs = run_list_for_user(
-            user=request.user, status=request.query_params.get("status"), dataset_id=dataset_id
-        )
-        return Response(RunOutputSerializer(runs[:200], many=True).data)
+        errors = {}
+        dataset_id = None
+        raw_dataset = request.query_params.get("dataset") or ""
+        if raw_dataset:
+            try:
+                dataset_id = int(raw_dataset)
+            except ValueError:
+                errors["dataset"] = ["'dataset' must be a dataset id (a whole number)."]
+            else:
+                if not 0 < dataset_id < 2**63:
+                    errors["dataset"] = ["'dataset' is out of range."]
+        wanted = request.query_params.get("status") or None
+        if wanted is not None and wanted not in JobStatus.values:
+            errors["status"] = [
+                f"Unknown status {wanted[:40]!r}. Choose one of: {', '.join(JobStatus.values)}."
+            ]
+        if errors:
+            raise serializers.ValidationError(errors)
+        runs = run_list_for_user(user=request.user, status=wanted, dataset_id=dataset_id)
+        return paging.paged_response(request, runs, RunOutputSerializer)
 
     @extend_schema(request=RunInputSerializer, responses={201: RunDetailSerializer})
     def post(self, request):
