@@ -426,6 +426,8 @@ def base_model_upload(*, user, name: str, archive, description: str = "") -> Bas
         target.mkdir(parents=True)
         written = 0
         for member in members:
+            if prefix != "." and Path(prefix) not in Path(member.filename).parents:
+                continue  # outside the model folder's prefix: ignore stray files
             relative = (
                 Path(member.filename).relative_to(prefix)
                 if prefix != "."
@@ -446,7 +448,16 @@ def base_model_upload(*, user, name: str, archive, description: str = "") -> Bas
                             }
                         )
                     out.write(chunk)
-    described = _describe_folder(target)
+    try:
+        described = _describe_folder(target)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error) as error:
+        shutil.rmtree(target, ignore_errors=True)
+        raise ValidationError(
+            {
+                "file": "The archive's config.json or model.safetensors cannot be read, so it "
+                "is not a Hugging Face model folder."
+            }
+        ) from error
     return BaseModel.objects.create(
         name=name,
         source=BaseModel.Source.UPLOAD,

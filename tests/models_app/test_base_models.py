@@ -158,6 +158,50 @@ def test_hostile_or_wrong_zips_are_refused(analyst, settings, tmp_path, files, m
     assert not BaseModel.objects.filter(name="bad").exists()
 
 
+def test_files_beside_the_model_folder_in_the_zip_are_left_out(analyst, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    archive = zip_of(
+        {
+            "bert/config.json": b'{"architectures": ["BertModel"]}',
+            "bert/vocab.txt": b"[PAD]\n",
+            "notes/readme.txt": b"hello",
+        }
+    )
+
+    base_model = base_model_upload(user=analyst, name="with-notes", archive=archive)
+
+    folder = next((tmp_path / "base_models").iterdir())
+    assert base_model.architecture == "BertModel"
+    assert sorted(p.name for p in folder.rglob("*")) == ["config.json", "vocab.txt"]
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"config.json": b"{not json"},
+        {"config.json": b"[1, 2]"},
+        {"config.json": b"{}", "model.safetensors": b"\x01"},
+        {"config.json": b"{}", "model.safetensors": b"\x04\0\0\0\0\0\0\0{}{}"},
+    ],
+)
+def test_zip_whose_model_files_cannot_be_read_is_refused_and_leaves_nothing(
+    analyst, settings, tmp_path, files
+):
+    settings.MEDIA_ROOT = tmp_path
+
+    with pytest.raises(ValidationError) as caught:
+        base_model_upload(user=analyst, name="broken", archive=zip_of(files))
+
+    assert caught.value.message_dict == {
+        "file": [
+            "The archive's config.json or model.safetensors cannot be read, so it is not a "
+            "Hugging Face model folder."
+        ]
+    }
+    assert list((tmp_path / "base_models").iterdir()) == []
+    assert not BaseModel.objects.filter(name="broken").exists()
+
+
 def test_zip_bomb_is_refused_before_unpacking(analyst, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     settings.BASE_MODEL_MAX_UNPACKED_BYTES = 1000
