@@ -161,10 +161,13 @@ def _check_snapshot(snapshot: Snapshot, task: str) -> tuple[dict, list[str], dic
             too_small = [label for label in label_names if counts["train"].get(label, 0) < 2]
             if too_small:
                 shown = ", ".join(repr(x) for x in too_small[:5])
+                more = f" (and {len(too_small) - 5:,} more)" if len(too_small) > 5 else ""
                 errors.setdefault("snapshot", []).append(
-                    f"Class {shown} has fewer than 2 training examples"
-                    + (f" (and {len(too_small) - 5} more)" if len(too_small) > 5 else "")
-                    + ". Add examples, merge or exclude the class, then take a new snapshot."
+                    f"Class {shown} has fewer than 2 training examples. Add examples, merge or "
+                    "exclude the class, then take a new snapshot."
+                    if len(too_small) == 1
+                    else f"Classes {shown}{more} have fewer than 2 training examples each. Add "
+                    "examples, merge or exclude those classes, then take a new snapshot."
                 )
     return splits, label_names, errors
 
