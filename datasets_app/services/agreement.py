@@ -10,10 +10,9 @@ of the dataset's annotations and records (their latest change from an index, and
 the records without joins); a page whose stamp is unchanged reads the kept tables instead of
 counting again, and a large dataset's page shows the kept ones, marked out of date, while a
 worker counts again (agreement_recount_task). A large dataset without kept tables is counted
-the first time by a background job (DatasetJob kind "agreement") in COUNT_PARTS ranges of
-records, with a progress bar, so its page answers at once. The figures about named people's
-work are for those who manage the dataset (analysts and admins), so reading them takes the
-right to change the dataset.
+the first time by a background job (DatasetJob kind "agreement") with a progress bar, so its
+page answers at once. The figures about named people's work are for those who manage the
+dataset (analysts and admins), so reading them takes the right to change the dataset.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import json
 import logging
 import time
 import zlib
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +36,6 @@ from django.db.models import (
     F,
     IntegerField,
     Max,
-    Min,
     OuterRef,
     Q,
     Subquery,
@@ -79,11 +76,11 @@ JOIN {annotation} y ON y.record_id = x.record_id AND x.user_id < y.user_id
 JOIN {record} r ON r.id = x.record_id
 LEFT JOIN (
   SELECT record_id, COUNT(*) AS n FROM {annotation}
-  WHERE dataset_id = %s AND user_id IS NULL AND undone_at IS NULL{part_o} GROUP BY record_id
+  WHERE dataset_id = %s AND user_id IS NULL AND undone_at IS NULL GROUP BY record_id
 ) o ON o.record_id = x.record_id
 WHERE x.dataset_id = %s AND y.dataset_id = %s AND r.import_run_id = %s
   AND r.annotation_count >= 2 AND r.annotation_count - COALESCE(o.n, 0) >= 2
-  AND x.undone_at IS NULL AND y.undone_at IS NULL{part}
+  AND x.undone_at IS NULL AND y.undone_at IS NULL
 GROUP BY x.user_id, y.user_id, x.label, y.label, r.annotation_count - COALESCE(o.n, 0)
 """
 
@@ -112,26 +109,13 @@ _RECORD_STAMP_SQL = {
 SETTLE = timedelta(seconds=60)
 
 
-# A part of the records (the background count's steps): record ids in [first, end).
-_PART_SQL = """
-  AND x.record_id >= %s AND x.record_id < %s AND y.record_id >= %s AND y.record_id < %s
-  AND r.id >= %s AND r.id < %s"""
-_PART_O_SQL = " AND record_id >= %s AND record_id < %s"
-
-
-def _pair_table(
-    dataset: Dataset, part: tuple[int, int] | None = None
-) -> dict[tuple[int, int, str, str, int], int]:
+def _pair_table(dataset: Dataset) -> dict[tuple[int, int, str, str, int], int]:
     sql = _PAIRS_SQL.format(
         annotation=connection.ops.quote_name(Annotation._meta.db_table),
         record=connection.ops.quote_name(Record._meta.db_table),
-        part=_PART_SQL if part else "",
-        part_o=_PART_O_SQL if part else "",
     )
-    params = [dataset.pk, *(part or ()), dataset.pk, dataset.pk, dataset.active_import_id]
-    params += [*part, *part, *part] if part else []
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [dataset.pk, dataset.pk, dataset.pk, dataset.active_import_id])
         return {tuple(row[:5]): int(row[5]) for row in cursor.fetchall()}
 
 
@@ -187,60 +171,24 @@ def _crc32(text: str | None) -> int:
     return zlib.crc32((text or "").encode())
 
 
-def _count(
-    dataset: Dataset, *, parts: int = 1, report: Callable[[int, int], None] | None = None
-) -> dict:
+# The background count's progress after each of its steps (the stamp, the per-annotator sums,
+# the pair table, the annotated records), in percent: their shares of the time at 1M records
+# (benchmarks/agreement.py prints when each was reported).
+COUNT_STEPS = {"stamp": 5, "sums": 35, "pairs": 97, "records": 99}
+
+
+def _count(dataset: Dataset, *, report: Callable[[str], None] | None = None) -> dict:
     """The count tables the figures are made from (JSON-ready: kept in AgreementCounts).
-    With ``parts`` > 1, counted over that many ranges of record ids, one after the other, each
-    in a transaction of its own, calling ``report(done, parts)`` after each (the background
-    count's progress); the tables of the parts add up to those of the whole."""
-    if parts <= 1:
-        counts = _count_part(dataset, None)
-        if report:
-            report(1, 1)
-        return counts
-    bounds = Record.objects.filter(import_run_id=dataset.active_import_id).aggregate(
-        first=Min("id"), last=Max("id")
-    )
-    if bounds["first"] is None:
-        return _count_part(dataset, None)
-    first, end = bounds["first"], bounds["last"] + 1
-    step = max(1, -(-(end - first) // parts))
-    per_user: dict[tuple, list[int]] = {}
-    pairs: Counter = Counter()
-    annotated = 0
-    starts = range(first, end, step)
-    for done, start in enumerate(starts, start=1):
-        with _without_jit():
-            counts = _count_part(dataset, (start, min(start + step, end)))
-        for row in counts["per_user_tenths"]:
-            sums = per_user.setdefault((row[0], row[1]), [0] * 6)
-            for index, value in enumerate(row[2:]):
-                sums[index] += value
-        for *key, count in counts["pairs"]:
-            pairs[tuple(key)] += count
-        annotated += counts["records_annotated"]
-        if report:
-            report(done, len(starts))
-    return {
-        "per_user_tenths": [[*key, *sums] for key, sums in per_user.items()],
-        "pairs": [[*key, count] for key, count in pairs.items()],
-        "records_annotated": annotated,
-    }
-
-
-def _count_part(dataset: Dataset, part: tuple[int, int] | None) -> dict:
-    """The count tables of the records with ids in ``part`` ([first, end); None: all)."""
+    ``report(step)`` is called after each step ("sums", "pairs", "records"): the background
+    count's progress. (Counting in parts of the records, for a smoother bar, cost 3.3x the
+    time at 1M records: each part joined the records again.)"""
+    report = report or (lambda step: None)
     live = Annotation.objects.filter(
         dataset=dataset,
         undone_at__isnull=True,
         user__isnull=False,
         record__import_run_id=dataset.active_import_id,
     )
-    records = Record.objects.filter(import_run_id=dataset.active_import_id, annotation_count__gte=1)
-    if part:
-        live = live.filter(record_id__gte=part[0], record_id__lt=part[1])
-        records = records.filter(id__gte=part[0], id__lt=part[1])
     # A record's resolved label says something about an annotator only where others labeled
     # it too (with one annotation it is that annotation).
     judged = Q(record__annotation_count__gte=2) & ~Q(record__label="")
@@ -266,23 +214,27 @@ def _count_part(dataset: Dataset, part: tuple[int, int] | None) -> dict:
         )
         .order_by()
     )
-    return {
-        "per_user_tenths": [
-            [
-                row["user_id"],
-                row["tenths"],
-                row["labels"],
-                row["total_ms"] or 0,
-                row["shown"],
-                row["accepted"],
-                row["resolved_records"],
-                row["resolved_matched"],
-            ]
-            for row in per_user_tenths
-        ],
-        "pairs": [[*key, count] for key, count in _pair_table(dataset, part).items()],
-        "records_annotated": records.count(),
-    }
+    sums = [
+        [
+            row["user_id"],
+            row["tenths"],
+            row["labels"],
+            row["total_ms"] or 0,
+            row["shown"],
+            row["accepted"],
+            row["resolved_records"],
+            row["resolved_matched"],
+        ]
+        for row in per_user_tenths
+    ]
+    report("sums")
+    pairs = [[*key, count] for key, count in _pair_table(dataset).items()]
+    report("pairs")
+    annotated = Record.objects.filter(
+        import_run_id=dataset.active_import_id, annotation_count__gte=1
+    ).count()
+    report("records")
+    return {"per_user_tenths": sums, "pairs": pairs, "records_annotated": annotated}
 
 
 @contextmanager
@@ -294,6 +246,22 @@ def _without_jit() -> Iterator[None]:
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL jit = off")
         yield
+
+
+@contextmanager
+def _without_jit_in_session() -> Iterator[None]:
+    """JIT off (see _without_jit) for this connection's statements while the block runs, not
+    in one transaction: the background count's steps each commit their progress."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET jit = off")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET jit")
 
 
 def _sync_limit() -> int:
@@ -396,12 +364,6 @@ def _keep(dataset: Dataset, stamp: _Stamp, counts: dict, seconds: float) -> Agre
     return kept
 
 
-# The background first count goes through the records in this many ranges of ids, one query
-# pair each, and moves its progress bar after each (benchmarks/agreement.py measures the cost
-# against counting in one go).
-COUNT_PARTS = 20
-
-
 def _count_jobs(dataset: Dataset):
     return DatasetJob.objects.filter(dataset=dataset, kind=DatasetJob.Kind.AGREEMENT).order_by(
         "-created_at", "-id"
@@ -434,21 +396,25 @@ def dataset_agreement_count_start(*, user, dataset: Dataset, again: bool = False
 
 
 def dataset_agreement_count_execute(*, job_id: int) -> DatasetJob | None:
-    """The worker's half of the first count: the stamp, then the tables in COUNT_PARTS steps
-    with the job's progress after each, kept together with the job's success."""
+    """The worker's half of the first count: the stamp, then the tables, with the job's
+    progress after each step (COUNT_STEPS), kept together with the job's success."""
 
     def work(job: DatasetJob) -> None:
         dataset = job.dataset
         started = time.perf_counter()
-        with _without_jit():
-            stamp = _change_stamp(dataset)
 
-        def report(done: int, parts: int) -> None:
-            percent = min(99, round(100 * done / parts))
+        def report(step: str) -> None:
+            percent = COUNT_STEPS[step]
             if not job.report(progress=percent, message=f"Counting agreement… {percent}%"):
                 raise JobLost()
 
-        counts = _count(dataset, parts=COUNT_PARTS, report=report)
+        # Each step commits on its own, so that its progress is seen at once. The stamp is read
+        # first: a label given meanwhile makes the kept tables newer than their stamp, so the
+        # next page counts again (never older tables under a newer stamp).
+        with _without_jit_in_session():
+            stamp = _change_stamp(dataset)
+            report("stamp")
+            counts = _count(dataset, report=report)
         with transaction.atomic():
             _keep(dataset, stamp, counts, time.perf_counter() - started)
             job_succeed_in_transaction(job, message="Counted.")

@@ -1,17 +1,18 @@
 """The agreement page in real headless Chromium: an analyst opens it from the dataset page and
-reads kappa per pair, the heat map and each annotator's figures; a large dataset's page shows
-the kept figures while a worker counts again, then updates itself."""
+reads kappa per pair, the heat map and each annotator's figures; a large dataset's first page
+shows the progress of its background count and fills in when it is done; later it shows the
+kept figures while a worker counts again, then updates itself."""
 
 import pytest
 from playwright.sync_api import expect
 
-from datasets_app.models import Record
+from datasets_app.models import DatasetJob, Record
 from datasets_app.services.labeling import (
     label_schema_set,
     labeling_settings_set,
     record_label_set,
 )
-from datasets_app.tasks import agreement_recount_task
+from datasets_app.tasks import agreement_recount_task, dataset_job_execute_task
 from tests.datasets_app.factories import imported_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("redis_url")]
@@ -64,7 +65,7 @@ def test_analyst_reads_agreement_of_two_annotators(page, live_server, make_user)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_large_datasets_page_shows_the_kept_figures_then_updates_itself(
+def test_a_large_datasets_page_shows_its_first_count_then_the_kept_figures_and_updates_itself(
     page, live_server, make_user, settings
 ):
     settings.AGREEMENT_SYNC_ANNOTATIONS = 1  # 2 annotations already count as a large dataset
@@ -85,8 +86,17 @@ def test_a_large_datasets_page_shows_the_kept_figures_then_updates_itself(
     page.get_by_label("Username").fill("ana")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    page.goto(f"{live_server.url}/datasets/{dataset.pk}/agreement/")  # counted at once
-    expect(page.get_by_test_id("annotation-count")).to_have_text("2")
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/agreement/")
+    # Nothing counted yet: the page answers at once and a background job counts.
+    expect(page.get_by_test_id("agreement-counting")).to_contain_text("Counting agreement…")
+    expect(page.get_by_test_id("job-progress")).to_be_visible()
+    job = DatasetJob.objects.get(dataset=dataset, kind=DatasetJob.Kind.AGREEMENT)
+
+    dataset_job_execute_task(job.pk)  # what the worker runs
+
+    # The progress polls itself and the page reloads with the figures once the job is done.
+    expect(page.get_by_test_id("annotation-count")).to_have_text("2", timeout=15_000)
+    expect(page.get_by_test_id("agreement-counting")).to_have_count(0)
     for person in (alice, bob):
         record_label_set(dataset=dataset, user=person, record_id=second.pk, label="cards")
 

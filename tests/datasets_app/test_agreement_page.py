@@ -460,21 +460,20 @@ def test_the_counted_figures_equal_the_maintained_implementations_on_random_anno
 
 # The first count of a large dataset runs as a background job: the page answers at once with
 # its progress, and the figures appear once the job (run here, as a worker would, through the
-# Redis test broker) has counted them in parts.
+# Redis test broker) has counted them.
 def _count_jobs(dataset):
     return DatasetJob.objects.filter(dataset=dataset, kind=DatasetJob.Kind.AGREEMENT)
 
 
-def test_counting_in_parts_gives_the_tables_of_counting_at_once(annotated):
-    whole = agreement_service._count(annotated)
-    steps: list[tuple[int, int]] = []
+def test_the_count_reports_each_step_of_the_background_count(analyst, annotated):
+    steps: list[str] = []
 
-    parts = agreement_service._count(annotated, parts=3, report=lambda *step: steps.append(step))
+    counts = agreement_service._count(annotated, report=steps.append)
 
-    assert steps == [(1, 3), (2, 3), (3, 3)]  # 6 records, 2 per part
-    assert parts["records_annotated"] == whole["records_annotated"] == 5
-    assert sorted(parts["pairs"]) == sorted(whole["pairs"])
-    assert sorted(parts["per_user_tenths"], key=str) == sorted(whole["per_user_tenths"], key=str)
+    assert steps == ["sums", "pairs", "records"]
+    assert list(agreement_service.COUNT_STEPS) == ["stamp", *steps]
+    assert counts["records_annotated"] == 5
+    assert counts == agreement_service._count(annotated)
 
 
 def test_a_large_datasets_first_page_answers_at_once_and_a_job_counts_it(
@@ -502,6 +501,7 @@ def test_a_large_datasets_first_page_answers_at_once_and_a_job_counts_it(
     job.refresh_from_db()
     assert job.status == "succeeded"
     assert job.progress == 100
+    assert job.message == "Counted."
     progress = client.get(f"/jobs/datasets_app.datasetjob/{job.pk}/progress/?reload=1")
     assert progress["HX-Refresh"] == "true"  # the page reloads with the figures
     figures = dataset_agreement_get(user=analyst, dataset=annotated)
