@@ -1,8 +1,12 @@
 // Labeling page.
 //
 // Everywhere: number keys pick a label (or tick it, where a record may have several, and Enter
-// saves), S skips, B goes back, ? shows the keys (Esc closes them); with many labels a filter box
-// narrows them and Enter picks the only one left. Keys are ignored while typing.
+// saves), S skips, B goes back, ? shows the keys (Esc closes them). Keys are ignored while typing.
+// With more labels than keys (over 10) a filter box finds them: typing narrows the buttons (every
+// word typed is somewhere in the label; _ and - count as spaces), Enter gives the first match (or
+// the one ↑/↓ moved to), Esc empties the box and then leaves it, / comes back to it. While the box
+// is empty the usual keys still work from it: a number key picks its label, Enter accepts the
+// model's suggestion, Backspace undoes, ? shows the keys. In the queue the box has the focus.
 //
 // In the queue (one label per record, the page has a #labeling-config), the page works without
 // reloading: the next record is fetched ahead, so a key shows it at once; the label goes into an
@@ -43,6 +47,93 @@
       button.addEventListener("click", () => { help.hidden = true; }));
   }
 
+  function labelFilter(box, buttons, actions) {
+    // The filter box of a page with many labels. ``actions``: pick(button) gives (or ticks) a
+    // label; key(event) is the page's own handling of a key typed while the box is empty (a
+    // number key, Enter, Backspace, ?), true when it used it; after a label the box empties.
+    let active = -1; // the match ↑/↓ moved to (-1: the first)
+    const words = (text) => text.toLowerCase().replace(/[_\-\s]+/g, " ").trim();
+    const labels = new Map(buttons.map((button) => {
+      const input = button.querySelector("input");
+      return [button, (input ? input.value : button.value) || button.textContent.trim()];
+    }));
+    const names = new Map(buttons.map((button) => [button, words(labels.get(button))]));
+    const countNode = box.parentElement.querySelector("[data-filter-count]");
+    const hint = countNode ? countNode.textContent : ""; // said while the box is empty
+    function matches() {
+      return buttons.filter((button) => !button.hidden);
+    }
+    function mark() {
+      const left = matches();
+      const chosen = box.value.trim() || active >= 0 ? left[Math.max(active, 0)] : null;
+      buttons.forEach((button) => button.classList.toggle("filter-active", button === chosen));
+      if (countNode) {
+        countNode.textContent = !box.value.trim() ? hint : left.length === 0
+          ? `No label contains “${box.value.trim()}”: Esc empties the box.`
+          : `${left.length} of ${buttons.length} labels; Enter ${actions.verb || "gives"} ` +
+            `“${labels.get(chosen)}”.`;
+      }
+      return chosen;
+    }
+    function apply() {
+      const wanted = words(box.value).split(" ").filter(Boolean);
+      buttons.forEach((button) => {
+        button.hidden = !wanted.every((word) => names.get(button).includes(word));
+      });
+      active = -1;
+      mark();
+    }
+    function clear() {
+      box.value = "";
+      apply();
+    }
+    box.addEventListener("input", apply);
+    box.addEventListener("keydown", (event) => {
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      const empty = box.value === "";
+      if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        event.preventDefault();
+        const left = matches().length;
+        if (!left) return;
+        // From the match marked now (the first while text is typed; none in an empty box).
+        const at = box.value.trim() || active >= 0 ? Math.max(active, 0) : -1;
+        if (event.key === "ArrowDown") active = (at + 1) % left;
+        else active = at <= 0 ? left - 1 : at - 1;
+        const chosen = mark();
+        if (chosen) chosen.scrollIntoView({ block: "nearest" });
+      } else if (event.key === "Enter" && (empty && active < 0)) {
+        // Never the form's own submission (it would give the first button's label).
+        event.preventDefault();
+        actions.key(event);
+      } else if (event.key === "Enter") {
+        event.preventDefault();
+        const chosen = mark();
+        if (!chosen) return; // nothing matches: the line under the box says so
+        clear();
+        actions.pick(chosen);
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        if (empty && active < 0) box.blur();
+        else clear();
+      } else if (empty && actions.key(event)) {
+        event.preventDefault();
+      }
+    });
+    // / goes back to the box from anywhere on the page.
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "/" && !typingIn(event.target) && (!help || help.hidden)) {
+        event.preventDefault();
+        box.focus();
+      }
+    });
+    if (help) {
+      // Closing the keys overlay returns to the box.
+      new MutationObserver(() => { if (help.hidden) box.focus(); })
+        .observe(help, { attributes: true, attributeFilter: ["hidden"] });
+    }
+    return { clear, focus: () => box.focus() };
+  }
+
   if (!form) {
     document.addEventListener("keydown", (event) => {
       if (event.ctrlKey || event.metaKey || event.altKey || typingIn(event.target)) return;
@@ -67,56 +158,53 @@
     }
     form.addEventListener("submit", () => { sent = true; });
 
-    function visible() {
-      return buttons.filter((button) => !button.hidden);
-    }
-
     if (filter) {
-      filter.addEventListener("input", () => {
-        const wanted = filter.value.trim().toLowerCase();
-        buttons.forEach((button) => {
-          const name = (button.value || button.textContent).toLowerCase();
-          button.hidden = wanted !== "" && !name.includes(wanted);
-        });
-      });
-      filter.addEventListener("keydown", (event) => {
-        if (event.key === "Enter") {
-          event.preventDefault();
-          const left = visible();
-          if (left.length !== 1) return;
-          const box = left[0].querySelector("input[type=checkbox]");
-          if (box) box.checked = !box.checked; // several labels: tick it, Enter again saves
-          else pick(left[0]);
-        }
+      labelFilter(filter, buttons, {
+        verb: buttons.some((button) => button.querySelector("input")) ? "ticks" : "gives",
+        pick(button) {
+          const box = button.querySelector("input[type=checkbox]");
+          if (box) box.checked = !box.checked; // several labels: tick it, Enter saves
+          else pick(button);
+        },
+        key(event) {
+          // From the empty box: ? and the number keys as anywhere else, Enter saves ticks.
+          if (event.key === "?") return helpKeys(event);
+          return keys(event);
+        },
       });
     }
 
     document.addEventListener("keydown", (event) => {
       if (event.ctrlKey || event.metaKey || event.altKey) return;
-      const target = event.target;
-      if (typingIn(target)) return;
+      if (typingIn(event.target)) return;
       if (helpKeys(event)) { event.preventDefault(); return; }
+      if (keys(event)) event.preventDefault();
+    });
+
+    function keys(event) {
+      // The page's keys; true when the key was used.
+      const target = event.target;
       const key = event.key.toLowerCase();
       const keyed = form.querySelector(`[data-key="${CSS.escape(key)}"]`);
       if (keyed && keyed.type === "checkbox") {
-        event.preventDefault();
         keyed.checked = !keyed.checked; // several labels: keys tick, Enter saves
       } else if (keyed) {
-        event.preventDefault();
         pick(keyed);
       } else if (key === "enter" && form.querySelector("[data-save]") &&
                  (target === document.body || form.contains(target))) {
         // Enter on a link or another form's button keeps its own meaning.
-        event.preventDefault();
         pick(form.querySelector("[data-save]"));
-      } else if (key === "s") {
+      } else if (key === "s" && !typingIn(target)) {
         const skip = document.querySelector("[data-key-skip]");
         if (skip) window.location.href = skip.href;
-      } else if (key === "b") {
+      } else if (key === "b" && !typingIn(target)) {
         const back = document.querySelector("[data-key-back]");
         if (back) window.location.href = back.href;
+      } else {
+        return false;
       }
-    });
+      return true;
+    }
     form.dataset.keys = "ready";
   }
 
@@ -427,6 +515,10 @@
       count += 1;
       speed();
       say("");
+      if (filter) {
+        filter.clear(); // the next record starts with every label shown
+        filter.focus();
+      }
       advance();
       send();
     }
@@ -579,34 +671,61 @@
     const undoButton = document.querySelector("[data-undo]");
     if (undoButton) undoButton.addEventListener("click", undo);
 
-    document.addEventListener("keydown", (event) => {
-      if (event.ctrlKey || event.metaKey || event.altKey) return;
+    function keys(event) {
+      // The queue's keys; true when the key was used. From the empty filter box: the number
+      // keys, Enter and Backspace (letters go into the box).
       const target = event.target;
-      if (typingIn(target)) return;
-      if (helpKeys(event)) { event.preventDefault(); return; }
+      const typing = typingIn(target);
       const key = event.key.toLowerCase();
       const keyed = current && form.querySelector(`[data-key="${CSS.escape(key)}"]`);
       if (keyed) {
-        event.preventDefault();
         if (multiple) toggle(keyed.value);
         else give(keyed.value);
       } else if (key === "enter" && (target === document.body || form.contains(target))) {
-        event.preventDefault();
         if (multiple) saveTicked();
         else if (current && current.suggestion) give(current.suggestion.label);
-        else if (current) say("This record has no model suggestion to accept: press a label's key.");
-      } else if (key === "u" || key === "backspace") {
-        event.preventDefault();
+        else if (current) {
+          say(filter ? "This record has no model suggestion to accept: type a label's name " +
+            "or press its key." : "This record has no model suggestion to accept: press a " +
+            "label's key.");
+        }
+      } else if ((key === "u" && !typing) || key === "backspace") {
         undo();
-      } else if (key === "s" && current) {
+      } else if (key === "s" && current && !typing) {
         advance(); // the record is let go by the next fetch
-      } else if (key === "b") {
+      } else if (key === "b" && !typing) {
         const last = given[given.length - 1];
         const back = document.querySelector("[data-key-back]");
         if (last) window.location.href = `?record=${last.record.id}`;
         else if (back) window.location.href = back.href;
+      } else {
+        return false;
       }
+      return true;
+    }
+
+    document.addEventListener("keydown", (event) => {
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      if (typingIn(event.target)) return;
+      if (helpKeys(event)) { event.preventDefault(); return; }
+      if (keys(event)) event.preventDefault();
     });
+
+    // Many labels: the filter box, focused, so that typing a label's name finds it.
+    const filterBox = form.querySelector("[data-label-filter]");
+    const filter = filterBox && labelFilter(filterBox,
+      multiple ? Array.from(form.querySelectorAll(".label-toggle")) : buttons, {
+        verb: multiple ? "ticks" : "gives",
+        pick(item) {
+          if (multiple) toggle(item.querySelector("input").value);
+          else give(item.value);
+        },
+        key(event) {
+          if (event.key === "?") return helpKeys(event);
+          return keys(event);
+        },
+      });
+    if (filter) filter.focus();
     window.addEventListener("online", () => {
       sendWait = 1000;
       fetchWait = 1000;
