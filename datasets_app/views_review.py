@@ -134,6 +134,8 @@ def review_queue(request, dataset_id: int):
             "labels": label_choices(dataset),
             "status": status,
             "status_total": counts[status],
+            "status_open": counts[ReviewItem.Status.OPEN],
+            "status_done": counts[ReviewItem.Status.RESOLVED] + counts[ReviewItem.Status.DISMISSED],
             "statuses": [(value, text, counts[value]) for value, text in ReviewItem.Status.choices],
         },
     )

@@ -593,3 +593,26 @@ def test_a_small_dataset_is_still_counted_in_the_request(analyst, annotated):
     assert figures["counting"] is False
     assert figures["annotations"] == 10
     assert not _count_jobs(annotated).exists()
+
+
+def test_the_page_with_overlap_but_no_shared_record_says_to_assign_annotators(client_as, dataset):
+    html = client_as("analyst").get(f"/datasets/{dataset.pk}/agreement/").content.decode()
+
+    empty = html[html.index('data-testid="agreement-empty"') :]
+    assert "The overlap is 2" in empty
+    assert "assign two or more annotators" in empty
+    assert f'href="/datasets/{dataset.pk}/labeling/settings/"' in empty
+
+
+def test_the_page_of_a_dataset_not_imported_yet_says_to_import_it(client_as, analyst):
+    from tests.datasets_app.factories import upload
+
+    dataset = upload(analyst, CSV)
+
+    response = client_as("analyst").get(f"/datasets/{dataset.pk}/agreement/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    empty = html[html.index('data-testid="agreement-empty"') :]
+    assert "This dataset has no imported records yet" in empty
+    assert f'href="/datasets/{dataset.pk}/"' in empty

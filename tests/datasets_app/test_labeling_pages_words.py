@@ -150,3 +150,72 @@ def test_the_review_tabs_count_their_items_and_say_when_only_some_are_shown(
         )
         limited = client.get(url).content.decode()
     assert "The first 1 of 2 are shown; each one decided brings up the next." in limited
+
+
+def _tie(dataset, make_user):
+    """One record on which two annotators disagree: an open review item."""
+    record = Record.objects.filter(import_run_id=dataset.active_import_id).first()
+    for name, value in (("alice-r", "a"), ("bob-r", "b")):
+        record_label_set(
+            dataset=dataset,
+            user=make_user("annotator", username=name),
+            record_id=record.pk,
+            label=value,
+        )
+    return record
+
+
+def test_an_empty_open_queue_says_what_was_decided_and_where_to_go_next(client, analyst, make_user):
+    from datasets_app.models import ReviewItem
+
+    dataset = make_dataset(analyst, 1, overlap=2)
+    _tie(dataset, make_user)
+    ReviewItem.objects.filter(dataset=dataset).update(status="dismissed")
+    client.force_login(analyst)
+    url = reverse("datasets:review_queue", args=[dataset.pk])
+
+    html = client.get(url).content.decode()
+    resolved = client.get(url, {"status": "resolved"}).content.decode()
+
+    empty = html[html.index('data-testid="review-empty"') :]
+    assert "All 1 item so far was decided or dismissed" in empty
+    assert 'href="?status=dismissed"' in empty
+    nexts = empty[empty.index('data-testid="review-empty-next"') :]
+    assert f'href="{reverse("datasets:dataset_agreement", args=[dataset.pk])}"' in nexts
+    assert f'href="{reverse("datasets:labeling_queue", args=[dataset.pk])}"' in nexts
+    assert "waits for a decision" not in resolved  # none open
+
+
+def test_a_resolved_tab_without_decisions_points_at_the_open_items(client, analyst, make_user):
+    dataset = make_dataset(analyst, 1, overlap=2)
+    _tie(dataset, make_user)
+    client.force_login(analyst)
+
+    html = client.get(
+        reverse("datasets:review_queue", args=[dataset.pk]), {"status": "resolved"}
+    ).content.decode()
+
+    assert "No decisions yet" in html
+    assert '<a href="?status=open">1 open item</a> waits for a decision.' in html
+
+
+def test_an_item_whose_record_left_the_import_offers_only_dismiss(client, analyst, make_user):
+    from django.utils import timezone
+
+    from datasets_app.models import DatasetJob
+
+    dataset = make_dataset(analyst, 1, overlap=2)
+    _tie(dataset, make_user)
+    newer = DatasetJob.objects.create(
+        dataset=dataset, kind="import", status="succeeded", finished_at=timezone.now()
+    )
+    Dataset.objects.filter(pk=dataset.pk).update(active_import=newer)
+    client.force_login(analyst)
+
+    html = client.get(reverse("datasets:review_queue", args=[dataset.pk])).content.decode()
+
+    item = html[html.index('data-testid="review-item"') :]
+    assert "not in the dataset's current import any more" in item
+    assert "dismiss the item" in item
+    assert 'data-testid="decide"' not in item
+    assert 'data-testid="dismiss"' in item
