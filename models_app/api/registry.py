@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -104,7 +104,19 @@ class VersionAliasApi(APIView):
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=60)
 
-    @extend_schema(request=InputSerializer, responses={200: None})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "VersionAliasOutput",
+                {
+                    "model": serializers.CharField(),
+                    "alias": serializers.CharField(),
+                    "version": serializers.IntegerField(help_text="The version's number."),
+                },
+            )
+        },
+    )
     def post(self, request, version_id: int):
         version = model_version_get_for_user(user=request.user, version_id=version_id)
         data = self.InputSerializer(data=request.data)
@@ -126,7 +138,38 @@ class ModelAliasListApi(APIView):
     access_resource = "model_version"
     permission_classes = [RolePermission]
 
-    @extend_schema(responses={200: None})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "ModelAliasListOutput",
+                {
+                    "aliases": inline_serializer(
+                        "ModelAliasOutput",
+                        {
+                            "model": serializers.CharField(),
+                            "name": serializers.CharField(),
+                            "version": serializers.IntegerField(),
+                            "version_id": serializers.IntegerField(),
+                            "updated_at": serializers.DateTimeField(),
+                        },
+                        many=True,
+                    ),
+                    "history": inline_serializer(
+                        "ModelAliasEventOutput",
+                        {
+                            "model": serializers.CharField(),
+                            "name": serializers.CharField(),
+                            "from_version": serializers.IntegerField(allow_null=True),
+                            "to_version": serializers.IntegerField(allow_null=True),
+                            "user": serializers.CharField(allow_null=True),
+                            "created_at": serializers.DateTimeField(),
+                        },
+                        many=True,
+                    ),
+                },
+            )
+        }
+    )
     def get(self, request):
         aliases = model_alias_list_for_user(user=request.user)
         events = model_alias_history_for_user(user=request.user)
@@ -167,7 +210,15 @@ class VersionArchiveApi(APIView):
     class InputSerializer(serializers.Serializer):
         archived = serializers.BooleanField(default=True)
 
-    @extend_schema(request=InputSerializer, responses={200: None})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "VersionArchiveOutput",
+                {"id": serializers.IntegerField(), "is_archived": serializers.BooleanField()},
+            )
+        },
+    )
     def post(self, request, version_id: int):
         version = model_version_get_for_user(user=request.user, version_id=version_id)
         data = self.InputSerializer(data=request.data)

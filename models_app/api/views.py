@@ -1,5 +1,5 @@
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -134,7 +134,20 @@ class ModelVersionDetailApi(APIView):
         version = model_version_get_for_user(user=request.user, version_id=version_id)
         return Response(ModelVersionSerializer(version).data)
 
-    @extend_schema(responses={200: None})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "ModelVersionDeleteOutput",
+                {
+                    "batch_predictions": serializers.IntegerField(
+                        help_text="Batch predictions deleted with the version."
+                    ),
+                    "exports": serializers.IntegerField(help_text="Exports deleted with it."),
+                    "files": serializers.IntegerField(help_text="Stored files removed."),
+                },
+            )
+        }
+    )
     def delete(self, request, version_id: int):
         """Delete an archived version with its exports and batch predictions (rows and files)."""
         from models_app.deploy import model_version_delete

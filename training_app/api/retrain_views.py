@@ -4,6 +4,7 @@ endpoint, and retrain on new labels (with where each one is)."""
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -66,12 +67,12 @@ class PreLabelApi(APIView):
         version = serializers.IntegerField(required=False, min_value=1)
         endpoint = serializers.SlugField(required=False)
 
-    @extend_schema(responses={200: None})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
         return Response({"pre_labels": _batch_data(prelabel_latest(dataset))})
 
-    @extend_schema(request=InputSerializer, responses={202: None})
+    @extend_schema(request=InputSerializer, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
         data = self.InputSerializer(data=request.data)
@@ -99,12 +100,12 @@ class RetrainLoopApi(APIView):
     class InputSerializer(serializers.Serializer):
         version = serializers.IntegerField(required=False, min_value=1)
 
-    @extend_schema(responses={200: None})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
         return Response({"loop": _loop_data(retrain.retrain_loop_latest(dataset))})
 
-    @extend_schema(request=InputSerializer, responses={202: None})
+    @extend_schema(request=InputSerializer, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, dataset_id: int):
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
         data = self.InputSerializer(data=request.data)
