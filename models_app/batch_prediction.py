@@ -267,10 +267,9 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
                         # A file's row count is the reader's estimate until it is read.
                         total = max(expected, done)
                         about = "about " if batch.source == BatchPrediction.Source.UPLOAD else ""
+                        # This attempt's own row only (a stale one writes no counts).
                         BatchPrediction.objects.filter(
-                            pk=batch.pk,
-                            status=BatchPrediction.Status.RUNNING,
-                            **batch.attempt_filter(),
+                            pk=batch.pk, **batch.attempt_filter()
                         ).update(rows_done=done, rows_total=total)
                         _report(
                             batch,
