@@ -53,7 +53,10 @@ def records_of(dataset: Dataset) -> list[Record]:
 
 
 def _labeled_dataset(name: str, user) -> tuple[Dataset, Snapshot, list[Record]]:
-    snapshot = make_snapshot(toy_rows(6), name=name, user=user)
+    # Texts name their dataset ("Elsewhere: this is good number 0"), so a page or answer
+    # that shows another dataset's record gives itself away.
+    rows = [(f"{name}: {text}", label, split) for text, label, split in toy_rows(6)]
+    snapshot = make_snapshot(rows, name=name, user=user)
     dataset = snapshot.dataset
     dataset.label_schema = ["negative", "positive"]
     csv = "text,label,split\n" + "".join(

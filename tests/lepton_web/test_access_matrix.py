@@ -16,6 +16,7 @@ predict on one endpoint. Each URL parameter names a real row of tests/lepton_web
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 
 import pytest
 from django.db import transaction
@@ -209,6 +210,11 @@ def walk(resolver=None, prefix: str = ""):
 
 
 ROUTES = list(walk())
+HANDLERS = ("get", "post", "put", "patch", "delete")
+
+
+# Any value each converter accepts, to resolve a route without a database.
+GENERIC_IDS = defaultdict(lambda: 1, slug="any-slug", label="x.y", action="stop")
 
 
 def address(route: str, ids: dict) -> str:
@@ -251,6 +257,23 @@ def test_the_table_names_every_address():
         "Add a row for each new address to GET_GRID in tests/lepton_web/test_access_matrix.py "
         "(who may open it), and remove rows of addresses that are gone."
     )
+
+
+def test_the_openapi_schema_documents_exactly_the_api_endpoints_and_methods_served():
+    from drf_spectacular.generators import SchemaGenerator
+
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    documented = {(path, method) for path, ops in paths.items() for method in ops}
+    served = set()
+    for route, _name in ROUTES:
+        if not route.startswith("api/v1/"):
+            continue
+        view = get_resolver().resolve(address(route, GENERIC_IDS)).func.view_class
+        path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
+        served |= {(path, method) for method in HANDLERS if hasattr(view, method)}
+
+    assert served - documented == set(), "served but not in /api/schema/"
+    assert documented - served == set(), "in /api/schema/ but not served"
 
 
 @pytest.mark.parametrize("principal", PRINCIPALS)
@@ -391,6 +414,22 @@ def test_annotator_cannot_label_a_record_of_another_dataset_through_this_one(wor
     assert not LabelChange.objects.filter(record_id=rid).exists()
     assert page.status_code in (302, 400, 404)
     assert (page_json.status_code, api.status_code) in ((400, 400), (404, 404), (400, 404))
+
+
+def test_annotator_asking_this_queue_for_a_record_of_another_dataset_never_sees_it(world):
+    client = _logged_in(world, "annotator_in")
+    d1, rid = world.ids["dataset_id"], world.other["record_id"]
+
+    answers = [
+        client.get(f"/api/v1/datasets/{d1}/labeling/next/?record={rid}"),
+        client.get(f"/datasets/{d1}/label/next/?record={rid}"),
+        client.get(f"/datasets/{d1}/label/?record={rid}"),
+        client.get(f"/datasets/{d1}/records/?record={rid}"),
+    ]
+
+    assert all(answer.status_code < 500 for answer in answers)
+    assert [a for a in answers if "Elsewhere" in a.content.decode()] == []
+    assert Record.objects.get(pk=rid).text.startswith("Elsewhere: ")
 
 
 def test_analyst_cannot_decide_or_undo_rows_of_another_dataset_through_this_one(world):
