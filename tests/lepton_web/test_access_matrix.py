@@ -294,6 +294,27 @@ def test_get_of_every_address_answers_as_the_table_says(world, principal):
     assert wrong == {}, f"{principal}: address -> what it answered instead of the table"
 
 
+def test_a_user_without_a_role_opens_nothing_but_who_am_i_and_the_api_description(world):
+    from tests.factories import UserFactory
+
+    client = Client(raise_request_exception=False)
+    client.force_login(UserFactory(username="mx-no-role", role=None))
+    opens = {"healthz", "favicon", "api_root", "api_me", "schema", "api_docs"}
+    answered = {}
+    for route, name in ROUTES:
+        code = client.get(address(route, world.ids)).status_code
+        if name in opens:
+            expected = {200}
+        elif name == "login":
+            expected = {302}  # already logged in: on to the console
+        else:
+            expected = {403, 405}
+        if code not in expected:
+            answered[name] = code
+
+    assert answered == {}
+
+
 @pytest.mark.parametrize("principal", ["analyst", "ann_in", "viewer"])
 def test_unsafe_methods_without_a_body_never_answer_500(world, principal):
     client = clients_for(world)[principal]
