@@ -281,13 +281,13 @@ def _counts_for(dataset: Dataset) -> tuple[AgreementCounts | None, bool]:
     again (one at a time; a claim left by a lost worker is taken over after RECOUNT_LOST);
     with none kept yet, None (a background job counts them: dataset_agreement_count_start)."""
     with _without_jit():
-        stamp = _change_stamp(dataset)
         kept = AgreementCounts.objects.filter(dataset=dataset).first()
+        if kept is None and _more_annotations_than(dataset, _sync_limit()):
+            return None, True  # no stamp needed (a pass over the records: half the time)
+        stamp = _change_stamp(dataset)
         if kept is not None and kept.stamp == stamp.text and _settled(kept) and _authors_kept(kept):
             return kept, False
         if kept is None:
-            if _more_annotations_than(dataset, _sync_limit()):
-                return None, True
             return _recount(dataset, stamp), False
         if _annotations(kept.counts) <= _sync_limit():
             return _recount(dataset, stamp), False
