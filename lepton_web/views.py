@@ -73,22 +73,38 @@ def favicon(request):
 @never_cache
 @require_GET
 def healthz(request):
-    """Liveness and readiness for load balancers: 503 only when the database is unreachable."""
-    database = database_health()
+    """Liveness and readiness for load balancers: 503 only when the database is unreachable.
+
+    Anyone may ask, so an anonymous caller gets the states only: no error text (a database
+    error names hosts and accounts), no broker address and no worker host names. A signed-in
+    user gets the details the dashboard shows."""
+    detailed = request.user.is_authenticated
+    database = _health_part(database_health(), detailed)
     if not database["ok"]:
         return JsonResponse({"status": "unavailable", "database": database}, status=503)
     health = system_health()
     body = {
         "status": "ok" if health["ok"] else "degraded",
-        "database": health["database"],
-        "broker": health["broker"],
+        "database": _health_part(health["database"], detailed),
+        "broker": _health_part(health["broker"], detailed),
         "workers": [
-            {"hostname": w["hostname"], "queues": w["queues"], "online": w["online"]}
+            {
+                **({"hostname": w["hostname"]} if detailed else {}),
+                "queues": w["queues"],
+                "online": w["online"],
+            }
             for w in health["workers"]
         ],
         "queues": health["queues"],
     }
     return JsonResponse(body, status=200)
+
+
+def _health_part(part: dict, detailed: bool) -> dict:
+    if detailed:
+        return part
+    plain = {key: value for key, value in part.items() if key not in ("url", "detail")}
+    return {**plain, "detail": "Connected." if part["ok"] else "Unreachable."}
 
 
 def wants_json(request) -> bool:

@@ -54,7 +54,28 @@ def test_healthz_answers_503_when_the_database_is_unreachable(client, django_db_
     assert set(body) == {"status", "database"}
     assert body["status"] == "unavailable"
     assert (body["database"]["ok"], body["database"]["vendor"]) == (False, conn.vendor)
-    assert body["database"]["detail"].startswith("Unreachable: ")
+    assert body["database"]["detail"] == "Unreachable."  # no error text for anonymous callers
+
+
+def test_healthz_gives_anonymous_callers_no_addresses_or_error_text(client, db):
+    from tests.conftest import broker_for_this_process
+
+    with broker_for_this_process(DOWN_BROKER_URL):
+        body = client.get("/healthz").json()
+
+    assert body["broker"] == {"ok": False, "detail": "Unreachable."}
+    assert "127.0.0.1" not in str(body)
+
+
+def test_healthz_gives_a_signed_in_user_the_reason_and_the_address(client_as):
+    from tests.conftest import broker_for_this_process
+
+    client = client_as("viewer")
+    with broker_for_this_process(DOWN_BROKER_URL):
+        body = client.get("/healthz").json()
+
+    assert (body["broker"]["ok"], body["broker"]["url"]) == (False, DOWN_BROKER_URL)
+    assert body["broker"]["detail"].startswith("Unreachable: ")
 
 
 def test_dashboard_says_the_broker_is_down_when_it_is_unreachable(client_as):
