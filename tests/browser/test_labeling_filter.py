@@ -156,3 +156,32 @@ def test_twenty_labels_are_given_by_typing_their_names(page, live_server, make_u
     assert annotations["message 4"].suggestion_accepted is True
     assert annotations["message 4"].undone_at is None
     assert annotations["message 1"].suggestion_accepted is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_record_opened_from_the_records_list_is_labeled_by_typing(page, live_server, make_user):
+    """The page without the queue (opened from the records list): the same box, Enter gives the
+    first match and the page goes back to the list."""
+    analyst = make_user("analyst", username="ana")
+    dataset = imported_dataset(analyst, "text\nmessage 1\n", {"text_columns": ["text"]})
+    label_schema_set(dataset=dataset, user=analyst, labels=LABELS)
+    record = Record.objects.get(dataset=dataset)
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ana")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    back = f"/datasets/{dataset.pk}/records/"
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/?record={record.pk}&next={back}")
+    expect(page.get_by_test_id("label-form")).to_have_attribute("data-keys", "ready")
+    box = page.get_by_test_id("label-filter")
+    shown = page.get_by_test_id("label-form").locator("button[name=label]:visible")
+
+    box.click()
+    page.keyboard.type("rate exch")
+    expect(shown).to_have_count(1)
+    expect(page.get_by_test_id("filter-count")).to_contain_text("Enter gives “exchange_rate”")
+    page.keyboard.press("Enter")
+
+    page.wait_for_url(f"{live_server.url}{back}")
+    record.refresh_from_db()
+    assert record.label == "exchange_rate"
