@@ -329,6 +329,21 @@ def test_unsafe_methods_without_a_body_never_answer_500(world, principal):
     assert failed == {}
 
 
+def test_annotator_not_assigned_changes_nothing_through_the_datasets_addresses(world):
+    client = clients_for(world)["ann_out"]
+    let_through = {}
+    for route, name in ROUTES:
+        if "<id:dataset_id>" not in route:
+            continue
+        path = address(route, world.ids)
+        for method in UNSAFE_METHODS:
+            code = undone(client, method, path).status_code
+            if code not in (403, 404, 405):
+                let_through[f"{method.upper()} {name}"] = code
+
+    assert let_through == {}
+
+
 @pytest.mark.parametrize("principal", ["anon", "token"])
 def test_unsafe_methods_without_a_login_go_to_the_login_form_or_answer_401(world, principal):
     client = clients_for(world)[principal]
