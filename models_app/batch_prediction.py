@@ -234,7 +234,8 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
     version = batch.model_version
     suggestions: list[dict] = []
     with tempfile.TemporaryDirectory() as work:
-        chunks, expected = _open_input(batch, Path(work))
+        left_out = _LeftOut()
+        chunks, expected = _open_input(batch, Path(work), left_out)
         runtime_name = _runtime_available(batch)
         _report(batch, progress=1, message=f"Loading {version} ({vocabulary.word(runtime_name)}).")
         with batch_predictor(version, runtime_name) as predictor:
@@ -286,7 +287,7 @@ def _execute(batch: BatchPrediction, should_stop) -> None:
             stored_name = default_storage.save(
                 batch_output_name(batch, output.name), File(handle, name=output.name)
             )
-    message = f"Predicted {done:,} rows with {vocabulary.word(runtime_name)}."
+    message = f"Predicted {done:,} rows with {vocabulary.word(runtime_name)}.{left_out.sentence()}"
     # Published in one transaction with the check of the attempt: the suggestions, the row's
     # file and summary, and succeeded. A cancelled or superseded attempt rolls it all back and
     # removes its file.
@@ -395,13 +396,29 @@ def _report(batch: BatchPrediction, *, progress: int, message: str) -> None:
         raise _Stopped
 
 
-def _open_input(batch: BatchPrediction, work: Path) -> tuple[Iterator[list[InputRow]], int]:
-    """The input as chunks of rows, and how many rows it is expected to hold."""
+@dataclass
+class _LeftOut:
+    """Rows of an uploaded file that were not predicted (an empty text), for the message."""
+
+    empty: int = 0
+
+    def sentence(self) -> str:
+        if not self.empty:
+            return ""
+        rows = "1 row" if self.empty == 1 else f"{self.empty:,} rows"
+        return f" Left out {rows} with an empty text."
+
+
+def _open_input(
+    batch: BatchPrediction, work: Path, left_out: _LeftOut | None = None
+) -> tuple[Iterator[list[InputRow]], int]:
+    """The input as chunks of rows, and how many rows it is expected to hold; rows of a file
+    that are not predicted are counted in ``left_out``."""
     if batch.source == BatchPrediction.Source.SNAPSHOT:
         return _snapshot_chunks(batch)
     if batch.source == BatchPrediction.Source.UNLABELED:
         return _unlabeled_chunks(batch)
-    return _file_chunks(batch, work)
+    return _file_chunks(batch, work, left_out if left_out is not None else _LeftOut())
 
 
 def _unlabeled_chunks(batch: BatchPrediction) -> tuple[Iterator[list[InputRow]], int]:
@@ -457,7 +474,9 @@ def _snapshot_chunks(batch: BatchPrediction) -> tuple[Iterator[list[InputRow]], 
     return chunks(), records.count()
 
 
-def _file_chunks(batch: BatchPrediction, work: Path) -> tuple[Iterator[list[InputRow]], int]:
+def _file_chunks(
+    batch: BatchPrediction, work: Path, left_out: _LeftOut
+) -> tuple[Iterator[list[InputRow]], int]:
     """The uploaded file read like a dataset import: encoding, delimiter, quoting and header
     detected, JSON Lines and gzip accepted, bad rows named by line."""
     from datasets_app.csv_io import (
@@ -483,10 +502,14 @@ def _file_chunks(batch: BatchPrediction, work: Path) -> tuple[Iterator[list[Inpu
     mapping.validate(detection.columns)
 
     def chunks() -> Iterator[list[InputRow]]:
-        problems: list[str] = []
-        found = 0
         for chunk in iter_records(path, detection, mapping, chunk_rows=READ_ROWS):
-            problems.extend(problem.message for problem in chunk.problems)
+            if chunk.problems:
+                # As an import: all or nothing. Predicting around a line that cannot be read
+                # would shift the row numbers of every row after it in the output.
+                raise ImportProblem(
+                    " ".join(problem.message for problem in chunk.problems[:20])
+                    + " Fix the file and upload it again."
+                )
             frame = chunk.frame
             labels = frame["label"] if "label" in frame else [""] * len(frame)
             rows = [
@@ -496,11 +519,9 @@ def _file_chunks(batch: BatchPrediction, work: Path) -> tuple[Iterator[list[Inpu
                 )
                 if _text(text).strip()
             ]
-            found += len(rows)
+            left_out.empty += len(frame) - len(rows)
             if rows:
                 yield rows
-        if problems and not found:
-            raise ImportProblem(" ".join(problems[:20]))
 
     return chunks(), int(detection.estimated_rows or 0)
 
