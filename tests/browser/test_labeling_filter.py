@@ -185,3 +185,37 @@ def test_a_record_opened_from_the_records_list_is_labeled_by_typing(page, live_s
     page.wait_for_url(f"{live_server.url}{back}")
     record.refresh_from_db()
     assert record.label == "exchange_rate"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_several_labels_are_ticked_by_typing_and_saved_with_enter(page, live_server, make_user):
+    """Where a record may have several labels: Enter in the box ticks the match, Enter in the
+    empty box saves the ticked set."""
+    analyst = make_user("analyst")
+    dataset = imported_dataset(analyst, "text\nmessage 1\nmessage 2\n", {"text_columns": ["text"]})
+    label_schema_set(dataset=dataset, user=analyst, labels=LABELS, multiple=True)
+    make_user("annotator", username="ann")
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("ann")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/")
+    expect(page.get_by_test_id("label-form")).to_have_attribute("data-keys", "ready")
+    text = page.get_by_test_id("label-text")
+    box = page.get_by_test_id("label-filter")
+    expect(text).to_have_text("message 1")
+    expect(box).to_be_focused()
+
+    page.keyboard.type("top fail")
+    expect(page.get_by_test_id("filter-count")).to_contain_text("Enter ticks “top_up_failed”")
+    page.keyboard.press("Enter")
+    page.keyboard.type("lost")
+    page.keyboard.press("Enter")
+    expect(page.locator(".label-toggle.ticked")).to_have_count(2)
+    expect(page.locator(".label-toggle:visible")).to_have_count(20)  # the box is empty again
+    page.keyboard.press("Enter")  # saves the ticked labels
+    expect(text).to_have_text("message 2")
+    expect(page.get_by_test_id("labeling-progress")).to_have_attribute("data-waiting", "0")
+
+    # In the list's order, joined as multi-label training reads them.
+    assert Record.objects.get(text="message 1").label == "lost_or_stolen_card|top_up_failed"
