@@ -329,6 +329,36 @@ def test_unsafe_methods_without_a_body_never_answer_500(world, principal):
     assert failed == {}
 
 
+# What a role may send (POST/PUT/PATCH/DELETE) besides logging in and out; everything else
+# must be refused with 403 (or 405 where the address has no such method).
+MAY_SEND = {
+    "viewer": {"api_deployment_predict", "endpoint_playground", "version_playground"},
+    "ann_in": {
+        "labeling_save",
+        "labeling_submit_json",
+        "labeling_undo_json",
+        "api_record_label",
+        "api_dataset_labeling_undo",
+    },
+}
+
+
+@pytest.mark.parametrize("principal", sorted(MAY_SEND))
+def test_read_only_and_labeling_roles_are_refused_every_other_change(world, principal):
+    client = clients_for(world)[principal]
+    let_through = {}
+    for route, name in ROUTES:
+        if name in MAY_SEND[principal] | {"login", "logout"}:
+            continue
+        path = address(route, world.ids)
+        for method in UNSAFE_METHODS:
+            code = undone(client, method, path).status_code
+            if code not in (403, 405):
+                let_through[f"{method.upper()} {name}"] = code
+
+    assert let_through == {}
+
+
 def test_annotator_not_assigned_changes_nothing_through_the_datasets_addresses(world):
     client = clients_for(world)["ann_out"]
     let_through = {}
