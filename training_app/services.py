@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import shutil
 import time
 from datetime import timedelta
@@ -98,13 +99,18 @@ def _labels_for_task(task: str, labels: list[str], split: str) -> tuple[list, li
         values = []
         for index, label in enumerate(labels):
             try:
-                values.append(float(label))
+                value = float(label)
             except ValueError:
+                value = math.nan
+            # "inf" and "NaN" parse as floats, but the engine refuses them (after a worker
+            # took the run): refuse them here, at the start, like any other non-number.
+            if not math.isfinite(value):
                 problems.append(
                     f"Regression needs numeric labels, but the {split} split has {label!r} "
                     f"(record {index + 1}). Choose a classification task or fix the labels."
                 )
                 break
+            values.append(value)
         return values, problems
     if task == "multi_label":
         return [

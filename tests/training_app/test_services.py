@@ -70,6 +70,18 @@ def test_snapshot_without_validation_split_is_rejected(analyst, bundled):
     }
 
 
+@pytest.mark.parametrize("bad", ["inf", "-Infinity", "NaN", "1e999"])
+def test_regression_on_labels_that_are_not_finite_is_rejected_at_the_start(analyst, bundled, bad):
+    """float() reads these, so the run used to be accepted and then failed on the worker."""
+    rows = [(t, str(i % 4) if i != 7 else bad, s) for i, (t, _, s) in enumerate(toy_rows())]
+
+    errors = rejected(analyst, make_snapshot(rows), bundled, task="regression")
+
+    assert errors["task"][0].startswith(
+        f"Regression needs numeric labels, but the train split has {bad!r}"
+    )
+
+
 def test_regression_on_text_labels_is_rejected(analyst, bundled):
     errors = rejected(analyst, make_snapshot(toy_rows()), bundled, task="regression")
 
