@@ -42,6 +42,12 @@ MAX_LABEL_CHARS = 500
 LABEL_SEPARATOR = "|"  # several labels of one record, as multi-label training reads them
 
 
+def _field_error(field: str, message: str) -> ValidationError:
+    """A refusal the API reports under the request's field (``errors: {field: [...]}``); pages
+    show its message as before."""
+    return ValidationError({field: [message]})
+
+
 class LabelConflict(ValidationError):
     """The record's label changed after the annotator was shown it."""
 
@@ -111,27 +117,29 @@ def label_schema_set(
         if not label:
             continue
         if any(piece in label for piece in TEMPLATE_DEBRIS):
-            raise ValidationError(
+            raise _field_error(
+                "labels",
                 f'The label "{label[:40]}" looks like a piece of a page template, not a label. '
-                "Write the labels themselves, one per line."
+                "Write the labels themselves, one per line.",
             )
         if multiple and LABEL_SEPARATOR in label:
-            raise ValidationError(
+            raise _field_error(
+                "labels",
                 f'The label "{label[:40]}" contains "{LABEL_SEPARATOR}", which joins the labels '
-                "of a record that has several. Rename it, or allow one label per record."
+                "of a record that has several. Rename it, or allow one label per record.",
             )
         if len(label) > MAX_LABEL_CHARS:
-            raise ValidationError(
-                f'The label "{label[:40]}…" is longer than {MAX_LABEL_CHARS} characters.'
+            raise _field_error(
+                "labels", f'The label "{label[:40]}…" is longer than {MAX_LABEL_CHARS} characters.'
             )
         if label in cleaned:
-            raise ValidationError(f'The label "{label}" is listed twice.')
+            raise _field_error("labels", f'The label "{label}" is listed twice.')
         cleaned.append(label)
     if not cleaned:
-        raise ValidationError("Give at least one label, one per line.")
+        raise _field_error("labels", "Give at least one label, one per line.")
     if len(cleaned) > MAX_LABELS:
-        raise ValidationError(
-            f"{len(cleaned)} labels were given; a schema holds at most {MAX_LABELS}."
+        raise _field_error(
+            "labels", f"{len(cleaned)} labels were given; a schema holds at most {MAX_LABELS}."
         )
     with transaction.atomic():
         dataset = dataset_lock(dataset)
@@ -604,24 +612,26 @@ def _validated_label(dataset: Dataset, label: str) -> str:
     them, stored once each in the list's order."""
     label = (label or "").strip()
     if not label:
-        raise ValidationError("Choose a label.")
+        raise _field_error("label", "Choose a label.")
     choices = label_choices(dataset)
     given = split_labels(label) if dataset.label_multiple else [label]
     if not given:
-        raise ValidationError("Choose a label.")
+        raise _field_error("label", "Choose a label.")
     for one in given:
         if one not in choices:
             shown = ", ".join(f'"{choice}"' for choice in choices[:20]) or "none yet"
-            raise ValidationError(
+            raise _field_error(
+                "label",
                 f'"{one[:80]}" is not one of this dataset\'s labels ({shown}). An analyst '
-                "can add it to the label list."
+                "can add it to the label list.",
             )
     # Several labels are stored once each, in the list's order: "b|a" and "a|b" are one.
     label = LABEL_SEPARATOR.join(sorted(set(given), key=choices.index))
     if len(label) > MAX_LABEL_CHARS:
-        raise ValidationError(
+        raise _field_error(
+            "label",
             f"Together these labels are {len(label):,} characters long; a record's labels "
-            f"can be at most {MAX_LABEL_CHARS}. Choose fewer of them."
+            f"can be at most {MAX_LABEL_CHARS}. Choose fewer of them.",
         )
     return label
 
