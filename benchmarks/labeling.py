@@ -8,15 +8,18 @@ the two service calls the labeling page and API make: ``record_label_set`` then
 ``labeling_next(after=...)``. Each figure is measured for:
   before    the queue as it was before issue 12 (the module at commit BEFORE, loaded from git):
             the dataset row locked for the whole of each call
-  ours      the current queue (no dataset lock per label; overlap; annotations)
+  previous  the hot path as query strings, 4 round trips an action (the module at PREVIOUS)
+  ours      the current queue (no dataset lock per label; overlap; annotations; on
+            PostgreSQL one call of a PL/pgSQL function per service call)
 alone (one annotator, ``--actions`` actions) and with ``--annotators`` concurrent annotators
 (threads with connections of their own, ``--actions`` in all); both also alone without a
 label list (the labels offered then come from the records and the label log, read on every
 call; a quarter of the actions); and ours also at overlap 2 and in uncertainty order (least
 confidence) after pre-labeling 100k records: through
 ``benchmarks/prelabel.py`` (int8 endpoint) where that exists, else stored suggestions. Prints
-p50/p95 in ms, the ratio of p95 to the 20 ms target, and EXPLAIN ANALYZE of the queue's
-queries. Uses --database-url (default postgres://postgres@127.0.0.1:5432/lepton_bench_labeling,
+p50/p95 in ms, the ratio of p95 to the 20 ms target, the floors (an empty SELECT 1; a one-row
+INSERT committed durably, the disk wait every label's commit makes), the CPU of an action alone
+(Python and PostgreSQL backend), and EXPLAIN ANALYZE of the queue's queries. Uses --database-url (default postgres://postgres@127.0.0.1:5432/lepton_bench_labeling,
 created and migrated if missing).
 """
 
@@ -38,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/lepton_bench_labeling"
 BEFORE = "e9eb458"  # the last commit before issue 12's queue
+PREVIOUS = "67e6712"  # the hot path as query strings (4 round trips an action), before 0026
 TARGET_MS = 20.0
 LABELS = ["billing", "cards", "transfers", "other"]
 from ingest import WORDS  # noqa: E402  (the ingest benchmark's vocabulary; benchmarks/ is on sys.path)
@@ -141,19 +145,19 @@ def vacuum() -> None:
             cursor.execute(f"VACUUM ANALYZE datasets_app_{table}")
 
 
-def before_module():
-    """The labeling services as they were at BEFORE, loaded from git."""
+def before_module(commit: str = BEFORE, name: str = "labeling_before"):
+    """The labeling services as they were at ``commit``, loaded from git."""
     source = subprocess.run(
-        ["git", "show", f"{BEFORE}:datasets_app/services/labeling.py"],
+        ["git", "show", f"{commit}:datasets_app/services/labeling.py"],
         cwd=ROOT,
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    spec = importlib.util.spec_from_loader("labeling_before", loader=None)
+    spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
-    exec(compile(source, "labeling_before.py", "exec"), module.__dict__)  # noqa: S102
+    exec(compile(source, f"{name}.py", "exec"), module.__dict__)  # noqa: S102
     return module
 
 
@@ -257,6 +261,64 @@ def floor(people, samples: int) -> list[float]:
     for thread in threads:
         thread.join()
     return timings
+
+
+def commit_floor(people, samples: int) -> list[float]:
+    """The floor of a label on this machine: a one-row INSERT committed durably (the wait for
+    the disk that every label's commit makes; holds commit without it), per sample."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS bench_commit_floor (id bigserial PRIMARY KEY, at timestamptz)"
+        )
+    timings: list[float] = []
+
+    def work(count):
+        try:
+            with connection.cursor() as cursor:
+                for _ in range(count):
+                    started = time.perf_counter()
+                    cursor.execute("INSERT INTO bench_commit_floor (at) VALUES (now())")
+                    timings.append((time.perf_counter() - started) * 1000)
+        finally:
+            if len(people) > 1:
+                connection.close()
+
+    if len(people) == 1:
+        work(samples)
+    else:
+        threads = [threading.Thread(target=work, args=(samples // len(people),)) for _ in people]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE bench_commit_floor")
+    return timings
+
+
+def cpu_per_action(service, dataset, user, count: int) -> dict:
+    """CPU time of one action, alone: this process's (Python and the driver, process_time)
+    and its PostgreSQL backend's (user + system, from /proc: the server runs on this
+    machine), in ms, over ``count`` actions."""
+    from django.db import connection
+
+    def backend() -> float:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    act(service, dataset, user, 10, [])
+    server, python = backend(), time.process_time()
+    act(service, dataset, user, count, [])
+    server, python = backend() - server, time.process_time() - python
+    return {
+        "python_ms": round(1000 * python / count, 2),
+        "postgres_ms": round(1000 * server / count, 2),
+    }
 
 
 def summary(name: str, timings: list[float]) -> dict:
@@ -412,9 +474,17 @@ def main() -> None:
     rows.append(
         summary(f"floor: SELECT 1, {args.annotators} connections", floor(people, args.actions))
     )
-    for name, service in (("before", before), ("ours", ours)):
+    rows.append(summary("floor: durable commit, 1 connection", commit_floor(people[:1], 500)))
+    rows.append(
+        summary(f"floor: durable commit, {args.annotators} connections", commit_floor(people, 500))
+    )
+    previous = before_module(PREVIOUS, "labeling_previous")
+    cpu = {}
+    for name, service in (("before", before), ("previous", previous), ("ours", ours)):
         act(service, dataset, people[0], 50, [])  # warm up
         print(f"  {name}: {round_trips(service, dataset, people[0])} round trips per action")
+        cpu[name] = cpu_per_action(service, dataset, people[0], max(args.actions // 10, 50))
+        print(f"  {name}: CPU per action alone {cpu[name]}")
         rows.append(
             summary(f"{name}, 1 annotator", measure(service, dataset, people[:1], args.actions))
         )
@@ -425,29 +495,31 @@ def main() -> None:
             )
         )
     labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
-    rows.append(
-        summary(
-            f"ours, {args.annotators} annotators, overlap 2",
-            measure(ours, dataset, people, args.actions),
+    for name, service in (("previous", previous), ("ours", ours)):
+        rows.append(
+            summary(
+                f"{name}, {args.annotators} annotators, overlap 2",
+                measure(service, dataset, people, args.actions),
+            )
         )
-    )
     labeling_settings_set(dataset=dataset, user=analyst, overlap=1)
     rows += without_label_list(dataset, before, ours, people[0], max(args.actions // 4, 50))
     print(f"pre-labeling {args.prelabel:,} records for the uncertainty order:")
     prelabeled = prelabel(dataset, args.prelabel, model=not args.no_model)
     labeling_settings_set(dataset=dataset, user=analyst, order=LabelingOrder.LEAST_CONFIDENCE)
-    rows.append(
-        summary(
-            "ours, 1 annotator, least confidence first",
-            measure(ours, dataset, people[:1], args.actions),
+    for name, service in (("previous", previous), ("ours", ours)):
+        rows.append(
+            summary(
+                f"{name}, 1 annotator, least confidence first",
+                measure(service, dataset, people[:1], args.actions),
+            )
         )
-    )
-    rows.append(
-        summary(
-            f"ours, {args.annotators} annotators, least confidence first",
-            measure(ours, dataset, people, args.actions),
+        rows.append(
+            summary(
+                f"{name}, {args.annotators} annotators, least confidence first",
+                measure(service, dataset, people, args.actions),
+            )
         )
-    )
     labeling_settings_set(dataset=dataset, user=analyst, order=LabelingOrder.FILE)
     explain(dataset, people[0])
     by_name = {row["name"]: row for row in rows}
@@ -458,8 +530,12 @@ def main() -> None:
         f"({old['p95_ms'] / max(new['p95_ms'], 0.01):.1f}x faster); "
         f"ours p95 / target 20 ms = {new['p95_vs_target']}"
     )
+    with open("/proc/loadavg") as handle:
+        print(f"load average at the end: {handle.read().split()[0]}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "prelabel": prelabeled}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"rows": rows, "prelabel": prelabeled, "cpu": cpu}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from django.utils import timezone
 from datasets_app.models import Dataset, Record, RecordSuggestion
 
 STORE_BATCH = 20_000  # rows per statement on PostgreSQL
+# Suggestions stored at once from which the table's statistics are refreshed (ANALYZE, about
+# 0.1-0.3 s) so the queue's plans see them.
+ANALYZE_AFTER = 10_000
 SQLITE_BATCH = 5_000
 MAX_LABEL_CHARS = 500
 MAX_SOURCE_CHARS = 200
@@ -77,6 +80,13 @@ def record_suggestions_store(
             RecordSuggestion.objects.filter(
                 dataset=dataset, source__startswith=replaces_prefix
             ).exclude(source=source).delete()
+    if postgres and stored >= ANALYZE_AFTER:
+        # The queue's uncertainty orders walk the suggestion indexes in order; with statistics
+        # from before a large store the planner thinks few rows match and sorts them all
+        # instead (0.8 s a record after pre-labeling 100,000 on a million-record dataset, where
+        # the walk takes a millisecond), until autovacuum analyzes the table.
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {RecordSuggestion._meta.db_table}")
     return {"stored": stored, "skipped": skipped}
 
 

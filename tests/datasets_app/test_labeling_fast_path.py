@@ -295,8 +295,7 @@ def test_sql_and_orm_paths_agree_in_uncertainty_orders(
         seen = uncertain_session(dataset, a, b)
         results[path] = (seen, state(dataset, a, b))
     assert results["sql"] == results["orm"]
-    seen, final = results["sql"]
-    print(order, overlap, seen, final["records"], final["claims"])
+    seen, _ = results["sql"]
     # The most uncertain first (tied with r4: by id); at overlap 2 one label resolves nothing.
     assert seen[0] == ("a", "r2", "pos" if overlap == 1 else "", 1)
 
