@@ -134,3 +134,69 @@ class RejectNulCharactersMiddleware:
             {"detail": f"The field “{field}” {NUL_MESSAGE}"},
             status=400,
         )
+
+
+# Addresses that take an uploaded file, and the largest body each accepts (setting names or
+# bytes, read at request time). The dataset upload has its own middleware (datasets_app/
+# uploads.py), which also stops a body sent without a length.
+FORM_ALLOWANCE_BYTES = 1024 * 1024
+UPLOAD_BODY_LIMITS = {
+    "models:base_model_create": "BASE_MODEL_MAX_UNPACKED_BYTES",
+    "api_base_models": "BASE_MODEL_MAX_UNPACKED_BYTES",
+    "models:version_batch_prediction_start": "batch",
+    "api_model_version_batch_predictions": "batch",
+}
+OWN_LIMIT_VIEWS = {"datasets:dataset_upload", "api_datasets"}
+
+
+def _body_limit(request) -> int | None:
+    """The most bytes ``request``'s address reads from a body, or None for its own check."""
+    from django.urls import Resolver404, resolve
+
+    try:
+        view_name = resolve(request.path_info).view_name
+    except Resolver404:
+        view_name = ""
+    if view_name in OWN_LIMIT_VIEWS:
+        return None
+    kind = UPLOAD_BODY_LIMITS.get(view_name)
+    if kind == "batch":
+        from models_app.batch_prediction import MAX_UPLOAD_BYTES
+
+        return MAX_UPLOAD_BYTES + FORM_ALLOWANCE_BYTES
+    if kind is not None:
+        return getattr(settings, kind) + FORM_ALLOWANCE_BYTES
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE + FORM_ALLOWANCE_BYTES
+
+
+class RequestBodyLimitMiddleware:
+    """Answer 413 to a body whose Content-Length is over what its address accepts, before
+    anything reads it.
+
+    Django bounds form fields and JSON bodies (DATA_UPLOAD_MAX_MEMORY_SIZE) but not the files
+    of a multipart body: those are written to a temporary file as they arrive. Any POST with a
+    multipart body is read before the login check (by the CSRF and NUL checks, or the login
+    form), so without this an anonymous client could fill the disk with one request. A body
+    without a length is not read by Django at all.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return self.get_response(request)  # Django answers a malformed length itself
+        if declared <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            return self.get_response(request)  # the common case: no address refuses it
+        limit = _body_limit(request)
+        if limit is None or declared <= limit:
+            return self.get_response(request)
+        message = (
+            f"This request is {declared / 1024**2:.1f} MB; this address accepts at most "
+            f"{limit / 1024**2:.0f} MB."
+        )
+        if wants_json(request):
+            return JsonResponse({"detail": message, "errors": {}}, status=413)
+        return render(request, "400.html", {"detail": message}, status=413)

@@ -113,6 +113,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Refuses an oversized dataset upload before anything reads its body (issue 9 item 23).
     "datasets_app.uploads.DatasetUploadLimitMiddleware",
+    # Every other address: a body over what it accepts is a 413 before anything reads it.
+    "lepton_web.middleware.RequestBodyLimitMiddleware",
     # Before anything reads input: a NUL anywhere is a 400 naming the field (issue 9 item 7).
     "lepton_web.middleware.RejectNulCharactersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
