@@ -95,7 +95,7 @@ def explain_texts(
     it; integrated gradients on this process's private PyTorch copy of the version."""
     method = explain_request_check(texts=texts, method=method)
     explanations = []
-    for text in texts:
+    for index, text in enumerate(texts):
         try:
             if method == "occlusion":
                 result = explain_prediction(predictor, text, method=method)
@@ -106,7 +106,9 @@ def explain_texts(
                         predictor, text, method=method, torch_engine=explainer.engine
                     )
         except ExplainError as error:
-            raise ValidationError({"texts": str(error)}) from error
+            # Named like the predict limits (texts[3]): which of several texts is refused.
+            message = f"Text {index}: {error}" if len(texts) > 1 else str(error)
+            raise ValidationError({f"texts[{index}]": message}) from error
         explanations.append(result.to_dict())
     return explanations
 

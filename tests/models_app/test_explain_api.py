@@ -70,6 +70,11 @@ def test_the_query_parameter_works_too_and_without_it_nothing_is_explained(api):
         ({"explain": "maybe"}, "explain", "explain must be true or false."),
         ({"explain": True, "explain_method": "lime"}, "explain_method", "must be one of"),
         (
+            {"explain": True, "texts": ["good", "  "]},
+            "texts[1]",
+            "Text 1: There is no text to explain; type a sentence first.",
+        ),
+        (
             {"explain": True, "texts": ["good"] * (EXPLAIN_MAX_TEXTS + 1)},
             "texts",
             f"Explain at most {EXPLAIN_MAX_TEXTS} texts per request",
