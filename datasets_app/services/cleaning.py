@@ -191,6 +191,11 @@ FIX_DONE = {
     ),
 }
 NOTHING_TO_FIX = "Nothing to fix: no record matches this finding any more."
+SMALL_CLASSES_ARE_ALL = (
+    f"Every label has fewer than {cleaning.MIN_CLASS_SIZE} records, so this fix would exclude "
+    "every labeled record and leave nothing to train on. Add records to the small labels or "
+    "merge them instead."
+)
 
 
 def fix_summary(kind: str, count: int) -> str:
@@ -261,6 +266,9 @@ def _clean_apply(
     frame = records_frame(dataset)
     report(25, f"Finding what to fix among {len(frame):,} records.")
     changes = _changes_for(kind, frame)
+    labeled = int((frame["label"] != "").sum())
+    if kind == cleaning.FIX_EXCLUDE_SMALL_CLASSES and not changes.empty and len(changes) >= labeled:
+        raise ValidationError(SMALL_CLASSES_ARE_ALL)
     del frame
     if changes.empty:
         raise ValidationError(NOTHING_TO_FIX)
