@@ -28,7 +28,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from lepton_web.access import can
+from lepton_web.access import can, denial_message
 from models_app import runtime
 from models_app.api.auth import PredictionPrincipal
 from models_app.models import (
@@ -69,7 +69,7 @@ STATS_FLUSH_SECONDS = 5.0
 # How stale a serving process's view of an endpoint or a token may be when the change was made
 # by another process (a revoked token, a stopped endpoint, a promote).
 STATE_TTL_SECONDS = 1.0
-PREDICT_FORBIDDEN = "You may not call predict."
+PREDICT_FORBIDDEN = "You may not call predict."  # who gets no role-specific reason
 
 
 class EndpointUnavailable(Exception):
@@ -441,7 +441,7 @@ def predict_answer(
         if slug not in user.slugs:
             return 403, _body("This prediction token may not call this endpoint."), {}
     elif not can(user, "deployment", "predict"):
-        return 403, _body(PREDICT_FORBIDDEN), {}
+        return 403, _body(denial_message(user, "deployment", "predict")), {}
     problem = predict_texts_problem(texts)
     if problem:
         return 400, _body(problem[1], {problem[0]: [problem[1]]}), {}

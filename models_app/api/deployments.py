@@ -9,7 +9,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from lepton_web.access import RolePermission, can
+from lepton_web.access import RolePermission, can, denial_message
 from models_app import deploy
 from models_app.api.auth import (
     FastUserTokenAuthentication,
@@ -44,7 +44,12 @@ class PredictPermission(BasePermission):
         user = request.user
         if isinstance(user, PredictionPrincipal):
             return True
-        return bool(user and user.is_authenticated and can(user, "deployment", "predict"))
+        if not (user and user.is_authenticated):
+            return False
+        if can(user, "deployment", "predict"):
+            return True
+        self.message = denial_message(user, "deployment", "predict")
+        return False
 
 
 class PredictApi(APIView):
