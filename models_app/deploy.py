@@ -12,6 +12,7 @@ import re
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.http import Http404
 from django.utils import timezone
 
 from lepton_web import vocabulary
@@ -180,7 +181,7 @@ def deployment_promote(
     runtime = runtime or default_runtime(version)
     export = _check_servable(version, runtime)
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        locked = _locked_deployment(deployment)
         return _move(
             locked, user=user, action="promote", version=version, runtime=runtime, export=export
         )
@@ -199,6 +200,32 @@ def deployment_change_sentence(deployment: Deployment, *, action: str = "promote
     return f"{deployment.slug} now serves {version} ({runtime})."
 
 
+def _locked_deployment(deployment: Deployment) -> Deployment:
+    """The endpoint's row, locked; a 404 that says so when it was deleted meanwhile (another
+    tab, another user) instead of a DoesNotExist error."""
+    locked = (
+        Deployment.objects.select_for_update(of=("self",))
+        .select_related("version__registered_model")
+        .filter(pk=deployment.pk)
+        .first()
+    )
+    if locked is None:
+        raise Http404(f"The endpoint {deployment.slug} was deleted meanwhile.")
+    return locked
+
+
+def _locked_version(version: ModelVersion) -> ModelVersion:
+    locked = (
+        ModelVersion.objects.select_for_update(of=("self",))
+        .select_related("registered_model")
+        .filter(pk=version.pk)
+        .first()
+    )
+    if locked is None:
+        raise Http404(f"{version} was deleted meanwhile.")
+    return locked
+
+
 def deployment_previous(deployment: Deployment) -> DeploymentEvent | None:
     """The change that brought the endpoint to its current version (to roll back)."""
     return (
@@ -214,9 +241,7 @@ def deployment_rollback(*, user, deployment: Deployment) -> Deployment:
     """Go back to the version (and runtime) the endpoint served before its last change."""
     access_check(user, "deployment", "deploy")
     with transaction.atomic():
-        locked = (
-            Deployment.objects.select_for_update().select_related("version").get(pk=deployment.pk)
-        )
+        locked = _locked_deployment(deployment)
         previous = deployment_previous(locked)
         if previous is None or previous.from_version is None:
             raise ValidationError("This endpoint has no earlier version to roll back to.")
@@ -235,7 +260,7 @@ def deployment_rollback(*, user, deployment: Deployment) -> Deployment:
 def _set_status(*, user, deployment: Deployment, status: str, action: str) -> Deployment:
     access_check(user, "deployment", "deploy")
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        locked = _locked_deployment(deployment)
         if action == "start":
             _check_servable(locked.version, locked.runtime)
         locked.status = status
@@ -358,7 +383,7 @@ def model_version_archive(*, user, version: ModelVersion, archived: bool = True)
     """Archive a version nothing deploys (no endpoint, no alias points at it), or unarchive."""
     access_check(user, "model_version", "delete")
     with transaction.atomic():
-        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        locked = _locked_version(version)
         if archived:
             endpoints = list(
                 Deployment.objects.filter(version=locked).values_list("slug", flat=True)
@@ -389,11 +414,7 @@ def model_version_delete(*, user, version: ModelVersion) -> dict[str, int]:
 
     access_check(user, "model_version", "delete")
     with transaction.atomic():
-        locked = (
-            ModelVersion.objects.select_for_update()
-            .select_related("registered_model")
-            .get(pk=version.pk)
-        )
+        locked = _locked_version(version)
         if not locked.is_archived:
             raise ValidationError(
                 f"Archive {locked} before deleting it: archiving checks that nothing deploys it."
@@ -498,8 +519,6 @@ def prediction_token_revoke(*, user, token_id: int) -> str:
     """Revoke (delete) a prediction token: its key is refused at once in this process and
     within serving.STATE_TTL_SECONDS in the others (their memo of who a key is). Returns the
     revoked token's name."""
-    from django.http import Http404
-
     access_check(user, "deployment", "deploy")
     token = PredictionToken.objects.filter(pk=token_id).first()
     if token is None:

@@ -1,5 +1,6 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -285,6 +286,8 @@ def deployment_action(request, slug: str, action: str):
     except ValidationError as error:
         # Shown in the endpoint's own card (base.html leaves "inline" messages to the page).
         messages.error(request, " ".join(error.messages), extra_tags=f"inline endpoint-{slug}")
+    except Http404 as error:  # deleted meanwhile (another tab, another user): no card to show it
+        messages.error(request, str(error))
     else:
         messages.success(request, done)
     return redirect("models:deployment_list")
