@@ -233,6 +233,15 @@ def clients_for(world, *, enforce_csrf: bool = False) -> dict[str, Client]:
     return clients
 
 
+def assert_still_signed_in(client: Client, world, principal: str) -> None:
+    """The sweep ran as ``principal`` to its end (no request in it signed the client out)."""
+    me = client.get("/api/v1/me/")
+    assert (me.status_code, me.json()["username"]) == (
+        200,
+        world.users[WORLD_USERS[principal]].username,
+    )
+
+
 def undone(client: Client, method: str, path: str, **kwargs):
     """The response to one request whose database changes are rolled back afterwards."""
     savepoint = transaction.savepoint()
@@ -320,6 +329,8 @@ def test_unsafe_methods_without_a_body_never_answer_500(world, principal):
     client = clients_for(world)[principal]
     failed = {}
     for route, name in ROUTES:
+        if name == "logout":
+            continue  # it would sign the sweep out (Django's own view)
         path = address(route, world.ids)
         for method in UNSAFE_METHODS:
             response = undone(client, method, path)
@@ -327,6 +338,7 @@ def test_unsafe_methods_without_a_body_never_answer_500(world, principal):
                 failed[f"{method.upper()} {name}"] = response.status_code
 
     assert failed == {}
+    assert_still_signed_in(client, world, principal)
 
 
 # What a role may send (POST/PUT/PATCH/DELETE) besides logging in and out; everything else
@@ -357,6 +369,7 @@ def test_read_only_and_labeling_roles_are_refused_every_other_change(world, prin
                 let_through[f"{method.upper()} {name}"] = code
 
     assert let_through == {}
+    assert_still_signed_in(client, world, principal)
 
 
 def test_annotator_not_assigned_changes_nothing_through_the_datasets_addresses(world):
@@ -372,6 +385,7 @@ def test_annotator_not_assigned_changes_nothing_through_the_datasets_addresses(w
                 let_through[f"{method.upper()} {name}"] = code
 
     assert let_through == {}
+    assert_still_signed_in(client, world, "ann_out")
 
 
 @pytest.mark.parametrize("principal", ["anon", "token"])
@@ -414,6 +428,7 @@ def test_every_unsafe_method_needs_the_csrf_token_with_a_session(world, principa
                 accepted[f"{method.upper()} {name}"] = response.status_code
 
     assert accepted == {}
+    assert_still_signed_in(client, world, principal)
 
 
 # --- rows of another dataset (IDOR) ----------------------------------------------------------
