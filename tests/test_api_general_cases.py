@@ -22,6 +22,7 @@ from models_app import runtime
 from models_app.batch_prediction import batch_prediction_execute
 from models_app.models import BaseModel
 from tests.conftest import broker_for_this_process
+from tests.schema_check import assert_conforms, load_schema
 from tests.training_app.tiny_model import save_tiny_bert
 from training_app.services import training_run_execute
 
@@ -371,3 +372,87 @@ def test_header_only_and_empty_files_are_refused_in_words(api):
     empty = api.post(f"{API}/datasets/", {"file": SimpleUploadedFile("e.csv", b"")})
     assert empty.status_code == 400
     assert empty.json()["errors"] == {"file": ["The submitted file is empty."]}
+
+
+# --- the answers and the schema ---------------------------------------------------------------
+def test_answers_match_the_openapi_schema(api, base_model):
+    """Each answer of the loop, refusals included, has the shape /api/schema/ documents."""
+    schema = load_schema(api)
+    fails = []
+
+    def check(r, method="get"):
+        try:
+            assert_conforms(schema, r, method=method)
+        except AssertionError as e:
+            fails.append(str(e)[:300])
+
+    rows = [(f"good {i}", "a") for i in range(30)] + [(f"bad {i}", "b") for i in range(30)]
+    dataset = import_dataset(
+        api, csv_bytes(rows), {"text_columns": ["text"], "label_column": "label"}
+    )
+    d = dataset["id"]
+    check(api.get(f"{API}/datasets/"))
+    check(api.get(f"{API}/datasets/{d}/"))
+    check(api.get(f"{API}/datasets/{d}/records/"))
+    check(api.get(f"{API}/datasets/{d}/label-schema/"))
+    check(
+        api.put(f"{API}/datasets/{d}/label-schema/", {"labels": ["a", "b"]}, format="json"), "put"
+    )
+    check(api.post(f"{API}/datasets/{d}/split/", {}, format="json"), "post")
+    drain(d)
+    r = api.post(f"{API}/datasets/{d}/snapshots/", {}, format="json")
+    check(r, "post")
+    s = r.json()["id"]
+    check(api.get(f"{API}/datasets/{d}/snapshots/"))
+    check(api.get(f"{API}/snapshots/{s}/"))
+    check(api.post(f"{API}/runs/estimate/", {"snapshot": s}, format="json"), "post")
+    run = train(api, s, "single_label")
+    check(api.get(f"{API}/runs/"))
+    check(api.get(f"{API}/runs/{run['id']}/"))
+    check(api.get(f"{API}/runs/{run['id']}/metrics/"))
+    v = run["model_version"]
+    check(api.get(f"{API}/model-versions/"))
+    check(api.get(f"{API}/model-versions/{v}/"))
+    check(
+        api.post(f"{API}/model-versions/{v}/alias/", {"name": "production"}, format="json"), "post"
+    )
+    check(api.get(f"{API}/model-aliases/"))
+    check(api.get(f"{API}/model-versions/{v}/exports/"))
+    check(
+        api.post(
+            f"{API}/deployments/", {"slug": "x", "version": v, "runtime": "pytorch"}, format="json"
+        ),
+        "post",
+    )
+    check(api.get(f"{API}/deployments/"))
+    check(api.get(f"{API}/deployments/x/"))
+    check(api.post(f"{API}/deployments/x/predict/", {"texts": ["good"]}, format="json"), "post")
+    check(api.post(f"{API}/deployments/x/predict/", {"texts": []}, format="json"), "post")
+    check(api.post(f"{API}/deployments/x/stop/", {}, format="json"), "post")
+    check(api.post(f"{API}/deployments/x/predict/", {"texts": ["good"]}, format="json"), "post")
+    check(api.post(f"{API}/deployments/x/start/", {}, format="json"), "post")
+    done, _ = batch(api, v, snapshot=s)
+    check(api.get(f"{API}/batch-predictions/{done['id']}/"))
+    check(api.get(f"{API}/model-versions/{v}/batch-predictions/"))
+    check(
+        api.post(f"{API}/prediction-tokens/", {"name": "t", "endpoints": ["x"]}, format="json"),
+        "post",
+    )
+    check(api.get(f"{API}/prediction-tokens/"))
+    check(api.get(f"{API}/base-models/"))
+    check(api.get(f"{API}/me/"))
+    check(api.get(f"{API}/health/"))
+    check(api.get(f"{API}/"))
+    check(api.get(f"{API}/datasets/{d}/agreement/"))
+    check(api.get(f"{API}/datasets/{d}/labeling/next/"))
+    check(api.get(f"{API}/datasets/{d}/pre-labels/"))
+    check(api.get(f"{API}/datasets/{d}/retrain/"))
+    check(api.get(f"{API}/searches/"))
+    check(
+        api.post(f"{API}/runs/", {"snapshot": s, "params": {"epochs": -1}}, format="json"), "post"
+    )
+    check(api.get(f"{API}/runs/", {"status": "done"}))
+    check(api.get(f"{API}/datasets/{d}/records/", {"flag": "typo"}))
+    check(api.get(f"{API}/datasets/999999/"))
+    check(api.post(f"{API}/deployments/", {"slug": "Bad Slug"}, format="json"), "post")
+    assert fails == []
