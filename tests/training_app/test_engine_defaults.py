@@ -47,7 +47,8 @@ def test_a_small_set_trains_longer_with_a_small_batch_and_explains_why():
     assert defaults.values["eval_every_steps"] == 19
     assert (
         "warmup-stable-decay (the last 20% of the planned 75 steps decay, sooner when "
-        "validation stops improving; up to 25% more steps while it still improves), "
+        "validation stops improving; up to 25% more steps while it still improves, in "
+        "macro-F1 or accuracy), "
         "validation every 19 steps" in defaults.explanation
     )
     assert "lr 1e-4 for the encoder" in defaults.explanation
@@ -321,6 +322,66 @@ def test_wsd_goes_on_while_validation_improves_up_to_the_cap(base_model, tmp_pat
     assert recorder.logs[-1]["step"] == 37
     assert recorder.logs[-1]["total_steps"] == 37
     assert recorder.logs[-1]["learning_rate"] == 0
+
+
+def test_wsd_goes_on_while_validation_accuracy_improves_though_macro_f1_does_not(
+    base_model,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    from training_app.engine import loop
+
+    # Macro-F1 (the early-stopping metric) is best at the first evaluation only; accuracy sets a
+    # new best at every one. Patience 0: no decay on a plateau, only the planned one.
+    monkeypatch.setattr(
+        loop, "_is_better", lambda metric, value, best: best is None or metric == "accuracy"
+    )
+    result, recorder = run(
+        base_model,
+        tmp_path,
+        scheduler="wsd",
+        epochs=2,
+        eval_every_steps=5,
+        early_stopping_patience=0,
+    )
+
+    assert (result.steps_done, result.total_steps, result.best_step) == (37, 37, 5)
+    assert (
+        "extended",
+        "Validation accuracy still improves at step 20: training on past the planned 30 steps "
+        "while it does, up to 37.",
+    ) in recorder.events
+    started = next(message for kind, message in recorder.events if kind == "started")
+    assert "while it still improves (macro-F1 or accuracy), up to 37 steps" in started
+
+
+def test_wsd_decays_as_planned_when_neither_score_improves(base_model, tmp_path, monkeypatch):  # noqa: F811
+    from training_app.engine import loop
+
+    monkeypatch.setattr(loop, "_is_better", lambda metric, value, best: best is None)
+    result, recorder = run(
+        base_model,
+        tmp_path,
+        scheduler="wsd",
+        epochs=2,
+        eval_every_steps=5,
+        early_stopping_patience=0,
+    )
+
+    assert (result.steps_done, result.total_steps, result.best_step) == (30, 30, 5)
+    assert "extended" not in recorder.kinds()
+
+
+def test_the_extension_explanation_names_the_users_metric_and_accuracy():
+    by_loss = chosen(400, 6, early_stopping_metric="loss")
+    by_accuracy = chosen(400, 6, early_stopping_metric="accuracy")
+    regression = choose_defaults(
+        task="regression", method="full", profile=DataProfile(n_examples=400, n_classes=1)
+    )
+
+    assert "while it still improves, in loss or accuracy)" in by_loss.explanation
+    assert "while it still improves), validation every" in by_accuracy.explanation
+    assert "while it still improves), validation every" in regression.explanation
 
 
 def test_wsd_resumes_after_cancel_with_its_moved_end(base_model, tmp_path, monkeypatch):  # noqa: F811

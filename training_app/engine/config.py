@@ -22,10 +22,13 @@ SCHEDULERS = ("linear", "cosine", "constant", "wsd")
 # "wsd" (warmup-stable-decay): warm up, hold the learning rate, then decay it linearly to zero
 # over this share of the planned steps. The decay starts when validation stops improving
 # (`early_stopping_patience` evaluations without a better score), or at the planned end; while
-# validation still improves there, the stable phase goes on, up to this many times the planned
-# steps (the cap).
+# validation still improves there (its early-stopping metric or the second score below sets a
+# new best), the stable phase goes on, up to this many times the planned steps (the cap).
 WSD_DECAY_FRACTION = 0.2
 WSD_MAX_EXTENSION = 1.25
+# "Still improves" for that extension: a new best of the early-stopping metric, or of this
+# second score (a noisy macro-F1 on a few hundred validation texts can dip while accuracy rises).
+EXTENSION_SECOND_METRIC = {"single_label": "accuracy", "multi_label": "micro_f1"}
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -416,7 +419,8 @@ def choose_defaults(
       many-class ones.
     - Warmup-stable-decay schedule, evaluated about 4 times over the planned steps: the last
       20% decay to zero, sooner when validation has not improved for `early_stopping_patience`
-      evaluations; while it still improves at the planned decay, training goes on, up to 25%
+      evaluations; while it still improves at the planned decay (a new best of the metric, or
+      of accuracy for single-label, micro-F1 for multi-label), training goes on, up to 25%
       more steps.
     - Batch 16 and 10% warmup for sets under 10,000 examples, batch 32 and 6% above.
     - Full fine-tuning of a small encoder: lr 1e-4, the new head 10x, layer-wise decay 0.9
@@ -461,7 +465,14 @@ def choose_defaults(
         f"warmup-stable-decay (the last {round(WSD_DECAY_FRACTION * 100)}% of the planned "
         + (f"{planned:,} " if planned else "")
         + "steps decay, sooner when validation stops improving; up to "
-        f"{round((WSD_MAX_EXTENSION - 1) * 100)}% more steps while it still improves)"
+        f"{round((WSD_MAX_EXTENSION - 1) * 100)}% more steps while it still improves"
+        + (
+            f", in {_metric_words(user.get('early_stopping_metric', 'macro_f1'))} or "
+            f"{_metric_words(EXTENSION_SECOND_METRIC[task])})"
+            if task in EXTENSION_SECOND_METRIC
+            and user.get("early_stopping_metric", "macro_f1") != EXTENSION_SECOND_METRIC[task]
+            else ")"
+        )
     )
     reasons["eval_every_steps"] = f"validation every {chosen['eval_every_steps']:,} steps"
     chosen["warmup_ratio"] = 0.06 if large else 0.1
@@ -535,6 +546,11 @@ def _planned_steps(n: int, settings: dict) -> int | None:
         return max(1, math.ceil(float(settings["epochs"]) * math.ceil(n / group)))
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _metric_words(name: str) -> str:
+    """macro_f1 -> macro-F1, micro_f1 -> micro-F1, subset_accuracy -> subset accuracy."""
+    return name.replace("_f1", "-F1").replace("_", " ")
 
 
 def _rate(value: float) -> str:
