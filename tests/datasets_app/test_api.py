@@ -815,7 +815,9 @@ def test_openapi_schema_lists_the_dataset_endpoints(client_as):
     schemas = json.loads(response.content)["components"]["schemas"]
     for path in ("/api/v1/datasets/{dataset_id}/split/", "/api/v1/datasets/{dataset_id}/clean/"):
         answers = paths[path]["post"]["responses"]
-        assert set(answers) == {"202", "400"}, path
+        # 401-404 and 503 are documented on every operation (the one error shape).
+        assert set(answers) == {"202", "400", "401", "403", "404", "503"}, path
+        assert answers["400"]["description"] == "Refused."
         job_schema = answers["202"]["content"]["application/json"]["schema"]
         assert job_schema == {"$ref": "#/components/schemas/DatasetJob"}
         assert "background job" in paths[path]["post"]["summary"]
