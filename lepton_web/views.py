@@ -126,6 +126,11 @@ def error_403(request, exception=None):
 
 def error_404(request, exception=None):
     detail = "This page does not exist. It may have been deleted, or the address is mistyped."
+    # A view's own sentence ("This dataset is not assigned to you. ...") says more; an address
+    # that matches no page carries the resolver's details, never shown.
+    reason = exception.args[0] if exception is not None and exception.args else None
+    if isinstance(reason, str) and reason:
+        detail = reason
     if wants_json(request):
         return JsonResponse({"detail": "Not found.", "errors": {}}, status=404)
     return render(request, "404.html", {"detail": detail}, status=404)

@@ -462,6 +462,22 @@ def test_job_progress_of_a_dataset_is_hidden_like_the_dataset(world, key, expect
     )
 
 
+def test_a_pages_404_says_why_and_an_unknown_address_says_it_does_not_exist(world):
+    client = _logged_in(world, "annotator_out")
+
+    hidden = client.get(f"/datasets/{world.ids['dataset_id']}/")
+    unknown = client.get("/no/such/page/")
+
+    assert (
+        '<p data-testid="error-detail">This dataset is not assigned to you. Ask an analyst to '
+        "assign you to it.</p>" in hidden.content.decode()
+    )
+    assert (
+        '<p data-testid="error-detail">This page does not exist. It may have been deleted, or '
+        "the address is mistyped.</p>" in unknown.content.decode()
+    )
+
+
 def test_snapshot_of_a_dataset_not_assigned_is_a_404(world):
     client = _logged_in(world, "annotator_out")
 
@@ -560,7 +576,11 @@ def test_download_of_a_version_whose_files_are_missing_is_a_404_that_says_so(wor
     page = client.get(f"/models/versions/{version_id}/download/")
     api = client.get(f"/api/v1/model-versions/{version_id}/download/")
 
-    assert page.status_code == 404  # the console's plain 404 page
+    assert page.status_code == 404
+    assert (
+        '<p data-testid="error-detail">A file of this version is missing from storage, so it '
+        "cannot be downloaded.</p>" in page.content.decode()
+    )
     assert (api.status_code, api.json()) == (
         404,
         {
