@@ -169,6 +169,7 @@ class FileCache:
         """Remove entry `name` unless a process holds it; True when it is gone."""
         lock = self._lock_path(name)
         target = self.root / name
+        trash = None
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
@@ -179,13 +180,14 @@ class FileCache:
                 return False  # another sweep removed it and a reader made it again
             if target.is_dir():
                 trash = self.root / f"{TRASH_PREFIX}{name}-{secrets.token_hex(4)}"
-                target.rename(trash)  # gone for readers at once, however long the delete
-                shutil.rmtree(trash, ignore_errors=True)
+                target.rename(trash)  # gone for readers at once
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
-            return True
         finally:
             os.close(fd)
+        if trash is not None:  # deleted after the lock is let go: no reader waits on it
+            shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def drop(self, predicate: Callable[[dict | None], bool]) -> list[str]:
         """Remove the entries whose manifest matches (those not held); returns their names."""

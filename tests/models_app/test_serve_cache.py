@@ -118,6 +118,45 @@ def test_a_reader_after_a_removal_fills_a_fresh_copy(tmp_path):
         assert not cache.remove("entry")  # held
 
 
+def test_readers_and_a_sweep_racing_never_lose_a_file_under_a_lease(tmp_path):
+    """Readers lease, read and let go in a loop while a sweep removes every copy not held:
+    each reader always finds its whole copy (refilled when a sweep got there first)."""
+    import threading
+
+    cache = FileCache(tmp_path)
+    stop = threading.Event()
+    problems, reads, removals = [], [0], [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                with cache.lease("entry", _fill(b"weights"), manifest={}) as folder:
+                    time.sleep(0.001)
+                    if (folder / "model.bin").read_bytes() != b"weights":
+                        problems.append("wrong content")
+                reads[0] += 1
+                time.sleep(0.002)  # let go for a moment, so the sweep gets its turns
+            except Exception as error:  # a file gone under a lease
+                problems.append(repr(error))
+
+    def sweeper() -> None:
+        while not stop.is_set():
+            removals[0] += cache.sweep(lambda manifest: False)["removed"]
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    threads.append(threading.Thread(target=sweeper))
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert problems == []
+    assert reads[0] > 0  # both sides really ran
+    assert removals[0] > 0
+
+
 def test_leftovers_of_dead_processes_are_swept(tmp_path):
     cache = FileCache(tmp_path)
     (tmp_path / ".trash-entry-1234").mkdir()
