@@ -969,6 +969,18 @@ def _json_text(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _json_label(value) -> str:
+    """A JSON Lines label: a list of labels (["card", "urgent"]) becomes "card|urgent", as
+    multi-label training and the labeling queue store several labels; anything else as
+    ``_json_text``."""
+    if isinstance(value, list) and all(
+        isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value
+    ):
+        parts = [_json_text(item).strip() for item in value]
+        return "|".join(part for part in parts if part)
+    return _json_text(value)
+
+
 def _detect_jsonl(lines, encoding, compression, estimated, limits) -> Detection:
     records, columns = [], []
     for number, line in enumerate(lines[: PREVIEW_ROWS + 1], start=1):
@@ -1451,7 +1463,11 @@ def _to_records(
         {
             "source_row": range(row_offset + 1, row_offset + len(raw) + 1),
             "text": text,
-            "label": _stripped(_as_text(raw[mapping.label_column], json_values=json_values))
+            "label": _stripped(
+                raw[mapping.label_column].map(_json_label).astype(object)
+                if json_values
+                else _as_text(raw[mapping.label_column])
+            )
             if mapping.label_column
             else "",
             "split": "",

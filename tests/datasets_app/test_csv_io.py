@@ -843,7 +843,8 @@ def test_json_lines_nested_values_are_json_text_not_python_repr(tmp_path):
     frame = read_all(path, detection, TEXT_AND_LABEL)
 
     assert frame["text"].tolist() == ['{"title": "Carte bloquée", "body": ["a", 1]}']
-    assert frame["label"].tolist() == ['["card", "urgent"]']
+    # A list of labels is several labels, stored as multi-label training reads them.
+    assert frame["label"].tolist() == ["card|urgent"]
     assert json.loads(frame["metadata"][0]) == {"meta": {"source": "web", "tags": ["é"]}}
     assert detection.preview == [
         [
@@ -852,6 +853,24 @@ def test_json_lines_nested_values_are_json_text_not_python_repr(tmp_path):
             '{"source": "web", "tags": ["é"]}',
         ]
     ]
+
+
+def test_json_lines_label_lists_become_several_labels(tmp_path):
+    """Before, ["x", "y"] was kept as the JSON text '["x", "y"]': one label of that name, which
+    multi-label training could not split."""
+    lines = [
+        {"text": "a", "label": ["x", "y"]},
+        {"text": "b", "label": [" y ", 3]},
+        {"text": "c", "label": []},
+        {"text": "d", "label": [{"deep": 1}]},
+        {"text": "e", "label": "plain"},
+    ]
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    path = write(tmp_path, "a.jsonl", content)
+
+    frame = read_all(path, detect(path, filename="a.jsonl"), TEXT_AND_LABEL)
+
+    assert frame["label"].tolist() == ["x|y", "y|3", "", '[{"deep": 1}]', "plain"]
 
 
 # --- line numbers of row problems --------------------------------------------------------------
