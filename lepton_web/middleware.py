@@ -17,6 +17,12 @@ class ConsoleLoginRequiredMiddleware(LoginRequiredMiddleware):
     """
 
     def process_view(self, request, view_func, view_args, view_kwargs):
+        if request.path_info == "/api/docs/":
+            # The API docs are a page for people: to the login form like the others (DRF
+            # marks its views as not needing a login, so the parent class lets it through).
+            if request.user.is_authenticated:
+                return None
+            return self.handle_no_permission(request, view_func)
         if request.path_info.startswith("/api/"):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
