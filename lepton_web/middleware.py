@@ -18,9 +18,12 @@ class ConsoleLoginRequiredMiddleware(LoginRequiredMiddleware):
 
     def process_view(self, request, view_func, view_args, view_kwargs):
         if request.path_info == "/api/docs/":
-            # The API docs are a page for people: to the login form like the others (DRF
-            # marks its views as not needing a login, so the parent class lets it through).
-            if request.user.is_authenticated:
+            # The API docs are a page for people: a browser opening them signed out goes to
+            # the login form like on any page (DRF marks its views as not needing a login, so
+            # the parent class would let it through). API clients (a token, another method)
+            # get DRF's answers.
+            browser = request.method == "GET" and "HTTP_AUTHORIZATION" not in request.META
+            if request.user.is_authenticated or not browser:
                 return None
             return self.handle_no_permission(request, view_func)
         if request.path_info.startswith("/api/"):
@@ -206,3 +209,30 @@ class RequestBodyLimitMiddleware:
         if wants_json(request):
             return JsonResponse({"detail": message, "errors": {}}, status=413)
         return render(request, "400.html", {"detail": message}, status=413)
+
+
+class MethodNotAllowedPageMiddleware:
+    """A page address asked with a method it does not take (the address of a form's button,
+    typed or bookmarked) answers 405 with a sentence instead of an empty page. The API's 405s
+    are JSON already and left as they are."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code != 405
+            or getattr(response, "streaming", False)
+            or response.content
+            or wants_json(request)
+        ):
+            return response
+        allowed = response.get("Allow", "")
+        detail = (
+            f"This address does not take {request.method} requests (only {allowed}): it is "
+            "the target of a button on a page. Go back to the page and use the button."
+        )
+        page = render(request, "400.html", {"detail": detail}, status=405)
+        page["Allow"] = allowed
+        return page

@@ -125,6 +125,8 @@ MIDDLEWARE = [
     "lepton_web.middleware.ConsoleLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A page's 405 says why in a sentence (Django's is an empty body).
+    "lepton_web.middleware.MethodNotAllowedPageMiddleware",
 ]
 
 ROOT_URLCONF = "lepton_web.urls"

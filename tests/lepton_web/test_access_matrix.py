@@ -190,7 +190,7 @@ GET_GRID = parse_grid(
     api_evaluations                       401  405     405    405     405    401
     api_evaluation                        401  200     403    403     200    401
     schema                                401  200     200    200     200    401
-    api_docs                              L    200     200    200     200    L
+    api_docs                              L    200     200    200     200    401
     """
 )
 
@@ -400,7 +400,7 @@ def test_unsafe_methods_without_a_login_go_to_the_login_form_or_answer_401(world
         for method in UNSAFE_METHODS:
             response = undone(client, method, path)
             code = response.status_code
-            if path.startswith("/api/") and name != "api_docs":  # the docs are a page
+            if path.startswith("/api/"):
                 # The token may call predict on its endpoint (a 400 for the missing texts).
                 allowed = (
                     {400, 405}
@@ -475,6 +475,24 @@ def test_a_pages_404_says_why_and_an_unknown_address_says_it_does_not_exist(worl
     assert (
         '<p data-testid="error-detail">This page does not exist. It may have been deleted, or '
         "the address is mistyped.</p>" in unknown.content.decode()
+    )
+
+
+def test_a_page_address_asked_with_the_wrong_method_says_so_in_a_sentence(world):
+    client = _logged_in(world, "analyst")
+
+    page = client.get("/datasets/upload/")
+    api = client.get("/api/v1/datasets/demo/")
+
+    assert (page.status_code, page["Allow"]) == (405, "POST")
+    assert (
+        '<p data-testid="error-detail">This address does not take GET requests (only POST): '
+        "it is the target of a button on a page. Go back to the page and use the button.</p>"
+        in page.content.decode()
+    )
+    assert (api.status_code, api.json()) == (
+        405,
+        {"detail": 'Method "GET" not allowed.', "errors": {}},
     )
 
 
