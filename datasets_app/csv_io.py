@@ -169,6 +169,22 @@ class ColumnMapping:
                     f"The {role} column '{name}' is not in the file. Its columns are: {listed}.",
                     column=name,
                 )
+        roles: dict[str, str] = {}
+        for role, name in [
+            *[("text", c) for c in self.text_columns],
+            ("label", self.label_column),
+            ("split", self.split_column),
+            ("id", self.id_column),
+        ]:
+            if not name:
+                continue
+            if name in roles and not (role == roles[name] == "text"):
+                raise ImportProblem(
+                    f"The column '{name}' is mapped as {roles[name]} and as {role}; a column "
+                    "has one role. Choose another column for one of them.",
+                    column=name,
+                )
+            roles[name] = role
 
 
 @dataclass

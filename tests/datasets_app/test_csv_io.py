@@ -402,6 +402,31 @@ def test_mapping_validate_names_the_missing_column(mapping, message):
     assert caught.value.message == message
 
 
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        (
+            ColumnMapping(text_columns=["text"], label_column="text"),
+            "The column 'text' is mapped as text and as label",
+        ),
+        (
+            ColumnMapping(text_columns=["text"], label_column="label", split_column="label"),
+            "The column 'label' is mapped as label and as split",
+        ),
+        (
+            ColumnMapping(text_columns=["text", "label"], id_column="label"),
+            "The column 'label' is mapped as text and as id",
+        ),
+    ],
+)
+def test_a_column_mapped_to_two_roles_is_refused(mapping, message):
+    """Before, text = label imported every text as its own label (one class per record)."""
+    with pytest.raises(ImportProblem) as caught:
+        mapping.validate(["text", "label", "split"])
+
+    assert caught.value.message.startswith(message)
+
+
 def test_mapping_round_trips_through_dict_with_defaults():
     assert ColumnMapping.from_dict({"text_columns": ["a"], "label_column": ""}) == ColumnMapping(
         text_columns=["a"], text_separator="\n"
