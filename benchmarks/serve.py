@@ -2,7 +2,7 @@
 
     source your env; .venv/bin/python benchmarks/serve.py [--train-examples 4152] [--epochs 3]
         [--texts 1000] [--http-requests 300] [--load-requests 2000] [--concurrency 16]
-        [--json out.json]
+        [--throughput-only] [--json out.json]
 
 Needs the database of DATABASE_URL (migrated here) and writes its rows under a model named
 "bench-serve-trec" (replaced on each run). The model: the bundled MiniLM fine-tuned with the
@@ -403,6 +403,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="engine threads (0: all cores)")
     parser.add_argument("--rounds", type=int, default=3, help="throughput: best of this many")
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="stop after 1. (batch throughput)"
+    )
     parser.add_argument("--json", type=Path)
     arguments = parser.parse_args()
 
@@ -440,6 +443,13 @@ def main() -> None:
             else ""
         )
         print(f"   {name:<14} {value:8.1f} texts/s  {value / base:5.2f}x pipeline(b32){agreement}")
+    print(f"   load average {os.getloadavg()[0]:.2f} (1 min) at the end of the measurement")
+    if arguments.throughput_only:
+        if arguments.json:
+            arguments.json.write_text(
+                json.dumps({"throughput": figures, "parity": parity}, indent=2, default=str)
+            )
+        return
 
     versions, user, key = register_versions(folder, parity)
     from models_app.deploy import deployment_deploy

@@ -146,8 +146,10 @@ def test_onnx_threads_spin_only_while_a_run_lasts(folder, tmp_path):
 
     out = tmp_path / "model-fp32.onnx"
     export_onnx(folder, out, kind="onnx-fp32")
-    options = OnnxEngine(out, threads=2, device="cpu").session.get_session_options()
+    engine = OnnxEngine(out, threads=2, device="cpu")
+    options = engine.session.get_session_options()
 
-    assert options.intra_op_num_threads == 2
+    # On the CPU the two threads run two batches at once, each on one thread.
+    assert (engine.workers, options.intra_op_num_threads) == (2, 1)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"

@@ -315,3 +315,48 @@ def test_torch_engine_on_cpu_has_no_autocast(single_label_folder):
 
     assert predictor.engine.device == "cpu"
     assert predictor.engine.autocast_dtype is None
+
+
+def test_onnx_on_the_cpu_runs_batches_side_by_side_with_the_same_answers(
+    single_label_folder, tmp_path
+):
+    from models_app.runtime.export import export_onnx
+
+    path = tmp_path / "model-fp32.onnx"
+    export_onnx(single_label_folder, path, kind="onnx-fp32")
+    texts = [f"this is good number {i}" + " really" * (i % 7) for i in range(40)]
+    one = runtime.load_predictor(
+        single_label_folder, runtime="onnx-fp32", onnx_file=path, threads=1, device="cpu"
+    )
+    two = runtime.load_predictor(
+        single_label_folder, runtime="onnx-fp32", onnx_file=path, threads=2, device="cpu"
+    )
+    assert (one.engine.workers, two.engine.workers) == (1, 2)
+    # Each session runs a batch on one thread; the engine runs up to `workers` at once.
+    assert two.engine.session.get_session_options().intra_op_num_threads == 1
+    seen, running, most = set(), [0], [0]
+    lock = threading.Lock()
+    inner = two.engine.run
+
+    def watched(input_ids, attention_mask):
+        with lock:
+            seen.add(threading.get_ident())
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            threading.Event().wait(0.02)  # long enough for the other worker to start one
+            return inner(input_ids, attention_mask)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    two.engine.run = watched
+
+    np.testing.assert_allclose(two.logits(texts), one.logits(texts), atol=1e-5)
+    assert len(seen) == 2
+    assert most[0] == 2
+    # A request too small for two full batches is still split in two, one per thread.
+    seen.clear()
+    two.logits(texts[:6])
+    assert len(seen) == 2
+    assert two.predict(texts[:1])[0]["label"] == one.predict(texts[:1])[0]["label"]
