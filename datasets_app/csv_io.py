@@ -1042,11 +1042,17 @@ def suggest_mapping(columns: list[str]) -> ColumnMapping:
         return next((lowered[n] for n in names if n in lowered), None)
 
     text = pick("text", "sentence", "content", "body", "review", "message", "question", "utterance")
+    label = pick("label", "labels", "category", "class", "intent", "sentiment", "target")
+    split = pick("split", "subset", "fold")
+    id_column = pick("id", "uid", "uuid", "record_id")
+    if text is None:  # the first column no other role took (a column has one role)
+        others = {label, split, id_column}
+        text = next((c for c in columns if c not in others), columns[0])
     return ColumnMapping(
-        text_columns=[text or columns[0]],
-        label_column=pick("label", "labels", "category", "class", "intent", "sentiment", "target"),
-        split_column=pick("split", "subset", "fold"),
-        id_column=pick("id", "uid", "uuid", "record_id"),
+        text_columns=[text],
+        label_column=label if label != text else None,
+        split_column=split if split != text else None,
+        id_column=id_column if id_column != text else None,
     )
 
 

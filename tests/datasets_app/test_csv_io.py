@@ -403,6 +403,17 @@ def test_mapping_validate_names_the_missing_column(mapping, message):
 
 
 @pytest.mark.parametrize(
+    ("columns", "text", "label"),
+    [(["category", "notes"], "notes", "category"), (["label"], "label", None)],
+)
+def test_the_suggested_mapping_gives_each_column_one_role(columns, text, label):
+    suggested = suggest_mapping(columns)
+
+    assert (suggested.text_columns, suggested.label_column) == ([text], label)
+    suggested.validate(columns)
+
+
+@pytest.mark.parametrize(
     ("mapping", "message"),
     [
         (
