@@ -85,10 +85,11 @@ class LabelingItem:
 
 
 def _fast_sql() -> bool:
-    """Whether the queue's hot path (the next record in file order; saving a label) runs as
-    hand-written PostgreSQL, a query string each after the dataset read, rather than through
-    the ORM (SQLite; and on PostgreSQL a record asked for by id, the uncertainty orders, the
-    end of the queue). Tests switch it off to hold both paths to the same results."""
+    """Whether the queue's hot path (the next record past the last one; saving a label) runs
+    as PostgreSQL functions (migration 0026), one call each with the dataset read, rather than
+    through the ORM (SQLite; and on PostgreSQL a record asked for by id, an uncertainty order
+    from the top, the end of the queue, a label above overlap 1 after the call). Tests switch
+    it off to hold both paths to the same results."""
     return connection.vendor == "postgresql"
 
 
