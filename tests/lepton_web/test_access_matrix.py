@@ -341,6 +341,65 @@ def test_unsafe_methods_without_a_body_never_answer_500(world, principal):
     assert_still_signed_in(client, world, principal)
 
 
+HOSTILE_QUERIES = (
+    "page=-1&after=99999999999999999999999&record=abc&snapshot=1e99&format=xlsx&q=%27%22%3C"
+    "&limit=-5&offset=x&keep=1,,2&reload=1&fragment=x",
+    "search=%22open&label=%25&split=zzz&flag=nope&order=-id&runs=1,x,99999999999999999999"
+    "&version=abc&endpoint=..%2F..&metric=__class__&split=" + "x" * 3000,
+)
+HOSTILE_FORM = {
+    "label": "x" * 5000,
+    "overlap": "abc",
+    "version": "99999999999999999999",
+    "snapshot": "-1",
+    "next": "//evil.example/",
+    "runtime": "nope",
+    "slug": "../../x",
+    "split": "zzz",
+    "steps": "-4",
+    "epochs": "1e9",
+    "learning_rate": "nan",
+    "base_model": "99999999999999999999",
+    "dismiss": "1",
+    "labels": "a\nb\n" * 50,
+    "encoding": "rot13",
+    "delimiter": "\n",
+    "record_id": "abc",
+    "user": "99999999999999999999",
+    "texts": "hi",
+    "format": "zzz",
+    "deployments": ["x", "y"],
+}
+HOSTILE_JSON = (
+    '{"label": 5, "texts": [1, null], "record_id": "x", "key": 3, "overlap": "a", '
+    '"version": "x", "snapshot": [], "params": {"epochs": "x"}, "labels": "a"}'
+)
+
+
+def test_hostile_parameters_and_bodies_never_answer_500(world):
+    client = clients_for(world)["analyst"]
+    failed = {}
+    for route, name in ROUTES:
+        if name == "logout":
+            continue
+        path = address(route, world.ids)
+        for query in HOSTILE_QUERIES:
+            if client.get(f"{path}?{query}").status_code >= 500:
+                failed[f"GET {name}?{query[:20]}"] = 500
+        answers = {
+            "form": undone(client, "post", path, data=HOSTILE_FORM),
+            "json": undone(
+                client, "post", path, data=HOSTILE_JSON, content_type="application/json"
+            ),
+        }
+        failed |= {
+            f"POST {name} ({kind})": 500 for kind, a in answers.items() if a.status_code >= 500
+        }
+
+    assert failed == {}
+    assert_still_signed_in(client, world, "analyst")
+
+
 # What a role may send (POST/PUT/PATCH/DELETE) besides logging in and out; everything else
 # must be refused with 403 (or 405 where the address has no such method).
 MAY_SEND = {
