@@ -144,7 +144,7 @@ def make_dataset(texts: list[str], count: int, user):
     job = DatasetJob.objects.create(dataset=dataset, kind="import", status="succeeded")
     dataset.active_import = job
     dataset.record_count = count
-    dataset.label_counts = {"": count}
+    dataset.label_counts_base = {"": count}
     dataset.save()
     started = time.perf_counter()
     for start in range(0, count, INSERT_BATCH):

@@ -51,7 +51,10 @@ class Dataset(models.Model):
         related_name="+",
     )
     record_count = models.PositiveIntegerField(default=0)
-    label_counts = models.JSONField(default=dict, blank=True)
+    # The label counts as the last import, split, fix or recount set them (under the dataset
+    # lock). Labels given since then are counted in LabelCountShard rows, so that annotators
+    # never write this row; ``label_counts`` adds the two up.
+    label_counts_base = models.JSONField(default=dict, blank=True, db_column="label_counts")
     split_counts = models.JSONField(default=dict, blank=True)
     quality_report = models.JSONField(default=dict, blank=True)
     # The import whose records the full-text index covers (PostgreSQL). Search is full-text
@@ -92,6 +95,21 @@ class Dataset(models.Model):
         return self.status == self.Status.READY
 
     @property
+    def label_counts(self) -> dict[str, int]:
+        """Records per label (not excluded; '' for none), exact now: the counts on this row
+        plus the labels given since they were set (one query; see ``label_counts_now``)."""
+        from datasets_app.services.label_counts import KNOWN, label_counts_now
+
+        known = self.__dict__.get(KNOWN)
+        return dict(known) if known is not None else label_counts_now(self)
+
+    def refresh_from_db(self, *args, **kwargs):
+        from datasets_app.services.label_counts import KNOWN
+
+        self.__dict__.pop(KNOWN, None)
+        return super().refresh_from_db(*args, **kwargs)
+
+    @property
     def unlabeled_count(self) -> int:
         """Records without a label (not excluded), from the kept counts."""
         return int((self.label_counts or {}).get("", 0))
@@ -99,8 +117,9 @@ class Dataset(models.Model):
     @property
     def labeling_totals(self) -> dict[str, int]:
         """Records counted (not excluded), labeled, unlabeled and the labeled percentage."""
-        total = sum((self.label_counts or {}).values())
-        unlabeled = self.unlabeled_count
+        counts = self.label_counts
+        total = sum(counts.values())
+        unlabeled = int(counts.get("", 0))
         labeled = total - unlabeled
         percent = round(100 * labeled / total) if total else 0
         return {"total": total, "labeled": labeled, "unlabeled": unlabeled, "percent": percent}
@@ -367,8 +386,14 @@ class LabelChange(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     # Set when the label was given to many records at once (records page, "Label them").
+    # Indexed only where set (labelchange_bulk_label): the queue's labels have none.
     bulk_label = models.ForeignKey(
-        BulkLabel, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes"
+        BulkLabel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="changes",
+        db_index=False,
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -380,10 +405,40 @@ class LabelChange(models.Model):
             # list): one index step per distinct label, not a read of the whole log.
             models.Index(fields=["dataset", "new_label"], name="labelchange_dataset_new"),
             models.Index(fields=["dataset", "old_label"], name="labelchange_dataset_old"),
+            models.Index(
+                fields=["bulk_label"],
+                condition=Q(bulk_label__isnull=False),
+                name="labelchange_bulk_label",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.record_id}: {self.old_label!r} -> {self.new_label!r}"
+
+
+class LabelCountShard(models.Model):
+    """Label count changes made by labeling since the dataset's counts were last set: per
+    dataset, import and shard (the labeling user's id modulo SHARDS), label -> change. An
+    annotator's label adds to their own shard's row while it holds the dataset row FOR SHARE,
+    so annotators never wait on each other's counts, and whoever sets the dataset's counts
+    (holding the row exclusively) removes these rows in the same transaction."""
+
+    SHARDS = 16
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    import_run_id = models.BigIntegerField()
+    shard = models.PositiveSmallIntegerField()
+    counts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset", "import_run_id", "shard"], name="labelcountshard_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"dataset {self.dataset_id} import {self.import_run_id} shard {self.shard}"
 
 
 class LabelClaim(models.Model):
@@ -391,9 +446,16 @@ class LabelClaim(models.Model):
     more people than the dataset's overlap work on one record at once (one, by default). One
     per user and dataset; an expired claim is free for anyone."""
 
-    record = models.ForeignKey(Record, on_delete=models.DO_NOTHING, related_name="+")
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No single-column indexes: every hand-out deletes and inserts claims, and the indexes
+    # below (record, user) and (dataset, ...) answer every lookup; the table stays small, so a
+    # deleted user's claims are found by a scan.
+    record = models.ForeignKey(
+        Record, on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     expires_at = models.DateTimeField()
 
     class Meta:
@@ -414,9 +476,15 @@ class Annotation(models.Model):
     person (labeling it again replaces the label). The record's label is resolved from these:
     with overlap 1 the label given; above 1 the strict majority once ``label_overlap`` exist."""
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="annotations")
+    # No single-column indexes for dataset and record: (dataset, user, ...) and the unique
+    # (record, user) answer those lookups, and each label writes one index entry less apiece.
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.CASCADE, related_name="annotations", db_index=False
+    )
     # Removed with their records by records_delete(), like label changes.
-    record = models.ForeignKey(Record, on_delete=models.DO_NOTHING, related_name="+")
+    record = models.ForeignKey(
+        Record, on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

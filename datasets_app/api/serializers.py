@@ -27,6 +27,8 @@ class DatasetJobSerializer(serializers.ModelSerializer):
 
 class DatasetSerializer(serializers.ModelSerializer):
     latest_import = serializers.SerializerMethodField()
+    # Records per label ('' for none), exact now (the row's counts plus labels given since).
+    label_counts = serializers.DictField(child=serializers.IntegerField(), read_only=True)
 
     class Meta:
         model = Dataset

@@ -626,7 +626,10 @@ def _import_finish(
         dataset.status = Dataset.Status.READY
         dataset.status_message = ""
         # Counted by the writer as rows passed: no scan of a million records here.
-        dataset.record_count, dataset.label_counts, dataset.split_counts = distribution
+        from datasets_app.services.label_counts import label_counts_set
+
+        dataset.record_count, counts, dataset.split_counts = distribution
+        label_counts_set(dataset, counts)  # the previous import's shards go too
         carried = 0
         if previous:
             from datasets_app.services.labeling import labels_carry_over
@@ -667,11 +670,15 @@ def _import_finish(
 
 def dataset_refresh_counts(dataset: Dataset, *, save: bool = True) -> Dataset:
     from datasets_app.selectors import record_distribution
+    from datasets_app.services.label_counts import label_counts_set
 
     active = Record.objects.filter(import_run_id=dataset.active_import_id, is_excluded=False)
-    dataset.record_count, dataset.label_counts, dataset.split_counts = record_distribution(active)
+    dataset.record_count, counts, dataset.split_counts = record_distribution(active)
+    label_counts_set(dataset, counts)
     if save:
-        dataset.save(update_fields=["record_count", "label_counts", "split_counts", "updated_at"])
+        dataset.save(
+            update_fields=["record_count", "label_counts_base", "split_counts", "updated_at"]
+        )
     return dataset
 
 

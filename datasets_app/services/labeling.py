@@ -35,6 +35,7 @@ from datasets_app.models import (
     ReviewItem,
 )
 from datasets_app.services.jobs import LOCK_WAIT, DatasetBusy, dataset_lock
+from datasets_app.services.label_counts import label_counts_known, label_counts_move
 from lepton_web.access import access_check
 
 MAX_LABELS = 200
@@ -451,35 +452,82 @@ def _first_unlocked(candidates) -> Record | None:
 FAST_ATTEMPTS = 4
 
 
+# Per model and database: the concrete fields' attribute names, each field's converters, and
+# per function call shape the column list (built once: building them cost a third of the
+# Python time of a labeling action).
+_MODEL_READERS: dict = {}
+_FUNCTION_COLUMNS: dict = {}
+# Columns the queue never reads from the dataset it gets back, left out (deferred: read from
+# the database only if something asks): parsing a quality report on every call cost more than
+# the call's SQL on a real dataset.
+_DEFERRED = {
+    Dataset: {"description", "status_message", "detection", "mapping", "quality_report"},
+}
+
+
+def _read_fields(model) -> list:
+    deferred = _DEFERRED.get(model, ())
+    return [field for field in model._meta.concrete_fields if field.attname not in deferred]
+
+
+def _model_reader(model) -> tuple[list[str], list[tuple]]:
+    key = (model, connection.alias)
+    reader = _MODEL_READERS.get(key)
+    if reader is None:
+        fields = _read_fields(model)
+        reader = (
+            [field.attname for field in fields],
+            [(field, tuple(field.get_db_converters(connection))) for field in fields],
+        )
+        _MODEL_READERS[key] = reader
+    return reader
+
+
 def _model_from_db(model, values: list):
     """An instance of ``model`` from its concrete fields' column values (as the ORM converts
     them), or None when the row is absent (a NULL composite: every value NULL)."""
     if values[0] is None:
         return None
-    fields = model._meta.concrete_fields
+    attnames, converters = _model_reader(model)
     converted = []
-    for field, value in zip(fields, values, strict=True):
-        for converter in field.get_db_converters(connection):
+    for (field, field_converters), value in zip(converters, values, strict=True):
+        for converter in field_converters:
             value = converter(value, field, connection)
         converted.append(value)
-    return model.from_db(connection.alias, [field.attname for field in fields], converted)
+    return model.from_db(connection.alias, attnames, converted)
 
 
-def _pg_function(name: str, params: list[tuple], scalars: list[str], rows: dict[str, type]) -> list:
+def _function_columns(scalars: list[str], rows: dict[str, type]) -> str:
+    key = (connection.alias, tuple(scalars), tuple(rows.items()))
+    columns = _FUNCTION_COLUMNS.get(key)
+    if columns is None:
+        quote = connection.ops.quote_name
+        names = list(scalars)
+        for out, model in rows.items():
+            names += [f"(x.{out}).{quote(field.column)}" for field in _read_fields(model)]
+        columns = _FUNCTION_COLUMNS[key] = ", ".join(names)
+    return columns
+
+
+def _pg_function(
+    name: str,
+    params: list[tuple],
+    scalars: list[str],
+    rows: dict[str, type],
+    raw: Collection[str] = (),
+) -> list:
     """Call the PostgreSQL function ``name`` (migration 0026) in one round trip with
     ``params`` (value, SQL type) in order. Its composite
     outputs (``rows``: output name -> model) come back as model instances, each column of the
-    model read out of the composite by name; ``scalars`` as they are. A share lock on the
+    model read out of the composite by name (those in ``raw``: their column values, for
+    ``_model_from_db`` when needed); ``scalars`` as they are. A share lock on the
     dataset that timed out (a split, fix or import being saved) raises DatasetBusy."""
-    quote = connection.ops.quote_name
-    columns = list(scalars)
-    for out, model in rows.items():
-        columns += [f"(x.{out}).{quote(field.column)}" for field in model._meta.concrete_fields]
+    columns = _function_columns(scalars, rows)
     placeholders = ", ".join(f"%s::{kind}" for _, kind in params)
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {', '.join(columns)} FROM {name}({placeholders}) x",  # noqa: S608
+                f"SELECT {columns} FROM {name}({placeholders}) x",  # noqa: S608
                 [value for value, _ in params],
             )
             fetched = cursor.fetchall()
@@ -491,9 +539,10 @@ def _pg_function(name: str, params: list[tuple], scalars: list[str], rows: dict[
     for row in fetched:
         answer = list(row[: len(scalars)])
         at = len(scalars)
-        for model in rows.values():
-            width = len(model._meta.concrete_fields)
-            answer.append(_model_from_db(model, list(row[at : at + width])))
+        for out, model in rows.items():
+            width = len(_model_reader(model)[0])
+            values = list(row[at : at + width])
+            answer.append(values if out in raw else _model_from_db(model, values))
             at += width
         answers.append(answer)
     return answers
@@ -535,10 +584,13 @@ def _next_pg(
             (QUEUE_WINDOW, "integer"),
             (FAST_ATTEMPTS, "integer"),
         ],
-        ["x.o_status", "x.o_previous"],
+        ["x.o_status", "x.o_previous", "x.o_shards"],
         {"o_ds": Dataset, "o_rec": Record},
     )
-    status, previous, fresh, record = answer
+    status, previous, shards, fresh, record = answer
+    if fresh is not None:
+        # The counts as the share lock saw them (migration 0028): no query to count again.
+        label_counts_known(fresh, shards)
     return status, fresh, previous, record
 
 
@@ -684,52 +736,11 @@ def _remaining(dataset: Dataset) -> int:
     return dataset.unlabeled_count
 
 
-def _sorted_counts(counts: dict[str, int]) -> dict[str, int]:
-    kept = {label: count for label, count in counts.items() if count > 0}
-    return dict(sorted(kept.items(), key=lambda item: (-item[1], item[0])))
-
-
-def dataset_label_counts_move(dataset: Dataset, moves: dict[str, int]) -> None:
-    """Add ``moves`` (label -> +n/-n) to the dataset's label counts in one statement, without
-    the dataset lock: PostgreSQL takes the row only for the update, at the end of the label's
-    transaction. Refused (nothing saved) if another import became active meanwhile."""
-    moves = {label: delta for label, delta in moves.items() if delta}
-    if not moves:
-        return
-    table = Dataset._meta.db_table
-    if connection.vendor == "postgresql":
-        pairs = []
-        params: list = []
-        for label, delta in moves.items():
-            pairs.append("%s::text, COALESCE((label_counts->>%s)::int, 0) + %s")
-            params += [label, label, delta]
-        merged = f"label_counts || jsonb_build_object({', '.join(pairs)})"
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET label_counts = COALESCE((SELECT jsonb_object_agg(k, v) "  # noqa: S608
-                f"FROM jsonb_each({merged}) AS e(k, v) WHERE (v #>> '{{}}')::int > 0), "
-                "'{}'::jsonb) WHERE id = %s AND active_import_id = %s",
-                [*params, dataset.pk, dataset.active_import_id],
-            )
-            changed = cursor.rowcount
-    else:  # SQLite runs one writer at a time: read and write in the transaction is enough
-        counts = (
-            Dataset.objects.filter(pk=dataset.pk, active_import_id=dataset.active_import_id)
-            .values_list("label_counts", flat=True)
-            .first()
-        )
-        changed = 0
-        if counts is not None:
-            counts = dict(counts or {})
-            for label, delta in moves.items():
-                counts[label] = counts.get(label, 0) + delta
-            changed = Dataset.objects.filter(pk=dataset.pk).update(
-                label_counts=_sorted_counts(counts)
-            )
-    if not changed:
-        raise ValidationError(
-            "That record is not in this dataset any more (it was imported again or deleted)."
-        )
+def dataset_label_counts_move(dataset: Dataset, moves: dict[str, int], *, user=None) -> None:
+    """Add ``moves`` (label -> +n/-n) to the dataset's label counts as a label by ``user``:
+    their shard of the counts, never the dataset row (services/label_counts.py). Refused
+    (nothing saved) if another import became active meanwhile."""
+    label_counts_move(dataset, moves, user=user)
 
 
 def majority_label(labels: list[str]) -> str | None:
@@ -791,7 +802,7 @@ def _label_write(dataset: Dataset, record: Record, label: str, user, also=()) ->
         dataset=dataset, record=record, old_label=old, new_label=label, user=user
     )
     if not record.is_excluded:
-        dataset_label_counts_move(dataset, {old: -1, label: +1})
+        dataset_label_counts_move(dataset, {old: -1, label: +1}, user=user)
 
 
 def record_label_resolve(*, dataset: Dataset, record: Record, user=None) -> str:
@@ -922,6 +933,7 @@ def _label_set_one_pg(
             "x.o_counted",
         ],
         {"o_ds": Dataset, "o_rec": Record},
+        raw=("o_ds",),  # the dataset is built only when the label did not go through
     )
     if not rows:
         raise ValidationError(_GONE)
@@ -929,7 +941,8 @@ def _label_set_one_pg(
         0
     ]
     if status != "ok":
-        return status, found, None
+        return status, _model_from_db(Dataset, found), None
+    found = None  # not read when the label went through
     record.dup_id, record.conflict, record.fresh, record.same = dup_id, conflict, fresh, same
     record.annotation_id, record.annotation_created_at = annotation_id, created_at
     if _answered_already(record, user):

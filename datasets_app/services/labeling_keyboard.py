@@ -198,7 +198,7 @@ def _label_restore(dataset: Dataset, record: Record, label: str, user) -> None:
         dataset=dataset, record=record, old_label=old, new_label=label, user=user
     )
     if not record.is_excluded:
-        dataset_label_counts_move(dataset, {old: -1, label: +1})
+        dataset_label_counts_move(dataset, {old: -1, label: +1}, user=user)
 
 
 def labeling_holds_extend(*, dataset: Dataset, user, record_ids: list[int]) -> int:

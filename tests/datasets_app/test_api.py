@@ -73,7 +73,7 @@ def everything() -> tuple:
                 "mapping",
                 "detection",
                 "record_count",
-                "label_counts",
+                "label_counts_base",
                 "split_counts",
                 "quality_report",
                 "active_import_id",

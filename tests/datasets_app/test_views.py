@@ -53,7 +53,7 @@ def state() -> tuple:
     return (
         list(
             Dataset.objects.order_by("id").values_list(
-                "id", "status", "status_message", "mapping", "record_count", "label_counts"
+                "id", "status", "status_message", "mapping", "record_count", "label_counts_base"
             )
         ),
         list(

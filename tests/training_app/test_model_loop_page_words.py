@@ -42,8 +42,8 @@ def test_pre_labels_name_their_runtime_and_the_button_counts_records(
     BatchPrediction.objects.create(
         model_version=version, source="unlabeled", dataset=dataset, runtime="onnx-int8"
     )
-    dataset.label_counts = {"": 1, "positive": 3}
-    dataset.save(update_fields=["label_counts"])
+    dataset.label_counts_base = {"": 1, "positive": 3}
+    dataset.save(update_fields=["label_counts_base"])
 
     html = client_as("analyst").get(reverse("training:model_loop", args=[dataset.pk]))
 
