@@ -149,7 +149,7 @@ def test_a_recount_waits_for_a_label_in_flight(on_postgres, redis_url, make_user
 def test_counts_add_up_in_sql(on_postgres):
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT lepton_counts_add('{\"a\": 1, \"b\": -1}'::jsonb, '{\"b\": 2, \"c\": -1}')"
+            'SELECT lepton_counts_add(\'{"a": 1, "b": -1}\'::jsonb, \'{"b": 2, "c": -1}\')'
         )
         value = cursor.fetchone()[0]
     import json
