@@ -166,6 +166,14 @@ def before_module(commit: str = BEFORE, name: str = "labeling_before"):
     spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
+    # Those commits knew the dataset's counts as the field label_counts; it is label_counts_base
+    # now (the same column; labels since add to shards, services/label_counts.py). Their Python
+    # reads and writes the column under its new name; their SQL names the column as it is.
+    source = (
+        source.replace("dataset.label_counts", "dataset.label_counts_base")
+        .replace('"label_counts"', '"label_counts_base"')
+        .replace("label_counts=_sorted_counts", "label_counts_base=_sorted_counts")
+    )
     exec(compile(source, f"{name}.py", "exec"), module.__dict__)  # noqa: S102
     return module
 
