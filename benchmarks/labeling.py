@@ -12,7 +12,9 @@ the two service calls the labeling page and API make: ``record_label_set`` then
   ours      the current queue (no dataset lock per label; overlap; annotations; on
             PostgreSQL one call of a PL/pgSQL function per service call)
 alone (one annotator, ``--actions`` actions) and with ``--annotators`` concurrent annotators
-(threads with connections of their own, ``--actions`` in all); both also alone without a
+(threads with connections of their own, ``--actions`` in all, spread over ``--processes``
+processes: 2, as the Procfile's web runs 2 gunicorn processes of 4 threads; ours is also
+measured with all of them in one process, as earlier runs did); both also alone without a
 label list (the labels offered then come from the records and the label log, read on every
 call; a quarter of the actions); and ours also at overlap 2 and in uncertainty order (least
 confidence) after pre-labeling 100k records: through
@@ -208,14 +210,51 @@ def act(service, dataset, user, count: int, timings: list[float]) -> None:
         timings.append((time.perf_counter() - started) * 1000)
 
 
-def measure(service, dataset, people, actions: int) -> list[float]:
+def measure(service, dataset, people, actions: int, processes: int = 1) -> list[float]:
+    """Timings of ``actions`` actions shared by ``people`` at once: threads with connections
+    of their own, spread over ``processes`` processes (forked; the Procfile's web is 2
+    gunicorn processes of 4 threads, so 8 annotators' requests share two interpreters, not
+    one)."""
+    if len(people) == 1:
+        timings: list[float] = []
+        act(service, dataset, people[0], actions, timings)
+        return timings
+    if processes <= 1:
+        return _measure_threads(service, dataset, people, actions, threading.Barrier(len(people)))
+    import multiprocessing
+
+    from django.db import connections
+
+    context = multiprocessing.get_context("fork")
+    connections.close_all()  # each process opens its own
+    barrier = context.Barrier(len(people))
+    answers = context.Queue()
+    share = actions // len(people)
+
+    def child(group):
+        try:
+            timings = _measure_threads(service, dataset, group, share * len(group), barrier)
+            answers.put((timings, None))
+        except BaseException as exc:  # reported by the parent
+            answers.put(([], repr(exc)))
+
+    groups = [people[index::processes] for index in range(processes)]
+    children = [context.Process(target=child, args=(group,)) for group in groups]
+    for process in children:
+        process.start()
+    results = [answers.get() for _ in children]
+    for process in children:
+        process.join()
+    failures = [failure for _, failure in results if failure]
+    if failures:
+        raise RuntimeError(failures[0])
+    return [value for timings, _ in results for value in timings]
+
+
+def _measure_threads(service, dataset, people, actions: int, barrier) -> list[float]:
     from django.db import connection
 
     timings: list[float] = []
-    if len(people) == 1:
-        act(service, dataset, people[0], actions, timings)
-        return timings
-    barrier = threading.Barrier(len(people))
     failures: list[BaseException] = []
 
     def work(person):
@@ -458,6 +497,13 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=8)
     parser.add_argument("--prelabel", type=int, default=100_000)
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="processes the concurrent annotators are spread over (the Procfile's web: "
+        "gunicorn --workers 2 --threads 4)",
+    )
+    parser.add_argument(
         "--no-model",
         action="store_true",
         help="skip timing the int8 endpoint (benchmarks/prelabel.py); suggestions are stored",
@@ -483,7 +529,8 @@ def main() -> None:
     rows = []
     print(
         f"save a label + next record, server side (service calls), {args.records:,} records, "
-        f"{args.actions:,} actions a phase:"
+        f"{args.actions:,} actions a phase; {args.annotators} annotators are threads of "
+        f"{args.processes} process(es):"
     )
     with open("/proc/loadavg") as handle:
         print(f"load average now: {handle.read().split()[0]} on {os.cpu_count()} cores")
@@ -509,16 +556,24 @@ def main() -> None:
         rows.append(
             summary(
                 f"{name}, {args.annotators} annotators",
-                measure(service, dataset, people, args.actions),
+                measure(service, dataset, people, args.actions, args.processes),
             )
         )
+        if name == "ours" and args.processes > 1:
+            # The harness of earlier runs: every annotator a thread of this one process.
+            rows.append(
+                summary(
+                    f"{name}, {args.annotators} annotators, 1 process",
+                    measure(service, dataset, people, args.actions, 1),
+                )
+            )
     labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
     for name, service in (("previous", previous), ("ours", ours)):
         vacuum()
         rows.append(
             summary(
                 f"{name}, {args.annotators} annotators, overlap 2",
-                measure(service, dataset, people, args.actions),
+                measure(service, dataset, people, args.actions, args.processes),
             )
         )
     labeling_settings_set(dataset=dataset, user=analyst, overlap=1)
@@ -537,7 +592,7 @@ def main() -> None:
         rows.append(
             summary(
                 f"{name}, {args.annotators} annotators, least confidence first",
-                measure(service, dataset, people, args.actions),
+                measure(service, dataset, people, args.actions, args.processes),
             )
         )
     labeling_settings_set(dataset=dataset, user=analyst, order=LabelingOrder.FILE)
