@@ -151,3 +151,36 @@ def csrf_failure(request, reason=""):
     if wants_json(request):
         return JsonResponse({"detail": detail, "errors": {}}, status=403)
     return render(request, "403.html", {"detail": detail}, status=403)
+
+
+def login_client_address(request) -> str:
+    """The address a login attempt is counted against (django-axes): the connection's, or
+    behind LOGIN_TRUSTED_PROXIES proxies the one the outermost of them saw, from the right of
+    X-Forwarded-For (the entries left of it are whatever the client sent)."""
+    from django.conf import settings
+
+    proxies = settings.LOGIN_TRUSTED_PROXIES
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [part for part in forwarded if part]
+    if proxies > 0 and len(forwarded) >= proxies:
+        return forwarded[-proxies]
+    return request.META.get("REMOTE_ADDR", "")
+
+
+def login_locked_out(request, original_response=None, credentials=None):
+    """The login page when too many wrong passwords were given for this username from this
+    address (django-axes): a plain sentence, status 429, nothing else said about the account."""
+    from django.conf import settings
+    from django.contrib.auth.forms import AuthenticationForm
+
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    username = (credentials or {}).get("username") or request.POST.get("username", "")
+    context = {
+        "form": AuthenticationForm(request, initial={"username": username[:150]}),
+        "locked_out": (
+            f"Too many wrong passwords for this username from your address. Try again in "
+            f"{minutes} minutes, or ask an admin to unlock it."
+        ),
+        "next": request.POST.get("next") or request.GET.get("next", ""),
+    }
+    return render(request, "registration/login.html", context, status=429)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import CommandError, call_command
+from django.test import RequestFactory
 from rest_framework.authtoken.models import Token
 
 from models_app.models import BaseModel
@@ -43,7 +44,13 @@ SETTINGS_PREFIXES = (
     "DJANGO_",
     "TRAINING_",
     "BASE_MODEL_",
+    "LOGIN_",
 )
+
+
+def login_request():
+    """A login form's request: django-axes counts every password check against one."""
+    return RequestFactory().post("/login/", REMOTE_ADDR="10.9.9.9")
 
 
 def settings_env(tmp_path: Path, **variables: str) -> dict:
@@ -213,7 +220,7 @@ def test_bootstrap_creates_exactly_one_superuser_named_admin(bootstrap):
 def test_bootstrap_prints_a_password_that_logs_the_admin_in(bootstrap):
     output = bootstrap()
 
-    user = authenticate(username="admin", password=password_in(output))
+    user = authenticate(login_request(), username="admin", password=password_in(output))
     assert user == get_user_model().objects.get(username="admin")
 
 
@@ -290,7 +297,7 @@ def test_user_create_makes_a_user_in_the_role_with_a_working_password(db):
     )
     assert list(user.groups.values_list("name", flat=True)) == ["analyst"]
     assert output.splitlines()[0] == "Created ana (analyst)."
-    assert authenticate(username="ana", password=password_in(output)) == user
+    assert authenticate(login_request(), username="ana", password=password_in(output)) == user
 
 
 def test_user_create_as_admin_makes_a_superuser(db):
@@ -358,8 +365,11 @@ def test_user_password_sets_a_new_password_that_replaces_the_old_one(db):
     new = password_in(lepton_user("password", "ana"))
 
     assert new != old
-    assert authenticate(username="ana", password=new) == get_user_model().objects.get()
-    assert authenticate(username="ana", password=old) is None
+    assert (
+        authenticate(login_request(), username="ana", password=new)
+        == get_user_model().objects.get()
+    )
+    assert authenticate(login_request(), username="ana", password=old) is None
 
 
 def test_user_password_for_an_unknown_user_is_refused(db):
