@@ -30,6 +30,26 @@ def test_wrong_password_shows_a_sentence_and_keeps_the_username(page, live_serve
     expect(page.get_by_label("Username")).to_have_value("ana")
 
 
+def test_too_many_wrong_passwords_lock_the_form_out_with_a_sentence(page, live_server, make_user):
+    from django.conf import settings
+
+    make_user("analyst", username="ana")
+    page.goto(f"{live_server.url}/login/")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        page.get_by_label("Username").fill("ana")
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Log in").click()
+    # Even the right password is refused now, and the page says why and for how long.
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+    expect(page.get_by_test_id("login-locked")).to_contain_text(
+        "Too many wrong passwords for this username from your address. Try again in 15 minutes"
+    )
+    expect(page.get_by_label("Username")).to_have_value("ana")
+    expect(page).to_have_url(re.compile(r"/login/$"))
+
+
 def test_log_in_see_worker_online_run_a_check_live_and_log_out(
     page, live_server, redis_worker, make_user
 ):
