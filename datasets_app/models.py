@@ -98,15 +98,25 @@ class Dataset(models.Model):
     def label_counts(self) -> dict[str, int]:
         """Records per label (not excluded; '' for none), exact now: the counts on this row
         plus the labels given since they were set (one query; see ``label_counts_now``)."""
-        from datasets_app.services.label_counts import KNOWN, label_counts_now
+        from datasets_app.services.label_counts import (
+            KNOWN,
+            SHARDS_ANNOTATION,
+            label_counts_known,
+            label_counts_now,
+        )
 
         known = self.__dict__.get(KNOWN)
+        if known is None and SHARDS_ANNOTATION in self.__dict__:
+            # Read with the row (with_label_counts): the same snapshot, no query.
+            label_counts_known(self, self.__dict__[SHARDS_ANNOTATION])
+            known = self.__dict__[KNOWN]
         return dict(known) if known is not None else label_counts_now(self)
 
     def refresh_from_db(self, *args, **kwargs):
-        from datasets_app.services.label_counts import KNOWN
+        from datasets_app.services.label_counts import KNOWN, SHARDS_ANNOTATION
 
         self.__dict__.pop(KNOWN, None)
+        self.__dict__.pop(SHARDS_ANNOTATION, None)
         return super().refresh_from_db(*args, **kwargs)
 
     @property

@@ -93,8 +93,10 @@ def dataset_visible_to(*, dataset: Dataset, user) -> bool:
 
 
 def dataset_list_for_user(*, user) -> QuerySet[Dataset]:
+    from datasets_app.services.label_counts import with_label_counts
+
     access_check(user, "dataset", "view")
-    return (
+    return with_label_counts(
         Dataset.objects.filter(datasets_visible_q(user))
         .select_related("created_by")
         .order_by("-created_at", "-id")

@@ -10,9 +10,10 @@ import time
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from datasets_app.models import Dataset, LabelCountShard, Record
-from datasets_app.selectors import record_distribution
+from datasets_app.selectors import dataset_list_for_user, record_distribution
 from datasets_app.services.imports import dataset_refresh_counts
 from datasets_app.services.jobs import dataset_lock
 from datasets_app.services.labeling import (
@@ -159,3 +160,14 @@ def test_counts_add_up_in_sql(on_postgres):
 
 def test_an_unsaved_dataset_answers_with_its_own_counts():
     assert Dataset(label_counts_base={"a": 2, "": 0, "b": 5}).label_counts == {"b": 5, "a": 2}
+
+
+def test_a_list_of_datasets_reads_their_counts_with_their_rows(analyst, make_user):
+    datasets = [make_dataset(analyst, 3) for _ in range(3)]
+    label_some(datasets[0], make_user("annotator"), ["a", "b"])
+    listed = list(dataset_list_for_user(user=analyst))
+    with CaptureQueriesContext(connection) as queries:
+        counts = {dataset.pk: dataset.label_counts for dataset in listed}
+    assert queries.captured_queries == []  # no query per dataset
+    assert counts[datasets[0].pk] == {"": 1, "a": 1, "b": 1}
+    assert counts[datasets[1].pk] == counts[datasets[2].pk] == {"": 3}
