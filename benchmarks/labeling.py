@@ -290,8 +290,9 @@ def round_trips(service, dataset, user) -> int:
     return len(queries.captured_queries)  # BEGIN and COMMIT included
 
 
-def floor(people, samples: int) -> list[float]:
-    """The machine's floor: one empty query (SELECT 1) per sample, timed like an action."""
+def _timed_statement(people, samples: int, sql: str) -> list[float]:
+    """``sql`` run ``samples`` times in all, shared by one connection per person (threads),
+    each run timed in ms."""
     from django.db import connection
 
     timings: list[float] = []
@@ -301,8 +302,9 @@ def floor(people, samples: int) -> list[float]:
             with connection.cursor() as cursor:
                 for _ in range(count):
                     started = time.perf_counter()
-                    cursor.execute("SELECT 1")
-                    cursor.fetchone()
+                    cursor.execute(sql)
+                    if cursor.description:
+                        cursor.fetchone()
                     timings.append((time.perf_counter() - started) * 1000)
         finally:
             if len(people) > 1:
@@ -319,6 +321,11 @@ def floor(people, samples: int) -> list[float]:
     return timings
 
 
+def floor(people, samples: int) -> list[float]:
+    """The machine's floor: one empty query (SELECT 1) per sample, timed like an action."""
+    return _timed_statement(people, samples, "SELECT 1")
+
+
 def commit_floor(people, samples: int) -> list[float]:
     """The floor of a label on this machine: a one-row INSERT committed durably (the wait for
     the disk that every label's commit makes; holds commit without it), per sample."""
@@ -328,27 +335,9 @@ def commit_floor(people, samples: int) -> list[float]:
         cursor.execute(
             "CREATE TABLE IF NOT EXISTS bench_commit_floor (id bigserial PRIMARY KEY, at timestamptz)"
         )
-    timings: list[float] = []
-
-    def work(count):
-        try:
-            with connection.cursor() as cursor:
-                for _ in range(count):
-                    started = time.perf_counter()
-                    cursor.execute("INSERT INTO bench_commit_floor (at) VALUES (now())")
-                    timings.append((time.perf_counter() - started) * 1000)
-        finally:
-            if len(people) > 1:
-                connection.close()
-
-    if len(people) == 1:
-        work(samples)
-    else:
-        threads = [threading.Thread(target=work, args=(samples // len(people),)) for _ in people]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    timings = _timed_statement(
+        people, samples, "INSERT INTO bench_commit_floor (at) VALUES (now())"
+    )
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE bench_commit_floor")
     return timings

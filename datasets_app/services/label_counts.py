@@ -15,6 +15,8 @@ active import, read in one statement, is always exact.
 
 from __future__ import annotations
 
+import json
+
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models.expressions import RawSQL
@@ -95,8 +97,6 @@ def _json_agg() -> str:
 
 def _json(value):
     if isinstance(value, str):
-        import json
-
         return json.loads(value)
     return value
 
@@ -112,8 +112,6 @@ def label_counts_move(dataset: Dataset, moves: dict[str, int], *, user=None) -> 
         return
     table = Dataset._meta.db_table
     if connection.vendor == "postgresql":
-        import json
-
         shards = LabelCountShard._meta.db_table
         shard = (getattr(user, "pk", None) or 0) % LabelCountShard.SHARDS
         with transaction.atomic(), connection.cursor() as cursor:
