@@ -882,25 +882,27 @@ def _label_set_one_pg(
     annotation: dict,
     checked: bool,
 ) -> tuple[str, Dataset | None, Record | None]:
-    """``record_label_set`` at overlap 1 on PostgreSQL in one round trip, the dataset read
-    included: ``lepton_label_set`` (migration 0026), where the ORM makes ten.
+    """``record_label_set`` on PostgreSQL in one round trip, the dataset read included:
+    ``lepton_label_set`` (migrations 0026, 0030), where the ORM makes ten (twelve above overlap
+    1, when a tie opens a review item).
 
     The dataset read waits out a split, fix or import being saved (as
     ``dataset_labeling_read``) and the label must be plainly one of the dataset's label list
     (unless ``checked``: the caller checked it). Then the record's lock; a statement after it
     reads the record and this person's annotation as the last holder of the lock left them.
     It writes nothing for a retried client key, or a record whose label is not
-    ``expected_label``; else it lets go of the record's holds, saves the annotation (one row a
-    person and record: an upsert), and, when the label changes, the record (keeping the first
-    label in ``original_label``), a LabelChange and the dataset's counts: the counts first,
-    on the current import only, and nothing else is written when another import became
-    active meanwhile. The dataset row is locked last, as by the ORM path, and held only to
-    the end of the call's commit (or the caller's).
+    ``expected_label``; else it lets go of the record's holds (above overlap 1: this person's),
+    saves the annotation (one row a person and record: an upsert) and resolves the record:
+    at overlap 1 the label given; above it the strict majority once the overlap is reached,
+    a tie opening (or updating) the record's disagreement review item, as ``_resolved``. When
+    the resolved label changes: the record (keeping the first label in ``original_label``), a
+    LabelChange and the dataset's counts, on the current import only (at overlap 1 nothing
+    else is written when another import became active meanwhile). The dataset row is locked
+    last, as by the ORM path, and held only to the end of the call's commit (or the caller's).
 
     Returns ``(status, dataset, record)``: "ok" with the record brought to what was written
-    (``record.annotation`` the annotation); "many" (overlap above 1) with the dataset, nothing
-    written; "check" (the general path must check the label, or say why it cannot label) or
-    "gone" (no dataset), nothing written."""
+    (``record.annotation`` the annotation); "check" (the general path must check the label,
+    or say why it cannot label) or "gone" (no dataset) with the dataset, nothing written."""
     from datasets_app.selectors import _assignment_limited
 
     now = timezone.now()
@@ -931,15 +933,26 @@ def _label_set_one_pg(
             "x.o_annotation_id",
             "x.o_annotation_created_at",
             "x.o_counted",
+            "x.o_overlap",
         ],
         {"o_ds": Dataset, "o_rec": Record},
         raw=("o_ds",),  # the dataset is built only when the label did not go through
     )
     if not rows:
         raise ValidationError(_GONE)
-    status, dup_id, conflict, fresh, same, annotation_id, created_at, counted, found, record = rows[
-        0
-    ]
+    (
+        status,
+        dup_id,
+        conflict,
+        fresh,
+        same,
+        annotation_id,
+        created_at,
+        counted,
+        overlap,
+        found,
+        record,
+    ) = rows[0]
     if status != "ok":
         return status, _model_from_db(Dataset, found), None
     found = None  # not read when the label went through
@@ -947,96 +960,18 @@ def _label_set_one_pg(
     record.annotation_id, record.annotation_created_at = annotation_id, created_at
     if _answered_already(record, user):
         return status, found, record
-    old = record.label
-    if old != label:
-        if not record.is_excluded and not counted:
-            raise ValidationError(_GONE)  # another import became active: nothing was written
-        if record.original_label is None and old:
-            record.original_label = old
-        record.label = label
-    if record.fresh:
-        record.annotation_count += 1
-    record.annotation = _annotation_given(dataset, record, user, label, now, annotation)
-    return status, found, record
-
-
-def _label_set_many_pg(
-    dataset: Dataset, user, record_id: int, label: str, *, expected_label, annotation: dict
-) -> Record:
-    """``record_label_set`` above overlap 1 on PostgreSQL: in one transaction, the record's
-    lock and one statement after it (the same checks as at overlap 1; this person's hold let
-    go, their annotation upserted, the record's annotation count moved, and the labels of
-    the record's other annotations returned), then the resolution in Python as ``_resolve``
-    does it (the majority once the overlap is reached; a tie to review) and, when the label
-    changes, ``_label_write``."""
-    k = _overlap(dataset)
-    now = timezone.now()
-    records = Record._meta.db_table
-    annotations = Annotation._meta.db_table
-    claims = LabelClaim._meta.db_table
-    columns = ", ".join(f"r.{field.column}" for field in Record._meta.concrete_fields)
-    sql = (
-        f"SELECT 1 FROM {records} WHERE id = %(record)s AND import_run_id = %(run)s FOR UPDATE; "  # noqa: S608
-        f"WITH r AS (SELECT {columns} FROM {records} r WHERE r.id = %(record)s "
-        "AND r.import_run_id = %(run)s), "
-        f"prev AS (SELECT a.label, a.undone_at FROM {annotations} a "
-        "WHERE a.record_id = %(record)s AND a.user_id = %(user)s), "
-        "s AS (SELECT r.id, r.label AS old, "
-        f"(SELECT d.id FROM {annotations} d WHERE %(key)s <> '' AND d.user_id = %(user)s "
-        "AND d.client_key = %(key)s LIMIT 1) AS dup_id, "
-        "(%(expected)s::text IS NOT NULL AND r.label <> %(expected)s::text) AS conflict, "
-        "NOT EXISTS (SELECT 1 FROM prev WHERE prev.undone_at IS NULL) AS fresh, "
-        "(EXISTS (SELECT 1 FROM prev WHERE prev.undone_at IS NULL AND prev.label = %(label)s) "
-        "AND r.label = %(label)s) AS same FROM r), "
-        "go AS (SELECT * FROM s WHERE dup_id IS NULL AND NOT conflict), "
-        f"gone AS (DELETE FROM {claims} c USING go WHERE c.record_id = go.id "
-        "AND c.user_id = %(user)s), "
-        "w AS (SELECT * FROM go WHERE NOT same), "
-        f"ann AS (INSERT INTO {annotations} (dataset_id, record_id, user_id, label, "
-        "time_spent_ms, suggestion_label, suggestion_probability, suggestion_accepted, "
-        "client_key, undone_at, created_at, updated_at) SELECT %(dataset)s, w.id, %(user)s, "
-        "%(label)s, %(time_spent_ms)s, %(suggestion_label)s, %(suggestion_probability)s, "
-        "%(suggestion_accepted)s, %(client_key)s, NULL, %(now)s, %(now)s FROM w "
-        "ON CONFLICT (record_id, user_id) DO UPDATE SET dataset_id = EXCLUDED.dataset_id, "
-        "label = EXCLUDED.label, time_spent_ms = EXCLUDED.time_spent_ms, "
-        "suggestion_label = EXCLUDED.suggestion_label, "
-        "suggestion_probability = EXCLUDED.suggestion_probability, "
-        "suggestion_accepted = EXCLUDED.suggestion_accepted, client_key = EXCLUDED.client_key, "
-        "undone_at = NULL, updated_at = EXCLUDED.updated_at RETURNING id, created_at), "
-        f"up AS (UPDATE {records} u SET annotation_count = u.annotation_count + 1 FROM w "
-        "WHERE u.id = w.id AND w.fresh RETURNING u.id) "
-        "SELECT r.*, s.dup_id, s.conflict, s.fresh, s.same, "
-        "(SELECT id FROM ann) AS annotation_id, (SELECT created_at FROM ann) AS "
-        "annotation_created_at, "
-        f"ARRAY(SELECT o.label FROM {annotations} o WHERE o.record_id = r.id "
-        "AND o.user_id IS DISTINCT FROM %(user)s AND o.undone_at IS NULL) AS others "
-        "FROM r, s"
-    )
-    params = {
-        "dataset": dataset.pk,
-        "user": user.pk,
-        "run": dataset.active_import_id,
-        "record": record_id,
-        "label": label,
-        "expected": expected_label,
-        "key": annotation["client_key"],
-        "now": now,
-        **annotation,
-    }
-    with transaction.atomic():
-        rows = list(Record.objects.raw(sql, params))
-        if not rows:
-            raise ValidationError(_GONE)
-        record = rows[0]
-        if _answered_already(record, user):
-            return record
+    if overlap == 1:  # the record as it was before: apply what was written
+        old = record.label
+        if old != label:
+            if not record.is_excluded and not counted:
+                raise ValidationError(_GONE)  # another import became active: nothing written
+            if record.original_label is None and old:
+                record.original_label = old
+            record.label = label
         if record.fresh:
             record.annotation_count += 1
-        resolved = _resolved(dataset, record, [*record.others, label], k)
-        if resolved is not None and resolved != record.label:
-            _label_write(dataset, record, resolved, user)
-        record.annotation = _annotation_given(dataset, record, user, label, now, annotation)
-    return record
+    record.annotation = _annotation_given(dataset, record, user, label, now, annotation)
+    return status, found, record
 
 
 def record_label_set(
@@ -1088,32 +1023,22 @@ def record_label_set(
         )
         if status == "ok":
             return record
-        if status == "many":
-            return _label_set_many_pg(
-                fresh, user, record_id, label, expected_label=expected_label, annotation=given
-            )
         # "check" or "gone": the general read and the label check below say why, or pass.
     dataset = dataset_labeling_read(dataset, user)
     label = _validated_label(dataset, label)
     if _fast_sql():
-        if _overlap(dataset) == 1:
-            status, fresh, record = _label_set_one_pg(
-                dataset,
-                user,
-                record_id,
-                label,
-                expected_label=expected_label,
-                annotation=given,
-                checked=True,
-            )
-            if status == "ok":
-                return record
-            if status != "many":  # no import any more, or no dataset: nothing was written
-                raise ValidationError(_GONE)
-            dataset = fresh  # its overlap rose meanwhile
-        return _label_set_many_pg(
-            dataset, user, record_id, label, expected_label=expected_label, annotation=given
+        status, _, record = _label_set_one_pg(
+            dataset,
+            user,
+            record_id,
+            label,
+            expected_label=expected_label,
+            annotation=given,
+            checked=True,
         )
+        if status != "ok":  # no import any more, or no dataset: nothing was written
+            raise ValidationError(_GONE)
+        return record
     with transaction.atomic():
         record = (
             Record.objects.select_for_update(of=("self",))

@@ -198,6 +198,69 @@ def test_sql_and_orm_paths_agree_at_overlap_two(analyst, make_user, monkeypatch)
     assert final["counts"] == {"": 3, "pos": 2, "neg": 2}
 
 
+def tie_session(dataset: Dataset, a, b) -> list:
+    """At overlap 2 on a labeled record: a tie, the tie moving to another pair of labels (the
+    one open review item's counts follow), then a majority; what each label returned."""
+    record = Record.objects.get(dataset=dataset, text="third")
+    seen: list = []
+    for person, label, expected in ((a, "pos", "neg"), (b, "neg", "neg"), (b, "meh", "")):
+        saved = record_label_set(
+            dataset=dataset, user=person, record_id=record.pk, label=label, expected_label=expected
+        )
+        seen.append((saved.label, saved.original_label, saved.annotation_count))
+    saved = record_label_set(dataset=dataset, user=a, record_id=record.pk, label="meh")
+    seen.append((saved.label, saved.original_label, saved.annotation_count, saved.annotation.label))
+    return seen
+
+
+def test_ties_above_overlap_one_update_one_review_item_on_both_paths(
+    analyst, make_user, monkeypatch
+):
+    results = {}
+    for path in ("sql", "orm"):
+        if path == "orm":
+            monkeypatch.setattr(labeling, "_fast_sql", lambda: False)
+        dataset = imported_dataset(analyst, CSV, MAPPING, report=False, name=path)
+        label_schema_set(dataset=dataset, user=analyst, labels=["pos", "neg", "meh"])
+        labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
+        a, b = make_user("annotator"), make_user("annotator")
+        results[path] = (tie_session(dataset, a, b), state(dataset, a, b))
+    assert results["sql"] == results["orm"]
+    seen, final = results["sql"]
+    # One label keeps the file's; the tie unlabels the record (to review); the tie moves; the
+    # majority labels it, the file's label kept as the original.
+    assert seen == [("neg", None, 1), ("", "neg", 2), ("", "neg", 2), ("meh", "neg", 2, "meh")]
+    assert final["review"] == [
+        ("third", "disagreement", "open", {"labels": {"meh": 1, "pos": 1}}, "")
+    ]
+    assert final["counts"] == {"": 5, "pos": 1, "meh": 1}
+    assert [change[1:3] for change in final["changes"]] == [("neg", ""), ("", "meh")]
+
+
+def test_a_tie_above_overlap_one_is_one_round_trip_on_postgresql(on_postgres, analyst, make_user):
+    dataset = imported_dataset(analyst, CSV, MAPPING, report=False)
+    label_schema_set(dataset=dataset, user=analyst, labels=["pos", "neg"])
+    labeling_settings_set(dataset=dataset, user=analyst, overlap=2)
+    a, b = make_user("annotator"), make_user("annotator")
+    record = labeling_next(dataset=dataset, user=a).record
+    record_label_set(dataset=dataset, user=a, record_id=record.pk, label="pos", expected_label="")
+    labeling_next(dataset=dataset, user=b)  # b's roles read (once a request)
+    with CaptureQueriesContext(connection) as queries:
+        saved = record_label_set(
+            dataset=dataset, user=b, record_id=record.pk, label="neg", expected_label=""
+        )
+    # The annotation, the resolution and the review item: one call of the function.
+    assert len(queries.captured_queries) == 1
+    assert "lepton_label_set(" in queries.captured_queries[0]["sql"]
+    assert (saved.label, saved.annotation_count, saved.annotation.label) == ("", 2, "neg")
+    item = ReviewItem.objects.get(record_id=record.pk)
+    assert (item.reason, item.status, item.detail) == (
+        "disagreement",
+        "open",
+        {"labels": {"pos": 1, "neg": 1}},
+    )
+
+
 def test_an_action_is_two_round_trips_on_postgresql(on_postgres, analyst, make_user):
     dataset = imported_dataset(analyst, CSV, MAPPING, report=False)
     # With a label list (without one, the labels offered are read from the label log too).
