@@ -10,6 +10,7 @@ are kept up to date in the same transaction; the first label a record had is kep
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -521,15 +522,23 @@ def _pg_function(
     outputs (``rows``: output name -> model) come back as model instances, each column of the
     model read out of the composite by name (those in ``raw``: their column values, for
     ``_model_from_db`` when needed); ``scalars`` as they are. A share lock on the
-    dataset that timed out (a split, fix or import being saved) raises DatasetBusy."""
+    dataset that timed out (a split, fix or import being saved) raises DatasetBusy.
+
+    The call is a prepared statement of the connection (``LABELING_PREPARED_STATEMENTS``),
+    prepared in the same round trip as its first use: parsing and planning the call's
+    statement each time cost about 0.13 ms of the database's CPU, a sixth of a label's."""
     columns = _function_columns(scalars, rows)
-    placeholders = ", ".join(f"%s::{kind}" for _, kind in params)
+    values = [value for value, _ in params]
     try:
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {columns} FROM {name}({placeholders}) x",  # noqa: S608
-                [value for value, _ in params],
-            )
+            if getattr(settings, "LABELING_PREPARED_STATEMENTS", True):
+                _execute_prepared(cursor, name, columns, params, values)
+            else:
+                placeholders = ", ".join(f"%s::{kind}" for _, kind in params)
+                cursor.execute(
+                    f"SELECT {columns} FROM {name}({placeholders}) x",  # noqa: S608
+                    values,
+                )
             fetched = cursor.fetchall()
     except OperationalError as exc:
         if getattr(exc.__cause__, "pgcode", None) == "55P03":  # lock_not_available
@@ -546,6 +555,53 @@ def _pg_function(
             at += width
         answers.append(answer)
     return answers
+
+
+# Per function call shape: its prepared statement's name and PREPARE text.
+_PREPARED_TEXT: dict = {}
+
+
+def _execute_prepared(cursor, name: str, columns: str, params: list[tuple], values: list) -> None:
+    """Run ``name``'s call as a prepared statement of this database connection, preparing it
+    in the same round trip the first time the connection runs it. A statement the server
+    lost (DISCARD ALL; or a migration that changed the function's result: "cached plan must
+    not change result type") is prepared again and the call retried, outside a transaction
+    (inside one the error stands, and the next call prepares it afresh)."""
+    kinds = tuple(kind for _, kind in params)
+    key = (name, columns, kinds)
+    known = _PREPARED_TEXT.get(key)
+    if known is None:
+        digest = hashlib.sha1(repr(key).encode(), usedforsecurity=False).hexdigest()[:10]
+        statement = f"{name}_{digest}"
+        arguments = ", ".join(f"${number}::{kind}" for number, kind in enumerate(kinds, 1))
+        prepare = (
+            f"PREPARE {statement} ({', '.join(kinds)}) AS "  # noqa: S608
+            f"SELECT {columns} FROM {name}({arguments}) x"
+        )
+        known = _PREPARED_TEXT[key] = (statement, prepare)
+    statement, prepare = known
+    raw = connection.connection
+    prepared = getattr(connection, "_lepton_prepared", None)
+    if prepared is None or prepared[0] is not raw:
+        prepared = connection._lepton_prepared = (raw, set())
+    execute = f"EXECUTE {statement} ({', '.join(['%s'] * len(values))})"
+    first = statement not in prepared[1]
+    prepared[1].add(statement)  # prepared statements outlive a rolled-back transaction
+    try:
+        cursor.execute(f"{prepare}; {execute}" if first else execute, values)
+    except DatabaseError as exc:
+        code = getattr(exc.__cause__, "pgcode", None)
+        # 26000: no such prepared statement; 0A000: its result type changed; 42P05: there
+        # is one of that name already.
+        if code not in ("26000", "0A000", "42P05"):
+            raise
+        if connection.in_atomic_block:
+            if code != "42P05":
+                prepared[1].discard(statement)
+            raise
+        cursor.execute(f"DEALLOCATE ALL; {prepare}; {execute}", values)
+        prepared[1].clear()
+        prepared[1].add(statement)
 
 
 def _next_pg(

@@ -5,7 +5,7 @@ On SQLite both runs take the ORM path."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from datasets_app.models import Annotation, Dataset, LabelChange, LabelClaim, Record, ReviewItem
@@ -251,7 +251,7 @@ def test_a_tie_above_overlap_one_is_one_round_trip_on_postgresql(on_postgres, an
         )
     # The annotation, the resolution and the review item: one call of the function.
     assert len(queries.captured_queries) == 1
-    assert "lepton_label_set(" in queries.captured_queries[0]["sql"]
+    assert "EXECUTE lepton_label_set_" in queries.captured_queries[0]["sql"]
     assert (saved.label, saved.annotation_count, saved.annotation.label) == ("", 2, "neg")
     item = ReviewItem.objects.get(record_id=record.pk)
     assert (item.reason, item.status, item.detail) == (
@@ -278,10 +278,45 @@ def test_an_action_is_two_round_trips_on_postgresql(on_postgres, analyst, make_u
         following = labeling_next(dataset=dataset, user=annotator, after=item.record.pk)
     # Each one call of a PostgreSQL function, the dataset read included.
     assert len(queries.captured_queries) == 2
-    assert "lepton_label_set(" in queries.captured_queries[0]["sql"]
-    assert "lepton_labeling_next(" in queries.captured_queries[1]["sql"]
+    assert "EXECUTE lepton_label_set_" in queries.captured_queries[0]["sql"]
+    assert "EXECUTE lepton_labeling_next_" in queries.captured_queries[1]["sql"]
     assert following.record.text == "fourth"
     assert following.previous_id == item.record.pk
+
+
+def test_prepared_calls_survive_the_server_forgetting_them(
+    transactional_db, on_postgres, analyst, make_user, settings
+):
+    """The two calls are prepared statements of the connection; a server that forgot them
+    (DISCARD ALL behind a pooler; a migration that changed a function's result) costs one
+    failed call inside a transaction and none outside one. With the setting off they are
+    plain statements."""
+    dataset = imported_dataset(analyst, CSV, MAPPING, report=False)
+    label_schema_set(dataset=dataset, user=analyst, labels=["pos", "neg"])
+    annotator = make_user("annotator")
+    item = labeling_next(dataset=dataset, user=annotator)
+    record_label_set(dataset=dataset, user=annotator, record_id=item.record.pk, label="pos")
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    # Outside a transaction: prepared again and run in the same call.
+    following = labeling_next(dataset=dataset, user=annotator, after=item.record.pk)
+    assert following.record.text == "fourth"
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    with pytest.raises(DatabaseError), transaction.atomic():
+        labeling_next(dataset=dataset, user=annotator, after=item.record.pk)
+    again = labeling_next(dataset=dataset, user=annotator, after=item.record.pk)
+    assert again.record.pk == following.record.pk
+    saved = record_label_set(
+        dataset=dataset, user=annotator, record_id=following.record.pk, label="neg"
+    )
+    assert (saved.label, Record.objects.get(pk=following.record.pk).label) == ("neg", "neg")
+    settings.LABELING_PREPARED_STATEMENTS = False
+    with CaptureQueriesContext(connection) as queries:
+        last = labeling_next(dataset=dataset, user=annotator, after=following.record.pk)
+    assert last.record.text == "fifth"
+    assert [query["sql"][:9] for query in queries.captured_queries] == ["SELECT x."]
+    assert "lepton_labeling_next(" in queries.captured_queries[0]["sql"]
 
 
 # Suggestions (probability, margin, entropy) on the first six records of UNCERTAIN_CSV; the
