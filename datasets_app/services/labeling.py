@@ -429,6 +429,12 @@ def _uncertain_record(dataset: Dataset, user, k: int, skip: list[int], beyond: Q
 
 # How many of the next records the file-order walk reads from the unlabeled index at once.
 QUEUE_WINDOW = 32
+# The same in an uncertainty order, where each record of the window is a lookup from the
+# order's suggestion index into the records (32 of them were 0.45 of the 0.72 ms of that
+# statement). With the records others hold left out of it, only records being handed out
+# at that moment are locked, at most one per other annotator at once: 12 leaves a free one
+# for 12 people labeling at once.
+UNCERTAIN_WINDOW = 12
 
 
 def _first_unlocked(candidates) -> Record | None:
@@ -637,7 +643,10 @@ def _next_pg(
             (now + timedelta(seconds=_claim_seconds()), "timestamptz"),
             (soft, "boolean"),
             (LOCK_WAIT, "text"),
-            (QUEUE_WINDOW, "integer"),
+            (
+                UNCERTAIN_WINDOW if dataset.labeling_order in ORDER_FIELDS else QUEUE_WINDOW,
+                "integer",
+            ),
             (FAST_ATTEMPTS, "integer"),
         ],
         ["x.o_status", "x.o_previous", "x.o_shards"],
