@@ -238,6 +238,11 @@ def dataset_labeling_read(dataset: Dataset, user=None, *, previous: bool = False
         if getattr(exc.__cause__, "pgcode", None) == "55P03":  # lock_not_available
             raise DatasetBusy() from None
         raise
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        # In the caller's transaction the wait limit would last to its end: only this read
+        # waits at most LOCK_WAIT; what follows waits as it did.
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
     if not rows:
         raise ValidationError("This dataset does not exist any more.")
     fresh = rows[0]
@@ -1487,9 +1492,12 @@ def review_item_adjudicate(*, dataset: Dataset, user, item_id: int, label: str) 
     """An analyst decides the record's label: it is set (logged as a LabelChange) and every
     open review item of the record is closed with it."""
     access_check(user, "dataset", "change")
-    dataset = dataset_labeling_read(dataset)
-    label = _validated_label(dataset, label)
     with transaction.atomic():
+        # The dataset's share lock (to the commit) before the record's, as every label path
+        # takes them: a split or import holding the dataset and waiting for this record would
+        # otherwise deadlock with the count change below.
+        dataset = dataset_labeling_read(dataset)
+        label = _validated_label(dataset, label)
         item = _review_item(dataset, item_id)
         record = (
             Record.objects.select_for_update(of=("self",))

@@ -115,9 +115,11 @@ def record_label_undo(*, dataset: Dataset, user, record_id: int) -> Record:
     changed the record's label since (then it is refused and nothing changes).
     """
     access_check(user, "labeling", "label")
-    dataset = dataset_labeling_read(dataset)
-    dataset_labelable_check(dataset, user)
     with transaction.atomic():
+        # The dataset's share lock (to the commit) before the record's, as the label paths
+        # take them (a split holding the dataset and waiting for the record: no deadlock).
+        dataset = dataset_labeling_read(dataset)
+        dataset_labelable_check(dataset, user)
         record = (
             Record.objects.select_for_update(of=("self",))
             .filter(pk=record_id, import_run_id=dataset.active_import_id)

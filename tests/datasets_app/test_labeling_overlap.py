@@ -7,7 +7,7 @@ import time
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -466,3 +466,74 @@ def test_api_settings_annotators_and_review(api_client_as, analyst, make_user):
     again = api.post(f"{base}/review/{items[0]['id']}/", {"label": "a"}, format="json")
     assert again.status_code == 400
     assert api.delete(f"{base}/annotators/{alice.pk}/").status_code == 204
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["adjudicate", "undo"])
+def test_review_and_undo_lock_the_dataset_before_the_record(
+    on_postgres, redis_url, make_user, path
+):
+    """A split or import holds the dataset row and then locks records. Adjudicating a review
+    item or undoing a label takes the dataset's share lock before the record's, as the label
+    paths do, so the two wait for each other in turn instead of deadlocking (the old order:
+    the record, then the dataset for the count change)."""
+    from datasets_app.services import labeling
+    from datasets_app.services.labeling_keyboard import record_label_undo
+
+    analyst = make_user("analyst")
+    dataset = make_dataset(analyst, 3, overlap=2 if path == "adjudicate" else 1)
+    a, b = make_user("annotator"), make_user("annotator")
+    record = labeling_next(dataset=dataset, user=a).record
+    record_label_set(dataset=dataset, user=a, record_id=record.pk, label="a", expected_label="")
+    if path == "adjudicate":
+        record_label_set(dataset=dataset, user=b, record_id=record.pk, label="b", expected_label="")
+        item = ReviewItem.objects.get(record_id=record.pk)
+    writer_has_dataset = threading.Event()
+    record_locked = threading.Event()
+    failures: list[BaseException] = []
+    original = labeling.label_counts_move
+
+    def slow_counts_move(*args, **kwargs):
+        # The record is locked here: a writer may take the dataset meanwhile (old order).
+        record_locked.set()
+        writer_has_dataset.wait(timeout=1.0)
+        return original(*args, **kwargs)
+
+    def writer():
+        try:
+            record_locked.wait(timeout=5)
+            with transaction.atomic():
+                Dataset.objects.select_for_update().get(pk=dataset.pk)
+                writer_has_dataset.set()
+                Record.objects.select_for_update().get(pk=record.pk)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    def reviewer():
+        try:
+            if path == "adjudicate":
+                review_item_adjudicate(dataset=dataset, user=analyst, item_id=item.pk, label="b")
+            else:
+                record_label_undo(dataset=dataset, user=a, record_id=record.pk)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+        finally:
+            record_locked.set()
+            connection.close()
+
+    labeling.label_counts_move = slow_counts_move
+    try:
+        threads = [threading.Thread(target=writer), threading.Thread(target=reviewer)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        labeling.label_counts_move = original
+    assert failures == []
+    assert record_locked.is_set()
+    assert writer_has_dataset.is_set()
+    record.refresh_from_db()
+    assert record.label == ("b" if path == "adjudicate" else "")
