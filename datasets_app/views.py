@@ -408,7 +408,7 @@ def dataset_records(request, dataset_id: int):
 
 
 @require_GET
-@access_required("dataset", "view")
+@access_required("dataset", "export")
 def dataset_export(request, dataset_id: int):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     snapshot = None

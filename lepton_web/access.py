@@ -39,6 +39,9 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
     "worker_check": {"view": _EVERYONE, "create": _BUILDERS},
     "dataset": {
         "view": _READERS_OF_DATA,
+        # A copy of every record: annotators label (the records they are shown), they do not
+        # take the data away.
+        "export": _READERS_OF_MODELS,
         "create": _BUILDERS,
         "change": _BUILDERS,
         "delete": _BUILDERS,

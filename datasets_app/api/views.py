@@ -374,6 +374,8 @@ EXPORT_DESCRIPTION = (
 
 
 class DatasetExportApi(DatasetApiBase):
+    access_actions = {"GET": "export", "HEAD": "export"}
+
     @extend_schema(
         description=EXPORT_DESCRIPTION,
         parameters=[

@@ -614,7 +614,12 @@ def test_readers_see_the_dataset_without_any_form_that_changes_it(client_as, rea
     for control in ("Exclude copies, keep the first", "Create snapshot", "Delete dataset"):
         assertNotContains(detail, control)
     assertContains(detail, 'data-testid="quality-report"')
-    assertContains(detail, "Export CSV")
+    if role == "viewer":
+        assertContains(detail, "Export CSV")
+    else:  # annotators label; taking every record away is not theirs to do
+        assertNotContains(detail, "Export CSV")
+        export = client.get(f"/datasets/{ready.pk}/export/?format=csv")
+        assertContains(export, "Your role (annotator) cannot", status_code=403)
 
 
 @pytest.mark.parametrize("role", ["viewer", "annotator"])

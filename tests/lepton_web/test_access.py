@@ -33,6 +33,7 @@ ACTION_GRID = parse_grid(
     worker_check.view      Y     Y       Y         Y      -    Y
     worker_check.create    Y     Y       -         -      -    Y
     dataset.view           Y     Y       Y         Y      -    Y
+    dataset.export         Y     Y       -         Y      -    Y
     dataset.create         Y     Y       -         -      -    Y
     dataset.change         Y     Y       -         -      -    Y
     dataset.delete         Y     Y       -         -      -    Y

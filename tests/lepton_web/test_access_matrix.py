@@ -63,7 +63,7 @@ GET_GRID = parse_grid(
     dataset_records                       L    200     200    404     200    L
     records_label_bulk                    L    405     405    405     405    L
     records_label_bulk_undo               L    405     405    405     405    L
-    dataset_export                        L    200     200    404     200    L
+    dataset_export                        L    200     403    403     200    L
     labeling_queue                        L    200     200    404     403    L
     labeling_save                         L    405     405    405     405    L
     labeling_next_json                    L    200     200    404     403    L
@@ -162,7 +162,7 @@ GET_GRID = parse_grid(
     api_dataset_clean_undo                401  405     405    405     405    401
     api_dataset_split                     401  405     405    405     405    401
     api_dataset_snapshots                 401  200     200    404     200    401
-    api_dataset_export                    401  200     200    404     200    401
+    api_dataset_export                    401  200     403    403     200    401
     api_snapshot                          401  200     200    404     200    401
     api_dataset_label_schema              401  200     200    404     200    401
     api_dataset_labeling_next             401  200     200    404     403    401
