@@ -177,8 +177,8 @@ def register_versions(folder: Path, parity: dict, count: int = 3):
     """`count` versions of the same files (distinct folders) with int8 exports, and a user."""
     from django.contrib.auth.models import Group, User
     from django.core.files.storage import default_storage
-    from rest_framework.authtoken.models import Token
 
+    from lepton_web.accounts import user_token_issue
     from models_app.models import Deployment, ModelExport, ModelVersion, RegisteredModel
 
     Deployment.objects.filter(version__registered_model__name=MODEL_NAME).delete()
@@ -219,8 +219,7 @@ def register_versions(folder: Path, parity: dict, count: int = 3):
         versions.append(version)
     user, _ = User.objects.get_or_create(username="bench-serve")
     user.groups.add(Group.objects.get_or_create(name="analyst")[0])
-    token, _ = Token.objects.get_or_create(user=user)
-    return versions, user, token.key
+    return versions, user, user_token_issue(user=user)
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from django.contrib.auth import get_user_model
@@ -43,12 +44,28 @@ def user_create(*, username: str, role: str, email: str = "", password: str | No
     return user, password
 
 
-def user_token_get_or_create(*, username: str) -> str:
+def token_key_digest(key: str) -> str:
+    """What is kept of a user's API token: the first 40 hex digits (160 bits) of its SHA-256,
+    in the column DRF's Token keeps its key in. A copy of the database holds no usable key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def user_token_issue(*, user) -> str:
+    """A new API token for ``user``; their previous one stops working. Returns the key, shown
+    this once: only its digest is stored, so it cannot be shown again."""
+    key = secrets.token_hex(20)
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        Token.objects.create(user=user, key=token_key_digest(key))
+    return key
+
+
+def user_token_rotate(*, username: str) -> str:
+    """``user_token_issue`` for the user named ``username``."""
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
         raise ValidationError(f"No user named {username!r}.")
-    token, _ = Token.objects.get_or_create(user=user)
-    return token.key
+    return user_token_issue(user=user)
 
 
 def user_password_reset(*, username: str) -> str:

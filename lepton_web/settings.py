@@ -270,7 +270,7 @@ REST_FRAMEWORK = {
     # Token first: DRF answers a request without credentials with the first class's
     # challenge, so callers get 401 + "WWW-Authenticate: Token" rather than a bare 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "lepton_web.authentication.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -97,6 +97,7 @@ class FastUserTokenAuthentication(BaseAuthentication):
         from rest_framework.authtoken.models import Token
 
         from lepton_web.access import ROLES
+        from lepton_web.accounts import token_key_digest
 
         user_model = get_user_model()
         groups = user_model.groups.through
@@ -108,7 +109,7 @@ class FastUserTokenAuthentication(BaseAuthentication):
                 f"LEFT JOIN {groups._meta.db_table} ug ON ug.user_id = u.id "
                 f"LEFT JOIN {group_table} g ON g.id = ug.group_id "
                 "WHERE t.key = %s",
-                [key],
+                [token_key_digest(key)],
             )
             rows = cursor.fetchall()
         if not rows or not rows[0][2]:

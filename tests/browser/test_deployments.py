@@ -35,11 +35,11 @@ def predicted_version(page, live_server, key: str) -> int:
 def test_deploy_promote_and_roll_back_through_the_pages(
     page, live_server, make_user, tmp_path_factory, transactional_db
 ):
-    from rest_framework.authtoken.models import Token
+    from lepton_web.accounts import user_token_issue
 
     runtime.model_cache.clear()
     analyst = make_user("analyst", username="ana")
-    key = Token.objects.create(user=analyst).key
+    key = user_token_issue(user=analyst)
     first = make_version(tmp_path_factory, seed=0)
     make_version(tmp_path_factory, seed=1)
     log_in(page, live_server, "ana")

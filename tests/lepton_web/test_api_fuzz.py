@@ -20,10 +20,10 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 
 from datasets_app.services.snapshots import snapshot_create
+from lepton_web.accounts import user_token_issue
 from tests.conftest import broker_for_this_process
 from tests.datasets_app.factories import imported_dataset
 
@@ -35,7 +35,7 @@ def fuzz_target(live_server, transactional_db, make_user, redis_url):
     """The live server, an admin's token, and a dataset with records and a snapshot, whose ids
     a second pass puts in the paths so the fuzzed queries and bodies reach the real work."""
     admin = make_user("admin")
-    token = Token.objects.create(user=admin)
+    key = user_token_issue(user=admin)
     with broker_for_this_process(redis_url):
         dataset = imported_dataset(
             admin,
@@ -49,7 +49,7 @@ def fuzz_target(live_server, transactional_db, make_user, redis_url):
             "record_id": dataset.records.order_by("pk").first().pk,
             "snapshot_id": snapshot.pk,
         }
-        yield live_server.url, {"Authorization": f"Token {token.key}"}, known_ids
+        yield live_server.url, {"Authorization": f"Token {key}"}, known_ids
 
 
 def _fuzz(

@@ -89,11 +89,11 @@ def test_undeclared_method_answers_405_with_allow(analyst_api, path, method, vie
 
 
 def test_put_on_runs_list_is_405_for_an_analyst_token(make_user):
-    from rest_framework.authtoken.models import Token
+    from lepton_web.accounts import user_token_issue
 
-    token = Token.objects.create(user=make_user("analyst"))
+    key = user_token_issue(user=make_user("analyst"))
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
 
     response = api.put("/api/v1/runs/", {}, format="json")
 

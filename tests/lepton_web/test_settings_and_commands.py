@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 from django.test import RequestFactory
 from rest_framework.authtoken.models import Token
 
+from lepton_web.accounts import token_key_digest
 from models_app.models import BaseModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -307,11 +308,14 @@ def test_user_create_as_admin_makes_a_superuser(db):
     assert (user.is_superuser, user.is_staff) == (True, True)
 
 
-def test_user_create_with_token_prints_the_users_api_token(db):
+def test_user_create_with_token_prints_the_users_api_token(client, db):
     output = lepton_user("create", "bot", "--role", "viewer", "--token")
 
-    token = Token.objects.get(user__username="bot")
-    assert output.splitlines()[-1] == f"token: {token.key}"
+    key = output.splitlines()[-1].removeprefix("token: ")
+    # Only the key's digest is stored: a copy of the database holds no usable token.
+    assert Token.objects.get(user__username="bot").key == token_key_digest(key) != key
+    response = client.get("/api/v1/me/", headers={"Authorization": f"Token {key}"})
+    assert response.json()["username"] == "bot"
 
 
 def test_user_create_refuses_an_unknown_role_and_creates_nobody(db):
@@ -332,13 +336,53 @@ def test_user_create_refuses_an_existing_username_and_keeps_the_user(db):
     assert list(get_user_model().objects.get().groups.values_list("name", flat=True)) == ["viewer"]
 
 
-def test_user_token_prints_the_same_token_every_time(db):
+def test_user_token_issues_a_new_token_and_revokes_the_old_one(client, db):
     lepton_user("create", "bot", "--role", "viewer")
 
     first = lepton_user("token", "bot").strip()
     second = lepton_user("token", "bot").strip()
 
-    assert first == second == Token.objects.get(user__username="bot").key
+    assert first != second
+    assert Token.objects.get(user__username="bot").key == token_key_digest(second)
+    for key, status in ((first, 401), (second, 200)):
+        response = client.get("/api/v1/me/", headers={"Authorization": f"Token {key}"})
+        assert response.status_code == status
+    # The stored digest is not a key either.
+    digest = Token.objects.get(user__username="bot").key
+    response = client.get("/api/v1/me/", headers={"Authorization": f"Token {digest}"})
+    assert response.status_code == 401
+
+
+def test_tokens_issued_before_hashing_keep_working_after_the_migration(client, db):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("lepton_web.migrations.0003_user_tokens_hashed")
+    lepton_user("create", "bot", "--role", "viewer")
+    plain = "0123456789abcdef0123456789abcdef01234567"  # as DRF stored keys before
+    Token.objects.create(user=get_user_model().objects.get(username="bot"), key=plain)
+
+    migration.forwards(apps, None)
+
+    assert Token.objects.get(user__username="bot").key == token_key_digest(plain)
+    response = client.get("/api/v1/me/", headers={"Authorization": f"Token {plain}"})
+    assert (response.status_code, response.json()["username"]) == (200, "bot")
+
+
+def test_admin_lists_and_revokes_tokens_but_shows_and_adds_no_key(client, db):
+    lepton_user("create", "root", "--role", "admin")
+    key = lepton_user("token", "root").strip()
+    client.force_login(get_user_model().objects.get(username="root"))
+    digest = Token.objects.get().key
+
+    listing = client.get("/admin/authtoken/tokenproxy/")
+
+    assert listing.status_code == 200
+    assert "root" in listing.content.decode()
+    assert key not in listing.content.decode()
+    assert digest not in listing.content.decode()
+    assert client.get("/admin/authtoken/tokenproxy/add/").status_code == 403
 
 
 def test_user_token_authenticates_api_requests(client, db):

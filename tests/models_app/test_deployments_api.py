@@ -350,11 +350,11 @@ def test_switch_under_load_fails_no_request(version, analyst, tmp_path_factory):
 
 @pytest.mark.parametrize(("role", "expected"), [("viewer", 200), ("annotator", 403), (None, 403)])
 def test_user_tokens_predict_by_role(version, analyst, make_user, role, expected):
-    from rest_framework.authtoken.models import Token
+    from lepton_web.accounts import user_token_issue
 
     deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=make_user(role)).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token_issue(user=make_user(role))}")
 
     response = client.post(
         "/api/v1/deployments/reviews/predict/", {"texts": ["good"]}, format="json"
@@ -364,11 +364,11 @@ def test_user_tokens_predict_by_role(version, analyst, make_user, role, expected
 
 
 def test_token_of_a_deactivated_user_is_refused(version, analyst, make_user):
-    from rest_framework.authtoken.models import Token
+    from lepton_web.accounts import user_token_issue
 
     deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
     user = make_user("analyst")
-    key = Token.objects.create(user=user).key
+    key = user_token_issue(user=user)
     user.is_active = False
     user.save()
     client = APIClient()

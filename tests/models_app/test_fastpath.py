@@ -8,6 +8,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from lepton_web.accounts import token_key_digest, user_token_issue
 from models_app import runtime
 from models_app.deploy import deployment_deploy, deployment_stop, prediction_token_create
 from models_app.fastpath import PredictFastPath
@@ -72,7 +73,7 @@ def call(app, *, key, body, path="/api/v1/deployments/reviews/predict/", query="
 def setup(tmp_path_factory, analyst):
     version = make_version(tmp_path_factory)
     deployment_deploy(user=analyst, version=version, slug="reviews", runtime="pytorch")
-    return analyst, Token.objects.create(user=analyst).key
+    return analyst, user_token_issue(user=analyst)
 
 
 def test_fast_answer_equals_the_django_answer(setup):
@@ -258,7 +259,10 @@ def test_changes_made_by_another_process_take_effect_within_the_memo_time(setup,
     assert "is stopped" in json.loads(content)["detail"]
 
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {Token._meta.db_table} WHERE key = %s", [key])  # noqa: S608
+        cursor.execute(
+            f"DELETE FROM {Token._meta.db_table} WHERE key = %s",  # noqa: S608
+            [token_key_digest(key)],
+        )
     time.sleep(short_memory + 0.05)
     code, _, content = call(app, key=key, body={"texts": ["good"]})
     assert code == 401
@@ -275,7 +279,7 @@ def test_changes_made_in_this_process_take_effect_at_once(setup):
     from models_app.models import PredictionToken
 
     PredictionToken.objects.get(name="shop").delete()
-    Token.objects.filter(key=key).delete()
+    Token.objects.filter(key=token_key_digest(key)).delete()
 
     assert call(app, key=token_key, body={"texts": ["good"]})[0] == 401
     assert call(app, key=key, body={"texts": ["good"]})[0] == 401

@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from lepton_web.access import ROLES
-from lepton_web.accounts import user_create, user_password_reset, user_token_get_or_create
+from lepton_web.accounts import user_create, user_password_reset, user_token_rotate
 
 
 class Command(BaseCommand):
@@ -15,7 +15,11 @@ class Command(BaseCommand):
         create.add_argument("--role", choices=ROLES, required=True)
         create.add_argument("--email", default="")
         create.add_argument("--token", action="store_true", help="Also print an API token.")
-        token = sub.add_parser("token", help="Print the user's API token, creating it if needed.")
+        token = sub.add_parser(
+            "token",
+            help="Issue a new API token and print it; the user's previous token stops working "
+            "(tokens are stored hashed, so none can be shown again).",
+        )
         token.add_argument("username")
         password = sub.add_parser("password", help="Set a new random password and print it.")
         password.add_argument("username")
@@ -29,9 +33,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"Created {user.username} ({options['role']}).")
                 self.stdout.write(f"password: {password}")
                 if options["token"]:
-                    self.stdout.write(f"token: {user_token_get_or_create(username=username)}")
+                    self.stdout.write(f"token: {user_token_rotate(username=username)}")
             elif action == "token":
-                self.stdout.write(user_token_get_or_create(username=username))
+                self.stdout.write(user_token_rotate(username=username))
             elif action == "password":
                 self.stdout.write(f"password: {user_password_reset(username=username)}")
         except ValidationError as exc:
