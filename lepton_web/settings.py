@@ -404,6 +404,11 @@ SERVE_MAX_TEXTS = env_int("SERVE_MAX_TEXTS", default=256)
 SERVE_MAX_CHARS = env_int("SERVE_MAX_CHARS", default=10_000)
 # Keep every predict call's texts and results (for later labeling). Off by default.
 SERVE_LOG_PREDICTIONS = env_bool("SERVE_LOG_PREDICTIONS", default=False)
+# Explanations (a second or more of CPU a text) computed at once per process; a request that
+# finds them all taken waits up to EXPLAIN_WAIT_SECONDS, then gets a 429 to try again (so a
+# burst of explain calls cannot take every core from predictions and pages).
+EXPLAIN_CONCURRENCY = env_int("EXPLAIN_CONCURRENCY", default=2)
+EXPLAIN_WAIT_SECONDS = env_int("EXPLAIN_WAIT_SECONDS", default=3)
 # Threads per loaded model (0: cores / SERVE_PROCESSES), models kept per process, batching window.
 SERVE_THREADS = env_int("SERVE_THREADS", default=0)
 SERVE_PROCESSES = env_int("SERVE_PROCESSES", default=2)

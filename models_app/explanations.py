@@ -28,6 +28,31 @@ PLAYGROUND_MAX_CHARS = 5_000
 explain_cache = ModelCache(max_models=4)
 
 
+class ExplainBusy(ValidationError):
+    """Every explanation slot of this process is taken (EXPLAIN_CONCURRENCY); try again soon.
+    The API answers 429 with Retry-After; the playground shows the sentence."""
+
+    retry_after = 5
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The server is explaining as many texts as it can at once right now. Try again in "
+            "a few seconds, or ask without the explanation."
+        )
+
+
+_slots: dict[int, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def _explain_slots() -> threading.BoundedSemaphore:
+    size = max(1, int(settings.EXPLAIN_CONCURRENCY))
+    with _slots_lock:
+        if size not in _slots:
+            _slots[size] = threading.BoundedSemaphore(size)
+        return _slots[size]
+
+
 @dataclass
 class _Explainer:
     engine: object  # runtime TorchEngine, private to explanations
@@ -94,6 +119,16 @@ def explain_texts(
     ``predictor`` is the loaded runtime Predictor that made the predictions: occlusion runs on
     it; integrated gradients on this process's private PyTorch copy of the version."""
     method = explain_request_check(texts=texts, method=method)
+    slots = _explain_slots()
+    if not slots.acquire(timeout=max(0.0, float(settings.EXPLAIN_WAIT_SECONDS))):
+        raise ExplainBusy()
+    try:
+        return _explain_each(version, predictor, texts, method)
+    finally:
+        slots.release()
+
+
+def _explain_each(version: ModelVersion, predictor, texts: list[str], method: str) -> list[dict]:
     explanations = []
     for index, text in enumerate(texts):
         try:

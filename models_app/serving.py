@@ -31,6 +31,7 @@ from rest_framework.authtoken.models import Token
 from lepton_web.access import can, denial_message
 from models_app import runtime
 from models_app.api.auth import PredictionPrincipal
+from models_app.explanations import ExplainBusy, deployment_explain
 from models_app.models import (
     Deployment,
     DeploymentMinute,
@@ -449,8 +450,6 @@ def predict_answer(
         deployment = deployment_get_live(slug)
         prediction = deployment_predict(deployment=deployment, texts=texts)
         if explain:
-            from models_app.explanations import deployment_explain
-
             explained = deployment_explain(
                 deployment=deployment, texts=texts, method=explain_method
             )
@@ -460,6 +459,8 @@ def predict_answer(
         return 404, _body(str(error)), {}
     except EndpointUnavailable as error:
         return 503, _body(str(error)), {"Retry-After": "30"}
+    except ExplainBusy as error:
+        return 429, _body(error.message), {"Retry-After": str(error.retry_after)}
     version = prediction.version
     return (
         200,

@@ -46,6 +46,11 @@ class ConsoleAutoSchema(AutoSchema):
                 "A service this needs is unavailable (the job broker, or a stopped endpoint "
                 "for predict); the reason is in `detail`. Retry later."
             )
+        if getattr(self.view, "answers_too_many_requests", False):
+            codes["429"] = (
+                "Too many requests of this kind at once (explanations: EXPLAIN_CONCURRENCY "
+                "per serving process); `Retry-After` says when to try again."
+            )
         for code, description in codes.items():
             answer = responses.get(code)
             if answer is not None and answer.get("content"):

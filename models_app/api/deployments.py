@@ -62,6 +62,7 @@ class PredictApi(APIView):
         SessionAuthentication,
     ]
     permission_classes = [PredictPermission]
+    answers_too_many_requests = True  # explain past EXPLAIN_CONCURRENCY
 
     @extend_schema(
         request=inline_serializer(

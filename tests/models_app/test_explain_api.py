@@ -88,3 +88,34 @@ def test_bad_explain_requests_answer_400_by_field(api, body, field, message):
 
     assert response.status_code == 400
     assert message in " ".join(response.json()["errors"][field])
+
+
+def test_explanations_past_the_concurrency_limit_get_429_and_predictions_still_work(api, settings):
+    """A burst of explain calls cannot take every core: past EXPLAIN_CONCURRENCY explanations
+    at once a request waits EXPLAIN_WAIT_SECONDS, then gets 429 with Retry-After and a
+    sentence; plain predictions go on, and once a slot is free explain works again."""
+    from models_app.explanations import _explain_slots
+
+    settings.EXPLAIN_CONCURRENCY = 1
+    settings.EXPLAIN_WAIT_SECONDS = 0
+    slots = _explain_slots()
+    assert slots.acquire(timeout=1)  # an explanation in flight
+    try:
+        busy = api.post(
+            "/api/v1/deployments/toy/predict/",
+            {"texts": ["great"], "explain": True},
+            format="json",
+        )
+        plain = api.post("/api/v1/deployments/toy/predict/", {"texts": ["great"]}, format="json")
+    finally:
+        slots.release()
+    again = api.post(
+        "/api/v1/deployments/toy/predict/", {"texts": ["great"], "explain": True}, format="json"
+    )
+
+    assert busy.status_code == 429
+    assert busy["Retry-After"] == "5"
+    assert "explaining as many texts as it can" in busy.json()["detail"]
+    assert plain.status_code == 200
+    assert again.status_code == 200
+    assert "explanation" in again.json()["predictions"][0]

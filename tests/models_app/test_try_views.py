@@ -79,6 +79,25 @@ def test_explain_highlights_the_word_that_decided(client_as, version, method):
     assert 'class="word word-positive" style="--strength: 100%"' in html
 
 
+def test_a_busy_server_says_so_in_the_playground(client_as, version, settings):
+    from models_app.explanations import _explain_slots
+
+    settings.EXPLAIN_CONCURRENCY = 1
+    settings.EXPLAIN_WAIT_SECONDS = 0
+    slots = _explain_slots()
+    assert slots.acquire(timeout=1)  # an explanation in flight
+    try:
+        response = client_as("analyst").post(
+            f"/models/versions/{version.pk}/playground/",
+            {"text": "the story was great", "explain": "on", "method": "occlusion"},
+        )
+    finally:
+        slots.release()
+
+    assert response.status_code == 200
+    assert "explaining as many texts as it can at once right now" in response.content.decode()
+
+
 def test_an_empty_text_gets_a_plain_message(client_as, version):
     response = client_as("analyst").post(
         f"/models/versions/{version.pk}/playground/", {"text": " "}
