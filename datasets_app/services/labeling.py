@@ -967,8 +967,8 @@ def _label_set_one_pg(
     a tie opening (or updating) the record's disagreement review item, as ``_resolved``. When
     the resolved label changes: the record (keeping the first label in ``original_label``), a
     LabelChange and the dataset's counts, on the current import only (at overlap 1 nothing
-    else is written when another import became active meanwhile). The dataset row is locked
-    last, as by the ORM path, and held only to the end of the call's commit (or the caller's).
+    else is written when another import became active meanwhile). The dataset row is
+    share-locked first and held to the end of the call's commit (or the caller's).
 
     Returns ``(status, dataset, record)``: "ok" with the record brought to what was written
     (``record.annotation`` the annotation); "check" (the general path must check the label,
