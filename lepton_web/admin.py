@@ -1,4 +1,6 @@
 from django.contrib import admin
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from lepton_web.models import WorkerCheck, WorkerPresence
 
@@ -17,9 +19,6 @@ class WorkerCheckAdmin(admin.ModelAdmin):
 # Users' API tokens are stored as digests (lepton_web.accounts): the stock admin would show the
 # digest as a "key" and add tokens whose key was never given to anyone. Here an admin sees who
 # has a token and since when, and can revoke it; `manage.py lepton_user token NAME` issues one.
-from rest_framework.authtoken.admin import TokenAdmin  # noqa: E402
-from rest_framework.authtoken.models import TokenProxy  # noqa: E402
-
 admin.site.unregister(TokenProxy)
 
 

@@ -542,7 +542,7 @@ def _pg_function(
     values = [value for value, _ in params]
     try:
         with connection.cursor() as cursor:
-            if getattr(settings, "LABELING_PREPARED_STATEMENTS", True):
+            if settings.LABELING_PREPARED_STATEMENTS:
                 _execute_prepared(cursor, name, columns, params, values)
             else:
                 placeholders = ", ".join(f"%s::{kind}" for _, kind in params)
