@@ -29,6 +29,7 @@ CHOSEN_FROM_DATA = frozenset(
         "warmup_ratio",
         "class_weighting",
         "class_weight_power",
+        "weight_averaging",
         "head_learning_rate_multiplier",
         "layer_decay",
         "scheduler",
@@ -166,6 +167,13 @@ class RunForm(forms.Form):
         required=False,
         label="Layer decay",
         help_text="full fine-tuning: each lower layer learns this factor slower",
+        widget=_number(placeholder=AUTO_FROM_DATA),
+    )
+    weight_averaging = forms.FloatField(
+        required=False,
+        label="Weight averaging",
+        help_text="a moving average of the weights over this share of the steps is scored and "
+        "kept; 0 turns it off",
         widget=_number(placeholder=AUTO_FROM_DATA),
     )
     refit_on_all_data = forms.BooleanField(

@@ -66,7 +66,11 @@ def run_model_version(run: TrainingRun):
 
 
 # Hyperparameters that only some methods or tasks use; the rest apply to every run.
-PARAMETER_METHODS = {"lora_r": ("lora", "adalora"), "lora_alpha": ("lora", "adalora")}
+PARAMETER_METHODS = {
+    "lora_r": ("lora", "adalora"),
+    "lora_alpha": ("lora", "adalora"),
+    "weight_averaging": ("full", "lora", "prefix", "ia3"),
+}
 PARAMETER_TASKS = {"class_weighting": ("single_label", "multi_label")}
 
 

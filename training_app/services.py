@@ -62,6 +62,7 @@ PARAM_NAMES = (
     "layer_decay",
     "class_weight_power",
     "refit_on_all_data",
+    "weight_averaging",
 )
 
 

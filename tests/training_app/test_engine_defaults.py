@@ -32,7 +32,7 @@ def chosen(n: int, classes: int, ratio: float = 1.0, method: str = "full", **use
 def test_a_small_set_trains_longer_with_a_small_batch_and_explains_why():
     defaults = chosen(400, 6)
 
-    assert defaults.values["epochs"] == 3  # (8,000 + 200 x 6) / 400 = 23, capped at 3
+    assert defaults.values["epochs"] == 3  # at least 24,000 examples / 400 = 60, capped at 3
     assert defaults.values["batch_size"] == 16
     assert defaults.values["warmup_ratio"] == 0.1
     assert defaults.values["learning_rate"] == 1e-4
@@ -68,18 +68,27 @@ def test_a_large_set_gets_fewer_epochs_a_larger_batch_and_shorter_warmup():
 
 
 def test_many_classes_get_a_larger_budget_than_few_on_the_same_rows():
-    few, many = chosen(8_005, 2), chosen(8_005, 77)
+    few, many = chosen(12_000, 2), chosen(12_000, 120)
 
     assert many.values["epochs"] > few.values["epochs"]
-    assert few.values["epochs"] == 1  # (8,000 + 200 x 2) / 8,005 examples, rounded
-    assert many.values["epochs"] == 3  # (8,000 + 200 x 77) / 8,005 examples, rounded
+    assert few.values["epochs"] == 2  # the minimum 24,000 / 12,000 examples
+    assert many.values["epochs"] == 3  # (8,000 + 200 x 120) / 12,000 examples, rounded
+    assert "2 epochs (about 24,000 examples seen)" in few.explanation
+
+
+def test_mid_sized_sets_get_as_many_passes_as_small_ones_up_to_the_minimum_budget():
+    # SST-2 with 8,000 rows: 1 epoch (the old 8,400-example budget) left it under-trained.
+    assert chosen(8_000, 2).values["epochs"] == 3  # 24,000 / 8,000
+    assert chosen(8_005, 77).values["epochs"] == 3  # max(24,000, 23,400) / 8,005, rounded
+    assert chosen(16_000, 2).values["epochs"] == 2  # 24,000 / 16,000 = 1.5, rounded to even
+    assert chosen(40_000, 2).values["epochs"] == 1
 
 
 def test_many_classes_on_few_rows_may_train_longer_than_the_usual_cap():
     few, many = chosen(1_200, 6), chosen(1_200, 77)
 
-    assert few.values["epochs"] == 3  # (8,000 + 200 x 6) / 1,200 = 7.7, capped at 3
-    assert many.values["epochs"] == 6  # (8,000 + 200 x 77) / 1,200 = 19.5, capped at 6
+    assert few.values["epochs"] == 3  # 24,000 / 1,200 = 20, capped at 3
+    assert many.values["epochs"] == 6  # 24,000 / 1,200 = 20, capped at 6
     assert "6 epochs (about 7,200 examples seen; capped at 6 for 20 classes or more)" in (
         many.explanation
     )

@@ -647,7 +647,8 @@ def test_estimate_fragment_explains_the_settings_chosen_for_the_snapshot(
         response,
         '<p class="small" data-testid="estimate-defaults">Chosen for 60 examples in 3 classes: '
         "3 epochs (about 180 examples seen; capped at 3), validation every 6 steps, lr 1e-4 for "
-        "the encoder, 10x for the new head, layer decay 0.9, warmup 10%; yours: scheduler "
+        "the encoder, 10x for the new head, layer decay 0.9, warmup 10%, weights averaged over "
+        "about the last 10% of steps; yours: scheduler "
         "linear, batch size 8, max length 32.</p>",
         html=True,
     )

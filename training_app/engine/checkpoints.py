@@ -26,6 +26,7 @@ ARTIFACT_ADAPTER_DIR = "adapter"
 
 
 CHECKPOINT_FORMAT = 1
+AVERAGED_WEIGHTS_FILE = "averaged.safetensors"
 
 
 def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
@@ -93,6 +94,7 @@ NEUTRAL_LATER_SETTINGS = {
     "layer_decay": 1.0,
     "class_weight_power": 1.0,
     "refit_on_all_data": False,
+    "weight_averaging": 0.0,
 }
 
 
@@ -143,6 +145,7 @@ class _CheckpointMixin:
         rng_states = self._gather(_rng_state())
         if self.rank == 0:
             weights = self._trainable_state()
+            averaged = self._averaged_state()
             adalora = self._adalora_state()
             full_state = {
                 **state,
@@ -154,6 +157,8 @@ class _CheckpointMixin:
 
             def write(folder: Path) -> None:
                 save_file(weights, str(folder / "trainable.safetensors"))
+                if averaged is not None:
+                    save_file(averaged, str(folder / AVERAGED_WEIGHTS_FILE))
                 torch.save(full_state, folder / "state.pt")
                 meta = {
                     "step": step,
@@ -183,8 +188,20 @@ class _CheckpointMixin:
             "rank_pattern": adapter_config.rank_pattern,
         }
 
-    def _load_weights(self, folder: Path) -> None:
-        weights = load_file(str(folder / "trainable.safetensors"))
+    def _averaged_state(self) -> dict[str, torch.Tensor] | None:
+        averaged = getattr(self, "averaged", None)
+        if averaged is None:
+            return None
+        return {
+            name: average.detach().cpu().contiguous().clone()
+            for (name, _), average in zip(self.trainable, averaged, strict=True)
+        }
+
+    def _load_weights(self, folder: Path, *, averaged: bool = False) -> None:
+        """The checkpoint's trained weights into the model, or with `averaged` its averaged
+        weights (weight averaging keeps those as the run's model)."""
+        filename = AVERAGED_WEIGHTS_FILE if averaged else "trainable.safetensors"
+        weights = load_file(str(folder / filename))
         with torch.no_grad():
             for name, parameter in self.trainable:
                 parameter.copy_(weights[name].to(parameter.device))
@@ -192,6 +209,12 @@ class _CheckpointMixin:
     def _load_checkpoint(self, folder: Path) -> dict:
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
         self._load_weights(folder)
+        averaged = getattr(self, "averaged", None)
+        if averaged is not None:
+            saved = load_file(str(folder / AVERAGED_WEIGHTS_FILE))
+            with torch.no_grad():
+                for (name, _), average in zip(self.trainable, averaged, strict=True):
+                    average.copy_(saved[name].to(average.device))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         rng = state["rng"]
