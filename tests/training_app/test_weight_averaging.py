@@ -152,3 +152,25 @@ def test_weight_averaging_settings_are_checked_and_chosen():
     )
     assert yours.values["weight_averaging"] == 0
     assert "yours: weight averaging 0" in yours.explanation
+
+
+def test_a_refit_with_averaging_trains_to_the_end_and_keeps_its_average(
+    base_model,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    seen = _watch(monkeypatch)
+
+    refitted, recorder = run(
+        base_model, tmp_path, epochs=2, weight_averaging=0.25, refit_on_all_data=True
+    )
+
+    # The first pass keeps its end (30 steps), so the refit trains 30 steps of 300 rows.
+    assert refitted.best_step == 30
+    assert refitted.refit["steps"] == 30
+    assert "refit_finished" in recorder.kinds()
+    # The watcher saw the first pass (start, 30 steps) and then the refit's own run.
+    refit_steps = seen["steps"][30:]
+    assert len(refit_steps) == 30
+    kept = artifact_weights(refitted)
+    assert not _close({name: kept[name] for name in refit_steps[-1]}, refit_steps[-1], atol=1e-4)
