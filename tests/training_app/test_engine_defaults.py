@@ -47,7 +47,7 @@ def test_a_small_set_trains_longer_with_a_small_batch_and_explains_why():
     assert defaults.values["eval_every_steps"] == 19
     assert (
         "warmup-stable-decay (the last 20% of the planned 75 steps decay, sooner when "
-        "validation stops improving; up to 50% more steps while it still improves, in "
+        "validation stops improving; up to 25% more steps while it still improves, in "
         "macro-F1 or accuracy), "
         "validation every 19 steps" in defaults.explanation
     )
@@ -313,23 +313,23 @@ def test_wsd_goes_on_while_validation_improves_up_to_the_cap(base_model, tmp_pat
     from training_app.engine import loop
 
     monkeypatch.setattr(loop, "_is_better", lambda metric, value, best: True)
-    # 30 steps planned (6 decay), cap 1.5 x 30 = 45, an evaluation every 5 steps.
+    # 30 steps planned (6 decay), cap 1.25 x 30 = 37, an evaluation every 5 steps.
     result, recorder = run(base_model, tmp_path, scheduler="wsd", epochs=2, eval_every_steps=5)
 
-    assert (result.steps_done, result.total_steps, result.best_step) == (45, 45, 45)
+    assert (result.steps_done, result.total_steps, result.best_step) == (37, 37, 37)
     assert result.stopped_early is False
     assert recorder.kinds().count("extended") == 1
     assert (
         "extended",
         "Validation macro_f1 still improves at step 20: training on past the planned 30 steps "
-        "while it does, up to 45.",
+        "while it does, up to 37.",
     ) in recorder.events
     assert (
         "decay_started",
-        "The learning rate decays to zero from step 39 to step 45 (planned: 30).",
+        "The learning rate decays to zero from step 31 to step 37 (planned: 30).",
     ) in recorder.events
-    assert recorder.logs[-1]["step"] == 45
-    assert recorder.logs[-1]["total_steps"] == 45
+    assert recorder.logs[-1]["step"] == 37
+    assert recorder.logs[-1]["total_steps"] == 37
     assert recorder.logs[-1]["learning_rate"] == 0
 
 
@@ -354,14 +354,14 @@ def test_wsd_goes_on_while_validation_accuracy_improves_though_macro_f1_does_not
         early_stopping_patience=0,
     )
 
-    assert (result.steps_done, result.total_steps, result.best_step) == (45, 45, 5)
+    assert (result.steps_done, result.total_steps, result.best_step) == (37, 37, 5)
     assert (
         "extended",
         "Validation accuracy still improves at step 20: training on past the planned 30 steps "
-        "while it does, up to 45.",
+        "while it does, up to 37.",
     ) in recorder.events
     started = next(message for kind, message in recorder.events if kind == "started")
-    assert "while it still improves (macro-F1 or accuracy), up to 45 steps" in started
+    assert "while it still improves (macro-F1 or accuracy), up to 37 steps" in started
 
 
 def test_wsd_decays_as_planned_when_neither_score_improves(base_model, tmp_path, monkeypatch):  # noqa: F811
@@ -407,8 +407,8 @@ def test_wsd_resumes_after_cancel_with_its_moved_end(base_model, tmp_path, monke
     resumed, _ = run(base_model, tmp_path, name="cut", callbacks=recorder, **settings)
 
     assert first.status == "cancelled"
-    assert recorder.events[0] == ("resumed", "Resumed from the checkpoint at step 33 of 41.")
-    assert resumed.steps_done == straight.steps_done == 45
+    assert recorder.events[0] == ("resumed", "Resumed from the checkpoint at step 33 of 37.")
+    assert resumed.steps_done == straight.steps_done == 37
     assert_same_weights(artifact_weights(straight), artifact_weights(resumed))
 
 
