@@ -1,7 +1,7 @@
 """Model quality of the default run against Hugging Face `Trainer` near-defaults (issue 11).
 
     .venv/bin/python benchmarks/quality.py [--quick] [--datasets trec,fpb,banking77,sst2]
-        [--max-train N] [--threads N] [--json FILE]
+        [--max-train N] [--threads N] [--seed N] [--json FILE]
 
 For each shared dataset (../shared/data/<name>/train.csv, or $LEPTON_SHARED_DATA):
 
@@ -235,10 +235,15 @@ def default_config(data) -> tuple[object, str]:
     try:
         from training_app.engine.config import defaults_for_data
     except ImportError:
-        return trainer.TrainingConfig(task=task), "plain TrainingConfig defaults"
+        return trainer.TrainingConfig(
+            task=task, seed=BASELINE["seed"]
+        ), "plain TrainingConfig defaults"
     # The service also passes the base model's size; MiniLM's 22.7M weights are below the
     # 60M at which the choice changes, the same as not knowing it.
     config, chosen = defaults_for_data(data, task=task, method=method, params={})
+    # The training seed (--seed): both contenders train with the same one; a user's default
+    # run uses the engine's default, 42, as the baseline does.
+    config.seed = BASELINE["seed"]
     return config, chosen.explanation
 
 
@@ -573,7 +578,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train", type=int, help="cap each train split (stratified)")
     parser.add_argument("--threads", type=int, help="torch threads for both contenders")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=BASELINE["seed"],
+        help="training seed of both contenders (default 42; the held-out split stays seed 13)",
+    )
     arguments = parser.parse_args(argv)
+    BASELINE["seed"] = arguments.seed
 
     threads = arguments.threads or threads_default()
     # The engine reads OMP_NUM_THREADS; the baseline gets the same through torch.
@@ -592,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     revision = git_revision()
     print(
         f"Quality benchmark at {revision}, {threads} torch thread(s), "
-        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+        f"{os.cpu_count()} cores, training seed {arguments.seed}, "
+        f"load average {os.getloadavg()[0]:.1f}"
         + (f", train capped at {max_train}" if max_train else ""),
         flush=True,
     )
