@@ -346,7 +346,7 @@ BUDGET_EXAMPLES_PER_CLASS = 200
 # ... and never fewer than this many: on 8,000 SST-2 rows (2 classes, so 8,400 above) 1, 2 and 3
 # epochs scored 0.877, 0.885 and 0.891 on quality.py's held-out test (seed 42, no weight
 # averaging): sets up to ~8,000 rows get 3 epochs, as the Trainer's default does, and larger
-# ones fewer (16,000 rows: 2; 36,000 and more: 1).
+# ones fewer (up to 16,000 rows: 2; from ~17,000: 1).
 BUDGET_MIN_EXAMPLES = 24_000
 MIN_EPOCHS = 1
 MAX_EPOCHS = 3
