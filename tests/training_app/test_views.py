@@ -513,6 +513,31 @@ def test_bad_hyperparameters_come_back_next_to_their_fields_and_nothing_is_creat
     assertContains(response, f'<option value="{snapshot.pk}" selected>', status_code=400)
 
 
+def test_bad_weight_averaging_comes_back_next_to_its_field_and_nothing_is_created(
+    client_as, snapshot, tiny_base_model
+):
+    response = client_as("analyst").post(
+        "/training/new/", form_data(snapshot, tiny_base_model, weight_averaging="1.5")
+    )
+    adalora = client_as("analyst").post(
+        "/training/new/",
+        form_data(snapshot, tiny_base_model, method="adalora", weight_averaging="0.1"),
+    )
+
+    assert response.status_code == 400
+    assert field_errors(response, "weight_averaging") == [
+        "Weight averaging must be between 0 and 1; got 1.5."
+    ]
+    assert adalora.status_code == 400
+    assertContains(
+        adalora,
+        "Weight averaging does not apply to AdaLoRA (its ranks change during the run); set it "
+        "to 0.",
+        status_code=400,
+    )
+    assert TrainingRun.objects.count() == 0
+
+
 def test_a_wrong_early_stopping_metric_is_explained_next_to_its_field(
     client_as, snapshot, tiny_base_model
 ):
