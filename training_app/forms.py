@@ -144,7 +144,11 @@ class RunForm(forms.Form):
         label="Class weighting",
         help_text="weigh rare classes up",
         choices=[
-            ("", "auto (when the largest class has 4x the smallest)"),
+            (
+                "",
+                f"auto (when the largest class has "
+                f"{engine_config.IMBALANCE_RATIO:g}x the smallest)",
+            ),
             ("true", "on"),
             ("false", "off"),
         ],

@@ -95,13 +95,19 @@ def test_many_classes_on_few_rows_may_train_longer_than_the_usual_cap():
     assert chosen(300, 19).values["epochs"] == 3  # 19 classes: the usual cap
 
 
-def test_imbalanced_classes_get_inverse_frequency_class_weights():
-    balanced, imbalanced = chosen(2_000, 3, ratio=2.0), chosen(2_000, 3, ratio=6.0)
+def test_severely_imbalanced_classes_get_inverse_frequency_class_weights():
+    balanced = chosen(2_000, 3, ratio=2.0)
+    # Financial PhraseBank's 4.8x: the weights cost it accuracy on every seed measured.
+    moderate = chosen(3_095, 3, ratio=4.8)
+    imbalanced = chosen(4_361, 6, ratio=14.5)  # TREC-6: the rarest class is 1.6% of rows
 
     assert balanced.values["class_weighting"] is False
+    assert moderate.values["class_weighting"] is False
+    assert "class weights" not in moderate.explanation
+    assert chosen(2_000, 3, ratio=10.0).values["class_weighting"] is True
     assert imbalanced.values["class_weighting"] is True
     assert imbalanced.values["class_weight_power"] == 1.0
-    assert "inverse-frequency class weights (the largest class has 6x the smallest)" in (
+    assert "inverse-frequency class weights (the largest class has 14.5x the smallest)" in (
         imbalanced.explanation
     )
     weights = _class_weights("single_label", np.array([0] * 9 + [1]), 2, power=0.5)
@@ -137,8 +143,8 @@ def test_adapters_keep_their_method_rate_and_a_large_model_a_lower_one():
 
 
 def test_profile_from_labels_and_long_texts():
-    profile = DataProfile.from_labels("single_label", ["a"] * 8 + ["b"] * 2, p95_tokens=300)
-    assert (profile.n_examples, profile.n_classes, profile.class_ratio) == (10, 2, 4.0)
+    profile = DataProfile.from_labels("single_label", ["a"] * 20 + ["b"] * 2, p95_tokens=300)
+    assert (profile.n_examples, profile.n_classes, profile.class_ratio) == (22, 2, 10.0)
 
     config, defaults = config_with_defaults(
         task="single_label", method="full", profile=profile, params={}
