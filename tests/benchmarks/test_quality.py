@@ -128,6 +128,35 @@ def test_scores_and_verdict():
     assert worse_f1["target_met"] is False
 
 
+def test_several_seeds_are_judged_on_their_means():
+    def run(seed, ours, baseline):
+        return {
+            "dataset": "fpb",
+            "seed": seed,
+            "ours": dict(zip(("accuracy", "macro_f1", "seconds"), ours, strict=True)),
+            "baseline": dict(zip(("accuracy", "macro_f1", "seconds"), baseline, strict=True)),
+        }
+
+    # Seed 7 alone would fail (F1 below the baseline); the mean is ahead on both scores.
+    runs = [
+        run(42, (0.83, 0.82, 100.0), (0.83, 0.81, 200.0)),
+        run(7, (0.84, 0.81, 120.0), (0.82, 0.812, 220.0)),
+    ]
+    assert quality.verdict(runs[1]["ours"], runs[1]["baseline"])["target_met"] is False
+    mean = quality.mean_over_seeds(runs)
+    assert mean["seeds"] == [42, 7]
+    assert mean["ours"] == pytest.approx({"accuracy": 0.835, "macro_f1": 0.815, "seconds": 110.0})
+    assert mean["baseline"]["macro_f1"] == pytest.approx(0.811)
+    assert mean["ratios"]["seconds"] == pytest.approx(110 / 210)
+    assert mean["target_met"] is True
+    assert "target MET on the means" in quality.describe_mean(mean)
+
+    tied = quality.mean_over_seeds([run(1, (0.8, 0.8, 1.0), (0.8, 0.79, 2.0))])
+    assert tied["target_met"] is False  # a tie in accuracy does not beat it
+    with pytest.raises(ValueError, match="no results"):
+        quality.mean_over_seeds([])
+
+
 def test_dataset_names_are_checked():
     assert [d.key for d in quality.resolve_datasets("TREC, financial_phrasebank")] == [
         "trec",
