@@ -146,8 +146,8 @@ class RunForm(forms.Form):
         choices=[
             (
                 "",
-                f"auto (when the largest class has "
-                f"{engine_config.IMBALANCE_RATIO:g}x the smallest)",
+                f"auto (when the largest class has {engine_config.IMBALANCE_RATIO:g}x "
+                f"the smallest and it has under {engine_config.RARE_CLASS_EXAMPLES} examples)",
             ),
             ("true", "on"),
             ("false", "off"),

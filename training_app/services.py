@@ -256,13 +256,18 @@ def training_profile(
     from training_app.calibration import snapshot_length_counts
     from training_app.engine.config import CHARS_PER_TOKEN, DataProfile
 
-    key = f"training:profile:{snapshot.pk}:{task}"
+    key = f"training:profile:v2:{snapshot.pk}:{task}"
     counted = cache.get(key) if splits is None else None
     if counted is None:  # snapshots never change; the form asks on every settings change
         splits = splits if splits is not None else snapshot_splits(snapshot)
         labels, _ = _labels_for_task(task, splits["train"][1], "train")
         profiled = DataProfile.from_labels(task, labels)
-        counted = [profiled.n_examples, profiled.n_classes, profiled.class_ratio]
+        counted = [
+            profiled.n_examples,
+            profiled.n_classes,
+            profiled.class_ratio,
+            profiled.smallest_class,
+        ]
         cache.set(key, counted, 3600)
     buckets = sorted(snapshot_length_counts(snapshot).get("train", []))
     p95_tokens = None
@@ -274,11 +279,12 @@ def training_profile(
             if seen >= 0.95 * total:
                 p95_tokens = chars / CHARS_PER_TOKEN
                 break
-    n_examples, n_classes, class_ratio = counted
+    n_examples, n_classes, class_ratio, smallest_class = counted
     return DataProfile(
         n_examples=n_examples,
         n_classes=n_classes,
         class_ratio=class_ratio,
+        smallest_class=smallest_class,
         p95_tokens=p95_tokens,
         parameter_count=base_model.parameter_count if base_model is not None else None,
     )

@@ -381,3 +381,21 @@ def test_a_run_that_trains_on_all_data_records_its_first_pass_and_registers_the_
     refit = run.events.get(kind="refit").message
     assert refit.startswith(f"Refit on train + validation (75 examples) for {run.best_step} steps")
     assert run.model_version.hyperparameters["refit_on_all_data"] is True
+
+
+def test_the_training_profile_counts_the_smallest_class_and_the_defaults_weigh_a_rare_one(db):
+    from training_app.services import training_defaults_choose, training_profile
+
+    # 40 positive and 5 negative training rows (8x; the rare class has 5): weighted.
+    rows = [(f"this is good number {i}", "positive", "train") for i in range(40)]
+    rows += [(f"this is bad number {i}", "negative", "train") for i in range(5)]
+    rows += [("this is good", "positive", "validation"), ("this is bad", "negative", "test")]
+    profile = training_profile(snapshot=make_snapshot(rows), task="single_label")
+
+    assert (profile.n_examples, profile.n_classes) == (45, 2)
+    assert (profile.class_ratio, profile.smallest_class) == (8.0, 5)
+    chosen = training_defaults_choose(
+        task="single_label", method="full", params={}, profile=profile
+    )
+    assert chosen.values["class_weighting"] is True
+    assert "the largest class has 8x the smallest, which has 5 examples" in chosen.explanation

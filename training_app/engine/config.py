@@ -357,12 +357,15 @@ MANY_CLASSES = 20
 MAX_EPOCHS_MANY_CLASSES = 6
 EVALUATIONS_PER_RUN = 4  # the planned steps / this = the evaluation interval
 LARGE_SET = 10_000  # training examples from which a set counts as large (batch 32, warmup 6%)
-# Largest / smallest class from which classes get inverse-frequency weights. Only a severe
-# imbalance: TREC-6 (14.5x, "abbreviation" 1.6% of rows) needs them for its rarest class, but
-# on Financial PhraseBank (4.8x) they cost accuracy and did not help macro-F1: quality.py's
-# held-out split, training seeds 42, 7, 13 and 21, mean accuracy 0.823 -> 0.831 and macro-F1
-# 0.808 -> 0.813 without them (square-root weights: 0.826 / 0.808).
-IMBALANCE_RATIO = 10.0
+IMBALANCE_RATIO = 4.0  # largest / smallest class from which classes may get weights
+# ... when the smallest class also has fewer examples than this: weights help a rare class the
+# model would otherwise barely learn, and cost accuracy once it has enough examples to be
+# learned unweighted. Measured on quality.py's held-out splits: Financial PhraseBank (4.8x,
+# 386 "negative" train rows), training seeds 42, 7, 13 and 21, mean accuracy / macro-F1
+# 0.823 / 0.808 with inverse-frequency weights, 0.831 / 0.813 without (square-root weights
+# 0.826 / 0.808); its 480-row cut (58 "negative") 0.757 / 0.739 with them, 0.742 / 0.696
+# without; TREC-6's rarest class (69 rows, 1.6%) needs them.
+RARE_CLASS_EXAMPLES = 150
 SMALL_ENCODER_PARAMETERS = 60_000_000  # MiniLM (22M) yes, BERT-base (110M) no
 FULL_LEARNING_RATE_SMALL = 1e-4
 FULL_LEARNING_RATE_LARGE = 3e-5
@@ -399,6 +402,7 @@ class DataProfile:
     n_examples: int
     n_classes: int  # 1 for regression
     class_ratio: float = 1.0  # largest class count / smallest (single-label)
+    smallest_class: int | None = None  # examples of the smallest class (single-label), if known
     p95_tokens: float | None = None  # 95th percentile of text length in tokens, if known
     parameter_count: int | None = None  # the base model's size, if known
 
@@ -421,13 +425,15 @@ class DataProfile:
                 for label in row if isinstance(row, list | tuple | set) else [row]:
                     counts[str(label)] = counts.get(str(label), 0) + 1
         n_classes = len(counts) if task != "regression" else 1
-        ratio = 1.0
+        ratio, smallest = 1.0, None
         if task == "single_label" and counts:
-            ratio = max(counts.values()) / max(1, min(counts.values()))
+            smallest = min(counts.values())
+            ratio = max(counts.values()) / max(1, smallest)
         return cls(
             n_examples=len(labels),
             n_classes=max(1, n_classes),
             class_ratio=float(ratio),
+            smallest_class=smallest,
             p95_tokens=p95_tokens,
             parameter_count=parameter_count,
         )
@@ -460,8 +466,8 @@ def choose_defaults(
     - Batch 16 and 10% warmup for sets under 10,000 examples, batch 32 and 6% above.
     - Full fine-tuning of a small encoder: lr 1e-4, the new head 10x, layer-wise decay 0.9
       (3e-5 for models over 60M weights); adapters keep their method's rate.
-    - Inverse-frequency class weights when the largest class has 10x the examples
-      of the smallest (single-label).
+    - Inverse-frequency class weights when the largest class has 4x the examples of the
+      smallest and the smallest has fewer than 150 (single-label).
     - max_length 256 when the 95th-percentile text is longer than 128 tokens.
     - Full fine-tuning: an exponential moving average of the weights over about 10% of the
       planned steps is what validation scores and what the run keeps.
@@ -541,7 +547,8 @@ def choose_defaults(
         chosen["weight_averaging"] = 0.0
         reasons["learning_rate"] = f"lr {_rate(rate)} ({method})"
 
-    weighted = task == "single_label" and profile.class_ratio >= IMBALANCE_RATIO
+    rare = profile.smallest_class is None or profile.smallest_class < RARE_CLASS_EXAMPLES
+    weighted = task == "single_label" and profile.class_ratio >= IMBALANCE_RATIO and rare
     chosen["class_weighting"] = weighted
     # Full inverse frequency: with the short budget, square-root weights left TREC's rarest
     # class ("abbreviation", 1.5% of rows) unlearned (480 rows, 75 steps: macro-F1 0.740
@@ -550,7 +557,13 @@ def choose_defaults(
     if weighted:
         reasons["class_weighting"] = (
             f"inverse-frequency class weights (the largest class has "
-            f"{_format_number(round(profile.class_ratio, 1))}x the smallest)"
+            f"{_format_number(round(profile.class_ratio, 1))}x the smallest"
+            + (
+                f", which has {profile.smallest_class:,} "
+                f"example{'' if profile.smallest_class == 1 else 's'})"
+                if profile.smallest_class is not None
+                else ")"
+            )
         )
 
     max_length = (
