@@ -147,7 +147,7 @@ class RunForm(forms.Form):
             (
                 "",
                 f"auto (when the largest class has {engine_config.IMBALANCE_RATIO:g}x "
-                f"the smallest and it has under {engine_config.RARE_CLASS_EXAMPLES} examples)",
+                f"the smallest, and the smallest has under {engine_config.RARE_CLASS_EXAMPLES} examples)",
             ),
             ("true", "on"),
             ("false", "off"),
