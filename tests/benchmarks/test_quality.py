@@ -157,6 +157,15 @@ def test_several_seeds_are_judged_on_their_means():
         quality.mean_over_seeds([])
 
 
+def test_bad_seeds_are_refused_before_anything_trains(capsys):
+    for bad in ("42,x", ","):
+        with pytest.raises(SystemExit):
+            quality.main(["--seeds", bad])
+    errors = capsys.readouterr().err
+    assert "--seeds takes whole numbers separated by commas; got '42,x'" in errors
+    assert "--seeds needs at least one seed" in errors
+
+
 def test_dataset_names_are_checked():
     assert [d.key for d in quality.resolve_datasets("TREC, financial_phrasebank")] == [
         "trec",
