@@ -143,6 +143,12 @@ def _recent(job):
 
 def _detail_context(request, dataset, **extra) -> dict:
     jobs = dataset_latest_jobs(dataset)
+    # A worker ends a job and changes the dataset in one transaction (an import's status, a
+    # split's counts). The dataset was read before the jobs: a commit between the two reads
+    # showed the job finished (so no longer polling) beside the dataset as it was, "Importing"
+    # for good. Read after the jobs, the dataset is at least as new as they are.
+    dataset.refresh_from_db()
+    latest = jobs["import"]
     columns = dataset.detection.get("columns", [])
     mapping = dataset.mapping or {}
     mapping_initial = {
@@ -188,7 +194,6 @@ def _detail_context(request, dataset, **extra) -> dict:
     }
     # A Ready dataset offers "Import again with another mapping", opened when its latest
     # import failed (its records stay; the problems show there) or the mapping sent was invalid.
-    latest = jobs["import"]
     form = context["mapping_form"]
     detect_form = context["detect_form"]
     context["reimport_open"] = dataset.is_ready and (

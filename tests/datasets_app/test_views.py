@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils.html import escape
 from pytest_django.asserts import assertContains, assertNotContains, assertRedirects
 
+from datasets_app import services
 from datasets_app.models import CleaningAction, Dataset, DatasetJob, Record, Snapshot
 from tests.datasets_app.factories import (
     import_now,
@@ -282,6 +283,39 @@ def test_detail_after_a_failed_import_lists_the_problems_with_line_numbers(analy
     assertContains(response, escape(f"Nothing was imported: 1 problem found. First: {message}"))
     assertContains(response, "Retry import")
     assertContains(response, 'data-testid="preview"')
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "shown"),
+    [
+        ("text,label\nfine,a\nnot, fine,b\nfine too,a\n", "Import failed"),
+        ("text,label\nfine,a\nfine too,b\n", "Ready"),
+    ],
+)
+def test_detail_read_while_the_worker_ends_the_import_shows_how_it_ended(
+    analyst_client, analyst, monkeypatch, csv_text, shown
+):
+    """The page reads the dataset, then its jobs: a worker that commits the import's end
+    between the two reads left the page at "Importing" with its progress no longer polling."""
+    from datasets_app import views
+    from tests.conftest import _redis_url, broker_for_this_process
+
+    dataset = upload(analyst, csv_text)
+    with broker_for_this_process(_redis_url()):
+        job = services.dataset_import_start(dataset=dataset, user=analyst, mapping=TEXT_LABEL)
+    read = views.dataset_get_for_user
+
+    def read_then_the_worker_commits(**kwargs):
+        found = read(**kwargs)
+        assert found.status == Dataset.Status.IMPORTING
+        services.dataset_import_execute(job_id=job.pk)
+        return found
+
+    monkeypatch.setattr(views, "dataset_get_for_user", read_then_the_worker_commits)
+    response = analyst_client.get(f"/datasets/{dataset.pk}/")
+
+    assertContains(response, f'data-testid="dataset-status">{shown}</span>')
+    assertNotContains(response, 'data-testid="dataset-status">Importing')
 
 
 def test_detail_after_success_shows_counts_chart_data_and_the_quality_report(
