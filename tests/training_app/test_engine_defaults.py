@@ -58,11 +58,11 @@ def test_a_small_set_trains_longer_with_a_small_batch_and_explains_why():
 def test_a_large_set_gets_fewer_epochs_a_larger_batch_and_shorter_warmup():
     defaults = chosen(54_000, 2)
 
-    assert defaults.values["epochs"] == 1
+    assert defaults.values["epochs"] == 2  # 24,000 / 54,000 is under the minimum of 2
     assert defaults.values["batch_size"] == 32
     assert defaults.values["warmup_ratio"] == 0.06
-    assert defaults.values["eval_every_steps"] == 422  # 1,688 steps / 4
-    assert "54,000 examples in 2 classes: 1 epoch (about 54,000 examples seen; at least 1)" in (
+    assert defaults.values["eval_every_steps"] == 844  # 2 x 1,688 steps / 4
+    assert "54,000 examples in 2 classes: 2 epochs (about 108,000 examples seen; at least 2)" in (
         defaults.explanation
     )
 
@@ -81,7 +81,8 @@ def test_mid_sized_sets_get_as_many_passes_as_small_ones_up_to_the_minimum_budge
     assert chosen(8_000, 2).values["epochs"] == 3  # 24,000 / 8,000
     assert chosen(8_005, 77).values["epochs"] == 3  # max(24,000, 23,400) / 8,005, rounded
     assert chosen(16_000, 2).values["epochs"] == 2  # 24,000 / 16,000 = 1.5, rounded to even
-    assert chosen(40_000, 2).values["epochs"] == 1
+    assert chosen(40_000, 2).values["epochs"] == 2  # never fewer than 2 (all of SST-2: +0.4)
+    assert chosen(500_000, 2).values["epochs"] == 2
 
 
 def test_many_classes_on_few_rows_may_train_longer_than_the_usual_cap():
