@@ -15,7 +15,7 @@ SEARCH_METRICS = {
 LOWER_IS_BETTER = frozenset({"loss", "mse", "mae"})
 SEARCH_METHODS = ("full", "lora")
 # Centred on the console's defaults for small encoders (training_app.engine.config
-# choose_defaults: lr 1e-4, 1-3 epochs, batch 16/32, warmup 6-10%): lr from half to three times
+# choose_defaults: lr 1e-4, 2-3 epochs, batch 16/32, warmup 6-10%): lr from half to three times
 # the default, epochs from 2 up to 6 (the defaults' short budget may underfit, so longer trials
 # are in). Full fine-tuning only unless the user adds LoRA (its range, about ten times
 # higher, is used then). A short search spends its few trials near what already works instead
