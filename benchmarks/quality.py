@@ -604,13 +604,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train", type=int, help="cap each train split (stratified)")
     parser.add_argument("--threads", type=int, help="torch threads for both contenders")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument(
+    # One or the other: given both, which seeds ran would be a guess.
+    seed_options = parser.add_mutually_exclusive_group()
+    seed_options.add_argument(
         "--seed",
         type=int,
         default=BASELINE["seed"],
         help="training seed of both contenders (default 42; the held-out split stays seed 13)",
     )
-    parser.add_argument(
+    seed_options.add_argument(
         "--seeds",
         help="comma-separated training seeds (e.g. 42,7,13,21): each dataset runs at each, "
         "and the verdict is on the means",

@@ -166,6 +166,12 @@ def test_bad_seeds_are_refused_before_anything_trains(capsys):
     assert "--seeds needs at least one seed" in errors
 
 
+def test_seed_and_seeds_together_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        quality.main(["--seed", "7", "--seeds", "42,13"])
+    assert "argument --seeds: not allowed with argument --seed" in capsys.readouterr().err
+
+
 def test_dataset_names_are_checked():
     assert [d.key for d in quality.resolve_datasets("TREC, financial_phrasebank")] == [
         "trec",
