@@ -30,6 +30,7 @@ CHOSEN_FROM_DATA = frozenset(
         "class_weighting",
         "class_weight_power",
         "weight_averaging",
+        "refit_on_all_data",
         "head_learning_rate_multiplier",
         "layer_decay",
         "scheduler",
@@ -180,11 +181,18 @@ class RunForm(forms.Form):
         "kept; 0 turns it off",
         widget=_number(placeholder=AUTO_FROM_DATA),
     )
-    refit_on_all_data = forms.BooleanField(
+    refit_on_all_data = forms.TypedChoiceField(
         required=False,
         label="Train on all data",
         help_text="after finding the best step count on validation, retrain on train + "
         "validation for that many steps and keep that model (the test split stays untouched)",
+        choices=[
+            ("", f"auto (on from {engine_config.LARGE_SET:,} training examples)"),
+            ("true", "on"),
+            ("false", "off"),
+        ],
+        coerce=lambda value: value == "true",
+        empty_value=None,
     )
     early_stopping_metric = forms.ChoiceField(required=False, label="Early stopping metric")
     early_stopping_patience = forms.IntegerField(

@@ -67,6 +67,26 @@ def test_a_large_set_gets_fewer_epochs_a_larger_batch_and_shorter_warmup():
     )
 
 
+def test_large_sets_train_again_on_train_and_validation_and_small_ones_do_not():
+    large, small = chosen(10_000, 2), chosen(9_999, 2)
+
+    assert large.values["refit_on_all_data"] is True
+    assert large.explanation.endswith(
+        "weights averaged over about the last 10% of steps, then trained again on train + "
+        "validation for the best step count (large set)."
+    )
+    assert small.values["refit_on_all_data"] is False
+    assert "trained again" not in small.explanation
+    # Adapters too: the choice is about the time the large set leaves, not the method.
+    assert chosen(50_000, 2, method="lora").values["refit_on_all_data"] is True
+    # The user's choice wins and is named as theirs.
+    mine = chosen(50_000, 2, refit_on_all_data=False)
+    assert mine.values["refit_on_all_data"] is False
+    assert mine.user_set == ["refit_on_all_data"]
+    assert mine.explanation.endswith("; yours: refit on all data off.")
+    assert chosen(500, 2, refit_on_all_data=True).values["refit_on_all_data"] is True
+
+
 def test_many_classes_get_a_larger_budget_than_few_on_the_same_rows():
     few, many = chosen(12_000, 2), chosen(12_000, 120)
 

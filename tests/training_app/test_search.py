@@ -181,6 +181,32 @@ def test_a_search_queues_its_parallel_trials_with_suggested_values(
     assert search.message == "0 of 5 trials finished, 2 queued or running."
 
 
+def test_trials_do_not_refit_even_where_a_plain_run_would(
+    analyst, snapshot, tiny_base_model, redis_url, monkeypatch
+):
+    # Every set counts as large here, so a plain default run trains again on train +
+    # validation; a trial is judged on validation, which the refit cannot change.
+    from training_app.engine import config as engine_config
+    from training_app.services import training_run_start
+
+    monkeypatch.setattr(engine_config, "LARGE_SET", 1)
+    plain = training_run_start(
+        user=analyst,
+        snapshot=snapshot,
+        base_model=tiny_base_model,
+        task="single_label",
+        params={},
+        enqueue=False,
+    )
+    assert plain.params["refit_on_all_data"] is True
+    with broker_for_this_process(redis_url):
+        search = start(analyst, snapshot, tiny_base_model, max_trials=3, parallel_trials=2)
+
+    trials = list(search.trials.order_by("trial_number"))
+    assert len(trials) == 2
+    assert [trial.params["refit_on_all_data"] for trial in trials] == [False, False]
+
+
 def _published_run_ids(queue) -> list[int]:
     """The run id of each task message waiting on the gpu queue."""
     bodies = (json.loads(raw)["body"] for raw in queue.lrange("gpu", 0, -1))

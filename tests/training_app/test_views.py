@@ -447,6 +447,31 @@ def test_dataset_page_links_each_snapshot_to_the_new_run_form(client_as, analyst
     assertNotContains(viewer_page, "Train on this snapshot")
 
 
+@pytest.mark.parametrize(
+    ("posted", "large_set", "expected"),
+    [("", 10_000, False), ("", 1, True), ("true", 10_000, True), ("false", 1, False)],
+)
+def test_train_on_all_data_is_auto_from_the_set_size_unless_the_user_chooses(
+    client_as, snapshot, tiny_base_model, monkeypatch, posted, large_set, expected
+):
+    from training_app.engine import config as engine_config
+
+    monkeypatch.setattr(engine_config, "LARGE_SET", large_set)
+    client = client_as("analyst")
+    page = client.get("/training/new/")
+    assertContains(page, '<option value="" selected>auto (on from 10,000 training examples)')
+
+    client.post("/training/new/", form_data(snapshot, tiny_base_model, refit_on_all_data=posted))
+
+    run = TrainingRun.objects.get()
+    assert run.params["refit_on_all_data"] is expected
+    explanation = run.events.get(kind="defaults_chosen").message
+    if posted:
+        assert f"refit on all data {'on' if expected else 'off'}" in explanation
+    else:
+        assert ("trained again on train + validation" in explanation) is expected
+
+
 def test_starting_a_run_redirects_to_its_page_with_a_message(client_as, snapshot, tiny_base_model):
     client = client_as("analyst")
 

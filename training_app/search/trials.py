@@ -39,6 +39,9 @@ def trial_start(search: HyperparameterSearch, *, number: int, values: dict | Non
         task=search.task,
         method=method,
         params={
+            # A trial is judged on validation, which a refit on train + validation cannot
+            # change: it would only double the trial's time (large sets refit by default).
+            "refit_on_all_data": False,
             **search.fixed_params,
             **params,
             "early_stopping_metric": search.metric,
