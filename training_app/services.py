@@ -590,7 +590,9 @@ class RunCallbacks:
         total = int(metrics.pop("total_steps", 0) or self.run.total_steps or 0)
         seconds_left = metrics.pop("seconds_left", None)  # a state of the run, not a curve
         self.write_metrics(step=step, epoch=epoch, metrics=metrics, prefix="train_")
-        progress = int(99 * step / total) if total else None
+        # With a refit to follow, the first pass is the first half of the bar.
+        share = 49 if self.run.params.get("refit_on_all_data") else 99
+        progress = int(share * step / total) if total else None
         # Only this worker's attempt: a stale one (given up on by the sweeper) writes nothing.
         TrainingRun.objects.filter(pk=self.run.pk, **self.run.attempt_filter()).update(
             steps_done=step,
@@ -603,6 +605,22 @@ class RunCallbacks:
             progress=progress,
             message=f"Step {step:,} of {total:,}"
             + (f", loss {loss:.4f}." if isinstance(loss, float) else "."),
+        )
+        if not still:
+            self._stop = True
+
+    def on_refit_progress(
+        self, *, step: int, total_steps: int | None, seconds_left: float | None = None
+    ) -> None:
+        """The refit on train + validation: the second half of the bar; the run's steps and
+        curves stay the first pass's."""
+        total = int(total_steps or 0)
+        TrainingRun.objects.filter(pk=self.run.pk, **self.run.attempt_filter()).update(
+            seconds_left=seconds_left
+        )
+        still = self.run.report(
+            progress=50 + int(49 * step / total) if total else None,
+            message=f"Refit on train + validation: step {step:,} of {total:,}.",
         )
         if not still:
             self._stop = True

@@ -368,11 +368,33 @@ def test_a_run_that_trains_on_all_data_records_its_first_pass_and_registers_the_
             "refit_on_all_data": True,
         },
     )
+    # What the progress bar and its line showed, as each report wrote it (the call goes on).
+    reported = []
+    report = TrainingRun.report
+
+    def recording_report(self, *, progress=None, message=None):
+        reported.append((progress, message))
+        return report(self, progress=progress, message=message)
+
+    monkeypatch.setattr(TrainingRun, "report", recording_report)
 
     training_run_execute(run_id=run.pk)
 
     run.refresh_from_db()
     assert run.status == "succeeded", run.error_message
+    # The first pass fills the first half of the bar, the refit the second, never backwards.
+    first = [p for p, m in reported if m and m.startswith("Step ")]
+    second = [(p, m) for p, m in reported if m and m.startswith("Refit on train + validation")]
+    assert first
+    assert max(first) <= 49
+    assert second
+    assert all(50 <= p <= 99 for p, _ in second)
+    assert second[-1] == (
+        99,
+        f"Refit on train + validation: step {run.best_step} of {run.best_step}.",
+    )
+    shown = [p for p, _ in reported if p is not None]
+    assert shown == sorted(shown)
     assert run.best_metrics["macro_f1"] >= 0  # the first pass's validation score is kept
     assert run.resolved_params["refit_steps"] == run.best_step
     assert run.resolved_params["refit_examples"] == 75  # 60 train + 15 validation

@@ -311,6 +311,10 @@ class _SafeCallbacks:
         if method := self._get("on_evaluate"):
             method(**kwargs)
 
+    def on_refit_progress(self, **kwargs: Any) -> None:
+        if method := self._get("on_refit_progress"):
+            method(**kwargs)
+
     def on_checkpoint(self, **kwargs: Any) -> None:
         if method := self._get("on_checkpoint"):
             method(**kwargs)

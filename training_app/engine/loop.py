@@ -130,8 +130,8 @@ REFIT_FOLDER = "refit"
 
 class _RefitCallbacks:
     """The service's callbacks during a refit: its events (renamed refit_*) and cancel pass
-    through; its steps, evaluations and checkpoints are the refit's own and stay out of the
-    run's curves."""
+    through, its progress as `on_refit_progress(step=, total_steps=, seconds_left=)`; its
+    metrics, evaluations and checkpoints are the refit's own and stay out of the run's curves."""
 
     def __init__(self, callbacks: Callbacks | None) -> None:
         self._callbacks = _SafeCallbacks(callbacks)
@@ -141,6 +141,13 @@ class _RefitCallbacks:
             kind = f"refit_{kind}"
             message = f"Refit on train + validation: {message}"
         self._callbacks.on_event(kind=kind, message=message)
+
+    def on_log(self, *, step: int, epoch: float, metrics: dict) -> None:
+        self._callbacks.on_refit_progress(
+            step=step,
+            total_steps=metrics.get("total_steps"),
+            seconds_left=metrics.get("seconds_left"),
+        )
 
     def should_stop(self) -> bool:
         return self._callbacks.should_stop()
