@@ -283,6 +283,33 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_best_step_co
     assert refitted.test_metrics["accuracy"] >= plain.test_metrics["accuracy"] - 0.1
 
 
+def test_the_first_pass_is_freed_before_the_refit_builds_its_model(
+    base_model,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    import weakref
+
+    from training_app.engine import loop
+
+    runs, alive_at_build = [], []
+    build = loop._Run.__init__
+
+    def recording_init(self, *args, **kwargs):
+        alive_at_build.append([ref() is not None for ref in runs])
+        runs.append(weakref.ref(self))
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop._Run, "__init__", recording_init)
+
+    result, _ = run(base_model, tmp_path, epochs=1, refit_on_all_data=True)
+
+    assert result.refit is not None
+    # When the refit's run was built, the first pass (its model, optimizer and averaged
+    # weights) was already gone.
+    assert alive_at_build == [[], [False]]
+
+
 def test_refit_without_a_validation_split_is_skipped_and_says_so(base_model, tmp_path):  # noqa: F811
     data = make_data("single_label")
     data.validation_texts, data.validation_labels = [], []

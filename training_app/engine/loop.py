@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import math
@@ -112,9 +113,15 @@ def train(
             message="Not refitting on all data: there is no validation split to choose the steps.",
         )
         return result
+    steps_per_epoch, device = run.steps_per_epoch, run.device
+    # The first pass's model, optimizer state and averaged weights go before the refit builds
+    # its own: on a GPU both would otherwise have to fit at once.
+    del run
+    gc.collect()
+    _free_memory(device)
     return _refit(
         first=result,
-        steps_per_epoch=run.steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
         base_model_path=str(base_model_path),
         data=data,
         config=config,
