@@ -310,6 +310,32 @@ def test_the_first_pass_is_freed_before_the_refit_builds_its_model(
     assert alive_at_build == [[], [False]]
 
 
+def test_a_worker_lost_during_the_refit_resumes_to_the_same_first_pass_and_refits(
+    base_model,  # noqa: F811
+    tmp_path,
+):
+    from tests.training_app.test_trainer import Recorder
+
+    class CrashInTheRefit(Recorder):
+        def on_refit_progress(self, *, step, total_steps, seconds_left=None):
+            if step >= 5:
+                raise KeyboardInterrupt("simulated worker crash in the refit")
+
+    settings = {"epochs": 3, "refit_on_all_data": True}
+    with pytest.raises(KeyboardInterrupt):
+        run(base_model, tmp_path, name="lost", callbacks=CrashInTheRefit(), **settings)
+    resumed, recorder = run(base_model, tmp_path, name="lost", **settings)
+    whole, _ = run(base_model, tmp_path, name="whole", **settings)
+
+    assert resumed.status == "succeeded"
+    assert "resumed" in recorder.kinds()
+    assert recorder.kinds().index("refit_started") < recorder.kinds().index("refit_finished")
+    # The run picks up from its checkpoints and chooses the same step count as one never lost.
+    assert resumed.best_step == whole.best_step
+    assert resumed.refit["steps"] == whole.refit["steps"] == whole.best_step
+    assert resumed.refit["validation_metrics"] == whole.refit["validation_metrics"]
+
+
 def test_refit_without_a_validation_split_is_skipped_and_says_so(base_model, tmp_path):  # noqa: F811
     data = make_data("single_label")
     data.validation_texts, data.validation_labels = [], []
