@@ -287,6 +287,7 @@ def training_profile(
         smallest_class=smallest_class,
         p95_tokens=p95_tokens,
         parameter_count=base_model.parameter_count if base_model is not None else None,
+        validation_examples=int((snapshot.split_counts or {}).get("validation") or 0),
     )
 
 

@@ -85,6 +85,14 @@ def test_large_sets_train_again_on_train_and_validation_and_small_ones_do_not():
     assert mine.user_set == ["refit_on_all_data"]
     assert mine.explanation.endswith("; yours: refit on all data off.")
     assert chosen(500, 2, refit_on_all_data=True).values["refit_on_all_data"] is True
+    # Without a validation split there is no best step count to refit for, so it is not offered.
+    no_validation = choose_defaults(
+        task="single_label",
+        method="full",
+        profile=DataProfile(n_examples=50_000, n_classes=2, validation_examples=0),
+    )
+    assert no_validation.values["refit_on_all_data"] is False
+    assert "trained again" not in no_validation.explanation
 
 
 def test_many_classes_get_a_larger_budget_than_few_on_the_same_rows():

@@ -420,6 +420,9 @@ class DataProfile:
     smallest_class: int | None = None  # examples of the smallest class (single-label), if known
     p95_tokens: float | None = None  # 95th percentile of text length in tokens, if known
     parameter_count: int | None = None  # the base model's size, if known
+    # Examples in the validation split; None: not known (counted as some). Without any there
+    # is no best step count to refit for.
+    validation_examples: int | None = None
 
     @classmethod
     def from_labels(
@@ -486,8 +489,9 @@ def choose_defaults(
     - max_length 256 when the 95th-percentile text is longer than 128 tokens.
     - Full fine-tuning: an exponential moving average of the weights over about 10% of the
       planned steps is what validation scores and what the run keeps.
-    - Sets of 10,000 examples or more: once the run has found its best step count on
-      validation, a fresh model trains on train + validation for that many steps and is kept.
+    - Sets of 10,000 examples or more with a validation split: once the run has found its best
+      step count on validation, a fresh model trains on train + validation for that many steps
+      and is kept.
 
     `user_params` (None values ignored) override any choice; the explanation names them.
     """
@@ -585,8 +589,9 @@ def choose_defaults(
 
     # Large sets train again on train + validation for the best step count: more rows at about
     # twice the time, which their shorter budget leaves room for.
-    chosen["refit_on_all_data"] = large
-    if large:
+    refit = large and profile.validation_examples != 0
+    chosen["refit_on_all_data"] = refit
+    if refit:
         reasons["refit_on_all_data"] = (
             "then trained again on train + validation for the best step count (large set)"
         )
@@ -683,4 +688,5 @@ def defaults_for_data(
     profile = DataProfile.from_labels(
         task, data.train_labels, p95_tokens=p95, parameter_count=parameter_count
     )
+    profile.validation_examples = len(data.validation_texts)
     return config_with_defaults(task=task, method=method, profile=profile, params=params)
