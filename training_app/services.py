@@ -591,9 +591,13 @@ class RunCallbacks:
         total = int(metrics.pop("total_steps", 0) or self.run.total_steps or 0)
         seconds_left = metrics.pop("seconds_left", None)  # a state of the run, not a curve
         self.write_metrics(step=step, epoch=epoch, metrics=metrics, prefix="train_")
-        # With a refit to follow, the first pass is the first half of the bar.
-        share = 49 if self.run.params.get("refit_on_all_data") else 99
+        # With a refit to follow, the first pass is the first half of the bar, and the time left
+        # counts the refit too: at most as many steps again, at this pass's pace.
+        refit = bool(self.run.params.get("refit_on_all_data"))
+        share = 49 if refit else 99
         progress = int(share * step / total) if total else None
+        if refit and isinstance(seconds_left, int | float) and 0 < step < total:
+            seconds_left += seconds_left / (total - step) * total
         # Only this worker's attempt: a stale one (given up on by the sweeper) writes nothing.
         TrainingRun.objects.filter(pk=self.run.pk, **self.run.attempt_filter()).update(
             steps_done=step,

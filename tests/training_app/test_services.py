@@ -260,6 +260,30 @@ def test_progress_follows_the_engines_step_count_while_training(analyst, bundled
     assert names == {"train_loss", "train_examples_per_second"}
 
 
+def test_with_a_refit_to_follow_the_first_pass_is_half_the_bar_and_its_time_left_counts_both(
+    analyst, bundled, redis_url, monkeypatch
+):
+    from training_app.engine import config as engine_config
+    from training_app.services import RunCallbacks
+
+    monkeypatch.setattr(engine_config, "LARGE_SET", 1)  # this toy set counts as large
+    with broker_for_this_process(redis_url):
+        run = start(analyst, make_snapshot(toy_rows()), bundled, task="single_label")
+    assert run.params["refit_on_all_data"] is True
+    assert run.claim()
+
+    RunCallbacks(run).on_log(
+        step=5,
+        epoch=0.5,
+        metrics={"loss": 0.7, "examples_per_second": 120.0, "seconds_left": 8.0, "total_steps": 10},
+    )
+
+    run.refresh_from_db()
+    assert (run.progress, run.steps_done, run.total_steps) == (24, 5, 10)
+    # 8 s for this pass's last 5 steps, then up to 10 refit steps at the same 1.6 s a step.
+    assert run.seconds_left == pytest.approx(24.0)
+
+
 def test_a_dataset_whose_snapshot_trained_a_run_cannot_be_deleted(analyst, bundled, redis_url):
     from datasets_app.models import Dataset
     from datasets_app.services import dataset_delete
