@@ -238,8 +238,8 @@ def test_a_second_delivery_of_a_running_run_does_nothing(analyst, bundled, redis
     assert list(run.events.values_list("kind", flat=True)) == ["defaults_chosen"]
 
 
-def test_progress_follows_the_engines_step_count_while_training(analyst, bundled, redis_url):
-    from training_app.models import TrainingMetric
+def _run_logged_half_way(analyst, bundled, redis_url):
+    """A claimed run whose engine logged step 5 of 10 (8 s left for those 5), read back."""
     from training_app.services import RunCallbacks
 
     with broker_for_this_process(redis_url):
@@ -253,6 +253,14 @@ def test_progress_follows_the_engines_step_count_while_training(analyst, bundled
     )
 
     run.refresh_from_db()
+    return run
+
+
+def test_progress_follows_the_engines_step_count_while_training(analyst, bundled, redis_url):
+    from training_app.models import TrainingMetric
+
+    run = _run_logged_half_way(analyst, bundled, redis_url)
+
     assert (run.progress, run.steps_done, run.total_steps) == (49, 5, 10)
     assert run.message == "Step 5 of 10, loss 0.7000."
     assert (run.examples_per_second, run.seconds_left) == (120.0, 8.0)
@@ -264,21 +272,11 @@ def test_with_a_refit_to_follow_the_first_pass_is_half_the_bar_and_its_time_left
     analyst, bundled, redis_url, monkeypatch
 ):
     from training_app.engine import config as engine_config
-    from training_app.services import RunCallbacks
 
     monkeypatch.setattr(engine_config, "LARGE_SET", 1)  # this toy set counts as large
-    with broker_for_this_process(redis_url):
-        run = start(analyst, make_snapshot(toy_rows()), bundled, task="single_label")
+    run = _run_logged_half_way(analyst, bundled, redis_url)
+
     assert run.params["refit_on_all_data"] is True
-    assert run.claim()
-
-    RunCallbacks(run).on_log(
-        step=5,
-        epoch=0.5,
-        metrics={"loss": 0.7, "examples_per_second": 120.0, "seconds_left": 8.0, "total_steps": 10},
-    )
-
-    run.refresh_from_db()
     assert (run.progress, run.steps_done, run.total_steps) == (24, 5, 10)
     # 8 s for this pass's last 5 steps, then up to 10 refit steps at the same 1.6 s a step.
     assert run.seconds_left == pytest.approx(24.0)
