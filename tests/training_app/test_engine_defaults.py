@@ -67,6 +67,20 @@ def test_a_large_set_gets_fewer_epochs_a_larger_batch_and_shorter_warmup():
     )
 
 
+@pytest.mark.parametrize(
+    ("n", "reason"),
+    [
+        (14_000, "2 epochs (about 28,000 examples seen)"),  # 24,000 / 14,000 = 1.7 rounds to 2
+        (17_000, "2 epochs (about 34,000 examples seen; at least 2)"),  # 1.4 rounds to 1
+    ],
+)
+def test_the_epochs_reason_names_the_minimum_only_where_it_changed_the_choice(n, reason):
+    defaults = chosen(n, 2)
+
+    assert defaults.values["epochs"] == 2
+    assert f"{n:,} examples in 2 classes: {reason}," in defaults.explanation
+
+
 def test_large_sets_train_again_on_train_and_validation_and_small_ones_do_not():
     large, small = chosen(10_000, 2), chosen(9_999, 2)
 

@@ -517,7 +517,7 @@ def choose_defaults(
         reasons["epochs"] += f"; capped at {cap}"
         if many_classes:
             reasons["epochs"] += f" for {MANY_CLASSES} classes or more"
-    elif raw_epochs < MIN_EPOCHS:
+    elif round(raw_epochs) < MIN_EPOCHS:  # the minimum changed it (1.5-2 rounds to 2 anyway)
         reasons["epochs"] += f"; at least {MIN_EPOCHS}"
     reasons["epochs"] += ")"
 
