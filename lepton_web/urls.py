@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, register_converter
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from lepton_web import views
 from lepton_web.api import views as api_views
@@ -45,8 +45,11 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/",
-        # The docs page with a bar back to the console (drf-spectacular's page has no way back).
-        SpectacularSwaggerView.as_view(url_name="schema", template_name="lepton_web/api_docs.html"),
+        # The docs page with a bar back to the console (drf-spectacular's page has no way back);
+        # the split view serves its start-up script as a file (?script), so no inline script.
+        SpectacularSwaggerSplitView.as_view(
+            url_name="schema", template_name="lepton_web/api_docs.html"
+        ),
         name="api_docs",
     ),
 ]

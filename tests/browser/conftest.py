@@ -36,9 +36,20 @@ def page(chromium_path, settings):
         context = browser.new_context(viewport={"width": 1360, "height": 860})
         page = context.new_page()
         page.set_default_timeout(20_000)
+        # Every browser test also checks the Content-Security-Policy: a page that needs an
+        # inline script, an inline handler, eval or anything from elsewhere fails its test
+        # (Chromium reports each refusal on the console).
+        refused: list[str] = []
+        page.on(
+            "console",
+            lambda message: (
+                refused.append(message.text) if "Content Security Policy" in message.text else None
+            ),
+        )
         yield page
         context.close()
         browser.close()
+        assert not refused, f"The page broke its Content-Security-Policy: {refused}"
         # Playwright runs an event loop in this thread, so the ORM calls made meanwhile got
         # database connections of their own (asgiref's context-local): close them here, or
         # they would still hold the test database when it is dropped.

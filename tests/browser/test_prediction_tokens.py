@@ -1,5 +1,5 @@
 """Prediction tokens on the Deployments page in headless Chromium: create one, its key is shown
-once and works, revoke it (confirming), and it is gone and its key refused."""
+once and works, revoke it (Cancel keeps it; confirming revokes), and it is gone and its key refused."""
 
 import pytest
 from playwright.sync_api import expect
@@ -52,6 +52,14 @@ def test_create_show_once_and_revoke_a_token(
     page.goto(f"{live_server.url}/models/deployments/")  # shown once: not on the next visit
     expect(page.get_by_test_id("new-token")).to_have_count(0)
     assert key not in page.content()
+
+    # The revoke button asks first; Cancel keeps the token and its key working.
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.get_by_test_id("token-revoke").click()
+    expect(page.get_by_test_id("token-row")).to_have_count(1)
+    assert asked == ["Revoke the token shop? Applications using its key will get 401 at once."]
+    assert _predict(page, live_server, key) == 200
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_test_id("token-revoke").click()

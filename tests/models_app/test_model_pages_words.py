@@ -159,4 +159,4 @@ def test_a_refused_endpoint_action_is_shown_in_that_endpoint_card(
     assert "endpoint-error" not in first
     assert 'role="status"' not in html  # not repeated at the top of the page
     # The next poll of the list has no message left, so polling pauses while it shows.
-    assert "#endpoints-live [data-testid=endpoint-error]" in html
+    assert 'data-pause-while="select:focus, details[open], [data-testid=endpoint-error]"' in html
