@@ -8,6 +8,7 @@ document.body.addEventListener("htmx:responseError", (event) => {
 
 // <form data-confirm="Delete ...?">: asks before the form is sent; Cancel sends nothing.
 document.addEventListener("submit", (event) => {
+  if (event.defaultPrevented) return; // not being sent anyway: nothing to ask
   const form = event.target;
   const question = form instanceof HTMLFormElement ? form.dataset.confirm : undefined;
   if (question && !window.confirm(question)) event.preventDefault();
