@@ -22,11 +22,11 @@ trial), on one snapshot:
    (printed). Its best trial (by validation) is registered; its test scores are compared.
 
 Prints test accuracy and macro-F1 of both, wall times, the search's trials (pruned ones
-marked, each with the test scores it reached, which choose nothing), whether the search beat
-the default run, and the highest test accuracy any trial reached: what the searched settings
-can reach on this split at best (a choice by validation cannot do better). Needs PostgreSQL and the broker of
-CELERY_BROKER_URL (runs are published there as usual; no worker needs to listen: this process
-executes them). The database named by --database-url (default lepton_bench_search) is created
+marked; each finished one with the test accuracy it reached, which chooses nothing), whether
+the search beat the default run, and the highest test accuracy of any finished trial: the most
+the tried settings reached on this split (a choice by validation cannot do better). Needs
+PostgreSQL and the broker of CELERY_BROKER_URL (runs are published there as usual; no worker
+needs to listen: this process executes them). The database named by --database-url (default lepton_bench_search) is created
 and migrated if missing.
 
 --max-train N caps the train split at N rows (stratified, validation in proportion; the test
@@ -366,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     reached = [t["test"]["accuracy"] for t in search["trial_tests"] if t["test"].get("accuracy")]
     if reached:
         print(
-            f"highest test accuracy of any trial {max(reached):.4f} (chooses nothing: the most "
-            "these settings reached on this split)"
+            f"highest test accuracy of any finished trial {max(reached):.4f} (chooses nothing: "
+            "the most the tried settings reached on this split)"
         )
     if args.json:
         args.json.write_text(
