@@ -472,6 +472,18 @@ def test_train_on_all_data_is_auto_from_the_set_size_unless_the_user_chooses(
         assert ("trained again on train + validation" in explanation) is expected
 
 
+def test_train_on_all_data_refuses_a_value_it_does_not_offer(client_as, snapshot, tiny_base_model):
+    response = client_as("analyst").post(
+        "/training/new/", form_data(snapshot, tiny_base_model, refit_on_all_data="maybe")
+    )
+
+    assert response.status_code == 400  # the form again, with the error beside the field
+    assert field_errors(response, "refit_on_all_data") == [
+        "Select a valid choice. maybe is not one of the available choices."
+    ]
+    assert not TrainingRun.objects.exists()
+
+
 def test_starting_a_run_redirects_to_its_page_with_a_message(client_as, snapshot, tiny_base_model):
     client = client_as("analyst")
 
