@@ -184,8 +184,8 @@ class RunForm(forms.Form):
     refit_on_all_data = forms.TypedChoiceField(
         required=False,
         label="Train on all data",
-        help_text="after finding the best step count on validation, retrain on train + "
-        "validation for that many steps and keep that model (the test split stays untouched)",
+        help_text="after finding the best step on validation, retrain on train + validation for "
+        "as many epochs and keep that model (the test split stays untouched)",
         choices=[
             ("", f"auto (on from {engine_config.LARGE_SET:,} training examples)"),
             ("true", "on"),

@@ -343,12 +343,13 @@ def training_run_estimate(
     config = training_config_build(task=task, method=method, params=params, profile=profile)
     estimate = training_time_estimate(snapshot=snapshot, base_model=base_model, config=config)
     if config.refit_on_all_data:
-        # The refit trains again, on train + validation, for the first pass's best step count:
-        # at most as long again (the whole first pass), typically a little less.
-        refit_share = 0.8
-        for key, share in (("seconds", refit_share), ("low_seconds", 0.5), ("high_seconds", 1.0)):
+        # The refit trains again, on train + validation, for the first pass's best number of
+        # epochs: at most the whole first pass again in epochs (its steps times the larger
+        # set's share), typically a little less.
+        ratio = refit_step_ratio(snapshot.split_counts)
+        for key, share in (("seconds", 0.8), ("low_seconds", 0.5), ("high_seconds", 1.0)):
             if isinstance(estimate.get(key), int | float):
-                estimate[key] = round(estimate[key] * (1 + share), 1)
+                estimate[key] = round(estimate[key] * (1 + share * ratio), 1)
         estimate["basis"] = (
             f"{estimate.get('basis', '')} Includes the refit on train + validation."
         ).strip()
@@ -563,6 +564,16 @@ def training_checkpoints_expire(*, now=None) -> dict[str, int]:
 
 
 # --- execution -----------------------------------------------------------------------------------------
+def refit_step_ratio(split_counts: dict | None) -> float:
+    """The refit's steps per first-pass step: it trains as many epochs on train + validation
+    (the engine's `refit_steps`), so (train + validation) / train of the snapshot's rows."""
+    counts = split_counts or {}
+    train = int(counts.get("train") or 0)
+    if train <= 0:
+        return 1.0
+    return (train + int(counts.get("validation") or 0)) / train
+
+
 class RunCallbacks:
     """Bridges the engine's callbacks to the run row: metrics, events, progress, heartbeat, cancel."""
 
@@ -570,6 +581,12 @@ class RunCallbacks:
         self.run = run
         self._last_cancel_check = 0.0
         self._stop = False
+        self._refit_ratio: float | None = None
+
+    def _refit_step_ratio(self) -> float:
+        if self._refit_ratio is None:
+            self._refit_ratio = refit_step_ratio(self.run.snapshot.split_counts)
+        return self._refit_ratio
 
     def write_metrics(self, *, step: int, epoch: float, metrics: dict, prefix: str) -> None:
         rows = [
@@ -592,12 +609,13 @@ class RunCallbacks:
         seconds_left = metrics.pop("seconds_left", None)  # a state of the run, not a curve
         self.write_metrics(step=step, epoch=epoch, metrics=metrics, prefix="train_")
         # With a refit to follow, the first pass is the first half of the bar, and the time left
-        # counts the refit too: at most as many steps again, at this pass's pace.
+        # counts the refit too: at most as many epochs again (more steps: the validation rows
+        # join), at this pass's pace.
         refit = bool(self.run.params.get("refit_on_all_data"))
         share = 49 if refit else 99
         progress = int(share * step / total) if total else None
         if refit and isinstance(seconds_left, int | float) and 0 < step < total:
-            seconds_left += seconds_left / (total - step) * total
+            seconds_left += seconds_left / (total - step) * total * self._refit_step_ratio()
         # Only this worker's attempt: a stale one (given up on by the sweeper) writes nothing.
         TrainingRun.objects.filter(pk=self.run.pk, **self.run.attempt_filter()).update(
             steps_done=step,
@@ -806,7 +824,8 @@ def _training_run_execute_claimed(run: TrainingRun, *, engine) -> TrainingRun:
             kind="refit",
             message=(
                 f"Refit on train + validation ({refit['examples']:,} examples) for "
-                f"{refit['steps']:,} steps, the best step count of the first pass (validation: "
+                f"{refit['steps']:,} steps: {refit['first_pass_epochs']:g} epochs, as at the first "
+                f"pass's best step (validation: "
                 f"{shown}). The registered model is the refit one; its test scores are above."
             )[:2000],
         )

@@ -87,7 +87,7 @@ def test_large_sets_train_again_on_train_and_validation_and_small_ones_do_not():
     assert large.values["refit_on_all_data"] is True
     assert large.explanation.endswith(
         "weights averaged over about the last 10% of steps, then trained again on train + "
-        "validation for the best step count (large set)."
+        "validation for the best number of epochs (large set)."
     )
     assert small.values["refit_on_all_data"] is False
     assert "trained again" not in small.explanation
@@ -99,7 +99,7 @@ def test_large_sets_train_again_on_train_and_validation_and_small_ones_do_not():
     assert mine.user_set == ["refit_on_all_data"]
     assert mine.explanation.endswith("; yours: refit on all data off.")
     assert chosen(500, 2, refit_on_all_data=True).values["refit_on_all_data"] is True
-    # Without a validation split there is no best step count to refit for, so it is not offered.
+    # Without a validation split there is no best step to refit for, so it is not offered.
     no_validation = choose_defaults(
         task="single_label",
         method="full",
@@ -293,7 +293,9 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_best_step_co
     assert refitted.best_step == plain.best_step
     assert refitted.best_metrics == plain.best_metrics
     assert refitted.history == plain.history
-    assert refitted.refit["steps"] == plain.best_step
+    # As many epochs as the best step: 15 steps of 16 make an epoch of 240 rows, 19 of 300.
+    assert refitted.refit["steps"] == round(plain.best_step * 19 / 15) > plain.best_step
+    assert refitted.refit["first_pass_epochs"] == round(plain.best_step / 15, 3)
     assert refitted.refit["examples"] == 240 + 60
     assert refitted.refit["validation_metrics"] == plain.best_metrics
     kinds = recorder.kinds()
@@ -303,6 +305,18 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_best_step_co
     # The kept model is the refit one: it scores the test split differently.
     assert refitted.test_metrics["loss"] != pytest.approx(plain.test_metrics["loss"], abs=1e-6)
     assert refitted.test_metrics["accuracy"] >= plain.test_metrics["accuracy"] - 0.1
+
+
+def test_the_refit_repeats_the_first_pass_epochs_over_the_larger_set():
+    from training_app.engine.loop import refit_steps
+
+    # All of SST-2 at batch 32: best at step 4,210 of 1,684 an epoch (2.5 epochs); train +
+    # validation make 1,895 steps an epoch, so 2.5 of them are 4,738 steps.
+    assert refit_steps(4210, 1684, 1895) == 4738
+    # No validation rows (the same steps an epoch): the same step count.
+    assert refit_steps(45, 15, 15) == 45
+    # A best step of 1 on a large set still trains at least one step.
+    assert refit_steps(1, 1000, 1001) == 1
 
 
 def test_the_first_pass_is_freed_before_the_refit_builds_its_model(
@@ -354,7 +368,7 @@ def test_a_worker_lost_during_the_refit_resumes_to_the_same_first_pass_and_refit
     assert recorder.kinds().index("refit_started") < recorder.kinds().index("refit_finished")
     # The run picks up from its checkpoints and chooses the same step count as one never lost.
     assert resumed.best_step == whole.best_step
-    assert resumed.refit["steps"] == whole.refit["steps"] == whole.best_step
+    assert resumed.refit["steps"] == whole.refit["steps"] == round(whole.best_step * 19 / 15)
     assert resumed.refit["validation_metrics"] == whole.refit["validation_metrics"]
 
 

@@ -278,8 +278,9 @@ def test_with_a_refit_to_follow_the_first_pass_is_half_the_bar_and_its_time_left
 
     assert run.params["refit_on_all_data"] is True
     assert (run.progress, run.steps_done, run.total_steps) == (24, 5, 10)
-    # 8 s for this pass's last 5 steps, then up to 10 refit steps at the same 1.6 s a step.
-    assert run.seconds_left == pytest.approx(24.0)
+    # 8 s for this pass's last 5 steps, then up to as many epochs again at the same 1.6 s a
+    # step: the toy set's 16 train + 4 validation rows make that 10 x 20 / 16 = 12.5 steps.
+    assert run.seconds_left == pytest.approx(8.0 + 12.5 * 1.6)
 
 
 def test_a_dataset_whose_snapshot_trained_a_run_cannot_be_deleted(analyst, bundled, redis_url):
@@ -411,19 +412,26 @@ def test_a_run_that_trains_on_all_data_records_its_first_pass_and_registers_the_
     assert max(first) <= 49
     assert second
     assert all(50 <= p <= 99 for p, _ in second)
+    # As many epochs as the first pass's best step: 8 steps of 8 make an epoch of the 60 train
+    # rows, 10 of the 75 train + validation rows.
+    refit_steps = round(run.best_step * 10 / 8)
+    assert refit_steps > run.best_step
     assert second[-1] == (
         99,
-        f"Refit on train + validation: step {run.best_step} of {run.best_step}.",
+        f"Refit on train + validation: step {refit_steps} of {refit_steps}.",
     )
     shown = [p for p, _ in reported if p is not None]
     assert shown == sorted(shown)
     assert run.best_metrics["macro_f1"] >= 0  # the first pass's validation score is kept
-    assert run.resolved_params["refit_steps"] == run.best_step
+    assert run.resolved_params["refit_steps"] == refit_steps
     assert run.resolved_params["refit_examples"] == 75  # 60 train + 15 validation
     kinds = list(run.events.order_by("pk").values_list("kind", flat=True))
     assert kinds.index("finished") < kinds.index("refit_started") < kinds.index("refit")
     refit = run.events.get(kind="refit").message
-    assert refit.startswith(f"Refit on train + validation (75 examples) for {run.best_step} steps")
+    assert refit.startswith(
+        f"Refit on train + validation (75 examples) for {refit_steps} steps: "
+        f"{run.best_step / 8:g} epochs, as at the first pass's best step (validation: "
+    )
     assert run.model_version.hyperparameters["refit_on_all_data"] is True
 
 

@@ -165,12 +165,13 @@ def test_a_refit_with_averaging_trains_to_the_end_and_keeps_its_average(
         base_model, tmp_path, epochs=2, weight_averaging=0.25, refit_on_all_data=True
     )
 
-    # The first pass keeps its end (30 steps), so the refit trains 30 steps of 300 rows.
+    # The first pass keeps its end (30 steps: 2 epochs of 15), so the refit trains the same 2
+    # epochs of 300 rows: 38 steps (19 an epoch).
     assert refitted.best_step == 30
-    assert refitted.refit["steps"] == 30
+    assert refitted.refit["steps"] == 38
     assert "refit_finished" in recorder.kinds()
     # The watcher saw the first pass (start, 30 steps) and then the refit's own run.
     refit_steps = seen["steps"][30:]
-    assert len(refit_steps) == 30
+    assert len(refit_steps) == 38
     kept = artifact_weights(refitted)
     assert not _close({name: kept[name] for name in refit_steps[-1]}, refit_steps[-1], atol=1e-4)

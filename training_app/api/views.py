@@ -93,7 +93,8 @@ class RunInputSerializer(serializers.Serializer):
         default=dict,
         help_text="Omitted values are chosen from the snapshot's data (the estimate's `defaults` "
         "says how) or take the engine's defaults. `refit_on_all_data: true` retrains on train + "
-        "validation for the best step count found on validation and registers that model "
+        "validation for as many epochs as the best step found on validation and registers that "
+        "model "
         "(left out: on for training splits of 10,000 examples or more).",
     )
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)

@@ -274,7 +274,8 @@ class TrainingResult:
     stopped_early: bool = False
     label_names: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)  # every validation, in order
-    # With refit_on_all_data: {"steps", "examples", "seconds", "validation_metrics"} of the refit
+    # With refit_on_all_data: {"steps", "examples", "seconds", "validation_metrics",
+    # "first_pass_epochs"} of the refit
     # (the model kept was trained on train + validation; best_metrics stay the first pass's).
     refit: dict | None = None
 
@@ -365,12 +366,13 @@ MANY_CLASSES = 20
 MAX_EPOCHS_MANY_CLASSES = 6
 EVALUATIONS_PER_RUN = 4  # the planned steps / this = the evaluation interval
 # Training examples from which a set counts as large: batch 32, warmup 6%, and a final refit on
-# train + validation (`refit_on_all_data`) once the first pass has found its best step count.
+# train + validation (`refit_on_all_data`) for as many epochs as the first pass's best step.
 # The refit about doubles the time, which the short budget of a large set leaves room for (2
 # epochs take ~0.25x the Trainer's 3); small sets keep their time. All of SST-2 (quality.py's
 # held-out test of 6,735; training seeds 42, 7, 13): first pass 0.9335, 0.9318, 0.9338, with the
-# refit on its 6,735 validation rows 0.9370, 0.9360, 0.9348, against the Trainer's 0.9351,
-# 0.9365, 0.9363 (tied over the three seeds). On small sets the refit was uneven (TREC seed 42
+# refit for as many epochs on its 6,735 validation rows too 0.9367, 0.9366, 0.9356 (the same
+# step count: 0.9370, 0.9360, 0.9348), against the Trainer's 0.9351, 0.9365, 0.9363 (ahead by
+# 7 of 20,205 texts over the three seeds; tied with the same step count). On small sets the refit was uneven (TREC seed 42
 # 0.9578 -> 0.9394; Financial PhraseBank -1.6 to +2.8 points by seed), so they keep one pass.
 LARGE_SET = 10_000
 IMBALANCE_RATIO = 4.0  # largest / smallest class from which classes may get weights
@@ -423,7 +425,7 @@ class DataProfile:
     p95_tokens: float | None = None  # 95th percentile of text length in tokens, if known
     parameter_count: int | None = None  # the base model's size, if known
     # Examples in the validation split; None: not known (counted as some). Without any there
-    # is no best step count to refit for.
+    # is no best step to refit for.
     validation_examples: int | None = None
 
     @classmethod
@@ -589,13 +591,13 @@ def choose_defaults(
             )
         )
 
-    # Large sets train again on train + validation for the best step count: more rows at about
-    # twice the time, which their shorter budget leaves room for.
+    # Large sets train again on train + validation for the best number of epochs: more rows at
+    # about twice the time, which their shorter budget leaves room for.
     refit = large and profile.validation_examples != 0
     chosen["refit_on_all_data"] = refit
     if refit:
         reasons["refit_on_all_data"] = (
-            "then trained again on train + validation for the best step count (large set)"
+            "then trained again on train + validation for the best number of epochs (large set)"
         )
 
     max_length = (
