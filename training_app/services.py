@@ -825,8 +825,7 @@ def _training_run_execute_claimed(run: TrainingRun, *, engine) -> TrainingRun:
             message=(
                 f"Refit on train + validation ({refit['examples']:,} examples) for "
                 f"{refit['steps']:,} steps: {refit['first_pass_epochs']:g} epochs, as at the first "
-                f"pass's best step (validation: "
-                f"{shown}). The registered model is the refit one; its test scores are above."
+                f"pass's best step (validation: {shown}). The registered model is the refit one; its test scores are above."
             )[:2000],
         )
     if result.status != "cancelled":

@@ -94,8 +94,7 @@ class RunInputSerializer(serializers.Serializer):
         help_text="Omitted values are chosen from the snapshot's data (the estimate's `defaults` "
         "says how) or take the engine's defaults. `refit_on_all_data: true` retrains on train + "
         "validation for as many epochs as the best step found on validation and registers that "
-        "model "
-        "(left out: on for training splits of 10,000 examples or more).",
+        "model (left out: on for training splits of 10,000 examples or more).",
     )
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
 

@@ -15,8 +15,8 @@ Defaults. A plain `TrainingConfig` has fixed defaults (3 epochs, batch 32, lr 5e
 `config.choose_defaults` (or `config.defaults_for_data`) chooses them from the training split
 instead: size, classes, class balance, text length, method and model size, with an explanation
 in a sentence; the console uses it for every run. With `refit_on_all_data`, `train()` runs a
-second pass: a fresh model on train + validation for the first pass's best number of epochs (its own
-checkpoints in `checkpoint_dir/refit/`), whose artifact replaces the first one;
+second pass: a fresh model on train + validation for the first pass's best number of epochs
+(its own checkpoints in `checkpoint_dir/refit/`), whose artifact replaces the first one;
 `TrainingResult.refit` describes it and `best_metrics` stay the first pass's validation scores.
 
 Warmup-stable-decay (`scheduler="wsd"`, what the defaults choose): after the warmup the learning

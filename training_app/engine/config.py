@@ -370,10 +370,11 @@ EVALUATIONS_PER_RUN = 4  # the planned steps / this = the evaluation interval
 # The refit about doubles the time, which the short budget of a large set leaves room for (2
 # epochs take ~0.25x the Trainer's 3); small sets keep their time. All of SST-2 (quality.py's
 # held-out test of 6,735; training seeds 42, 7, 13): first pass 0.9335, 0.9318, 0.9338, with the
-# refit for as many epochs on its 6,735 validation rows too 0.9367, 0.9366, 0.9356 (the same
-# step count: 0.9370, 0.9360, 0.9348), against the Trainer's 0.9351, 0.9365, 0.9363 (ahead by
-# 7 of 20,205 texts over the three seeds; tied with the same step count). On small sets the refit was uneven (TREC seed 42
-# 0.9578 -> 0.9394; Financial PhraseBank -1.6 to +2.8 points by seed), so they keep one pass.
+# refit for as many epochs with its 6,735 validation rows too 0.9367, 0.9366, 0.9356 (for the
+# same step count: 0.9370, 0.9360, 0.9348), against the Trainer's 0.9351, 0.9365, 0.9363: ahead
+# by 7 of 20,205 texts over the three seeds (tied with the same step count). On small sets the
+# refit was uneven (TREC seed 42 0.9578 -> 0.9394; Financial PhraseBank -1.6 to +2.8 points by
+# seed), so they keep one pass.
 LARGE_SET = 10_000
 IMBALANCE_RATIO = 4.0  # largest / smallest class from which classes may get weights
 # ... when the smallest class also has fewer examples than this: weights help a rare class the
