@@ -287,3 +287,15 @@ def test_an_estimate_with_train_on_all_data_counts_the_refit(snapshot, tiny_base
     assert refit["high_seconds"] == pytest.approx(plain["high_seconds"] * (1 + 1.25), abs=0.2)
     assert refit["basis"].endswith("Includes the refit on train + validation.")
     assert plain["defaults"].startswith("Chosen for 60 examples in 3 classes")
+
+
+def test_the_refit_step_ratio_counts_the_validation_rows_that_join_the_training_rows():
+    from training_app.services import refit_step_ratio
+
+    # SST-2 as quality.py splits it: 53,879 train and 6,735 validation rows.
+    assert refit_step_ratio({"train": 53_879, "validation": 6_735, "test": 6_735}) == pytest.approx(
+        60_614 / 53_879
+    )
+    # No validation rows join: the same steps; no train split (nothing to refit): no scaling.
+    assert refit_step_ratio({"train": 100, "test": 10}) == 1.0
+    assert refit_step_ratio({}) == refit_step_ratio(None) == 1.0
