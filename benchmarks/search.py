@@ -26,8 +26,8 @@ marked; each finished one with the test accuracy it reached, which chooses nothi
 the search beat the default run, and the highest test accuracy of any finished trial: the most
 the tried settings reached on this split (a choice by validation cannot do better). Needs
 PostgreSQL and the broker of CELERY_BROKER_URL (runs are published there as usual; no worker
-needs to listen: this process executes them). The database named by --database-url (default lepton_bench_search) is created
-and migrated if missing.
+needs to listen: this process executes them). The database named by --database-url (default
+lepton_bench_search) is created and migrated if missing.
 
 --max-train N caps the train split at N rows (stratified, validation in proportion; the test
 split is untouched) and --space narrows the space (JSON over the default space) for a quick
